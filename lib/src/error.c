@@ -101,7 +101,8 @@ static void replace(ms_error **err, ms_error *e) {
   *err = e;
 }
 
-static int make(ms_error **err, ms_status code, int errnum, const char *fmt, va_list ap) {
+__attribute__((format(printf, 4, 0))) static int make(ms_error **err, ms_status code, int errnum, const char *fmt,
+                                                    va_list ap) {
   if (!err)
     return MS_ERR;
   char *msg = NULL;

@@ -1,0 +1,128 @@
+#include <errno.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "meseta/alloc.h"
+#include "rpc-internal.h"
+
+void ms_rpc__init(void) { grpc_init(); }
+void ms_rpc__shutdown(void) { grpc_shutdown(); }
+
+grpc_byte_buffer *ms_rpc__pack(const ProtobufCMessage *msg) {
+  size_t n = protobuf_c_message_get_packed_size(msg);
+  grpc_slice s = grpc_slice_malloc(n);
+  protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  return bb;
+}
+
+ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, ms_error **err) {
+  grpc_byte_buffer_reader r;
+  if (!grpc_byte_buffer_reader_init(&r, bb)) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "message could not be decompressed");
+    return NULL;
+  }
+  grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+  grpc_byte_buffer_reader_destroy(&r);
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  if (!m)
+    ms_error_set(err, MS_INVALID_ARGUMENT, "message is not a valid `%s`", desc->name);
+  return m;
+}
+
+char *ms_rpc__read_pem(const char *path, const char *what, ms_error **err) {
+  _cleanup_fclose_ FILE *f = fopen(path, "re");
+  if (!f) {
+    ms_error_set_errno(err, errno, "%s `%s`", what, path);
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fileno(f), &st) < 0 || st.st_size > 1024 * 1024) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "%s `%s` is not a readable PEM file under 1 MiB", what, path);
+    return NULL;
+  }
+  char *buf = ms_xmalloc((size_t)st.st_size + 1);
+  size_t n = fread(buf, 1, (size_t)st.st_size, f);
+  buf[n] = '\0';
+  if (!strstr(buf, "-----BEGIN ")) {
+    free(buf);
+    ms_error_set(err, MS_INVALID_ARGUMENT, "%s `%s` holds no PEM block", what, path);
+    return NULL;
+  }
+  return buf;
+}
+
+grpc_server_credentials *ms_rpc__server_creds(const ms_rpc_tls *tls, ms_error **err) {
+  if (!tls)
+    return grpc_insecure_server_credentials_create();
+  if (!tls->cert_file || !tls->key_file) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "TLS needs both a certificate and a key file");
+    return NULL;
+  }
+  _cleanup_free_ char *cert = ms_rpc__read_pem(tls->cert_file, "TLS certificate", err);
+  _cleanup_free_ char *key = cert ? ms_rpc__read_pem(tls->key_file, "TLS key", err) : NULL;
+  _cleanup_free_ char *ca = NULL;
+  if (!cert || !key)
+    return NULL;
+  if (tls->ca_file && !(ca = ms_rpc__read_pem(tls->ca_file, "TLS CA", err)))
+    return NULL;
+  grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+  grpc_ssl_client_certificate_request_type req =
+      ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+  grpc_server_credentials *c = grpc_ssl_server_credentials_create_ex(ca, &pair, 1, req, NULL);
+  if (!c)
+    ms_error_set(err, MS_INVALID_ARGUMENT, "TLS certificate `%s` or key `%s` was refused", tls->cert_file,
+                 tls->key_file);
+  return c;
+}
+
+grpc_channel_credentials *ms_rpc__channel_creds(const ms_rpc_tls *tls, ms_error **err) {
+  if (!tls)
+    return grpc_insecure_credentials_create();
+  _cleanup_free_ char *ca = NULL, *cert = NULL, *key = NULL;
+  if (tls->ca_file && !(ca = ms_rpc__read_pem(tls->ca_file, "TLS CA", err)))
+    return NULL;
+  if (!!tls->cert_file != !!tls->key_file) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "a TLS client certificate needs both a certificate and a key file");
+    return NULL;
+  }
+  if (tls->cert_file) {
+    if (!(cert = ms_rpc__read_pem(tls->cert_file, "TLS certificate", err)) ||
+        !(key = ms_rpc__read_pem(tls->key_file, "TLS key", err)))
+      return NULL;
+  }
+  grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+  grpc_channel_credentials *c = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+  if (!c)
+    ms_error_set(err, MS_INVALID_ARGUMENT, "TLS client credentials were refused");
+  return c;
+}
+
+char *ms_rpc__slice_strdup(grpc_slice s) {
+  return ms_xstrndup((const char *)GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+}
+
+int64_t ms_rpc__ms_until(gpr_timespec deadline) {
+  if (gpr_time_cmp(deadline, gpr_inf_future(deadline.clock_type)) == 0)
+    return INT64_MAX;
+  gpr_timespec now = gpr_now(deadline.clock_type);
+  if (gpr_time_cmp(deadline, now) <= 0)
+    return 0;
+  return gpr_time_to_millis(gpr_time_sub(deadline, now));
+}
+
+gpr_timespec ms_rpc__deadline_after_ms(int64_t ms) {
+  if (ms <= 0 || ms == INT64_MAX)
+    return gpr_inf_future(GPR_CLOCK_REALTIME);
+  return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+char *ms_rpc_method_path(const ProtobufCServiceDescriptor *desc, const char *method) {
+  return ms_xasprintf("/%s/%s", desc->name, method);
+}
