@@ -13,7 +13,10 @@ void ms_rpc__init(void) { grpc_init(); }
 void ms_rpc__shutdown(void) { grpc_shutdown(); }
 
 grpc_byte_buffer *ms_rpc__pack(const ProtobufCMessage *msg) {
-  size_t n = protobuf_c_message_get_packed_size(msg);
+  return ms_rpc__pack_sized(msg, protobuf_c_message_get_packed_size(msg));
+}
+
+grpc_byte_buffer *ms_rpc__pack_sized(const ProtobufCMessage *msg, size_t n) {
   grpc_slice s = grpc_slice_malloc(n);
   protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);

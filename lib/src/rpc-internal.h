@@ -15,6 +15,8 @@ void ms_rpc__shutdown(void);
 
 /* Serializes a message into a new byte buffer (the caller destroys it). */
 grpc_byte_buffer *ms_rpc__pack(const ProtobufCMessage *msg);
+/* The same when the packed size is already known. */
+grpc_byte_buffer *ms_rpc__pack_sized(const ProtobufCMessage *msg, size_t size);
 /* Parses a byte buffer (decompressing if needed). INVALID_ARGUMENT naming the
  * type when the bytes are not one. */
 ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, ms_error **err);

@@ -56,19 +56,23 @@ struct ms_rpc_call {
   grpc_call *call;
   method_entry *m;
   gpr_timespec deadline;
-  char **md; /* key, value pairs */
-  size_t n_md;
+  grpc_metadata_array md; /* as received; values copied out on demand */
+  char **md_copies;
+  size_t n_md_copies;
   char *peer, *identity;
   bool identity_loaded;
   void *data;
 
   pthread_mutex_t mu;
+  size_t max_queued;
+  int64_t max_msg;
   int refs;    /* the layer's (until close) + ms_rpc_call_ref's */
   int batches; /* in flight */
   bool in_start, done, cancelled, done_notified, close_started, recv_stopped;
   int close_cancelled;
 
-  grpc_byte_buffer **q; /* pending sends, a ring */
+  grpc_byte_buffer **q; /* pending sends, a ring; starts in q_inline */
+  grpc_byte_buffer *q_inline[4];
   size_t qhead, qlen, qcap;
   bool sending, initial_md_sent, finishing, status_sent, close_in_send;
   ms_status fin_code;
@@ -190,12 +194,14 @@ static void call_free(ms_rpc_call *c) {
   ms_rpc_server *srv = c->srv;
   for (size_t i = 0; i < c->qlen; i++)
     grpc_byte_buffer_destroy(c->q[(c->qhead + i) % c->qcap]);
-  free(c->q);
+  if (c->q != c->q_inline)
+    free(c->q);
   if (c->finishing)
     grpc_slice_unref(c->fin_details);
-  for (size_t i = 0; i < 2 * c->n_md; i++)
-    free(c->md[i]);
-  free(c->md);
+  grpc_metadata_array_destroy(&c->md);
+  for (size_t i = 0; i < c->n_md_copies; i++)
+    free(c->md_copies[i]);
+  free(c->md_copies);
   free(c->peer);
   free(c->identity);
   pthread_mutex_destroy(&c->mu);
@@ -306,28 +312,29 @@ int ms_rpc_call_send(ms_rpc_call *c, const ProtobufCMessage *msg, ms_error **err
     pthread_mutex_unlock(&c->mu);
     return ms_error_set(err, MS_CANCELLED, "call `%s` is over", c->m ? c->m->path : "?");
   }
-  if (c->qlen >= c->srv->max_queued) {
+  if (c->qlen >= c->max_queued) {
     pthread_mutex_unlock(&c->mu);
     return ms_error_set(err, MS_RESOURCE_EXHAUSTED, "call `%s`: %zu messages already wait to be sent",
                         c->m->path, c->qlen);
   }
   size_t size = protobuf_c_message_get_packed_size(msg);
-  if ((int64_t)size > c->srv->max_msg) {
+  if ((int64_t)size > c->max_msg) {
     pthread_mutex_unlock(&c->mu);
     return ms_error_set(err, MS_RESOURCE_EXHAUSTED, "call `%s`: a %zu-byte message is over the %lld-byte limit",
-                        c->m->path, size, (long long)c->srv->max_msg);
+                        c->m->path, size, (long long)c->max_msg);
   }
   if (c->qlen == c->qcap) {
     size_t ncap = c->qcap ? c->qcap * 2 : 8;
     grpc_byte_buffer **nq = ms_xmalloc(ncap * sizeof(*nq));
     for (size_t i = 0; i < c->qlen; i++)
       nq[i] = c->q[(c->qhead + i) % c->qcap];
-    free(c->q);
+    if (c->q != c->q_inline)
+      free(c->q);
     c->q = nq;
     c->qcap = ncap;
     c->qhead = 0;
   }
-  c->q[(c->qhead + c->qlen) % c->qcap] = ms_rpc__pack(msg);
+  c->q[(c->qhead + c->qlen) % c->qcap] = ms_rpc__pack_sized(msg, size);
   c->qlen++;
   pump_locked(c);
   pthread_mutex_unlock(&c->mu);
@@ -339,7 +346,7 @@ void ms_rpc_call_finish(ms_rpc_call *c, ms_status code, const char *message) {
   if (!c->finishing && !c->done) {
     c->finishing = true;
     c->fin_code = code;
-    c->fin_details = grpc_slice_from_copied_string(message ? message : "");
+    c->fin_details = message && *message ? grpc_slice_from_copied_string(message) : grpc_empty_slice();
     c->recv_stopped = true;
     pump_locked(c);
   }
@@ -387,10 +394,19 @@ bool ms_rpc_call_is_done(const ms_rpc_call *c) {
   return d;
 }
 
-const char *ms_rpc_call_metadata(const ms_rpc_call *c, const char *key) {
-  for (size_t i = 0; i < c->n_md; i++)
-    if (strcmp(c->md[2 * i], key) == 0)
-      return c->md[2 * i + 1];
+const char *ms_rpc_call_metadata(ms_rpc_call *c, const char *key) {
+  size_t klen = strlen(key);
+  for (size_t i = 0; i < c->md.count; i++) {
+    grpc_slice k = c->md.metadata[i].key;
+    if (GRPC_SLICE_LENGTH(k) == klen && memcmp(GRPC_SLICE_START_PTR(k), key, klen) == 0) {
+      char *v = ms_rpc__slice_strdup(c->md.metadata[i].value);
+      pthread_mutex_lock(&c->mu);
+      c->md_copies = ms_xrealloc(c->md_copies, (c->n_md_copies + 1) * sizeof(char *));
+      c->md_copies[c->n_md_copies++] = v;
+      pthread_mutex_unlock(&c->mu);
+      return v;
+    }
+  }
   return NULL;
 }
 
@@ -448,18 +464,14 @@ static void call_arrived(ms_rpc_server *srv, slot *s) {
   c->m = s->m;
   c->deadline = s->deadline;
   c->refs = 1;
+  c->q = c->q_inline;
+  c->qcap = MS_ARRAY_SIZE(c->q_inline);
+  c->max_queued = srv->max_queued;
+  c->max_msg = srv->max_msg;
   c->t_recv = (tag){TAG_RECV, c};
   c->t_send = (tag){TAG_SEND, c};
   c->t_close = (tag){TAG_CLOSE, c};
-  if (s->md.count) {
-    c->md = ms_xcalloc(2 * s->md.count, sizeof(char *));
-    for (size_t i = 0; i < s->md.count; i++) {
-      c->md[2 * i] = ms_rpc__slice_strdup(s->md.metadata[i].key);
-      c->md[2 * i + 1] = ms_rpc__slice_strdup(s->md.metadata[i].value);
-    }
-    c->n_md = s->md.count;
-  }
-  grpc_metadata_array_destroy(&s->md);
+  c->md = s->md; /* moved: the slot's array is initialised again when re-armed */
   grpc_byte_buffer *payload = s->payload;
   s->payload = NULL;
   pthread_mutex_lock(&srv->mu);

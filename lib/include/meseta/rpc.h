@@ -148,7 +148,7 @@ int64_t ms_rpc_call_deadline_ms(const ms_rpc_call *call);
 bool ms_rpc_call_is_done(const ms_rpc_call *call);
 /* The first value of request metadata `key` (lowercase), NULL if absent. Owned
  * by the call. */
-const char *ms_rpc_call_metadata(const ms_rpc_call *call, const char *key);
+const char *ms_rpc_call_metadata(ms_rpc_call *call, const char *key);
 /* The client's authenticated identity from its TLS certificate (the common name,
  * else the first subject alternative name); NULL without one. Owned by the call. */
 const char *ms_rpc_call_peer_identity(ms_rpc_call *call);
