@@ -21,9 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../../tests/integration/echo-service.h"
 #include "meseta/alloc.h"
 #include "meseta/test/v1/echo.pb-c.h"
+
+#include "../../tests/integration/echo-service.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -31,7 +32,9 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static gpr_timespec inf(void) { return gpr_inf_future(GPR_CLOCK_REALTIME); }
+static gpr_timespec inf(void) {
+  return gpr_inf_future(GPR_CLOCK_REALTIME);
+}
 
 /* ---- the raw server: one thread, one completion queue ----------------------------- */
 
@@ -71,14 +74,14 @@ typedef struct raw_call {
 
 static void raw_arm_unary(raw_server *r) {
   grpc_metadata_array_init(&r->u_md);
-  grpc_server_request_registered_call(r->server, r->m_unary, &r->u_call, &r->u_deadline, &r->u_md, &r->u_payload,
-                                      r->cq, r->cq, &r->t_unary);
+  grpc_server_request_registered_call(r->server, r->m_unary, &r->u_call, &r->u_deadline, &r->u_md,
+                                      &r->u_payload, r->cq, r->cq, &r->t_unary);
 }
 
 static void raw_arm_stream(raw_server *r) {
   grpc_metadata_array_init(&r->s_md);
-  grpc_server_request_registered_call(r->server, r->m_stream, &r->s_call, &r->s_deadline, &r->s_md, &r->s_payload,
-                                      r->cq, r->cq, &r->t_stream);
+  grpc_server_request_registered_call(r->server, r->m_stream, &r->s_call, &r->s_deadline, &r->s_md,
+                                      &r->s_payload, r->cq, r->cq, &r->t_stream);
 }
 
 static grpc_byte_buffer *pack_reply(const Meseta__Test__V1__EchoReply *rep) {
@@ -258,7 +261,8 @@ static void raw_stop(raw_server *r) {
 /* ---- the raw client -------------------------------------------------------------- */
 
 static int raw_unary(grpc_channel *ch, void *method, grpc_completion_queue *cq, grpc_byte_buffer *req) {
-  grpc_call *call = grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, inf(), NULL);
+  grpc_call *call =
+      grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, inf(), NULL);
   grpc_metadata_array md, trailing;
   grpc_metadata_array_init(&md);
   grpc_metadata_array_init(&trailing);
@@ -344,8 +348,8 @@ static void *unary_worker(void *arg) {
     req.text = "benchmark";
     for (long i = 0; i < w->calls; i++) {
       ProtobufCMessage *resp = NULL;
-      if (ms_rpc_unary(w->ch, "/meseta.test.v1.Echo/Unary", &req.base, &meseta__test__v1__echo_reply__descriptor,
-                       NULL, &resp, NULL) < 0)
+      if (ms_rpc_unary(w->ch, "/meseta.test.v1.Echo/Unary", &req.base,
+                       &meseta__test__v1__echo_reply__descriptor, NULL, &resp, NULL) < 0)
         w->failures++;
       else
         protobuf_c_message_free_unpacked(resp, NULL);
@@ -535,7 +539,8 @@ int main(int argc, char **argv) {
   const char *nets[] = {"tcp", "unix"};
   for (int n = 0; n < 2; n++) {
     _cleanup_free_ char *raw_listen = n ? ms_xasprintf("unix:%s/raw.sock", dir) : ms_xstrdup("127.0.0.1:0");
-    _cleanup_free_ char *layer_listen = n ? ms_xasprintf("unix:%s/layer.sock", dir) : ms_xstrdup("127.0.0.1:0");
+    _cleanup_free_ char *layer_listen =
+        n ? ms_xasprintf("unix:%s/layer.sock", dir) : ms_xstrdup("127.0.0.1:0");
     raw_server *raw = raw_start(raw_listen);
     const char *addrs[] = {layer_listen};
     ms_rpc_server_options opts = {.listen = addrs, .n_listen = 1};

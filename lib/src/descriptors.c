@@ -5,8 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "google/protobuf/descriptor.pb-c.h"
 #include "meseta/alloc.h"
+
+#include "google/protobuf/descriptor.pb-c.h"
 
 typedef enum sym_kind { SYM_SERVICE, SYM_METHOD, SYM_MESSAGE, SYM_ENUM, SYM_FIELD, SYM_VALUE } sym_kind;
 
@@ -26,7 +27,9 @@ struct ms_descdb {
   bool sorted;
 };
 
-ms_descdb *ms_descdb_new(void) { return ms_xcalloc(1, sizeof(ms_descdb)); }
+ms_descdb *ms_descdb_new(void) {
+  return ms_xcalloc(1, sizeof(ms_descdb));
+}
 
 static void file_free(ms_descfile *f) {
   if (!f)
@@ -121,7 +124,8 @@ static size_t read_varint(const uint8_t *p, size_t len, uint64_t *ret) {
 }
 
 static int add_file(ms_descdb *db, const uint8_t *bytes, size_t len, ms_error **err) {
-  Google__Protobuf__FileDescriptorProto *fd = google__protobuf__file_descriptor_proto__unpack(NULL, len, bytes);
+  Google__Protobuf__FileDescriptorProto *fd =
+      google__protobuf__file_descriptor_proto__unpack(NULL, len, bytes);
   if (!fd || !fd->name)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "descriptor set holds a malformed FileDescriptorProto");
   if (ms_descdb_file_by_name(db, fd->name)) {

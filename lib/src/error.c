@@ -9,9 +9,9 @@
 #include "meseta/alloc.h"
 
 static const char *const status_names[] = {
-    "OK",        "CANCELLED",         "UNKNOWN",        "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
-    "NOT_FOUND", "ALREADY_EXISTS",    "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-    "ABORTED",   "OUT_OF_RANGE",      "UNIMPLEMENTED",  "INTERNAL",           "UNAVAILABLE",
+    "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
     "DATA_LOSS", "UNAUTHENTICATED",
 };
 
@@ -101,8 +101,8 @@ static void replace(ms_error **err, ms_error *e) {
   *err = e;
 }
 
-__attribute__((format(printf, 4, 0))) static int make(ms_error **err, ms_status code, int errnum, const char *fmt,
-                                                    va_list ap) {
+__attribute__((format(printf, 4, 0))) static int make(ms_error **err, ms_status code, int errnum,
+                                                      const char *fmt, va_list ap) {
   if (!err)
     return MS_ERR;
   char *msg = NULL;

@@ -30,9 +30,15 @@ void ms_log_init(const char *service, ms_log_level level, ms_log_format format, 
   cfg.fd = fd >= 0 ? fd : 2;
 }
 
-void ms_log_set_level(ms_log_level level) { atomic_store(&cfg.level, (int)level); }
-ms_log_level ms_log_get_level(void) { return (ms_log_level)atomic_load(&cfg.level); }
-bool ms_log_enabled(ms_log_level level) { return (int)level >= atomic_load(&cfg.level) && level < MS_LOG_OFF; }
+void ms_log_set_level(ms_log_level level) {
+  atomic_store(&cfg.level, (int)level);
+}
+ms_log_level ms_log_get_level(void) {
+  return (ms_log_level)atomic_load(&cfg.level);
+}
+bool ms_log_enabled(ms_log_level level) {
+  return (int)level >= atomic_load(&cfg.level) && level < MS_LOG_OFF;
+}
 
 const char *ms_log_level_name(ms_log_level level) {
   if ((unsigned)level >= MS_ARRAY_SIZE(level_names))
@@ -86,7 +92,8 @@ static void put_escaped(char *buf, size_t cap, size_t *pos, const char *src, boo
   }
 }
 
-static void put_raw(char *buf, size_t cap, size_t *pos, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void put_raw(char *buf, size_t cap, size_t *pos, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void put_raw(char *buf, size_t cap, size_t *pos, const char *fmt, ...) {
   if (*pos >= cap)
     return;
@@ -132,7 +139,8 @@ void ms_log(ms_log_level level, const char *id, const char *fmt, ...) {
     put_escaped(line, sizeof(line), &pos, msg, true);
     put_raw(line, sizeof(line), &pos, "\"}");
   } else {
-    put_raw(line, sizeof(line), &pos, "%s %s %s[%d] ", when, ms_log_level_name(level), cfg.service, (int)getpid());
+    put_raw(line, sizeof(line), &pos, "%s %s %s[%d] ", when, ms_log_level_name(level), cfg.service,
+            (int)getpid());
     if (id) {
       put_escaped(line, sizeof(line), &pos, id, false);
       put_raw(line, sizeof(line), &pos, ": ");

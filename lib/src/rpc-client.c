@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "meseta/alloc.h"
+
 #include "rpc-internal.h"
 
 #define CQ_POOL_MAX 16
@@ -67,17 +68,18 @@ ms_rpc_channel *ms_rpc_channel_new(const char *target, const ms_rpc_channel_opti
   int initial = opts->initial_backoff_ms > 0 ? (int)opts->initial_backoff_ms : 200;
   args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = initial}};
   args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, {.integer = initial}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+  args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
+                         GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                          {.integer = opts->max_backoff_ms > 0 ? (int)opts->max_backoff_ms : 10000}};
   /* Long-lived streams (agents, subscribers) must notice a dead peer. */
   args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 30000}};
   args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 10000}};
   if (opts->gzip)
-    args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM,
-                           {.integer = GRPC_COMPRESS_GZIP}};
+    args[n++] = (grpc_arg){
+        GRPC_ARG_INTEGER, GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, {.integer = GRPC_COMPRESS_GZIP}};
   if (opts->tls && opts->tls->server_name)
-    args[n++] = (grpc_arg){GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
-                           {.string = (char *)opts->tls->server_name}};
+    args[n++] = (grpc_arg){
+        GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)opts->tls->server_name}};
   grpc_channel_args cargs = {.num_args = n, .args = args};
   grpc_channel *gch = grpc_channel_create(target, creds, &cargs);
   grpc_channel_credentials_release(creds);
@@ -111,7 +113,9 @@ void ms_rpc_channel_free(ms_rpc_channel *ch) {
   ms_rpc__shutdown();
 }
 
-const char *ms_rpc_channel_target(const ms_rpc_channel *ch) { return ch->target; }
+const char *ms_rpc_channel_target(const ms_rpc_channel *ch) {
+  return ch->target;
+}
 
 int ms_rpc_channel_wait_ready(ms_rpc_channel *ch, int64_t timeout_ms, ms_error **err) {
   gpr_timespec deadline = ms_rpc__deadline_after_ms(timeout_ms);
@@ -134,7 +138,8 @@ int ms_rpc_channel_wait_ready(ms_rpc_channel *ch, int64_t timeout_ms, ms_error *
     }
   }
   grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {
+  while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
   }
   grpc_completion_queue_destroy(cq);
   return rc;
@@ -173,7 +178,8 @@ static grpc_call *create_call(ms_rpc_channel *ch, const char *method, grpc_compl
   pthread_mutex_unlock(&ch->mu);
   gpr_timespec deadline = ms_rpc__deadline_after_ms(opts ? opts->timeout_ms : 0);
   if (handle)
-    return grpc_channel_create_registered_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, handle, deadline, NULL);
+    return grpc_channel_create_registered_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, handle, deadline,
+                                               NULL);
   grpc_slice m = grpc_slice_from_copied_string(method);
   grpc_call *c = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL, deadline, NULL);
   grpc_slice_unref(m);
@@ -393,9 +399,13 @@ int ms_rpc_stream_recv(ms_rpc_stream *s, const ProtobufCMessageDescriptor *desc,
   return 1;
 }
 
-int ms_rpc_stream_finish(ms_rpc_stream *s, ms_error **err) { return stream_status(s, err); }
+int ms_rpc_stream_finish(ms_rpc_stream *s, ms_error **err) {
+  return stream_status(s, err);
+}
 
-void ms_rpc_stream_cancel(ms_rpc_stream *s) { grpc_call_cancel(s->call, NULL); }
+void ms_rpc_stream_cancel(ms_rpc_stream *s) {
+  grpc_call_cancel(s->call, NULL);
+}
 
 void ms_rpc_stream_free(ms_rpc_stream *s) {
   if (!s)

@@ -7,10 +7,15 @@
 #include <sys/stat.h>
 
 #include "meseta/alloc.h"
+
 #include "rpc-internal.h"
 
-void ms_rpc__init(void) { grpc_init(); }
-void ms_rpc__shutdown(void) { grpc_shutdown(); }
+void ms_rpc__init(void) {
+  grpc_init();
+}
+void ms_rpc__shutdown(void) {
+  grpc_shutdown();
+}
 
 grpc_byte_buffer *ms_rpc__pack(const ProtobufCMessage *msg) {
   return ms_rpc__pack_sized(msg, protobuf_c_message_get_packed_size(msg));
@@ -24,7 +29,8 @@ grpc_byte_buffer *ms_rpc__pack_sized(const ProtobufCMessage *msg, size_t n) {
   return bb;
 }
 
-ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, ms_error **err) {
+ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                                 ms_error **err) {
   grpc_byte_buffer_reader r;
   if (!grpc_byte_buffer_reader_init(&r, bb)) {
     ms_error_set(err, MS_INVALID_ARGUMENT, "message could not be decompressed");
@@ -77,7 +83,8 @@ grpc_server_credentials *ms_rpc__server_creds(const ms_rpc_tls *tls, ms_error **
     return NULL;
   grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
   grpc_ssl_client_certificate_request_type req =
-      ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+      ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+         : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
   grpc_server_credentials *c = grpc_ssl_server_credentials_create_ex(ca, &pair, 1, req, NULL);
   if (!c)
     ms_error_set(err, MS_INVALID_ARGUMENT, "TLS certificate `%s` or key `%s` was refused", tls->cert_file,
@@ -92,7 +99,8 @@ grpc_channel_credentials *ms_rpc__channel_creds(const ms_rpc_tls *tls, ms_error 
   if (tls->ca_file && !(ca = ms_rpc__read_pem(tls->ca_file, "TLS CA", err)))
     return NULL;
   if (!!tls->cert_file != !!tls->key_file) {
-    ms_error_set(err, MS_INVALID_ARGUMENT, "a TLS client certificate needs both a certificate and a key file");
+    ms_error_set(err, MS_INVALID_ARGUMENT,
+                 "a TLS client certificate needs both a certificate and a key file");
     return NULL;
   }
   if (tls->cert_file) {

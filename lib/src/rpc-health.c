@@ -3,8 +3,9 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "grpc/health/v1/health.pb-c.h"
 #include "meseta/alloc.h"
+
+#include "grpc/health/v1/health.pb-c.h"
 #include "rpc-internal.h"
 
 typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus serving_status;
@@ -168,6 +169,6 @@ int ms_rpc__health_register(ms_rpc_server *srv, ms_error **err) {
       {.name = "Watch", .on_start = watch, .on_done = watch_done},
   };
   health_of(srv);
-  return ms_rpc_server_add_service(srv, &grpc__health__v1__health__descriptor, methods, MS_ARRAY_SIZE(methods),
-                                   srv, err);
+  return ms_rpc_server_add_service(srv, &grpc__health__v1__health__descriptor, methods,
+                                   MS_ARRAY_SIZE(methods), srv, err);
 }

@@ -19,7 +19,8 @@ grpc_byte_buffer *ms_rpc__pack(const ProtobufCMessage *msg);
 grpc_byte_buffer *ms_rpc__pack_sized(const ProtobufCMessage *msg, size_t size);
 /* Parses a byte buffer (decompressing if needed). INVALID_ARGUMENT naming the
  * type when the bytes are not one. */
-ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb, ms_error **err);
+ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                                 ms_error **err);
 
 /* Reads a whole PEM file (at most 1 MiB); the result is the caller's. */
 char *ms_rpc__read_pem(const char *path, const char *what, ms_error **err);

@@ -3,9 +3,10 @@
  * the answers re-read as v1: one implementation serves both. */
 #include <string.h>
 
+#include "meseta/alloc.h"
+
 #include "grpc/reflection/v1/reflection.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
-#include "meseta/alloc.h"
 #include "rpc-internal.h"
 
 typedef Grpc__Reflection__V1alpha__ServerReflectionRequest request;
@@ -39,7 +40,8 @@ static int answer(ms_rpc_call *call, const request *req, const ProtobufCMessageD
   ms_rpc_server *srv = ms_rpc_call_userdata(call);
   const ms_descdb *db = ms_rpc_server_descdb(srv);
   response resp = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__INIT;
-  Grpc__Reflection__V1alpha__FileDescriptorResponse fdr = GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT;
+  Grpc__Reflection__V1alpha__FileDescriptorResponse fdr =
+      GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT;
   Grpc__Reflection__V1alpha__ListServiceResponse lsr = GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT;
   Grpc__Reflection__V1alpha__ErrorResponse er = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT;
   Grpc__Reflection__V1alpha__ExtensionNumberResponse enr =
@@ -79,8 +81,9 @@ static int answer(ms_rpc_call *call, const request *req, const ProtobufCMessageD
       errmsg = ms_xasprintf("symbol `%s` is not known", req->file_containing_symbol);
     break;
   case REQ(FILE_CONTAINING_EXTENSION):
-    errmsg = ms_xasprintf("extension %d of `%s` is not known", req->file_containing_extension->extension_number,
-                          req->file_containing_extension->containing_type);
+    errmsg =
+        ms_xasprintf("extension %d of `%s` is not known", req->file_containing_extension->extension_number,
+                     req->file_containing_extension->containing_type);
     break;
   case REQ(ALL_EXTENSION_NUMBERS_OF_TYPE):
     if (ms_descdb_is_message(db, req->all_extension_numbers_of_type)) {
@@ -92,7 +95,8 @@ static int answer(ms_rpc_call *call, const request *req, const ProtobufCMessageD
     }
     break;
   default:
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "reflection request names no question (message_request is empty)");
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "reflection request names no question (message_request is empty)");
   }
   if (f) {
     ms_descdb_walk_deps(f, collect, &fs);
@@ -119,8 +123,8 @@ static int answer(ms_rpc_call *call, const request *req, const ProtobufCMessageD
 }
 
 static int on_alpha(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
-  return answer(call, (const request *)msg, &grpc__reflection__v1alpha__server_reflection_response__descriptor,
-                err);
+  return answer(call, (const request *)msg,
+                &grpc__reflection__v1alpha__server_reflection_response__descriptor, err);
 }
 
 static int on_v1(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
@@ -145,5 +149,6 @@ int ms_rpc__reflection_register(ms_rpc_server *srv, ms_error **err) {
   if (ms_rpc_server_add_service(srv, &grpc__reflection__v1alpha__server_reflection__descriptor, alpha, 1, srv,
                                 err) < 0)
     return MS_ERR;
-  return ms_rpc_server_add_service(srv, &grpc__reflection__v1__server_reflection__descriptor, v1, 1, srv, err);
+  return ms_rpc_server_add_service(srv, &grpc__reflection__v1__server_reflection__descriptor, v1, 1, srv,
+                                   err);
 }

@@ -14,9 +14,18 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+
 #include "rpc-internal.h"
 
-typedef enum tag_kind { TAG_SLOT, TAG_UNKNOWN, TAG_RECV, TAG_SEND, TAG_CLOSE, TAG_SHUTDOWN, TAG_REJECT } tag_kind;
+typedef enum tag_kind {
+  TAG_SLOT,
+  TAG_UNKNOWN,
+  TAG_RECV,
+  TAG_SEND,
+  TAG_CLOSE,
+  TAG_SHUTDOWN,
+  TAG_REJECT
+} tag_kind;
 
 typedef struct tag {
   tag_kind kind;
@@ -107,20 +116,26 @@ struct ms_rpc_server {
   pthread_mutex_t mu;
   pthread_cond_t cond;
   bool shutting_down, shutdown_done, thread_done;
-  size_t live_calls; /* grpc calls not yet released */
+  size_t live_calls;   /* grpc calls not yet released */
   size_t call_structs; /* ms_rpc_call structs not yet freed (user references) */
-  size_t armed;      /* requests armed */
+  size_t armed;        /* requests armed */
   tag t_shutdown;
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
 
-struct ms_rpc_health **ms_rpc__server_health_slot(ms_rpc_server *srv) { return &srv->health; }
-size_t ms_rpc__server_service_count(const ms_rpc_server *srv) { return srv->n_services; }
+struct ms_rpc_health **ms_rpc__server_health_slot(ms_rpc_server *srv) {
+  return &srv->health;
+}
+size_t ms_rpc__server_service_count(const ms_rpc_server *srv) {
+  return srv->n_services;
+}
 const char *ms_rpc__server_service_name(const ms_rpc_server *srv, size_t i) {
   return i < srv->n_services ? srv->services[i].desc->name : NULL;
 }
-const ms_descdb *ms_rpc_server_descdb(const ms_rpc_server *srv) { return srv->db; }
+const ms_descdb *ms_rpc_server_descdb(const ms_rpc_server *srv) {
+  return srv->db;
+}
 const char *ms_rpc_server_address(const ms_rpc_server *srv, size_t i) {
   return i < srv->n_addrs ? srv->addrs[i] : NULL;
 }
@@ -320,8 +335,9 @@ int ms_rpc_call_send(ms_rpc_call *c, const ProtobufCMessage *msg, ms_error **err
   size_t size = protobuf_c_message_get_packed_size(msg);
   if ((int64_t)size > c->max_msg) {
     pthread_mutex_unlock(&c->mu);
-    return ms_error_set(err, MS_RESOURCE_EXHAUSTED, "call `%s`: a %zu-byte message is over the %lld-byte limit",
-                        c->m->path, size, (long long)c->max_msg);
+    return ms_error_set(err, MS_RESOURCE_EXHAUSTED,
+                        "call `%s`: a %zu-byte message is over the %lld-byte limit", c->m->path, size,
+                        (long long)c->max_msg);
   }
   if (c->qlen == c->qcap) {
     size_t ncap = c->qcap ? c->qcap * 2 : 8;
@@ -381,11 +397,21 @@ void ms_rpc_call_unref(ms_rpc_call *c) {
   settle_unlock(c);
 }
 
-void *ms_rpc_call_userdata(const ms_rpc_call *c) { return c->m ? c->m->userdata : NULL; }
-void *ms_rpc_call_data(const ms_rpc_call *c) { return c->data; }
-void ms_rpc_call_set_data(ms_rpc_call *c, void *data) { c->data = data; }
-const char *ms_rpc_call_method(const ms_rpc_call *c) { return c->m->path; }
-int64_t ms_rpc_call_deadline_ms(const ms_rpc_call *c) { return ms_rpc__ms_until(c->deadline); }
+void *ms_rpc_call_userdata(const ms_rpc_call *c) {
+  return c->m ? c->m->userdata : NULL;
+}
+void *ms_rpc_call_data(const ms_rpc_call *c) {
+  return c->data;
+}
+void ms_rpc_call_set_data(ms_rpc_call *c, void *data) {
+  c->data = data;
+}
+const char *ms_rpc_call_method(const ms_rpc_call *c) {
+  return c->m->path;
+}
+int64_t ms_rpc_call_deadline_ms(const ms_rpc_call *c) {
+  return ms_rpc__ms_until(c->deadline);
+}
 
 bool ms_rpc_call_is_done(const ms_rpc_call *c) {
   pthread_mutex_lock((pthread_mutex_t *)&c->mu);
@@ -698,10 +724,14 @@ ms_rpc_server *ms_rpc_server_new(const ms_rpc_server_options *opts, ms_error **e
     goto fail;
 
   grpc_arg args[] = {
-      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, .value.integer = (int)srv->max_msg},
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+       .value.integer = (int)srv->max_msg},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, .value.integer = (int)srv->max_msg},
       /* Our clients ping every 30 s to keep long streams honest: allow it. */
-      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, .value.integer = 10000},
+      {.type = GRPC_ARG_INTEGER,
+       .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+       .value.integer = 10000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 60000},
   };

@@ -12,9 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "echo-service.h"
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+
+#include "echo-service.h"
 
 static int write_ready(const char *path, ms_rpc_server *srv) {
   _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
@@ -40,10 +41,14 @@ static long long number(const char *flag, const char *v) {
 
 int main(int argc, char **argv) {
   static const struct option longopts[] = {
-      {"listen", required_argument, NULL, 'l'},   {"ready-file", required_argument, NULL, 'r'},
-      {"tls-cert", required_argument, NULL, 'c'}, {"tls-key", required_argument, NULL, 'k'},
-      {"tls-ca", required_argument, NULL, 'a'},   {"max-message-bytes", required_argument, NULL, 'm'},
-      {"grace-ms", required_argument, NULL, 'g'}, {"help", no_argument, NULL, 'h'},
+      {"listen", required_argument, NULL, 'l'},
+      {"ready-file", required_argument, NULL, 'r'},
+      {"tls-cert", required_argument, NULL, 'c'},
+      {"tls-key", required_argument, NULL, 'k'},
+      {"tls-ca", required_argument, NULL, 'a'},
+      {"max-message-bytes", required_argument, NULL, 'm'},
+      {"grace-ms", required_argument, NULL, 'g'},
+      {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
   const char *listen[8];
@@ -78,8 +83,9 @@ int main(int argc, char **argv) {
       grace = number("grace-ms", optarg);
       break;
     case 'h':
-      printf("usage: echo-server --listen ADDR... [--ready-file PATH] [--tls-cert F --tls-key F [--tls-ca F]]\n"
-             "                   [--max-message-bytes N] [--grace-ms N]\n");
+      printf(
+          "usage: echo-server --listen ADDR... [--ready-file PATH] [--tls-cert F --tls-key F [--tls-ca F]]\n"
+          "                   [--max-message-bytes N] [--grace-ms N]\n");
       return 0;
     default:
       return 2;

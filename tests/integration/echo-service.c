@@ -18,8 +18,12 @@ typedef Meseta__Test__V1__EchoReply reply_t;
 
 static atomic_ulong completed, cancelled;
 
-unsigned long echo_calls_completed(void) { return atomic_load(&completed); }
-unsigned long echo_calls_cancelled(void) { return atomic_load(&cancelled); }
+unsigned long echo_calls_completed(void) {
+  return atomic_load(&completed);
+}
+unsigned long echo_calls_cancelled(void) {
+  return atomic_load(&cancelled);
+}
 
 /* Per-call state of the streaming handlers. */
 typedef struct stream_state {
@@ -178,7 +182,8 @@ static int sleep_start(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error 
 static int fail(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const req_t *req = (const req_t *)msg;
   if (req->code == 0 || req->code > 16)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "field `code`: %u is not a gRPC error code (1..16)", req->code);
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "field `code`: %u is not a gRPC error code (1..16)",
+                        req->code);
   return ms_error_set(err, (ms_status)req->code, "%s", req->message);
 }
 
@@ -199,8 +204,8 @@ static int stats(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err)
 static int set_health(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const req_t *req = (const req_t *)msg;
   if (req->code != 1 && req->code != 2)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "field `code`: %u is neither 1 (SERVING) nor 2 (NOT_SERVING)",
-                        req->code);
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "field `code`: %u is neither 1 (SERVING) nor 2 (NOT_SERVING)", req->code);
   ms_rpc_server_set_health(ms_rpc_call_userdata(call), req->text, req->code == 1);
   reply_t r = REPLY_INIT;
   return ms_rpc_call_reply(call, &r.base, err);
@@ -228,6 +233,6 @@ int echo_service_add(ms_rpc_server *srv, ms_error **err) {
   };
   if (ms_rpc_server_add_descriptors(srv, ms_test_descriptor_set, ms_test_descriptor_set_len, err) < 0)
     return MS_ERR;
-  return ms_rpc_server_add_service(srv, &meseta__test__v1__echo__descriptor, methods, MS_ARRAY_SIZE(methods), srv,
-                                   err);
+  return ms_rpc_server_add_service(srv, &meseta__test__v1__echo__descriptor, methods, MS_ARRAY_SIZE(methods),
+                                   srv, err);
 }

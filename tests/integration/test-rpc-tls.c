@@ -5,14 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "echo-service.h"
 #include "meseta/alloc.h"
 #include "meseta/test/v1/echo.pb-c.h"
+
+#include "echo-service.h"
 #include "testlib.h"
 
 static char *dir;
 
-static char *path(const char *name) { return ms_xasprintf("%s/%s", dir, name); }
+static char *path(const char *name) {
+  return ms_xasprintf("%s/%s", dir, name);
+}
 
 static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void sh(const char *fmt, ...) {
@@ -37,9 +40,11 @@ static void make_ca(const char *ca) {
 }
 
 static void make_cert(const char *ca, const char *name, const char *cn, const char *san) {
-  sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout %s.key -out %s.csr -subj /CN=%s",
+  sh("openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout %s.key -out %s.csr -subj "
+     "/CN=%s",
      name, name, cn);
-  sh("printf 'subjectAltName=%s\\n' > %s.ext && openssl x509 -req -days 2 -in %s.csr -CA %s.pem -CAkey %s.key "
+  sh("printf 'subjectAltName=%s\\n' > %s.ext && openssl x509 -req -days 2 -in %s.csr -CA %s.pem -CAkey "
+     "%s.key "
      "-CAcreateserial -out %s.pem -extfile %s.ext",
      san, name, name, ca, ca, name, name);
 }
@@ -99,8 +104,8 @@ static char *identity_as(server *s, const char *client, ms_status *ret_code) {
   ms_rpc_call_options co = {.timeout_ms = 5000};
   char *id = NULL;
   *ret_code = MS_OK;
-  if (ms_rpc_unary(ch, "/meseta.test.v1.Echo/Identity", &req.base, &meseta__test__v1__echo_reply__descriptor, &co,
-                   &resp, &err) < 0) {
+  if (ms_rpc_unary(ch, "/meseta.test.v1.Echo/Identity", &req.base, &meseta__test__v1__echo_reply__descriptor,
+                   &co, &resp, &err) < 0) {
     *ret_code = err->code;
     ms_error_free(err);
   } else {

@@ -7,11 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "meseta/alloc.h"
+#include "meseta/test/v1/echo.pb-c.h"
+
 #include "echo-service.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
-#include "meseta/alloc.h"
-#include "meseta/test/v1/echo.pb-c.h"
 #include "testlib.h"
 
 typedef Meseta__Test__V1__EchoRequest req_t;
@@ -55,7 +56,9 @@ static reply_t *call_unary(ms_rpc_channel *ch, const char *method, const req_t *
   return (reply_t *)resp;
 }
 
-static void free_msg(void *m) { protobuf_c_message_free_unpacked(m, NULL); }
+static void free_msg(void *m) {
+  protobuf_c_message_free_unpacked(m, NULL);
+}
 
 /* Waits (bounded) until f() reaches want; no timing is asserted. */
 static bool eventually(unsigned long (*f)(void), unsigned long want) {
@@ -300,10 +303,9 @@ static grpc_status_code raw_call(const char *target, const char *method, const v
   grpc_channel_credentials_release(creds);
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
   grpc_slice m = grpc_slice_from_static_string(method);
-  grpc_call *call = grpc_channel_create_call(ch, NULL, 0, cq, m, NULL,
-                                             gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                                          gpr_time_from_seconds(10, GPR_TIMESPAN)),
-                                             NULL);
+  grpc_call *call = grpc_channel_create_call(
+      ch, NULL, 0, cq, m, NULL,
+      gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(10, GPR_TIMESPAN)), NULL);
   grpc_slice payload = grpc_slice_from_copied_buffer(bytes, n);
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&payload, 1);
   grpc_metadata_array md, trailing;
@@ -351,7 +353,8 @@ static void test_garbage_payload(void) {
   fixture f = start("127.0.0.1:0", 0, false);
   static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
   char *details = NULL;
-  grpc_status_code st = raw_call(ms_rpc_server_address(f.srv, 0), ECHO("Unary"), garbage, sizeof(garbage), &details);
+  grpc_status_code st =
+      raw_call(ms_rpc_server_address(f.srv, 0), ECHO("Unary"), garbage, sizeof(garbage), &details);
   CU_ASSERT_EQUAL(st, GRPC_STATUS_INVALID_ARGUMENT);
   CU_ASSERT_PTR_NOT_NULL(strstr(details, "meseta.test.v1.EchoRequest"));
   free(details);
@@ -387,7 +390,8 @@ static void test_health(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
   int want[] = {1, 2, 1};
   for (int i = 0; i < 3; i++) {
-    CU_ASSERT_EQUAL_FATAL(ms_rpc_stream_recv(s, &grpc__health__v1__health_check_response__descriptor, &m, &err), 1);
+    CU_ASSERT_EQUAL_FATAL(
+        ms_rpc_stream_recv(s, &grpc__health__v1__health_check_response__descriptor, &m, &err), 1);
     CU_ASSERT_EQUAL((int)((Grpc__Health__V1__HealthCheckResponse *)m)->status, want[i]);
     free_msg(m);
     if (i < 2)
@@ -399,7 +403,8 @@ static void test_health(void) {
   CU_ASSERT_EQUAL(ms_rpc_stream_recv(s, &grpc__health__v1__health_check_response__descriptor, &m, &err), 1);
   CU_ASSERT_EQUAL(((Grpc__Health__V1__HealthCheckResponse *)m)->status, 2);
   free_msg(m);
-  CU_ASSERT_EQUAL(ms_rpc_stream_recv(s, &grpc__health__v1__health_check_response__descriptor, &m, &err), MS_ERR);
+  CU_ASSERT_EQUAL(ms_rpc_stream_recv(s, &grpc__health__v1__health_check_response__descriptor, &m, &err),
+                  MS_ERR);
   CU_ASSERT_EQUAL(err->code, MS_UNAVAILABLE);
   ms_error_free(err);
   ms_rpc_stream_free(s);
@@ -407,8 +412,8 @@ static void test_health(void) {
   ms_rpc_server_free(f.srv);
 }
 
-static Grpc__Reflection__V1alpha__ServerReflectionResponse *reflect(ms_rpc_stream *s,
-                                                                   Grpc__Reflection__V1alpha__ServerReflectionRequest *r) {
+static Grpc__Reflection__V1alpha__ServerReflectionResponse *
+reflect(ms_rpc_stream *s, Grpc__Reflection__V1alpha__ServerReflectionRequest *r) {
   ms_error *err = NULL;
   MS_ASSERT_OK(ms_rpc_stream_send(s, &r->base, &err), &err);
   ProtobufCMessage *m = NULL;
@@ -420,11 +425,13 @@ static Grpc__Reflection__V1alpha__ServerReflectionResponse *reflect(ms_rpc_strea
 static void test_reflection(void) {
   fixture f = start("127.0.0.1:0", 0, false);
   ms_error *err = NULL;
-  ms_rpc_stream *s =
-      ms_rpc_stream_open(f.ch, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", NULL, NULL, &err);
+  ms_rpc_stream *s = ms_rpc_stream_open(
+      f.ch, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", NULL, NULL, &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-  Grpc__Reflection__V1alpha__ServerReflectionRequest r = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__INIT;
-  r.message_request_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
+  Grpc__Reflection__V1alpha__ServerReflectionRequest r =
+      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__INIT;
+  r.message_request_case =
+      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES;
   r.list_services = "";
   Grpc__Reflection__V1alpha__ServerReflectionResponse *resp = reflect(s, &r);
   CU_ASSERT_PTR_NOT_NULL_FATAL(resp->list_services_response);
@@ -438,7 +445,8 @@ static void test_reflection(void) {
   CU_ASSERT_TRUE(echo && health && v1);
   free_msg(resp);
 
-  r.message_request_case = GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
+  r.message_request_case =
+      GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL;
   r.file_containing_symbol = "meseta.test.v1.Echo.Bidi";
   resp = reflect(s, &r);
   CU_ASSERT_PTR_NOT_NULL_FATAL(resp->file_descriptor_response);

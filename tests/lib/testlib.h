@@ -20,13 +20,13 @@ int ms_test_main(int argc, char **argv, const char *suite, const ms_test_case *c
 _Noreturn void ms_test_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Asserts an ms_error-returning call succeeded, printing the error's message if not. */
-#define MS_ASSERT_OK(call, errp)                                                                   \
-  do {                                                                                             \
-    int _rc = (call);                                                                              \
-    if (_rc < 0)                                                                                   \
-      fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call,                         \
-              *(errp) ? (*(errp))->msg : "(no error set)");                                         \
-    CU_ASSERT_FATAL(_rc >= 0);                                                                     \
+#define MS_ASSERT_OK(call, errp)                                                                             \
+  do {                                                                                                       \
+    int _rc = (call);                                                                                        \
+    if (_rc < 0)                                                                                             \
+      fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call,                                   \
+              *(errp) ? (*(errp))->msg : "(no error set)");                                                  \
+    CU_ASSERT_FATAL(_rc >= 0);                                                                               \
   } while (0)
 
 /* A fresh temporary directory under $TMPDIR; the caller frees the string and may

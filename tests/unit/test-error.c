@@ -2,9 +2,12 @@
 #include <string.h>
 
 #include "meseta/error.h"
+
 #include "testlib.h"
 
-static int inner(ms_error **err) { return ms_error_set_errno(err, ENOENT, "open `%s`", "/nope"); }
+static int inner(ms_error **err) {
+  return ms_error_set_errno(err, ENOENT, "open `%s`", "/nope");
+}
 
 static int outer(ms_error **err) {
   if (inner(err) < 0)

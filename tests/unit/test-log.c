@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "meseta/log.h"
+
 #include "testlib.h"
 
 /* Logs through a pipe and returns what came out (static buffer). */

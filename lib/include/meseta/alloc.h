@@ -26,13 +26,15 @@ char *ms_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2), ma
 size_t ms_strlcpy(char *dst, const char *src, size_t size);
 
 /* Defines `static inline void name(type *p)` that calls func(*p) when *p is set. */
-#define MS_DEFINE_CLEANUP(type, func)                                                              \
-  static inline void func##p(type *p) {                                                            \
-    if (*p)                                                                                        \
-      func(*p);                                                                                    \
+#define MS_DEFINE_CLEANUP(type, func)                                                                        \
+  static inline void func##p(type *p) {                                                                      \
+    if (*p)                                                                                                  \
+      func(*p);                                                                                              \
   }
 
-static inline void ms_freep(void *p) { free(*(void **)p); }
+static inline void ms_freep(void *p) {
+  free(*(void **)p);
+}
 void ms_closep(int *fd);
 void ms_fclosep(FILE **f);
 
@@ -42,18 +44,18 @@ void ms_fclosep(FILE **f);
 #define _cleanup_fclose_ _cleanup_(ms_fclosep)
 
 /* Returns p's value and sets p to NULL: ownership moves to whoever takes it. */
-#define TAKE_PTR(p)                                                                                \
-  ({                                                                                               \
-    __typeof__(p) _taken = (p);                                                                    \
-    (p) = NULL;                                                                                    \
-    _taken;                                                                                        \
+#define TAKE_PTR(p)                                                                                          \
+  ({                                                                                                         \
+    __typeof__(p) _taken = (p);                                                                              \
+    (p) = NULL;                                                                                              \
+    _taken;                                                                                                  \
   })
 /* Same for file descriptors (-1 left behind). */
-#define TAKE_FD(fd)                                                                                \
-  ({                                                                                               \
-    int _taken = (fd);                                                                             \
-    (fd) = -1;                                                                                     \
-    _taken;                                                                                        \
+#define TAKE_FD(fd)                                                                                          \
+  ({                                                                                                         \
+    int _taken = (fd);                                                                                       \
+    (fd) = -1;                                                                                               \
+    _taken;                                                                                                  \
   })
 
 #define MS_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))

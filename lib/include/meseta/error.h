@@ -44,8 +44,7 @@ typedef struct ms_error {
 #define MS_ERR (-1)
 
 /* Sets *err to a new error with `code` and a printf-style message. Returns MS_ERR. */
-int ms_error_set(ms_error **err, ms_status code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int ms_error_set(ms_error **err, ms_status code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 int ms_error_setv(ms_error **err, ms_status code, const char *fmt, va_list ap)
     __attribute__((format(printf, 3, 0)));
 

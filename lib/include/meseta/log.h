@@ -36,13 +36,12 @@ const char *ms_log_level_name(ms_log_level level);
 int ms_log_level_parse(const char *s, ms_log_level *ret_level, ms_error **err);
 int ms_log_format_parse(const char *s, ms_log_format *ret_format, ms_error **err);
 
-void ms_log(ms_log_level level, const char *id, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void ms_log(ms_log_level level, const char *id, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-#define ms_log_at(level, id, ...)                                                                  \
-  do {                                                                                             \
-    if (ms_log_enabled(level))                                                                     \
-      ms_log(level, id, __VA_ARGS__);                                                              \
+#define ms_log_at(level, id, ...)                                                                            \
+  do {                                                                                                       \
+    if (ms_log_enabled(level))                                                                               \
+      ms_log(level, id, __VA_ARGS__);                                                                        \
   } while (0)
 #define ms_log_trace(id, ...) ms_log_at(MS_LOG_TRACE, id, __VA_ARGS__)
 #define ms_log_debug(id, ...) ms_log_at(MS_LOG_DEBUG, id, __VA_ARGS__)

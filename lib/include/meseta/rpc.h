@@ -158,11 +158,11 @@ const char *ms_rpc_call_peer(ms_rpc_call *call);
 /* ---- client ------------------------------------------------------------------ */
 
 typedef struct ms_rpc_channel_options {
-  const ms_rpc_tls *tls;     /* NULL: plaintext */
-  int64_t max_message_bytes; /* 0: MS_RPC_DEFAULT_MAX_MESSAGE */
-  int64_t initial_backoff_ms;/* reconnect backoff; 0: 200 ms */
-  int64_t max_backoff_ms;    /* 0: 10 s */
-  bool gzip;                 /* compress requests with gzip */
+  const ms_rpc_tls *tls;      /* NULL: plaintext */
+  int64_t max_message_bytes;  /* 0: MS_RPC_DEFAULT_MAX_MESSAGE */
+  int64_t initial_backoff_ms; /* reconnect backoff; 0: 200 ms */
+  int64_t max_backoff_ms;     /* 0: 10 s */
+  bool gzip;                  /* compress requests with gzip */
 } ms_rpc_channel_options;
 
 /* A channel to `target` ("host:port", "unix:/path", "dns:///name:port"). It
@@ -175,8 +175,8 @@ const char *ms_rpc_channel_target(const ms_rpc_channel *ch);
 int ms_rpc_channel_wait_ready(ms_rpc_channel *ch, int64_t timeout_ms, ms_error **err);
 
 typedef struct ms_rpc_call_options {
-  int64_t timeout_ms;     /* 0: no deadline */
-  bool wait_for_ready;    /* queue while the channel is down, instead of failing */
+  int64_t timeout_ms;          /* 0: no deadline */
+  bool wait_for_ready;         /* queue while the channel is down, instead of failing */
   const char *const *metadata; /* key, value, key, value, ..., NULL */
 } ms_rpc_call_options;
 
