@@ -854,8 +854,9 @@ void ms_rpc_server_shutdown(ms_rpc_server *srv, int64_t grace_ms) {
     int64_t ns = until.tv_nsec + (grace_ms > 0 ? grace_ms : 0) % 1000 * 1000000;
     until.tv_sec += (grace_ms > 0 ? grace_ms : 0) / 1000 + ns / 1000000000;
     until.tv_nsec = ns % 1000000000;
-    /* gRPC core's shutdown also waits for clients to hang up idle connections.
-     * Once no call is in flight there is nothing left to finish: cut them. */
+    /* gRPC core's shutdown also waits (up to ~5 s) for clients to hang up idle
+     * connections, which grpcio does not do. Once no call is in flight there is
+     * nothing left to finish: cut them. */
     pthread_mutex_lock(&srv->mu);
     while (!srv->shutdown_done && srv->live_calls > 0 &&
            pthread_cond_timedwait(&srv->cond, &srv->mu, &until) == 0) {
