@@ -533,6 +533,41 @@ static void test_shutdown_with_calls_in_flight(void) {
   ms_rpc_server_free(f.srv);
 }
 
+/* A channel outlives its server: the same channel reaches a new server on the
+ * same address once it is back, by itself. */
+static void test_reconnect(void) {
+  fixture f = start("127.0.0.1:0", 0, false);
+  _cleanup_free_ char *addr = ms_xstrdup(ms_rpc_server_address(f.srv, 0));
+  ms_error *err = NULL;
+  req_t req = REQ_INIT;
+  req.text = "before";
+  reply_t *r = call_unary(f.ch, ECHO("Unary"), &req, 5000, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+  free_msg(r);
+  ms_rpc_server_free(f.srv);
+
+  CU_ASSERT_PTR_NULL(call_unary(f.ch, ECHO("Unary"), &req, 1000, &err));
+  CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+  CU_ASSERT_EQUAL(err->code, MS_UNAVAILABLE);
+  ms_error_free(TAKE_PTR(err));
+
+  const char *addrs[] = {addr};
+  ms_rpc_server_options o = {.listen = addrs, .n_listen = 1};
+  ms_rpc_server *again = ms_rpc_server_new(&o, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(again);
+  MS_ASSERT_OK(echo_service_add(again, &err), &err);
+  MS_ASSERT_OK(ms_rpc_server_start(again, &err), &err);
+  /* wait_for_ready: the call waits for the reconnection instead of failing fast. */
+  ms_rpc_call_options co = {.timeout_ms = 30000, .wait_for_ready = true};
+  ProtobufCMessage *m = NULL;
+  req.text = "after";
+  MS_ASSERT_OK(ms_rpc_unary(f.ch, ECHO("Unary"), &req.base, REPLY_DESC, &co, &m, &err), &err);
+  CU_ASSERT_STRING_EQUAL(((reply_t *)m)->text, "after");
+  free_msg(m);
+  ms_rpc_channel_free(f.ch);
+  ms_rpc_server_free(again);
+}
+
 static void test_unreachable(void) {
   ms_error *err = NULL;
   ms_rpc_channel *ch = ms_rpc_channel_new("127.0.0.1:1", NULL, &err);
@@ -583,6 +618,7 @@ int main(int argc, char **argv) {
       {"health", test_health},
       {"reflection", test_reflection},
       {"shutdown_with_calls_in_flight", test_shutdown_with_calls_in_flight},
+      {"reconnect", test_reconnect},
       {"unreachable", test_unreachable},
       {"bad_server_options", test_bad_server_options},
       {NULL, NULL},
