@@ -1,0 +1,13 @@
+/* Small protobuf-c helpers. */
+#pragma once
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A deep copy of a message (pack, then unpack): for keeping a request beyond the
+ * callback that borrowed it. The caller frees it with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *ms_pb_dup(const ProtobufCMessage *m);
+
+/* Packs a message into a new buffer (the caller frees it) and its size. */
+uint8_t *ms_pb_pack(const ProtobufCMessage *m, size_t *ret_len);

@@ -1,0 +1,23 @@
+#include "meseta/pb.h"
+
+#include <stdlib.h>
+
+#include "meseta/alloc.h"
+
+uint8_t *ms_pb_pack(const ProtobufCMessage *m, size_t *ret_len) {
+  size_t n = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = ms_xmalloc(n ? n : 1);
+  protobuf_c_message_pack(m, buf);
+  *ret_len = n;
+  return buf;
+}
+
+ProtobufCMessage *ms_pb_dup(const ProtobufCMessage *m) {
+  size_t n;
+  uint8_t *buf = ms_pb_pack(m, &n);
+  ProtobufCMessage *copy = protobuf_c_message_unpack(m->descriptor, NULL, n, buf);
+  free(buf);
+  if (!copy)
+    abort(); /* our own bytes always parse; failing here means memory ran out */
+  return copy;
+}
