@@ -16,7 +16,7 @@
 static ms_strv listen_addrs, etcd_endpoints;
 static char *etcd_ca, *etcd_cert, *etcd_key, *etcd_user, *etcd_password;
 static char *tls_cert, *tls_key, *tls_ca, *prefix, *election, *log_level, *log_format, *ready_file;
-static int64_t etcd_timeout_ns, max_message, workers, max_gone, gone_ttl_ns, max_unreachable,
+static int64_t etcd_timeout_ns, max_message, workers, committers, max_gone, gone_ttl_ns, max_unreachable,
     unreachable_ttl_ns, max_completed, retention_ns, health_ns, grace_ns;
 
 static const ms_flag flags[] = {
@@ -37,7 +37,9 @@ static const ms_flag flags[] = {
     {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
      "FILE"},
     {"max-message-bytes", MS_FLAG_BYTES, &max_message, "4MiB", "Largest gRPC message accepted"},
-    {"workers", MS_FLAG_INT, &workers, "8", "Threads doing etcd requests", "N"},
+    {"workers", MS_FLAG_INT, &workers, "4", "Threads serving listings and watch streams", "N"},
+    {"committers", MS_FLAG_INT, &committers, "2",
+     "Threads committing to etcd; fewer make bigger groups of writes per transaction", "N"},
     {"max-gone-agents", MS_FLAG_INT, &max_gone, "1000", "Gone agents kept (0: no limit)", "N"},
     {"gone-agent-ttl", MS_FLAG_DURATION, &gone_ttl_ns, "720h", "How long gone agents are kept (0: forever)"},
     {"max-unreachable-agents", MS_FLAG_INT, &max_unreachable, "10000",
@@ -123,6 +125,9 @@ static int run(ms_error **err) {
   if (workers < 1 || workers > 256)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--workers`: %lld is not between 1 and 256",
                         (long long)workers);
+  if (committers < 1 || committers > 64)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--committers`: %lld is not between 1 and 64",
+                        (long long)committers);
 
   ms_etcd_options eo = {.endpoints = (const char *const *)etcd_endpoints.v,
                         .n_endpoints = etcd_endpoints.n,
@@ -138,6 +143,7 @@ static int run(ms_error **err) {
   reg_config cfg = {.prefix = prefix,
                     .election = election,
                     .workers = (size_t)workers,
+                    .committers = (size_t)committers,
                     .max_gone_agents = max_gone,
                     .gone_agent_ttl_ms = gone_ttl_ns / 1000000,
                     .max_unreachable_agents = max_unreachable,

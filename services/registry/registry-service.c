@@ -12,17 +12,19 @@
 #include "meseta/pb.h"
 #include "meseta/workq.h"
 
+#include "registry-commit.h"
 #include "registry-internal.h"
 #include "registry-records.h"
 
 #define LIST_DEFAULT 500
 #define LIST_MAX 5000
-#define BATCH_MAX 64 /* two compares or ops per write; etcd allows 128 per txn */
+#define BATCH_MAX 64
 
 struct reg_service {
   reg_config cfg;
   ms_etcd *etcd;
-  ms_workq *pool;
+  ms_workq *pool;           /* listings and watch starts / stops */
+  reg_committer *committer; /* gets and writes, grouped */
 };
 
 const reg_config *reg_service_config(const reg_service *svc) {
@@ -93,188 +95,161 @@ static int offload(ms_rpc_call *call, const ProtobufCMessage *req, work_fn fn, m
   return 0;
 }
 
-/* ---- expectations -------------------------------------------------------------------- */
+/* ---- writes and gets: through the group committer --------------------------------------- */
 
-/* Adds the compare an expectation asks for (none for `any`). */
-static int expect_compare(const Meseta__V1__Expect *e, bool deleting, const char *key, ms_etcd_compare *cmp,
-                          size_t *n, const char *field, ms_error **err) {
+typedef enum call_kind { CALL_GET, CALL_PUT, CALL_DELETE, CALL_BATCH } call_kind;
+
+typedef struct call_op {
+  reg_op op;
+  ms_rpc_call *call;
+  call_kind kind;
+  reg_service *svc;
+} call_op;
+
+static void call_op_free(call_op *co) {
+  for (size_t i = 0; i < co->op.n_plans; i++)
+    reg_plan_release(&co->op.plans[i]);
+  free(co->op.plans);
+  free(co->op.value);
+  ms_error_free(co->op.err);
+  ms_rpc_call_unref(co->call);
+  free(co);
+}
+
+/* Answers the call once the committer is done with its op (a committer thread). */
+static void answer(reg_op *op) {
+  call_op *co = (call_op *)op;
+  ms_error *err = NULL;
+  if (op->err) {
+    ms_log_debug(NULL, "%s: %s %s", ms_rpc_call_method(co->call), ms_status_name(op->err->code),
+                 op->err->msg);
+    ms_rpc_call_finish_error(co->call, op->err);
+  } else if (co->kind == CALL_GET) {
+    const reg_plan *p = &op->plans[0];
+    if (!op->found) {
+      ms_error_set(&err, MS_NOT_FOUND, "%s record `%s` does not exist", reg_kind_name(p->kind), p->id);
+    } else {
+      ms_etcd_kv kv = {.key = p->key,
+                       .key_len = strlen(p->key),
+                       .value = (char *)op->value,
+                       .value_len = op->value_len,
+                       .mod_revision = op->mod_revision};
+      reg_record *r = reg_decode(co->svc, &kv, &err);
+      if (r) {
+        ms_rpc_call_reply(co->call, &r->base, &err);
+        meseta__v1__record__free_unpacked(r, NULL);
+      }
+    }
+  } else {
+    /* Put, Delete and Batch answers are one revision field each. */
+    Meseta__V1__PutResponse put = MESETA__V1__PUT_RESPONSE__INIT;
+    Meseta__V1__DeleteResponse del = MESETA__V1__DELETE_RESPONSE__INIT;
+    Meseta__V1__BatchResponse batch = MESETA__V1__BATCH_RESPONSE__INIT;
+    put.revision = del.revision = batch.revision = op->revision;
+    const ProtobufCMessage *resp = co->kind == CALL_PUT      ? &put.base
+                                   : co->kind == CALL_DELETE ? &del.base
+                                                             : &batch.base;
+    ms_rpc_call_reply(co->call, resp, &err);
+  }
+  if (err) {
+    ms_rpc_call_finish_error(co->call, err);
+    ms_error_free(err);
+  }
+  call_op_free(co);
+}
+
+static int check_expect(const Meseta__V1__Expect *e, bool deleting, const char *field, reg_plan *p,
+                        ms_error **err) {
   if (!e || e->expect_case == MESETA__V1__EXPECT__EXPECT__NOT_SET)
     return ms_error_set(
         err, MS_INVALID_ARGUMENT,
         "field `%s` is required: absent, a revision, or any (every write is a compare-and-swap)", field);
-  ms_etcd_compare c = {.key = key, .key_len = strlen(key), .result = MS_ETCD_EQUAL};
-  switch (e->expect_case) {
-  case MESETA__V1__EXPECT__EXPECT_ABSENT:
-    if (deleting)
-      return ms_error_set(err, MS_INVALID_ARGUMENT,
-                          "field `%s`: a delete cannot expect the record to be absent", field);
-    c.target = MS_ETCD_TARGET_CREATE;
-    c.number = 0;
-    break;
-  case MESETA__V1__EXPECT__EXPECT_REVISION:
-    if (e->revision <= 0)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "field `%s.revision`: %lld is not a revision", field,
-                          (long long)e->revision);
-    c.target = MS_ETCD_TARGET_MOD;
-    c.number = e->revision;
-    break;
-  default: /* any: a delete still needs something to delete */
-    if (!deleting)
-      return 0;
-    c.target = MS_ETCD_TARGET_VERSION;
-    c.result = MS_ETCD_GREATER;
-    c.number = 0;
-    break;
-  }
-  cmp[(*n)++] = c;
+  if (e->expect_case == MESETA__V1__EXPECT__EXPECT_ABSENT && deleting)
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "field `%s`: a delete cannot expect the record to be absent", field);
+  if (e->expect_case == MESETA__V1__EXPECT__EXPECT_REVISION && e->revision <= 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "field `%s.revision`: %lld is not a revision", field,
+                        (long long)e->revision);
+  p->expect = e->expect_case;
+  p->expect_revision = e->revision;
   return 0;
 }
 
-/* Why an expectation failed, from what the failure branch read. */
-static int refusal(reg_kind kind, const char *id, const Meseta__V1__Expect *e,
-                   const ms_etcd_range_result *found, ms_error **err) {
-  const char *k = reg_kind_name(kind);
-  if (found->n_kvs == 0) {
-    if (e->expect_case == MESETA__V1__EXPECT__EXPECT_REVISION)
-      return ms_error_set(err, MS_ABORTED, "%s record `%s` no longer exists (expected revision %lld)", k, id,
-                          (long long)e->revision);
-    return ms_error_set(err, MS_NOT_FOUND, "%s record `%s` does not exist", k, id);
-  }
-  long long now = (long long)found->kvs[0].mod_revision;
-  if (e->expect_case == MESETA__V1__EXPECT__EXPECT_ABSENT)
-    return ms_error_set(err, MS_ABORTED, "%s record `%s` already exists (revision %lld)", k, id, now);
-  return ms_error_set(err, MS_ABORTED, "%s record `%s` is at revision %lld, not %lld: read it again", k, id,
-                      now, (long long)e->revision);
-}
-
-/* ---- writes -------------------------------------------------------------------------- */
-
-typedef struct plan {
-  reg_kind kind;
-  const char *id;
-  char *key;
-  uint8_t *value; /* NULL for a delete */
-  size_t value_len;
-  const Meseta__V1__Expect *expect;
-} plan;
-
-static void plan_release(plan *p) {
-  free(p->key);
-  free(p->value);
-}
-
 static int plan_put(const reg_service *svc, const reg_record *r, const Meseta__V1__Expect *e,
-                    const char *field, plan *ret, ms_error **err) {
+                    const char *field, const char *expect_field, reg_plan *ret, ms_error **err) {
   if (!r)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "field `%s` is required", field);
-  if (reg_validate(r, err) < 0)
+  if (reg_validate(r, err) < 0 || check_expect(e, false, expect_field, ret, err) < 0)
     return MS_ERR;
-  reg_kind kind = reg_record_kind(r);
-  *ret = (plan){.kind = kind, .id = r->id, .key = reg_key(svc->cfg.prefix, kind, r->id), .expect = e};
+  ret->kind = reg_record_kind(r);
+  ret->id = ms_xstrdup(r->id);
+  ret->key = reg_key(svc->cfg.prefix, ret->kind, r->id);
   ret->value = encode(r, &ret->value_len);
   return 0;
 }
 
-static int plan_delete(const reg_service *svc, const Meseta__V1__RecordRef *ref, const Meseta__V1__Expect *e,
-                       const char *field, plan *ret, ms_error **err) {
-  if (!ref)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "field `%s` is required", field);
-  if (reg_check_ref(ref->kind, ref->id, field, err) < 0)
+static int plan_ref(const reg_service *svc, reg_kind kind, const char *id, const Meseta__V1__Expect *e,
+                    bool deleting, const char *field, const char *expect_field, reg_plan *ret,
+                    ms_error **err) {
+  if (reg_check_ref(kind, id, field, err) < 0)
     return MS_ERR;
-  *ret = (plan){
-      .kind = ref->kind, .id = ref->id, .key = reg_key(svc->cfg.prefix, ref->kind, ref->id), .expect = e};
+  if (deleting && check_expect(e, true, expect_field, ret, err) < 0)
+    return MS_ERR;
+  ret->kind = kind;
+  ret->id = ms_xstrdup(id);
+  ret->key = reg_key(svc->cfg.prefix, kind, id);
   return 0;
 }
 
-/* Runs writes as one transaction. On a failed expectation, names the first write
- * whose expectation does not hold. */
-static int apply(reg_service *svc, plan *plans, size_t n, const char *field, int64_t *ret_revision,
-                 ms_error **err) {
-  _cleanup_free_ ms_etcd_compare *cmp = ms_xcalloc(n, sizeof(*cmp));
-  _cleanup_free_ ms_etcd_op *ops = ms_xcalloc(n, sizeof(*ops));
-  _cleanup_free_ ms_etcd_op *reads = ms_xcalloc(n, sizeof(*reads));
-  size_t n_cmp = 0;
-  ms_etcd_range_opts keys_only = {.keys_only = true};
-  for (size_t i = 0; i < n; i++) {
-    plan *p = &plans[i];
-    _cleanup_free_ char *f = n > 1 ? ms_xasprintf("%s[%zu].expect", field, i) : ms_xasprintf("%s", field);
-    if (expect_compare(p->expect, !p->value, p->key, cmp, &n_cmp, f, err) < 0)
-      return MS_ERR;
-    for (size_t j = 0; j < i; j++)
-      if (strcmp(plans[j].key, p->key) == 0)
-        return ms_error_set(err, MS_INVALID_ARGUMENT,
-                            "field `%s[%zu]`: %s record `%s` is written twice in one batch", field, i,
-                            reg_kind_name(p->kind), p->id);
-    ops[i] = (ms_etcd_op){.type = p->value ? MS_ETCD_OP_PUT : MS_ETCD_OP_DELETE,
-                          .key = p->key,
-                          .key_len = strlen(p->key),
-                          .value = p->value,
-                          .value_len = p->value_len};
-    reads[i] =
-        (ms_etcd_op){.type = MS_ETCD_OP_RANGE, .key = p->key, .key_len = strlen(p->key), .range = &keys_only};
-  }
-  ms_etcd_txn_result res = {0};
-  if (ms_etcd_txn(svc->etcd, cmp, n_cmp, ops, n, reads, n, &res, err) < 0)
-    return n == 1 ? ms_error_prefix(err, "%s record `%s`", reg_kind_name(plans[0].kind), plans[0].id)
-                  : MS_ERR;
-  int rc = 0;
-  if (res.succeeded) {
-    *ret_revision = res.revision;
-  } else {
-    /* Find the write whose expectation failed. */
-    rc = ms_error_set(err, MS_ABORTED, "the batch's expectations no longer hold: read again");
-    for (size_t i = 0; i < n && i < res.n_responses; i++) {
-      const ms_etcd_range_result *found = &res.responses[i].range;
-      const Meseta__V1__Expect *e = plans[i].expect;
-      bool exists = found->n_kvs > 0;
-      bool holds = e->expect_case == MESETA__V1__EXPECT__EXPECT_ABSENT ? !exists
-                   : e->expect_case == MESETA__V1__EXPECT__EXPECT_REVISION
-                       ? exists && found->kvs[0].mod_revision == e->revision
-                   : plans[i].value ? true
-                                    : exists;
-      if (!holds) {
-        refusal(plans[i].kind, plans[i].id, e, found, err);
-        if (n > 1)
-          ms_error_prefix(err, "field `%s[%zu]`", field, i);
-        break;
-      }
-    }
-  }
-  ms_etcd_txn_result_release(&res);
-  return rc;
+static call_op *call_op_new(ms_rpc_call *call, call_kind kind, size_t n_plans) {
+  call_op *co = ms_xcalloc(1, sizeof(*co));
+  co->call = call;
+  co->kind = kind;
+  co->svc = ms_rpc_call_userdata(call);
+  co->op.plans = ms_xcalloc(n_plans, sizeof(reg_plan));
+  co->op.n_plans = n_plans;
+  co->op.read = kind == CALL_GET;
+  co->op.field = kind == CALL_BATCH ? "writes" : "expect";
+  co->op.done = answer;
+  ms_rpc_call_ref(call);
+  return co;
 }
 
-static int do_put(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
+static int submit_or_free(call_op *co, int rc) {
+  if (rc < 0) {
+    call_op_free(co);
+    return MS_ERR;
+  }
+  reg_committer_submit(co->svc->committer, &co->op);
+  return 0;
+}
+
+/* ---- reads ----------------------------------------------------------------------------- */
+
+static int on_get(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
+  const Meseta__V1__GetRequest *req = (const void *)msg;
+  call_op *co = call_op_new(call, CALL_GET, 1);
+  return submit_or_free(
+      co, plan_ref(co->svc, req->kind, req->id, NULL, false, "request", NULL, &co->op.plans[0], err));
+}
+
+static int on_put(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const Meseta__V1__PutRequest *req = (const void *)msg;
-  plan p = {0};
-  if (plan_put(svc, req->record, req->expect, "record", &p, err) < 0)
-    return MS_ERR;
-  int64_t rev = 0;
-  int rc = apply(svc, &p, 1, "expect", &rev, err);
-  plan_release(&p);
-  if (rc < 0)
-    return MS_ERR;
-  Meseta__V1__PutResponse resp = MESETA__V1__PUT_RESPONSE__INIT;
-  resp.revision = rev;
-  return ms_rpc_call_reply(call, &resp.base, err);
+  call_op *co = call_op_new(call, CALL_PUT, 1);
+  return submit_or_free(
+      co, plan_put(co->svc, req->record, req->expect, "record", "expect", &co->op.plans[0], err));
 }
 
-static int do_delete(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
+static int on_delete(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const Meseta__V1__DeleteRequest *req = (const void *)msg;
-  plan p = {0};
-  if (plan_delete(svc, req->ref, req->expect, "ref", &p, err) < 0)
-    return MS_ERR;
-  int64_t rev = 0;
-  int rc = apply(svc, &p, 1, "expect", &rev, err);
-  plan_release(&p);
-  if (rc < 0)
-    return MS_ERR;
-  Meseta__V1__DeleteResponse resp = MESETA__V1__DELETE_RESPONSE__INIT;
-  resp.revision = rev;
-  return ms_rpc_call_reply(call, &resp.base, err);
+  if (!req->ref)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "field `ref` is required");
+  call_op *co = call_op_new(call, CALL_DELETE, 1);
+  return submit_or_free(co, plan_ref(co->svc, req->ref->kind, req->ref->id, req->expect, true, "ref",
+                                     "expect", &co->op.plans[0], err));
 }
 
-static int do_batch(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
+static int on_batch(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const Meseta__V1__BatchRequest *req = (const void *)msg;
   if (req->n_writes == 0)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "field `writes` is empty");
@@ -282,52 +257,25 @@ static int do_batch(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage 
     return ms_error_set(err, MS_INVALID_ARGUMENT,
                         "field `writes`: %zu writes is over the limit of %d per batch", req->n_writes,
                         BATCH_MAX);
-  plan *plans = ms_xcalloc(req->n_writes, sizeof(*plans));
+  call_op *co = call_op_new(call, CALL_BATCH, req->n_writes);
   int rc = 0;
   for (size_t i = 0; i < req->n_writes && rc == 0; i++) {
     const Meseta__V1__Write *w = req->writes[i];
     _cleanup_free_ char *f = ms_xasprintf("writes[%zu]", i);
+    _cleanup_free_ char *fe = ms_xasprintf("writes[%zu].expect", i);
     if (w->op_case == MESETA__V1__WRITE__OP_PUT)
-      rc = plan_put(svc, w->put, w->expect, f, &plans[i], err);
-    else if (w->op_case == MESETA__V1__WRITE__OP_DELETE)
-      rc = plan_delete(svc, w->delete_, w->expect, f, &plans[i], err);
+      rc = plan_put(co->svc, w->put, w->expect, f, fe, &co->op.plans[i], err);
+    else if (w->op_case == MESETA__V1__WRITE__OP_DELETE && w->delete_)
+      rc = plan_ref(co->svc, w->delete_->kind, w->delete_->id, w->expect, true, f, fe, &co->op.plans[i], err);
     else
       rc = ms_error_set(err, MS_INVALID_ARGUMENT, "field `%s.op` is empty: put or delete", f);
+    for (size_t j = 0; rc == 0 && j < i; j++)
+      if (strcmp(co->op.plans[j].key, co->op.plans[i].key) == 0)
+        rc =
+            ms_error_set(err, MS_INVALID_ARGUMENT, "field `%s`: %s record `%s` is written twice in one batch",
+                         f, reg_kind_name(co->op.plans[i].kind), co->op.plans[i].id);
   }
-  int64_t rev = 0;
-  if (rc == 0)
-    rc = apply(svc, plans, req->n_writes, "writes", &rev, err);
-  for (size_t i = 0; i < req->n_writes; i++)
-    plan_release(&plans[i]);
-  free(plans);
-  if (rc < 0)
-    return MS_ERR;
-  Meseta__V1__BatchResponse resp = MESETA__V1__BATCH_RESPONSE__INIT;
-  resp.revision = rev;
-  return ms_rpc_call_reply(call, &resp.base, err);
-}
-
-/* ---- reads ----------------------------------------------------------------------------- */
-
-static int do_get(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
-  const Meseta__V1__GetRequest *req = (const void *)msg;
-  if (reg_check_ref(req->kind, req->id, "request", err) < 0)
-    return MS_ERR;
-  _cleanup_free_ char *key = reg_key(svc->cfg.prefix, req->kind, req->id);
-  ms_etcd_range_result res = {0};
-  if (ms_etcd_range(svc->etcd, key, strlen(key), NULL, &res, err) < 0)
-    return ms_error_prefix(err, "%s record `%s`", reg_kind_name(req->kind), req->id);
-  int rc;
-  if (res.n_kvs == 0) {
-    rc = ms_error_set(err, MS_NOT_FOUND, "%s record `%s` does not exist", reg_kind_name(req->kind), req->id);
-  } else {
-    reg_record *r = reg_decode(svc, &res.kvs[0], err);
-    rc = r ? ms_rpc_call_reply(call, &r->base, err) : MS_ERR;
-    if (r)
-      meseta__v1__record__free_unpacked(r, NULL);
-  }
-  ms_etcd_range_result_release(&res);
-  return rc;
+  return submit_or_free(co, rc);
 }
 
 static int do_list(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
@@ -395,20 +343,8 @@ static int do_list(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *
 
 /* ---- the table ------------------------------------------------------------------------- */
 
-static int on_get(ms_rpc_call *c, const ProtobufCMessage *m, ms_error **err) {
-  return offload(c, m, do_get, err);
-}
 static int on_list(ms_rpc_call *c, const ProtobufCMessage *m, ms_error **err) {
   return offload(c, m, do_list, err);
-}
-static int on_put(ms_rpc_call *c, const ProtobufCMessage *m, ms_error **err) {
-  return offload(c, m, do_put, err);
-}
-static int on_delete(ms_rpc_call *c, const ProtobufCMessage *m, ms_error **err) {
-  return offload(c, m, do_delete, err);
-}
-static int on_batch(ms_rpc_call *c, const ProtobufCMessage *m, ms_error **err) {
-  return offload(c, m, do_batch, err);
 }
 
 int reg_service_add(reg_service *svc, ms_rpc_server *srv, ms_error **err) {
@@ -432,7 +368,9 @@ reg_service *reg_service_new(const reg_config *cfg, ms_etcd *etcd, ms_error **er
   svc->cfg.election = ms_xstrdup(cfg->election && *cfg->election ? cfg->election : "meseta-allocator");
   svc->etcd = etcd;
   svc->pool = ms_workq_new(cfg->workers ? cfg->workers : 8, 0, err);
-  if (!svc->pool) {
+  if (svc->pool)
+    svc->committer = reg_committer_new(etcd, cfg->committers ? cfg->committers : 2, err);
+  if (!svc->pool || !svc->committer) {
     reg_service_free(svc);
     return NULL;
   }
@@ -442,6 +380,7 @@ reg_service *reg_service_new(const reg_config *cfg, ms_etcd *etcd, ms_error **er
 void reg_service_free(reg_service *svc) {
   if (!svc)
     return;
+  reg_committer_free(svc->committer);
   ms_workq_free(svc->pool);
   free((char *)svc->cfg.prefix);
   free((char *)svc->cfg.election);

@@ -15,7 +15,8 @@
 typedef struct reg_config {
   const char *prefix;   /* key prefix, e.g. "/meseta" */
   const char *election; /* the allocator's election name */
-  size_t workers;       /* threads doing etcd requests */
+  size_t workers;       /* threads for listings and watch streams */
+  size_t committers;    /* threads committing grouped reads and writes */
   /* Retention (0: no limit). */
   int64_t max_gone_agents;
   int64_t gone_agent_ttl_ms;

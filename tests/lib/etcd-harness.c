@@ -244,6 +244,10 @@ const char *ms_test_etcd_endpoint(const ms_test_etcd *h) {
   return h->endpoint;
 }
 
+pid_t ms_test_etcd_pid(const ms_test_etcd *h) {
+  return h->pid;
+}
+
 const char *ms_test_etcd_dir(const ms_test_etcd *h) {
   return h->dir;
 }

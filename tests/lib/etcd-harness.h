@@ -17,6 +17,8 @@
  * belong to the handle. */
 #pragma once
 
+#include <sys/types.h>
+
 #include "meseta/error.h"
 
 typedef struct ms_test_etcd ms_test_etcd;
@@ -43,6 +45,9 @@ int ms_test_etcd_make_certs(const char *dir, ms_error **err);
 
 /* "http://127.0.0.1:P". */
 const char *ms_test_etcd_endpoint(const ms_test_etcd *h);
+/* etcd's process id (0 while stopped), e.g. for benchmarks that account CPU. */
+pid_t ms_test_etcd_pid(const ms_test_etcd *h);
+
 /* The temporary data directory (etcd.log is inside). */
 const char *ms_test_etcd_dir(const ms_test_etcd *h);
 
