@@ -12,4 +12,5 @@ shift
 scripts/setup-deps.sh >/dev/null
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_COMPILER=clang >/dev/null
 cmake --build build-bench -j"$(nproc)" --target "bench-$name" >/dev/null
+export MESETA_BINARY_DIR=$PWD/build-bench # benches that start services find them here
 exec "build-bench/bench/$name/bench-$name" "$@"
