@@ -402,6 +402,52 @@ static void test_two_replicas_lose_no_update(void) {
   stop_registry(&b);
 }
 
+typedef struct creator {
+  ms_rpc_channel *ch;
+  int index;
+  ms_status code;
+} creator;
+
+static void *create_one(void *arg) {
+  creator *c = arg;
+  _cleanup_free_ char *role = ms_xasprintf("group-%02d", c->index);
+  weight_rec w;
+  ms_error *err = NULL;
+  c->code = put(c->ch, make_weight(&w, role, 7), expect_absent(), NULL, &err) == 0 ? MS_OK : err->code;
+  ms_error_free(err);
+  return NULL;
+}
+
+/* Writes that arrive together share one etcd transaction: one failed expectation
+ * must refuse exactly its own write and let every other one commit. */
+static void test_group_commit_isolates_failures(void) {
+  const char *one[] = {"--committers", "1", NULL}; /* one committer: the biggest groups */
+  registry r = start_registry("reg-group", one);
+  ms_error *err = NULL;
+  for (int i = 0; i < 40; i += 2) { /* every even record exists already */
+    _cleanup_free_ char *role = ms_xasprintf("group-%02d", i);
+    weight_rec w;
+    MS_ASSERT_OK(put(r.ch, make_weight(&w, role, 1), expect_absent(), NULL, &err), &err);
+  }
+  creator c[40];
+  pthread_t t[40];
+  for (int i = 0; i < 40; i++) {
+    c[i] = (creator){.ch = r.ch, .index = i};
+    pthread_create(&t[i], NULL, create_one, &c[i]);
+  }
+  for (int i = 0; i < 40; i++)
+    pthread_join(t[i], NULL);
+  for (int i = 0; i < 40; i++) {
+    CU_ASSERT_EQUAL(c[i].code, i % 2 ? MS_OK : MS_ABORTED);
+    _cleanup_free_ char *role = ms_xasprintf("group-%02d", i);
+    record *back = get(r.ch, KIND(WEIGHT), role, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(back);
+    CU_ASSERT_EQUAL(back->weight->weight->weight, i % 2 ? 7 : 1); /* the existing ones untouched */
+    free_msg(back);
+  }
+  stop_registry(&r);
+}
+
 static void test_batch_is_atomic(void) {
   registry r = start_registry("reg-batch", NULL);
   ms_error *err = NULL;
@@ -763,6 +809,7 @@ int main(int argc, char **argv) {
       {"every_kind_round_trips", test_every_kind_round_trips},
       {"compare_and_swap_refusals", test_compare_and_swap_refusals},
       {"two_replicas_lose_no_update", test_two_replicas_lose_no_update},
+      {"group_commit_isolates_failures", test_group_commit_isolates_failures},
       {"batch_is_atomic", test_batch_is_atomic},
       {"bad_input", test_bad_input},
       {"record_over_etcd_limit", test_record_over_etcd_limit},
