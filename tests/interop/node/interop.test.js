@@ -258,6 +258,34 @@ describe('echo-server from @grpc/grpc-js', { skip }, () => {
     }
   });
 
+  it('health Watch follows SetHealth', async () => {
+    const health = new healthPkg.Health(server.address, grpc.credentials.createInsecure(), CHANNEL_OPTIONS);
+    try {
+      const call = health.Watch({ service: 'node.watched' }, { deadline: deadline() });
+      const seen = [];
+      const flips = [1, 2]; // SERVING, then NOT_SERVING, set through the echo service
+      await new Promise((resolve, reject) => {
+        call.on('error', (err) => (err.code === grpc.status.CANCELLED ? resolve() : reject(err)));
+        call.on('data', async (r) => {
+          seen.push(r.status);
+          const code = flips.shift();
+          if (code === undefined) {
+            call.cancel();
+            return;
+          }
+          try {
+            await unary(echo, 'SetHealth', { text: 'node.watched', code });
+          } catch (err) {
+            reject(err);
+          }
+        });
+      });
+      assert.deepStrictEqual(seen, ['SERVICE_UNKNOWN', 'SERVING', 'NOT_SERVING']);
+    } finally {
+      health.close();
+    }
+  });
+
   it('reflection lists the services', async () => {
     const refl = new reflectionPkg.ServerReflection(
       server.address,
