@@ -40,8 +40,7 @@ int ms_resources_map(const ms_resources *set, ms_resource_edit edit, void *ctx, 
   *ret = out;
   return 0;
 fail:
-  ms_resources_clear(&out);
-  free(out.v);
+  ms_resources_discard(&out);
   return MS_ERR;
 }
 

@@ -302,14 +302,9 @@ int ms_resources_from_json_value(const json_t *array, ms_resources **ret, ms_err
   for (size_t i = 0; i < json_array_size(array); i++)
     if (parse_resource(json_array_get(array, i), i, &out, err) < 0)
       goto fail;
-  if (ms_resources_normalize(&out, err) < 0)
-    goto fail;
-  *ret = ms_resources_new();
-  **ret = out;
-  return 0;
+  return ms_resources_finish(&out, ret, err);
 fail:
-  ms_resources_clear(&out);
-  free(out.v);
+  ms_resources_discard(&out);
   return MS_ERR;
 }
 

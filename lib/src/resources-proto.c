@@ -120,14 +120,9 @@ int ms_resources_from_proto(Meseta__V1__Resource *const *resources, size_t n, ms
       goto fail;
     ms_resources_push_moved(&out, &e);
   }
-  if (ms_resources_normalize(&out, err) < 0)
-    goto fail;
-  *ret = ms_resources_new();
-  **ret = out;
-  return 0;
+  return ms_resources_finish(&out, ret, err);
 fail:
-  ms_resources_clear(&out);
-  free(out.v);
+  ms_resources_discard(&out);
   return MS_ERR;
 }
 

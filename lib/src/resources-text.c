@@ -149,14 +149,9 @@ int ms_resources_parse_text(const char *text, const char *default_role, ms_resou
       goto fail;
     p = semi ? semi + 1 : end;
   }
-  if (ms_resources_normalize(&out, err) < 0)
-    goto fail;
-  *ret = ms_resources_new();
-  **ret = out;
-  return 0;
+  return ms_resources_finish(&out, ret, err);
 fail:
-  ms_resources_clear(&out);
-  free(out.v);
+  ms_resources_discard(&out);
   return MS_ERR;
 }
 

@@ -144,6 +144,23 @@ int ms_resources_normalize(ms_resources *set, ms_error **err) {
   return 0;
 }
 
+void ms_resources_discard(ms_resources *building) {
+  ms_resources_clear(building);
+  free(building->v);
+  *building = (ms_resources){0};
+}
+
+int ms_resources_finish(ms_resources *building, ms_resources **ret, ms_error **err) {
+  if (ms_resources_normalize(building, err) < 0) {
+    ms_resources_discard(building);
+    return MS_ERR;
+  }
+  *ret = ms_resources_new();
+  **ret = *building;
+  *building = (ms_resources){0};
+  return 0;
+}
+
 int ms_resources_add_spec(ms_resources *set, const ms_resource_spec *spec, ms_error **err) {
   ms_resource r;
   if (ms_resource_init(&r, spec, true, err) < 0)

@@ -79,6 +79,12 @@ void ms_resources_push_moved(ms_resources *set, ms_resource *r);
 /* Sorts, combines equal keys, drops empty values; fails past MS_SCALAR_MAX. */
 int ms_resources_normalize(ms_resources *set, ms_error **err);
 
+/* Ends building a set: frees what was built (entries and array). */
+void ms_resources_discard(ms_resources *building);
+/* Ends building a set: normalizes it and moves it into a new set for *ret; on
+ * failure discards it. Either way `building` is left empty. */
+int ms_resources_finish(ms_resources *building, ms_resources **ret, ms_error **err);
+
 /* A read-only one-entry set over r, for add / subtract / contains. */
 static inline ms_resources ms_resources_view(const ms_resource *r) {
   return (ms_resources){(ms_resource *)r, 1, 0};
