@@ -25,6 +25,7 @@
 #include "meseta/test/v1/echo.pb-c.h"
 
 #include "../../tests/integration/echo-service.h"
+#include "raw-grpc.h"
 
 static double now_s(void) {
   struct timespec ts;
@@ -102,6 +103,17 @@ static Meseta__Test__V1__EchoRequest *unpack_request(grpc_byte_buffer *bb) {
       meseta__test__v1__echo_request__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
   grpc_slice_unref(s);
   return req;
+}
+
+static Meseta__Test__V1__EchoReply *unpack_reply(grpc_byte_buffer *bb) {
+  grpc_byte_buffer_reader rd;
+  grpc_byte_buffer_reader_init(&rd, bb);
+  grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
+  grpc_byte_buffer_reader_destroy(&rd);
+  Meseta__Test__V1__EchoReply *rep =
+      meseta__test__v1__echo_reply__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  return rep;
 }
 
 /* The same protobuf work the layer does: read the request, write a reply. */
@@ -261,46 +273,14 @@ static void raw_stop(raw_server *r) {
 /* ---- the raw client -------------------------------------------------------------- */
 
 static int raw_unary(grpc_channel *ch, void *method, grpc_completion_queue *cq, grpc_byte_buffer *req) {
-  grpc_call *call =
-      grpc_channel_create_registered_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, inf(), NULL);
-  grpc_metadata_array md, trailing;
-  grpc_metadata_array_init(&md);
-  grpc_metadata_array_init(&trailing);
   grpc_byte_buffer *in = NULL;
-  grpc_status_code st;
-  grpc_slice details;
-  grpc_op ops[6];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = req;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &in;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.status = &st;
-  ops[5].data.recv_status_on_client.status_details = &details;
-  ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
-  grpc_call_start_batch(call, ops, 6, call, NULL);
-  grpc_completion_queue_pluck(cq, call, inf(), NULL);
-  if (in) {
-    grpc_byte_buffer_reader rd;
-    grpc_byte_buffer_reader_init(&rd, in);
-    grpc_slice s = grpc_byte_buffer_reader_readall(&rd);
-    grpc_byte_buffer_reader_destroy(&rd);
-    Meseta__Test__V1__EchoReply *rep =
-        meseta__test__v1__echo_reply__unpack(NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_status_code st = ms_raw_unary(ch, cq, method, NULL, req, 0, &in, NULL);
+  if (in) { /* parse the reply, as the layer's client does */
+    Meseta__Test__V1__EchoReply *rep = unpack_reply(in);
     if (rep)
       meseta__test__v1__echo_reply__free_unpacked(rep, NULL);
-    grpc_slice_unref(s);
     grpc_byte_buffer_destroy(in);
   }
-  grpc_slice_unref(details);
-  grpc_metadata_array_destroy(&md);
-  grpc_metadata_array_destroy(&trailing);
-  grpc_call_unref(call);
   return st == GRPC_STATUS_OK ? 0 : -1;
 }
 
@@ -321,13 +301,6 @@ static grpc_channel *raw_channel(const char *target) {
   grpc_channel *ch = grpc_channel_create(target, creds, NULL);
   grpc_channel_credentials_release(creds);
   return ch;
-}
-
-static void cq_drop(grpc_completion_queue *cq) {
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL, inf(), NULL).type != GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
 }
 
 /* ---- workloads ---------------------------------------------------------------- */
@@ -362,7 +335,7 @@ static void *unary_worker(void *arg) {
       w->failures += raw_unary(w->raw_ch, m, cq, req) < 0;
       grpc_byte_buffer_destroy(req);
     }
-    cq_drop(cq);
+    ms_raw_cq_destroy(cq);
   }
   return NULL;
 }
@@ -484,7 +457,7 @@ static double run_stream(const char *target, bool layer, uint32_t messages) {
     grpc_metadata_array_destroy(&md);
     grpc_metadata_array_destroy(&trailing);
     grpc_call_unref(call);
-    cq_drop(cq);
+    ms_raw_cq_destroy(cq);
     grpc_channel_destroy(ch);
   }
   if (got != messages)

@@ -13,6 +13,7 @@
 #include "echo-service.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
+#include "raw-grpc.h"
 #include "testlib.h"
 
 typedef Meseta__Test__V1__EchoRequest req_t;
@@ -302,49 +303,12 @@ static grpc_status_code raw_call(const char *target, const char *method, const v
   grpc_channel *ch = grpc_channel_create(target, creds, NULL);
   grpc_channel_credentials_release(creds);
   grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-  grpc_slice m = grpc_slice_from_static_string(method);
-  grpc_call *call = grpc_channel_create_call(
-      ch, NULL, 0, cq, m, NULL,
-      gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(10, GPR_TIMESPAN)), NULL);
   grpc_slice payload = grpc_slice_from_copied_buffer(bytes, n);
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&payload, 1);
-  grpc_metadata_array md, trailing;
-  grpc_metadata_array_init(&md);
-  grpc_metadata_array_init(&trailing);
-  grpc_byte_buffer *in = NULL;
-  grpc_status_code st;
-  grpc_slice details;
-  grpc_op ops[6];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = bb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
-  ops[4].op = GRPC_OP_RECV_MESSAGE;
-  ops[4].data.recv_message.recv_message = &in;
-  ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-  ops[5].data.recv_status_on_client.status = &st;
-  ops[5].data.recv_status_on_client.status_details = &details;
-  ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
-  CU_ASSERT_EQUAL_FATAL(grpc_call_start_batch(call, ops, 6, call, NULL), GRPC_CALL_OK);
-  grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-  *ret_details = ms_xstrndup((const char *)GRPC_SLICE_START_PTR(details), GRPC_SLICE_LENGTH(details));
-  if (in)
-    grpc_byte_buffer_destroy(in);
+  grpc_status_code st = ms_raw_unary(ch, cq, NULL, method, bb, 10000, NULL, ret_details);
   grpc_byte_buffer_destroy(bb);
   grpc_slice_unref(payload);
-  grpc_slice_unref(details);
-  grpc_slice_unref(m);
-  grpc_metadata_array_destroy(&md);
-  grpc_metadata_array_destroy(&trailing);
-  grpc_call_unref(call);
-  grpc_completion_queue_shutdown(cq);
-  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-         GRPC_QUEUE_SHUTDOWN) {
-  }
-  grpc_completion_queue_destroy(cq);
+  ms_raw_cq_destroy(cq);
   grpc_channel_destroy(ch);
   return st;
 }
