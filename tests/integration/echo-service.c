@@ -46,6 +46,11 @@ static int unary(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err)
   reply_t r = REPLY_INIT;
   r.text = req->text;
   r.payload = req->payload;
+  if (*req->metadata_key) {
+    const char *v = ms_rpc_call_metadata(call, req->metadata_key);
+    r.metadata_present = v != NULL;
+    r.metadata_value = (char *)(v ? v : "");
+  }
   return ms_rpc_call_reply(call, &r.base, err);
 }
 

@@ -82,6 +82,25 @@ static void test_unary(void) {
   stop(&f);
 }
 
+static void test_metadata(void) {
+  fixture f = start("127.0.0.1:0", 0, false);
+  ms_error *err = NULL;
+  const char *md[] = {"authorization", "Bearer s3cret", "x-meseta-trace", "t-1", NULL};
+  ms_rpc_call_options o = {.timeout_ms = 5000, .metadata = md};
+  req_t req = REQ_INIT;
+  req.metadata_key = "authorization";
+  ProtobufCMessage *m = NULL;
+  MS_ASSERT_OK(ms_rpc_unary(f.ch, ECHO("Unary"), &req.base, REPLY_DESC, &o, &m, &err), &err);
+  CU_ASSERT_TRUE(((reply_t *)m)->metadata_present);
+  CU_ASSERT_STRING_EQUAL(((reply_t *)m)->metadata_value, "Bearer s3cret");
+  free_msg(m);
+  req.metadata_key = "x-absent";
+  MS_ASSERT_OK(ms_rpc_unary(f.ch, ECHO("Unary"), &req.base, REPLY_DESC, &o, &m, &err), &err);
+  CU_ASSERT_FALSE(((reply_t *)m)->metadata_present);
+  free_msg(m);
+  stop(&f);
+}
+
 static void test_unix_socket(void) {
   _cleanup_free_ char *dir = ms_test_tmpdir("meseta-rpc");
   _cleanup_free_ char *addr = ms_xasprintf("unix:%s/echo.sock", dir);
@@ -568,6 +587,7 @@ static void test_bad_server_options(void) {
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"unary", test_unary},
+      {"metadata", test_metadata},
       {"unix_socket", test_unix_socket},
       {"server_stream", test_server_stream},
       {"client_stream", test_client_stream},
