@@ -126,8 +126,11 @@ static size_t read_varint(const uint8_t *p, size_t len, uint64_t *ret) {
 static int add_file(ms_descdb *db, const uint8_t *bytes, size_t len, ms_error **err) {
   Google__Protobuf__FileDescriptorProto *fd =
       google__protobuf__file_descriptor_proto__unpack(NULL, len, bytes);
-  if (!fd || !fd->name)
+  if (!fd || !fd->name) {
+    if (fd)
+      google__protobuf__file_descriptor_proto__free_unpacked(fd, NULL);
     return ms_error_set(err, MS_INVALID_ARGUMENT, "descriptor set holds a malformed FileDescriptorProto");
+  }
   if (ms_descdb_file_by_name(db, fd->name)) {
     google__protobuf__file_descriptor_proto__free_unpacked(fd, NULL);
     return 0;
@@ -173,7 +176,8 @@ int ms_descdb_add_set(ms_descdb *db, const uint8_t *bytes, size_t len, ms_error 
       return MS_ERR;
     pos += (size_t)n;
   }
-  qsort(db->syms, db->n_syms, sizeof(symbol), sym_cmp);
+  if (db->n_syms) /* qsort may not be given NULL, even for nothing */
+    qsort(db->syms, db->n_syms, sizeof(symbol), sym_cmp);
   db->sorted = true;
   return 0;
 }
@@ -186,7 +190,7 @@ const ms_descfile *ms_descdb_file_by_name(const ms_descdb *db, const char *name)
 }
 
 static const symbol *find_sym(const ms_descdb *db, const char *name) {
-  if (!name || !db->sorted)
+  if (!name || !db->sorted || db->n_syms == 0)
     return NULL;
   symbol key = {.name = (char *)name};
   return bsearch(&key, db->syms, db->n_syms, sizeof(symbol), sym_cmp);
