@@ -148,7 +148,8 @@ static int run(ms_error **err) {
                     .gone_agent_ttl_ms = gone_ttl_ns / 1000000,
                     .max_unreachable_agents = max_unreachable,
                     .unreachable_agent_ttl_ms = unreachable_ttl_ns / 1000000,
-                    .max_completed_frameworks = max_completed};
+                    .max_completed_frameworks = max_completed,
+                    .max_message_bytes = max_message};
   app a = {0};
   ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
   ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,

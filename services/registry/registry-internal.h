@@ -9,6 +9,8 @@
 #include "registry-service.h"
 
 ms_workq *reg_service_pool(const reg_service *svc);
+/* How many record bytes one response may carry. */
+size_t reg_response_budget(const reg_service *svc);
 
 /* Decodes a stored record, its revision set from the kv. DATA_LOSS if corrupt.
  * The caller frees it with meseta__v1__record__free_unpacked. */

@@ -37,6 +37,12 @@ ms_workq *reg_service_pool(const reg_service *svc) {
   return svc->pool;
 }
 
+size_t reg_response_budget(const reg_service *svc) {
+  /* Room for everything around the records in one message. */
+  int64_t max = svc->cfg.max_message_bytes > 0 ? svc->cfg.max_message_bytes : MS_RPC_DEFAULT_MAX_MESSAGE;
+  return (size_t)(max > 128 * 1024 ? max - 64 * 1024 : max / 2);
+}
+
 /* ---- decoding stored records ------------------------------------------------------ */
 
 reg_record *reg_decode(const reg_service *svc, const ms_etcd_kv *kv, ms_error **err) {
@@ -315,21 +321,34 @@ static int do_list(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *
   resp.revision = res.revision;
   resp.records = ms_xcalloc(res.n_kvs ? res.n_kvs : 1, sizeof(*resp.records));
   int rc = 0;
+  /* A page also ends before it would outgrow a gRPC message (big records). */
+  size_t bytes = 0, budget = reg_response_budget(svc);
+  const ms_etcd_kv *next = NULL;
   for (size_t i = 0; i < res.n_kvs && rc == 0; i++) {
+    size_t rec_bytes = res.kvs[i].value_len + res.kvs[i].key_len + 16;
+    if (resp.n_records && bytes + rec_bytes > budget) {
+      next = &res.kvs[i];
+      break;
+    }
     reg_record *r = reg_decode(svc, &res.kvs[i], err);
     if (!r)
       rc = MS_ERR;
     else
       resp.records[resp.n_records++] = r;
+    bytes += rec_bytes;
   }
   _cleanup_free_ char *token = NULL;
-  if (rc == 0 && res.more && res.n_kvs) {
+  if (rc == 0 && next) {
+    /* The next page starts at the first record left out. */
+    token = reg_page_token_encode((long long)res.revision, next->key, next->key_len);
+    resp.next_page_token = token;
+  } else if (rc == 0 && res.more && res.n_kvs) {
     /* The next page starts just past the last key: the key with a NUL appended. */
     const ms_etcd_kv *last = &res.kvs[res.n_kvs - 1];
-    _cleanup_free_ char *next = ms_xmalloc(last->key_len + 1);
-    memcpy(next, last->key, last->key_len);
-    next[last->key_len] = '\0';
-    token = reg_page_token_encode((long long)res.revision, next, last->key_len + 1);
+    _cleanup_free_ char *after = ms_xmalloc(last->key_len + 1);
+    memcpy(after, last->key, last->key_len);
+    after[last->key_len] = '\0';
+    token = reg_page_token_encode((long long)res.revision, after, last->key_len + 1);
     resp.next_page_token = token;
   }
   if (rc == 0)

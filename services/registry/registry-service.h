@@ -23,6 +23,7 @@ typedef struct reg_config {
   int64_t max_unreachable_agents;
   int64_t unreachable_agent_ttl_ms;
   int64_t max_completed_frameworks;
+  int64_t max_message_bytes; /* the server's gRPC limit: pages and watch batches stay under it */
 } reg_config;
 
 typedef struct reg_service reg_service;

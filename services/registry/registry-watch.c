@@ -91,12 +91,21 @@ static void on_record_events(void *arg, const ms_etcd_event *ev, size_t n) {
     }
     ptrs[m++] = e;
   }
-  if (m) {
+  /* One etcd batch (a registry Batch is one) may be larger than a gRPC message:
+   * send it in as many responses as it takes, in order. */
+  size_t budget = reg_response_budget(s->svc), from = 0;
+  while (from < m) {
+    size_t to = from, bytes = 0;
+    do {
+      bytes += protobuf_c_message_get_packed_size(&ptrs[to]->base) + 8;
+      to++;
+    } while (to < m && bytes + protobuf_c_message_get_packed_size(&ptrs[to]->base) + 8 <= budget);
     Meseta__V1__WatchResponse resp = MESETA__V1__WATCH_RESPONSE__INIT;
-    resp.events = ptrs;
-    resp.n_events = m;
-    resp.revision = last;
+    resp.events = ptrs + from;
+    resp.n_events = to - from;
+    resp.revision = to == m ? last : ptrs[to - 1]->revision;
     send_or_end(s, &resp.base);
+    from = to;
   }
   for (size_t i = 0; i < m; i++) {
     if (events[i].record)

@@ -556,6 +556,85 @@ static void test_record_over_etcd_limit(void) {
   stop_registry(&r);
 }
 
+static Meseta__V1__WatchResponse *next_watch(ms_rpc_stream *s, ms_error **err) {
+  ProtobufCMessage *m = NULL;
+  if (ms_rpc_stream_recv(s, &meseta__v1__watch_response__descriptor, &m, err) != 1)
+    return NULL;
+  return (Meseta__V1__WatchResponse *)m;
+}
+
+/* Records near the message limit: pages end by size, and a watch splits one etcd
+ * batch over several responses instead of failing the stream. */
+static void test_big_records_page_and_watch(void) {
+  const char *small[] = {"--max-message-bytes", "64KiB", NULL};
+  registry r = start_registry("reg-bigpages", small);
+  ms_error *err = NULL;
+  Meseta__V1__ListResponse *l = list(r.ch, KIND(AGENT), 1, NULL, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+  Meseta__V1__WatchRequest wreq = MESETA__V1__WATCH_REQUEST__INIT;
+  wreq.start_revision = l->revision;
+  free_msg(l);
+  ms_rpc_stream *s = ms_rpc_stream_open(r.ch, REG("Watch"), &wreq.base, NULL, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+
+  char *host = ms_xmalloc(10001);
+  memset(host, 'h', 10000);
+  host[10000] = '\0';
+  agent_rec a[5];
+  Meseta__V1__Write w[5];
+  Meseta__V1__Write *wp[5];
+  Meseta__V1__Expect absent = expect_absent();
+  char ids[5][16];
+  for (int i = 0; i < 5; i++) {
+    snprintf(ids[i], sizeof(ids[i]), "big-%d", i);
+    make_agent(&a[i], ids[i], MESETA__V1__AGENT_RECORD__STATE__ADMITTED, 0);
+    a[i].info.hostname = host;
+    meseta__v1__write__init(&w[i]);
+    w[i].op_case = MESETA__V1__WRITE__OP_PUT;
+    w[i].put = &a[i].r;
+    w[i].expect = &absent;
+    wp[i] = &w[i];
+  }
+  Meseta__V1__BatchRequest breq = MESETA__V1__BATCH_REQUEST__INIT;
+  breq.writes = wp;
+  breq.n_writes = 5;
+  ProtobufCMessage *resp = NULL;
+  MS_ASSERT_OK(ms_rpc_unary(r.ch, REG("Batch"), &breq.base, &meseta__v1__batch_response__descriptor, NULL,
+                            &resp, &err),
+               &err);
+  free_msg(resp);
+
+  int events = 0, responses = 0;
+  while (events < 5) {
+    Meseta__V1__WatchResponse *ev = next_watch(s, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+    for (size_t i = 0; i < ev->n_events; i++, events++)
+      CU_ASSERT_STRING_EQUAL(ev->events[i]->id, ids[events]);
+    responses++;
+    free_msg(ev);
+  }
+  CU_ASSERT_EQUAL(events, 5);
+  CU_ASSERT_TRUE(responses > 1); /* ~50 KB of events does not fit one 32 KB response */
+  ms_rpc_stream_free(s);
+
+  char *token = NULL;
+  int seen = 0, pages = 0;
+  do {
+    Meseta__V1__ListResponse *page = list(r.ch, KIND(AGENT), 100, token, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(page);
+    for (size_t i = 0; i < page->n_records; i++, seen++)
+      CU_ASSERT_STRING_EQUAL(page->records[i]->id, ids[seen]);
+    free(token);
+    token = *page->next_page_token ? ms_xstrdup(page->next_page_token) : NULL;
+    pages++;
+    free_msg(page);
+  } while (token && pages < 10);
+  CU_ASSERT_EQUAL(seen, 5);
+  CU_ASSERT_TRUE(pages > 1);
+  free(host);
+  stop_registry(&r);
+}
+
 static void test_list_pages(void) {
   registry r = start_registry("reg-list", NULL);
   ms_error *err = NULL;
@@ -590,12 +669,6 @@ static void test_list_pages(void) {
   stop_registry(&r);
 }
 
-static Meseta__V1__WatchResponse *next_watch(ms_rpc_stream *s, ms_error **err) {
-  ProtobufCMessage *m = NULL;
-  if (ms_rpc_stream_recv(s, &meseta__v1__watch_response__descriptor, &m, err) != 1)
-    return NULL;
-  return (Meseta__V1__WatchResponse *)m;
-}
 
 static void test_watch_and_etcd_outage(void) {
   registry r = start_registry("reg-watch", NULL);
@@ -814,6 +887,7 @@ int main(int argc, char **argv) {
       {"bad_input", test_bad_input},
       {"record_over_etcd_limit", test_record_over_etcd_limit},
       {"list_pages", test_list_pages},
+      {"big_records_page_and_watch", test_big_records_page_and_watch},
       {"watch_and_etcd_outage", test_watch_and_etcd_outage},
       {"watch_from_compacted_revision", test_watch_from_compacted_revision},
       {"watch_leader", test_watch_leader},
