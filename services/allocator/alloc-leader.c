@@ -1,0 +1,178 @@
+#include "alloc-leader.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "meseta/alloc.h"
+#include "meseta/log.h"
+
+struct alloc_leader {
+  ms_etcd *etcd;
+  char *election, *address;
+  int64_t ttl_s;
+  alloc_leader_fn on_change;
+  void *arg;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cond;
+  bool stopping, lost, leading;
+  ms_etcd_cancel *cancel; /* the campaign in progress */
+};
+
+static void on_lost(void *arg, int64_t id, const ms_error *why) {
+  alloc_leader *l = arg;
+  ms_log_debug(NULL, "election `%s`: lease %lld lost: %s", l->election, (long long)id, why ? why->msg : "");
+  pthread_mutex_lock(&l->mu);
+  l->lost = true;
+  if (l->cancel)
+    ms_etcd_cancel_trigger(l->cancel);
+  pthread_cond_broadcast(&l->cond);
+  pthread_mutex_unlock(&l->mu);
+}
+
+/* Waits until stopping or lost, or (with a timeout) until ms pass. Called with mu held. */
+static void wait_locked(alloc_leader *l, int64_t ms) {
+  if (ms < 0) {
+    while (!l->stopping && !l->lost)
+      pthread_cond_wait(&l->cond, &l->mu);
+    return;
+  }
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (ms % 1000) * 1000000;
+  if (until.tv_nsec >= 1000000000) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000;
+  }
+  while (!l->stopping && !l->lost && pthread_cond_timedwait(&l->cond, &l->mu, &until) != ETIMEDOUT) {
+  }
+}
+
+/* One candidacy: a lease, a campaign, and leadership until the lease is lost. */
+static void candidacy(alloc_leader *l, int64_t *backoff_ms) {
+  ms_error *err = NULL;
+  int64_t lease = 0;
+  ms_etcd_lease_keeper *keeper = NULL;
+  ms_etcd_leader_key key = {0};
+  bool elected = false;
+  if (ms_etcd_lease_grant(l->etcd, l->ttl_s, 0, &lease, NULL, &err) < 0 ||
+      !(keeper = ms_etcd_lease_keeper_start(l->etcd, lease, l->ttl_s, on_lost, l, &err)))
+    goto out;
+  ms_etcd_cancel *cancel = ms_etcd_cancel_new();
+  pthread_mutex_lock(&l->mu);
+  l->cancel = cancel;
+  if (l->stopping || l->lost)
+    ms_etcd_cancel_trigger(cancel);
+  pthread_mutex_unlock(&l->mu);
+  int rc = ms_etcd_campaign(l->etcd, l->election, strlen(l->election), lease, l->address, strlen(l->address),
+                            0, cancel, &key, &err);
+  pthread_mutex_lock(&l->mu);
+  l->cancel = NULL;
+  pthread_mutex_unlock(&l->mu);
+  ms_etcd_cancel_free(cancel);
+  if (rc < 0)
+    goto out;
+  elected = true;
+  *backoff_ms = 0;
+  pthread_mutex_lock(&l->mu);
+  bool stay = !l->stopping && !l->lost;
+  l->leading = stay;
+  pthread_mutex_unlock(&l->mu);
+  if (stay) {
+    ms_log_debug(NULL, "election `%s`: leading as `%s`", l->election, l->address);
+    l->on_change(l->arg, true);
+    pthread_mutex_lock(&l->mu);
+    wait_locked(l, -1);
+    l->leading = false;
+    bool lost = l->lost;
+    pthread_mutex_unlock(&l->mu);
+    if (lost)
+      l->on_change(l->arg, false);
+  }
+out:
+  if (err) {
+    if (err->code != MS_CANCELLED)
+      ms_log_debug(NULL, "election `%s`: %s", l->election, err->msg);
+    ms_error_free(err);
+    err = NULL;
+  }
+  ms_etcd_lease_keeper_stop(keeper);
+  if (elected)
+    ms_etcd_resign(l->etcd, &key, NULL); /* let a standby in now, not after the TTL */
+  ms_etcd_leader_key_release(&key);
+  if (lease)
+    ms_etcd_lease_revoke(l->etcd, lease, NULL);
+  if (!elected)
+    *backoff_ms = *backoff_ms ? (*backoff_ms * 2 > 5000 ? 5000 : *backoff_ms * 2) : 100;
+}
+
+static void *leader_main(void *arg) {
+  alloc_leader *l = arg;
+  int64_t backoff = 0;
+  for (;;) {
+    pthread_mutex_lock(&l->mu);
+    if (backoff)
+      wait_locked(l, backoff);
+    l->lost = false;
+    bool stop = l->stopping;
+    pthread_mutex_unlock(&l->mu);
+    if (stop)
+      return NULL;
+    candidacy(l, &backoff);
+  }
+}
+
+alloc_leader *alloc_leader_start(ms_etcd *etcd, const char *election, const char *address, int64_t ttl_s,
+                                 alloc_leader_fn on_change, void *arg, ms_error **err) {
+  if (!election || !*election || !address || !*address) {
+    ms_error_set(err, MS_INVALID_ARGUMENT,
+                 "leader election needs an election name and this allocator's address");
+    return NULL;
+  }
+  alloc_leader *l = ms_xcalloc(1, sizeof(*l));
+  l->etcd = etcd;
+  l->election = ms_xstrdup(election);
+  l->address = ms_xstrdup(address);
+  l->ttl_s = ttl_s > 0 ? ttl_s : 10;
+  l->on_change = on_change;
+  l->arg = arg;
+  pthread_mutex_init(&l->mu, NULL);
+  pthread_cond_init(&l->cond, NULL);
+  int e = pthread_create(&l->thread, NULL, leader_main, l);
+  if (e != 0) {
+    ms_error_set_errno(err, e, "election `%s`: start its thread", election);
+    free(l->election);
+    free(l->address);
+    free(l);
+    return NULL;
+  }
+  return l;
+}
+
+bool alloc_leader_is_leading(alloc_leader *l) {
+  pthread_mutex_lock(&l->mu);
+  bool leading = l->leading;
+  pthread_mutex_unlock(&l->mu);
+  return leading;
+}
+
+void alloc_leader_stop(alloc_leader *l) {
+  if (!l)
+    return;
+  pthread_mutex_lock(&l->mu);
+  l->stopping = true;
+  if (l->cancel)
+    ms_etcd_cancel_trigger(l->cancel);
+  pthread_cond_broadcast(&l->cond);
+  pthread_mutex_unlock(&l->mu);
+  pthread_join(l->thread, NULL);
+  free(l->election);
+  free(l->address);
+  pthread_mutex_destroy(&l->mu);
+  pthread_cond_destroy(&l->cond);
+  free(l);
+}
