@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -669,7 +670,6 @@ static void test_list_pages(void) {
   stop_registry(&r);
 }
 
-
 static void test_watch_and_etcd_outage(void) {
   registry r = start_registry("reg-watch", NULL);
   ms_error *err = NULL;
@@ -830,6 +830,60 @@ static void test_watch_leader(void) {
   stop_registry(&r);
 }
 
+/* The registry's TLS flags: mutual TLS with a client certificate works, a client
+ * without one is refused. */
+static void test_mutual_tls(void) {
+  ms_error *err = NULL;
+  _cleanup_free_ char *certs = ms_xasprintf("%s/certs", dir);
+  CU_ASSERT_FATAL(mkdir(certs, 0700) == 0);
+  MS_ASSERT_OK(ms_test_etcd_make_certs(certs, &err), &err);
+  _cleanup_free_ char *cert = ms_xasprintf("%s/server.pem", certs),
+                      *key = ms_xasprintf("%s/server.key", certs);
+  _cleanup_free_ char *ca = ms_xasprintf("%s/ca.pem", certs);
+  _cleanup_free_ char *ccert = ms_xasprintf("%s/client.pem", certs),
+                      *ckey = ms_xasprintf("%s/client.key", certs);
+  const char *extra[] = {"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca, NULL};
+  _cleanup_free_ char *bin = ms_test_binary("services/registry/meseta-registry");
+  const char *argv[] = {bin,
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--etcd-endpoints",
+                        ms_test_etcd_endpoint(etcd),
+                        "--key-prefix",
+                        "/test/tls",
+                        extra[0],
+                        extra[1],
+                        extra[2],
+                        extra[3],
+                        extra[4],
+                        extra[5],
+                        NULL};
+  ms_test_proc *p = ms_test_proc_start("reg-tls", dir, argv, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+
+  ms_rpc_tls tls = {.ca_file = ca, .cert_file = ccert, .key_file = ckey};
+  ms_rpc_channel_options o = {.tls = &tls};
+  ms_rpc_channel *ch = ms_rpc_channel_new(ms_test_proc_address(p), &o, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+  weight_rec w;
+  MS_ASSERT_OK(put(ch, make_weight(&w, "tls", 3), expect_absent(), NULL, &err), &err);
+  record *back = get(ch, KIND(WEIGHT), "tls", &err);
+  CU_ASSERT_PTR_NOT_NULL(back);
+  free_msg(back);
+  ms_rpc_channel_free(ch);
+
+  ms_rpc_tls anonymous = {.ca_file = ca};
+  ms_rpc_channel_options ao = {.tls = &anonymous};
+  ch = ms_rpc_channel_new(ms_test_proc_address(p), &ao, &err);
+  CU_ASSERT_EQUAL(put(ch, make_weight(&w, "tls2", 3), expect_absent(), NULL, &err), MS_ERR);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+  CU_ASSERT_EQUAL(err->code, MS_UNAVAILABLE);
+  ms_error_free(err);
+  ms_rpc_channel_free(ch);
+  CU_ASSERT_EQUAL(ms_test_proc_stop(p, SIGTERM), 0);
+  ms_test_proc_free(p);
+}
+
 static void test_retention(void) {
   const char *extra[] = {
       "--max-gone-agents", "2", "--unreachable-agent-ttl", "1h", "--retention-interval", "100ms", NULL};
@@ -891,6 +945,7 @@ int main(int argc, char **argv) {
       {"watch_and_etcd_outage", test_watch_and_etcd_outage},
       {"watch_from_compacted_revision", test_watch_from_compacted_revision},
       {"watch_leader", test_watch_leader},
+      {"mutual_tls", test_mutual_tls},
       {"retention", test_retention},
       {NULL, NULL},
   };
