@@ -1,0 +1,352 @@
+/* AgentLink.Connect: agents register or re-register on one bidi stream, send status
+ * updates and heartbeats, and receive launches, kills and acknowledgements. The stream
+ * ending removes the agent (its offers rescinded, its tasks lost). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meseta/alloc.h"
+#include "meseta/log.h"
+#include "meseta/pb.h"
+#include "meseta/resources-io.h"
+
+#include "alloc-svc-internal.h"
+
+/* ---- the owner thread ---- */
+
+static void link_opened(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+  (void)msg;
+  svc_link *l = data;
+  l->call = call;
+  ms_rpc_call_ref(call); /* held until link_closed */
+  l->next = s->links;
+  if (s->links)
+    s->links->prev = l;
+  s->links = l;
+  if (!s->leading)
+    ms_rpc_call_finish(call, MS_UNAVAILABLE, "this allocator is not the leader");
+}
+
+static void agent_free(svc_agent *a) {
+  if (a->link)
+    a->link->agent = NULL;
+  if (a->info)
+    protobuf_c_message_free_unpacked(&a->info->base, NULL);
+  free(a->e.key);
+  free(a);
+}
+
+/* Attribute values the engine keeps as text: TEXT as is, SCALAR printed. */
+static const char *attr_text(const Meseta__V1__Attribute *at, char *buf, size_t n) {
+  if (at->text && at->text->value)
+    return at->text->value;
+  if (at->scalar) {
+    snprintf(buf, n, "%g", at->scalar->value);
+    return buf;
+  }
+  return "";
+}
+
+static svc_agent *add_agent(alloc_service *s, const Meseta__V1__AgentInfo *info, const char *id,
+                            const char *what, ms_error **err) {
+  ms_resources *total = NULL;
+  if (ms_resources_from_proto(info->resources, info->n_resources, &total, err) < 0) {
+    ms_error_prefix(err, "`%s.agent_info.resources`", what);
+    return NULL;
+  }
+  uint32_t na = (uint32_t)info->n_attributes;
+  alloc_attribute *attrs = ms_xcalloc(na ? na : 1, sizeof(*attrs));
+  char(*bufs)[32] = ms_xcalloc(na ? na : 1, sizeof(*bufs));
+  for (uint32_t i = 0; i < na; i++) {
+    attrs[i].name = info->attributes[i]->name ? info->attributes[i]->name : "";
+    attrs[i].value = attr_text(info->attributes[i], bufs[i], sizeof(bufs[i]));
+  }
+  const Meseta__V1__DomainInfo__FaultDomain *fd = info->domain ? info->domain->fault_domain : NULL;
+  alloc_agent_spec spec = {.id = id,
+                           .hostname = info->hostname,
+                           .total = total,
+                           .attributes = attrs,
+                           .nattributes = na,
+                           .region = fd && fd->region && *fd->region->name ? fd->region->name : NULL,
+                           .zone = fd && fd->zone && *fd->zone->name ? fd->zone->name : NULL};
+  int rc = alloc_model_add_agent(s->model, &spec, err);
+  ms_resources_free(total);
+  free(attrs);
+  free(bufs);
+  if (rc < 0)
+    return NULL;
+  svc_agent *a = ms_xcalloc(1, sizeof(*a));
+  a->e.key = ms_xstrdup(id);
+  a->info = (Meseta__V1__AgentInfo *)ms_pb_dup(&info->base);
+  Meseta__V1__AgentID *aid = ms_xmalloc(sizeof(*aid));
+  meseta__v1__agent_id__init(aid);
+  aid->value = ms_xstrdup(id);
+  if (a->info->id)
+    protobuf_c_message_free_unpacked(&a->info->id->base, NULL);
+  a->info->id = aid; /* freed with the copy: protobuf-c frees with the system allocator */
+  svc_table_put(&s->agents, &a->e);
+  return a;
+}
+
+static void attach(svc_link *l, svc_agent *a) {
+  a->link = l;
+  l->agent = a;
+}
+
+static void send_registered(alloc_service *s, svc_agent *a, bool re) {
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = a->e.key;
+  Google__Protobuf__Duration hb = GOOGLE__PROTOBUF__DURATION__INIT;
+  hb.seconds = s->cfg.heartbeat_interval_ms / 1000;
+  hb.nanos = (int32_t)(s->cfg.heartbeat_interval_ms % 1000) * 1000000;
+  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+  Meseta__V1__AllocatorMessage__Registered r = MESETA__V1__ALLOCATOR_MESSAGE__REGISTERED__INIT;
+  Meseta__V1__AllocatorMessage__Reregistered rr = MESETA__V1__ALLOCATOR_MESSAGE__REREGISTERED__INIT;
+  if (re) {
+    rr.agent_id = &aid;
+    rr.heartbeat_interval = &hb;
+    rr.allocator_id = s->id;
+    m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REREGISTERED;
+    m.reregistered = &rr;
+  } else {
+    r.agent_id = &aid;
+    r.heartbeat_interval = &hb;
+    r.allocator_id = s->id;
+    m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REGISTERED;
+    m.registered = &r;
+  }
+  svc_send_agent(s, a, &m);
+}
+
+static int on_register(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage__Register *r,
+                       ms_error **err) {
+  if (!r->agent_info)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`register.agent_info` is missing");
+  char id[64];
+  snprintf(id, sizeof(id), "%s-S%llu", s->id, (unsigned long long)s->next_agent++);
+  svc_agent *a = add_agent(s, r->agent_info, id, "register", err);
+  if (!a)
+    return MS_ERR;
+  attach(l, a);
+  ms_log_info(id, "agent registered: `%s`", r->agent_info->hostname ? r->agent_info->hostname : "");
+  send_registered(s, a, false);
+  svc_check_trigger(s);
+  return 0;
+}
+
+/* Tasks the agent still runs: accounted to their frameworks when those are known
+ * (best effort: tasks of frameworks that have not re-subscribed yet are not). */
+static void readopt_tasks(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__Reregister *r) {
+  for (size_t i = 0; i < r->n_tasks; i++) {
+    const Meseta__V1__Task *t = r->tasks[i];
+    if (!t->task_id || !t->framework_id || svc_task_state_terminal(t->state))
+      continue;
+    svc_framework *fw = svc_table_get(&s->frameworks, t->framework_id->value);
+    if (!fw || svc_task_get(s, t->framework_id->value, t->task_id->value)) {
+      ms_log_warn(a->e.key, "task `%s` of unknown framework `%s` not accounted", t->task_id->value,
+                  t->framework_id->value);
+      continue;
+    }
+    ms_resources *res = NULL;
+    ms_error *err = NULL;
+    if (ms_resources_from_proto(t->resources, t->n_resources, &res, &err) < 0) {
+      ms_log_warn(a->e.key, "task `%s`: %s", t->task_id->value, err->msg);
+      ms_error_free(err);
+      continue;
+    }
+    const char *role = ms_resources_size(res) ? ms_resource_allocation_role(ms_resources_at(res, 0)) : NULL;
+    if (!role)
+      role = fw->info->n_roles ? fw->info->roles[0] : "*";
+    char *role_c = ms_xstrdup(role);
+    ms_resources_allocate(res, NULL, NULL);
+    if (alloc_model_allocate(s->model, fw->e.key, a->e.key, role_c, res, &err) < 0) {
+      ms_log_warn(a->e.key, "task `%s`: %s", t->task_id->value, err->msg);
+      ms_error_free(err);
+    } else {
+      svc_task *st = svc_task_add(s, fw->e.key, t->task_id->value, a->e.key, role_c, res, NULL, NULL);
+      st->state = t->state;
+    }
+    free(role_c);
+    ms_resources_free(res);
+  }
+}
+
+static int on_reregister(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage__Reregister *r,
+                         ms_error **err) {
+  if (!r->agent_info)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`reregister.agent_info` is missing");
+  const char *id = r->agent_info->id ? r->agent_info->id->value : NULL;
+  if (!id || !*id)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`reregister.agent_info.id` is missing");
+  svc_agent *a = svc_table_get(&s->agents, id);
+  if (a) {
+    /* A newer stream of a known agent replaces the old one; the model stays. */
+    if (a->link && a->link != l) {
+      ms_rpc_call_finish(a->link->call, MS_FAILED_PRECONDITION, "a newer stream of this agent took over");
+      a->link->agent = NULL;
+    }
+    attach(l, a);
+  } else {
+    if (!(a = add_agent(s, r->agent_info, id, "reregister", err)))
+      return MS_ERR;
+    attach(l, a);
+    readopt_tasks(s, a, r);
+  }
+  ms_log_info(id, "agent re-registered with %zu tasks", r->n_tasks);
+  send_registered(s, a, true);
+  svc_check_trigger(s);
+  return 0;
+}
+
+static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+  svc_link *l = data;
+  const Meseta__V1__AgentMessage *m = (const Meseta__V1__AgentMessage *)msg;
+  if (!s->leading || ms_rpc_call_is_done(call))
+    return;
+  ms_error *err = NULL;
+  int rc = 0;
+  switch (m->message_case) {
+  case MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER:
+  case MESETA__V1__AGENT_MESSAGE__MESSAGE_REREGISTER:
+    if (l->agent)
+      rc = ms_error_set(&err, MS_FAILED_PRECONDITION, "agent `%s` is already registered on this stream",
+                        l->agent->e.key);
+    else if (m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER)
+      rc = on_register(s, l, m->register_, &err);
+    else
+      rc = on_reregister(s, l, m->reregister, &err);
+    break;
+  default:
+    if (!l->agent) {
+      rc = ms_error_set(&err, MS_FAILED_PRECONDITION,
+                        "agent stream: `register` or `reregister` must come first");
+      break;
+    }
+    if (m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_STATUS_UPDATE)
+      svc_task_status(s, l->agent, m->status_update);
+    else if (m->message_case != MESETA__V1__AGENT_MESSAGE__MESSAGE_HEARTBEAT)
+      ms_log_debug(l->agent->e.key, "agent message %d ignored in this version", (int)m->message_case);
+    break;
+  }
+  if (rc < 0) {
+    ms_log_warn(l->agent ? l->agent->e.key : NULL, "agent stream: %s", err->msg);
+    ms_rpc_call_finish_error(call, err);
+    ms_error_free(err);
+  }
+}
+
+void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
+  ms_log_info(a->e.key, "agent removed: %s", why);
+  /* Its tasks are lost: tell their frameworks; the model forgets their resources. */
+  for (uint32_t i = 0; i < s->tasks.n;) {
+    svc_task *t = (svc_task *)s->tasks.v[i];
+    if (strcmp(t->agent_id, a->e.key) != 0) {
+      i++;
+      continue;
+    }
+    Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
+    tid.value = t->task_id;
+    Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+    aid.value = a->e.key;
+    Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
+    st.task_id = &tid;
+    st.agent_id = &aid;
+    st.state = MESETA__V1__TASK_STATE__TASK_LOST;
+    st.source = MESETA__V1__TASK_STATUS__SOURCE__SOURCE_MASTER;
+    st.reason = MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_DISCONNECTED;
+    st.message = (char *)why;
+    svc_send_update(s, svc_table_get(&s->frameworks, t->framework_id), &st);
+    t->state = MESETA__V1__TASK_STATE__TASK_LOST;
+    ms_resources_clear(t->res); /* the model forgets them with the agent */
+    if (t->executor)
+      ms_resources_clear(t->executor->res);
+    svc_task_end(s, t); /* swaps the last task into slot i */
+  }
+  ms_error *err = NULL;
+  if (alloc_model_remove_agent(s->model, a->e.key, &err) < 0) {
+    ms_log_warn(a->e.key, "%s", err->msg);
+    ms_error_free(err);
+  }
+  svc_table_del(&s->agents, &a->e);
+  agent_free(a);
+}
+
+static void link_closed(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+  (void)msg;
+  svc_link *l = data;
+  if (l->agent && l->agent->link == l && !s->closing)
+    svc_agent_remove(s, l->agent, "its stream ended");
+  if (l->agent)
+    l->agent->link = NULL;
+  if (l->prev)
+    l->prev->next = l->next;
+  else if (s->links == l)
+    s->links = l->next;
+  if (l->next)
+    l->next->prev = l->prev;
+  ms_rpc_call_unref(call); /* the link's own reference */
+  free(l);
+}
+
+void svc_agents_ping(alloc_service *s) {
+  for (uint32_t i = 0; i < s->agents.n; i++) {
+    svc_agent *a = (svc_agent *)s->agents.v[i];
+    Meseta__V1__AllocatorMessage__Ping p = MESETA__V1__ALLOCATOR_MESSAGE__PING__INIT;
+    p.sequence = ++a->ping_seq;
+    p.connected = true;
+    Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+    m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_PING;
+    m.ping = &p;
+    svc_send_agent(s, a, &m);
+  }
+}
+
+void svc_agents_close(alloc_service *s) {
+  for (svc_link *l = s->links; l; l = l->next)
+    ms_rpc_call_finish(l->call, MS_UNAVAILABLE, "the allocator is shutting down or lost the lead");
+  for (uint32_t i = 0; i < s->agents.n; i++)
+    agent_free((svc_agent *)s->agents.v[i]);
+  svc_table_release(&s->agents);
+}
+
+/* ---- the server thread: copy, reference, post ---- */
+
+static int on_link_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  (void)req;
+  (void)err;
+  alloc_service *s = ms_rpc_call_userdata(call);
+  svc_link *l = ms_xcalloc(1, sizeof(*l));
+  ms_rpc_call_set_data(call, l);
+  svc_post(s, link_opened, call, l, NULL);
+  return 0;
+}
+
+static int on_link_message(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
+  (void)err;
+  svc_post(ms_rpc_call_userdata(call), link_msg, call, ms_rpc_call_data(call), ms_pb_dup(msg));
+  return 0;
+}
+
+static int on_link_half_close(ms_rpc_call *call, ms_error **err) {
+  (void)err;
+  ms_rpc_call_finish(call, MS_OK, NULL); /* the agent said goodbye: the link ends */
+  return 0;
+}
+
+static void on_link_done(ms_rpc_call *call, bool cancelled) {
+  (void)cancelled;
+  if (ms_rpc_call_data(call))
+    svc_post(ms_rpc_call_userdata(call), link_closed, call, ms_rpc_call_data(call), NULL);
+}
+
+int svc_agents_add(alloc_service *s, ms_rpc_server *srv, ms_error **err) {
+  static const ms_rpc_method methods[] = {
+      {.name = "Connect",
+       .on_start = on_link_start,
+       .on_message = on_link_message,
+       .on_half_close = on_link_half_close,
+       .on_done = on_link_done},
+  };
+  return ms_rpc_server_add_service(srv, &meseta__v1__agent_link__descriptor, methods, MS_ARRAY_SIZE(methods),
+                                   s, err);
+}

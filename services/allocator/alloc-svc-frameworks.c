@@ -1,0 +1,342 @@
+/* Allocator.SubscribeFramework: a framework's event stream (SUBSCRIBED first, then
+ * offers, rescinds, updates, heartbeats), its lifecycle (subscribe, re-subscribe,
+ * disconnect, failover timeout, removal) and the check every scheduler call makes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meseta/alloc.h"
+#include "meseta/log.h"
+#include "meseta/pb.h"
+#include "meseta/roles.h"
+
+#include "alloc-svc-internal.h"
+
+void svc_framework_free(svc_framework *fw) {
+  if (fw->info)
+    protobuf_c_message_free_unpacked(&fw->info->base, NULL);
+  free(fw->stream_id);
+  free(fw->e.key);
+  free(fw);
+}
+
+static void send_error(alloc_service *s, svc_framework *fw, const char *why) {
+  Meseta__V1__Event__Error e = MESETA__V1__EVENT__ERROR__INIT;
+  e.message = (char *)why;
+  Meseta__V1__Event ev = MESETA__V1__EVENT__INIT;
+  ev.event_case = MESETA__V1__EVENT__EVENT_ERROR;
+  ev.error = &e;
+  svc_send_event(s, fw, &ev);
+}
+
+/* Lets go of the framework's stream (ending it with `code` unless OK is enough). */
+static void drop_stream(svc_framework *fw, ms_status code, const char *why) {
+  if (!fw->stream)
+    return;
+  ms_rpc_call_finish(fw->stream, code, why);
+  ms_rpc_call_unref(fw->stream);
+  fw->stream = NULL;
+  free(fw->stream_id);
+  fw->stream_id = NULL;
+}
+
+void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) {
+  ms_log_info(fw->e.key, "framework removed: %s", why);
+  if (fw->failover_timer)
+    ms_loop_cancel_timer(s->loop, fw->failover_timer);
+  fw->failover_timer = 0;
+  /* Kill its tasks; the model recovers everything it had at once. */
+  for (uint32_t i = 0; i < s->tasks.n;) {
+    svc_task *t = (svc_task *)s->tasks.v[i];
+    if (strcmp(t->framework_id, fw->e.key) != 0) {
+      i++;
+      continue;
+    }
+    Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+    fid.value = fw->e.key;
+    Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
+    tid.value = t->task_id;
+    Meseta__V1__AllocatorMessage__KillTask k = MESETA__V1__ALLOCATOR_MESSAGE__KILL_TASK__INIT;
+    k.framework_id = &fid;
+    k.task_id = &tid;
+    Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+    m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_KILL_TASK;
+    m.kill_task = &k;
+    svc_send_agent(s, svc_table_get(&s->agents, t->agent_id), &m);
+    ms_resources_clear(t->res);
+    if (t->executor)
+      ms_resources_clear(t->executor->res);
+    svc_task_end(s, t);
+  }
+  ms_error *err = NULL;
+  if (alloc_model_remove_framework(s->model, fw->e.key, &err) < 0) {
+    ms_log_warn(fw->e.key, "%s", err->msg);
+    ms_error_free(err);
+  }
+  send_error(s, fw, why);
+  drop_stream(fw, MS_OK, NULL);
+  svc_entry *gone = ms_xcalloc(1, sizeof(*gone));
+  gone->key = ms_xstrdup(fw->e.key);
+  if (!svc_table_get(&s->torn_down, gone->key))
+    svc_table_put(&s->torn_down, gone);
+  else {
+    free(gone->key);
+    free(gone);
+  }
+  svc_table_del(&s->frameworks, &fw->e);
+  svc_framework_free(fw);
+  svc_check_trigger(s);
+}
+
+static void failover_tick(ms_loop *loop, uint64_t id, void *arg) {
+  (void)loop;
+  (void)id;
+  svc_framework *fw = arg;
+  fw->failover_timer = 0;
+  if (!fw->stream)
+    svc_framework_remove(fw->svc, fw, "its failover timeout passed");
+}
+
+static int64_t duration_ms(const Google__Protobuf__Duration *d) {
+  return d ? d->seconds * 1000 + d->nanos / 1000000 : 0;
+}
+
+/* The framework's roles and capabilities for the engine. roles[] borrows info. */
+static int framework_spec(const Meseta__V1__SubscribeRequest *req, const char *id, alloc_framework_spec *spec,
+                          const char **roles, uint32_t *ncaps, ms_error **err) {
+  const Meseta__V1__FrameworkInfo *info = req->framework_info;
+  uint32_t n = (uint32_t)info->n_roles;
+  for (uint32_t i = 0; i < n; i++) {
+    if (ms_role_validate(info->roles[i], err) < 0)
+      return ms_error_prefix(err, "`request.framework_info.roles[%u]`", i);
+    roles[i] = info->roles[i];
+  }
+  if (n == 0)
+    roles[n++] = "*";
+  for (size_t i = 0; i < req->n_suppressed_roles; i++) {
+    bool found = false;
+    for (uint32_t j = 0; j < n && !found; j++)
+      found = strcmp(roles[j], req->suppressed_roles[i]) == 0;
+    if (!found)
+      return ms_error_set(err, MS_INVALID_ARGUMENT,
+                          "`request.suppressed_roles[%zu]`: `%s` is not one of the framework's roles", i,
+                          req->suppressed_roles[i]);
+  }
+  uint32_t caps = 0;
+  for (size_t i = 0; i < info->n_capabilities; i++) {
+    switch (info->capabilities[i]->type) {
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__REGION_AWARE:
+      caps |= ALLOC_CAP_REGION_AWARE;
+      break;
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__RESERVATION_REFINEMENT:
+      caps |= ALLOC_CAP_RESERVATION_REFINEMENT;
+      break;
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__MULTI_ROLE:
+      caps |= ALLOC_CAP_MULTI_ROLE;
+      break;
+    default:
+      break;
+    }
+  }
+  *ncaps = caps;
+  *spec = (alloc_framework_spec){.id = id,
+                                 .roles = roles,
+                                 .nroles = n,
+                                 .capabilities = caps,
+                                 .suppressed_roles = (const char *const *)req->suppressed_roles,
+                                 .nsuppressed = (uint32_t)req->n_suppressed_roles,
+                                 .failover_timeout_s = duration_ms(info->failover_timeout) / 1000.0};
+  return 0;
+}
+
+static void send_subscribed(alloc_service *s, svc_framework *fw) {
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = fw->e.key;
+  Google__Protobuf__Duration hb = GOOGLE__PROTOBUF__DURATION__INIT;
+  hb.seconds = s->cfg.heartbeat_interval_ms / 1000;
+  hb.nanos = (int32_t)(s->cfg.heartbeat_interval_ms % 1000) * 1000000;
+  Meseta__V1__MasterInfo mi = MESETA__V1__MASTER_INFO__INIT;
+  mi.id = s->id;
+  mi.address = (char *)(s->cfg.advertise_address ? s->cfg.advertise_address : "");
+  mi.hostname = (char *)(s->cfg.hostname ? s->cfg.hostname : "");
+  Meseta__V1__Event__Subscribed sub = MESETA__V1__EVENT__SUBSCRIBED__INIT;
+  sub.framework_id = &fid;
+  sub.stream_id = fw->stream_id;
+  sub.heartbeat_interval = &hb;
+  sub.master_info = &mi;
+  Meseta__V1__Event ev = MESETA__V1__EVENT__INIT;
+  ev.event_case = MESETA__V1__EVENT__EVENT_SUBSCRIBED;
+  ev.subscribed = &sub;
+  svc_send_event(s, fw, &ev);
+}
+
+static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__FrameworkSubscription *sub,
+                     ms_error **err) {
+  const Meseta__V1__SubscribeRequest *req = sub->request;
+  if (!req || !req->framework_info)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`request.framework_info` is missing");
+  Meseta__V1__FrameworkInfo *info = req->framework_info;
+  const char *asked = info->id && info->id->value ? info->id->value : "";
+  if (*asked && svc_table_get(&s->torn_down, asked))
+    return ms_error_set(err, MS_NOT_FOUND, "framework `%s` was removed and cannot subscribe again", asked);
+  char idbuf[64];
+  if (!*asked)
+    snprintf(idbuf, sizeof(idbuf), "%s-%04llu", s->id, (unsigned long long)s->next_framework++);
+  const char *id = *asked ? asked : idbuf;
+  const char **roles = ms_xcalloc(info->n_roles + 1, sizeof(*roles));
+  uint32_t caps;
+  alloc_framework_spec spec;
+  svc_framework *fw = svc_table_get(&s->frameworks, id);
+  int rc = framework_spec(req, id, &spec, roles, &caps, err);
+  if (rc == 0)
+    rc = fw ? alloc_model_update_framework(s->model, &spec, err)
+            : alloc_model_add_framework(s->model, &spec, err);
+  free(roles);
+  if (rc < 0)
+    return ms_error_prefix(err, "subscribing framework `%s`", id);
+  if (fw) {
+    /* Failover: the new stream takes over; the old one gets ERROR and ends. */
+    if (fw->stream) {
+      send_error(s, fw, "another stream of this framework subscribed");
+      drop_stream(fw, MS_FAILED_PRECONDITION, "another stream of this framework subscribed");
+    }
+    if (fw->failover_timer)
+      ms_loop_cancel_timer(s->loop, fw->failover_timer);
+    fw->failover_timer = 0;
+    protobuf_c_message_free_unpacked(&fw->info->base, NULL);
+  } else {
+    fw = ms_xcalloc(1, sizeof(*fw));
+    fw->e.key = ms_xstrdup(id);
+    fw->svc = s;
+    svc_table_put(&s->frameworks, &fw->e);
+  }
+  fw->info = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
+  if (!fw->info->id) {
+    fw->info->id = ms_xmalloc(sizeof(*fw->info->id));
+    meseta__v1__framework_id__init(fw->info->id);
+  }
+  free(fw->info->id->value == protobuf_c_empty_string ? NULL : fw->info->id->value);
+  fw->info->id->value = ms_xstrdup(id);
+  alloc_model_set_framework_active(s->model, id, true, NULL);
+  fw->stream = call;
+  ms_rpc_call_ref(call);
+  if (sub->resume_stream_id && *sub->resume_stream_id) {
+    fw->stream_id = ms_xstrdup(sub->resume_stream_id);
+  } else {
+    fw->stream_id = ms_xmalloc(40);
+    svc_uuid(fw->stream_id);
+  }
+  ms_log_info(id, "framework subscribed (`%s`), stream `%s`", info->name ? info->name : "", fw->stream_id);
+  send_subscribed(s, fw);
+  svc_want_cycle(s);
+  return 0;
+}
+
+static void subscribe_job(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+  (void)data;
+  if (!s->leading) {
+    ms_rpc_call_finish(call, MS_UNAVAILABLE, "this allocator is not the leader");
+    return;
+  }
+  if (ms_rpc_call_is_done(call))
+    return;
+  ms_error *err = NULL;
+  if (subscribe(s, call, (const Meseta__V1__FrameworkSubscription *)msg, &err) < 0) {
+    ms_log_info(NULL, "subscribe refused: %s", err->msg);
+    ms_rpc_call_finish_error(call, err);
+    ms_error_free(err);
+  }
+}
+
+/* The stream ended (the framework or master-api went away): no more offers; after
+ * the failover timeout (0: at once), the framework is removed. */
+static void stream_closed_job(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+  (void)data;
+  (void)msg;
+  for (uint32_t i = 0; i < s->frameworks.n; i++) {
+    svc_framework *fw = (svc_framework *)s->frameworks.v[i];
+    if (fw->stream != call)
+      continue;
+    ms_log_info(fw->e.key, "framework disconnected");
+    drop_stream(fw, MS_CANCELLED, NULL);
+    alloc_model_set_framework_active(s->model, fw->e.key, false, NULL);
+    int64_t ms = duration_ms(fw->info->failover_timeout);
+    if (ms <= 0)
+      svc_framework_remove(s, fw, "disconnected without a failover timeout");
+    else
+      fw->failover_timer = ms_loop_add_timer(s->loop, ms, 0, failover_tick, fw);
+    return;
+  }
+}
+
+svc_framework *svc_framework_check(alloc_service *s, const char *what, const Meseta__V1__FrameworkID *id,
+                                   const char *stream_id, ms_error **err) {
+  if (!id || !id->value || !*id->value) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.framework_id` is missing", what);
+    return NULL;
+  }
+  svc_framework *fw = svc_table_get(&s->frameworks, id->value);
+  if (!fw) {
+    ms_error_set(err, MS_NOT_FOUND, "framework `%s` is not known", id->value);
+    return NULL;
+  }
+  if (!stream_id || !*stream_id) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.stream_id` is missing", what);
+    return NULL;
+  }
+  if (!fw->stream_id || strcmp(fw->stream_id, stream_id) != 0) {
+    ms_error_set(err, MS_FAILED_PRECONDITION,
+                 "`%s.stream_id` `%s` is not the current stream of framework `%s`", what, stream_id,
+                 id->value);
+    return NULL;
+  }
+  return fw;
+}
+
+void svc_frameworks_heartbeat(alloc_service *s) {
+  Meseta__V1__Event__Heartbeat hb = MESETA__V1__EVENT__HEARTBEAT__INIT;
+  Meseta__V1__Event ev = MESETA__V1__EVENT__INIT;
+  ev.event_case = MESETA__V1__EVENT__EVENT_HEARTBEAT;
+  ev.heartbeat = &hb;
+  for (uint32_t i = 0; i < s->frameworks.n; i++)
+    svc_send_event(s, (svc_framework *)s->frameworks.v[i], &ev);
+}
+
+void svc_frameworks_close(alloc_service *s) {
+  for (uint32_t i = 0; i < s->frameworks.n; i++) {
+    svc_framework *fw = (svc_framework *)s->frameworks.v[i];
+    drop_stream(fw, MS_UNAVAILABLE, "the allocator is shutting down or lost the lead");
+    if (fw->failover_timer)
+      ms_loop_cancel_timer(s->loop, fw->failover_timer);
+    svc_framework_free(fw);
+  }
+  svc_table_release(&s->frameworks);
+}
+
+/* ---- the server thread: copy, reference, post ---- */
+
+static int on_subscribe(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  (void)err;
+  svc_post(ms_rpc_call_userdata(call), subscribe_job, call, NULL, ms_pb_dup(req));
+  return 0;
+}
+
+static void on_subscribe_done(ms_rpc_call *call, bool cancelled) {
+  (void)cancelled;
+  svc_post(ms_rpc_call_userdata(call), stream_closed_job, call, NULL, NULL);
+}
+
+static int on_scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  (void)err;
+  svc_post(ms_rpc_call_userdata(call), svc_scheduler_call, call, NULL, ms_pb_dup(req));
+  return 0;
+}
+
+int svc_frameworks_add(alloc_service *s, ms_rpc_server *srv, ms_error **err) {
+  static const ms_rpc_method methods[] = {
+      {.name = "SubscribeFramework", .on_start = on_subscribe, .on_done = on_subscribe_done},
+      {.name = "SchedulerCall", .on_start = on_scheduler_call},
+  };
+  return ms_rpc_server_add_service(srv, &meseta__v1__allocator__descriptor, methods, MS_ARRAY_SIZE(methods),
+                                   s, err);
+}

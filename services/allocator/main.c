@@ -1,0 +1,220 @@
+/* meseta-allocator: the cluster's live model and its allocation cycle, over gRPC. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "meseta/alloc.h"
+#include "meseta/etcd.h"
+#include "meseta/flags.h"
+#include "meseta/log.h"
+#include "meseta/loop.h"
+#include "meseta/time.h"
+
+#include "alloc-leader.h"
+#include "alloc-service.h"
+
+static ms_strv listen_addrs, etcd_endpoints;
+static char *advertise, *role_sorter, *framework_sorter, *excluded, *min_alloc, *region, *election;
+static char *etcd_ca, *etcd_cert, *etcd_key, *tls_cert, *tls_key, *tls_ca, *log_level, *log_format,
+    *ready_file;
+static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_message, etcd_timeout_ns, lease_ns;
+
+static const ms_flag flags[] = {
+    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5050",
+     "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
+    {"advertise-address", MS_FLAG_STRING, &advertise, NULL,
+     "The address agents and master-api reach this allocator at (default: the first bound address)", "ADDR"},
+    {"allocation-interval", MS_FLAG_DURATION, &interval_ns, "1s", "How often an allocation cycle runs"},
+    {"offer-timeout", MS_FLAG_DURATION, &offer_timeout_ns, "0",
+     "How long an offer stays outstanding before it is rescinded (0: forever)"},
+    {"role-sorter", MS_FLAG_STRING, &role_sorter, "drf", "How roles are ordered: drf or random", "SORTER"},
+    {"framework-sorter", MS_FLAG_STRING, &framework_sorter, "drf",
+     "How frameworks are ordered: drf or random", "SORTER"},
+    {"fair-share-excluded-resource-names", MS_FLAG_STRING, &excluded, NULL,
+     "Resource names DRF leaves out of shares, comma-separated (e.g. gpus)", "NAMES"},
+    {"min-allocatable-resources", MS_FLAG_STRING, &min_alloc, NULL,
+     "Smallest offer, an OR of ANDs: cpus:0.01,mem:32|disk:64 (default: cpus:0.01|mem:32)", "SPEC"},
+    {"region", MS_FLAG_STRING, &region, NULL,
+     "The local region: agents elsewhere go only to REGION_AWARE frameworks", "REGION"},
+    {"heartbeat-interval", MS_FLAG_DURATION, &heartbeat_ns, "5s",
+     "How often frameworks get HEARTBEAT and agents PING"},
+    {"etcd-endpoints", MS_FLAG_LIST, &etcd_endpoints, NULL,
+     "etcd client URLs for leader election (none: lead alone, for tests and single-node setups)", "URL"},
+    {"etcd-timeout", MS_FLAG_DURATION, &etcd_timeout_ns, "5s", "Timeout of one etcd request"},
+    {"etcd-ca", MS_FLAG_STRING, &etcd_ca, NULL, "CA bundle to verify etcd's certificate", "FILE"},
+    {"etcd-cert", MS_FLAG_STRING, &etcd_cert, NULL, "Client certificate for etcd", "FILE"},
+    {"etcd-key", MS_FLAG_STRING, &etcd_key, NULL, "Client key for etcd", "FILE"},
+    {"election", MS_FLAG_STRING, &election, "meseta-allocator", "The etcd election allocators campaign in",
+     "NAME"},
+    {"leader-lease", MS_FLAG_DURATION, &lease_ns, "10s",
+     "The leader's lease: a dead leader is replaced about this long after it stops"},
+    {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
+    {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
+    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
+     "FILE"},
+    {"max-message-bytes", MS_FLAG_BYTES, &max_message, "4MiB", "Largest gRPC message accepted"},
+    {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "5s", "How long calls may finish after SIGTERM"},
+    {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
+    {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
+    {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the bound addresses here once serving", "FILE"},
+};
+
+static const ms_flag_spec spec = {"meseta-allocator",
+                                  "Holds the cluster's live model and offers its resources to frameworks.",
+                                  flags, MS_ARRAY_SIZE(flags), NULL};
+
+typedef struct app {
+  ms_loop *loop;
+  alloc_service *svc;
+  bool lost_lead;
+} app;
+
+typedef struct lead_news {
+  app *a;
+  bool leading;
+} lead_news;
+
+static void on_signal(ms_loop *loop, int signo, void *arg) {
+  (void)arg;
+  ms_log_info(NULL, "signal %d: shutting down", signo);
+  ms_loop_stop(loop);
+}
+
+static void lead_changed(void *arg) {
+  lead_news *n = arg;
+  if (n->leading) {
+    alloc_service_set_leading(n->a->svc, true);
+  } else {
+    /* The model cannot be trusted past the lease: drop everything and exit so the
+     * supervisor restarts us as a standby (as Mesos' master does). */
+    ms_log_error(NULL, "leadership lost: exiting");
+    alloc_service_set_leading(n->a->svc, false);
+    n->a->lost_lead = true;
+    ms_loop_stop(n->a->loop);
+  }
+  free(n);
+}
+
+/* The election thread: hand the news to the owner thread. */
+static void on_lead(void *arg, bool leading) {
+  app *a = arg;
+  lead_news *n = ms_xmalloc(sizeof(*n));
+  *n = (lead_news){a, leading};
+  ms_loop_post(a->loop, lead_changed, n);
+}
+
+static int write_ready(const char *path, ms_rpc_server *srv, ms_error **err) {
+  _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
+  FILE *f = fopen(tmp, "we");
+  if (!f)
+    return ms_error_set_errno(err, errno, "ready file `%s`", tmp);
+  for (size_t i = 0; ms_rpc_server_address(srv, i); i++)
+    fprintf(f, "%s\n", ms_rpc_server_address(srv, i));
+  if (fclose(f) != 0 || rename(tmp, path) != 0)
+    return ms_error_set_errno(err, errno, "ready file `%s`", path);
+  return 0;
+}
+
+static int run(ms_error **err) {
+  ms_log_level level;
+  ms_log_format format;
+  if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
+    return MS_ERR;
+  ms_log_init("meseta-allocator", level, format, 2);
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  alloc_service_config cfg = {.allocation_interval_ms = interval_ns / 1000000,
+                              .offer_timeout_ms = offer_timeout_ns / 1000000,
+                              .heartbeat_interval_ms = heartbeat_ns / 1000000,
+                              .fair_share_excluded = excluded,
+                              .min_allocatable = min_alloc,
+                              .local_region = region,
+                              .hostname = host};
+  if (alloc_sorter_parse(role_sorter, "--role-sorter", &cfg.role_sorter, err) < 0 ||
+      alloc_sorter_parse(framework_sorter, "--framework-sorter", &cfg.framework_sorter, err) < 0)
+    return MS_ERR;
+
+  app a = {0};
+  ms_rpc_server *srv = NULL;
+  ms_etcd *etcd = NULL;
+  alloc_leader *leader = NULL;
+  int rc = MS_ERR;
+  ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
+  ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
+                              .n_listen = listen_addrs.n,
+                              .tls = tls_cert ? &tls : NULL,
+                              .max_message_bytes = max_message};
+  if (!(a.loop = ms_loop_new(err)) || !(srv = ms_rpc_server_new(&so, err)))
+    goto out;
+  cfg.advertise_address = advertise ? advertise : ms_rpc_server_address(srv, 0);
+  if (!(a.svc = alloc_service_new(&cfg, a.loop, err)) || alloc_service_add(a.svc, srv, err) < 0 ||
+      ms_rpc_server_start(srv, err) < 0)
+    goto out;
+  if (etcd_endpoints.n) {
+    ms_etcd_options eo = {.endpoints = (const char *const *)etcd_endpoints.v,
+                          .n_endpoints = etcd_endpoints.n,
+                          .request_timeout_ms = etcd_timeout_ns / 1000000,
+                          .ca_file = etcd_ca,
+                          .cert_file = etcd_cert,
+                          .key_file = etcd_key};
+    if (!(etcd = ms_etcd_new(&eo, err))) {
+      ms_error_prefix(err, "flag `--etcd-endpoints`");
+      goto out;
+    }
+    if (!(leader = alloc_leader_start(etcd, election, cfg.advertise_address, lease_ns / MS_NSEC_PER_SEC,
+                                      on_lead, &a, err)))
+      goto out;
+    ms_log_info(NULL, "standby: campaigning in election `%s`", election);
+  } else {
+    ms_log_info(NULL, "no `--etcd-endpoints`: leading alone");
+    alloc_service_set_leading(a.svc, true);
+  }
+  if (ready_file && write_ready(ready_file, srv, err) < 0)
+    goto out;
+  ms_log_info(NULL, "serving on %s", ms_rpc_server_address(srv, 0));
+  if (ms_loop_add_signal(a.loop, SIGTERM, on_signal, NULL, err) < 0 ||
+      ms_loop_add_signal(a.loop, SIGINT, on_signal, NULL, err) < 0)
+    goto out;
+  rc = ms_loop_run(a.loop, err);
+  if (rc == 0 && a.lost_lead)
+    rc = ms_error_set(err, MS_UNAVAILABLE, "lost the allocator's leadership");
+out:
+  alloc_leader_stop(leader); /* resign first: a standby takes over at once */
+  if (a.svc)
+    alloc_service_close(a.svc);
+  if (srv)
+    ms_rpc_server_shutdown(srv, grace_ns / 1000000);
+  if (a.svc)
+    alloc_service_drain(a.svc);
+  ms_rpc_server_free(srv);
+  alloc_service_free(a.svc);
+  ms_loop_free(a.loop);
+  ms_etcd_free(etcd);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  ms_error *err = NULL;
+  /* signalfd needs the signals blocked in every thread: before any thread starts. */
+  static const int sigs[] = {SIGTERM, SIGINT};
+  if (ms_signals_block(sigs, MS_ARRAY_SIZE(sigs), &err) < 0) {
+    fprintf(stderr, "meseta-allocator: %s\n", err->msg);
+    return 1;
+  }
+  int r = ms_flags_parse(&spec, argc, argv, NULL, &err);
+  if (r == 1) {
+    ms_flags_free(&spec);
+    return 0;
+  }
+  if (r < 0 || run(&err) < 0) {
+    fprintf(stderr, "meseta-allocator: %s\n", err->msg);
+    ms_error_free(err);
+    ms_flags_free(&spec);
+    return r < 0 ? 2 : 1;
+  }
+  ms_flags_free(&spec);
+  return 0;
+}

@@ -1,0 +1,328 @@
+/* meseta-allocator as a process, with simulated agents and frameworks (tests/lib/sim.h):
+ * offers, launches, DRF sharing, declines and revive, offer timeout, refused calls, an
+ * agent that goes away. Waits are bounded hang guards, never timing assertions. */
+#include <signal.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "meseta/alloc.h"
+#include "meseta/resources-io.h"
+#include "meseta/rpc.h"
+
+#include "proc.h"
+#include "sim.h"
+#include "testlib.h"
+
+#define WAIT_MS 15000
+
+static char *dir;
+
+typedef struct allocator {
+  ms_test_proc *proc;
+  const char *addr;
+} allocator;
+
+static allocator start_allocator(const char *name, const char *const *extra) {
+  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
+  const char *argv[32] = {bin,     "--listen",    "127.0.0.1:0", "--allocation-interval",
+                          "100ms", "--log-level", "debug"};
+  size_t n = 7;
+  for (size_t i = 0; extra && extra[i] && n < 30; i++)
+    argv[n++] = extra[i];
+  argv[n] = NULL;
+  ms_error *err = NULL;
+  allocator a = {0};
+  a.proc = ms_test_proc_start(name, dir, argv, &err);
+  if (!a.proc)
+    fprintf(stderr, "%s\n", err->msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a.proc);
+  a.addr = ms_test_proc_address(a.proc);
+  return a;
+}
+
+static void stop_allocator(allocator *a) {
+  CU_ASSERT_EQUAL(ms_test_proc_stop(a->proc, SIGTERM), 0); /* a clean, leak-free exit */
+  ms_test_proc_free(a->proc);
+}
+
+static ms_sim_agent *agent(const allocator *al, const char *res, int64_t task_ms) {
+  ms_error *err = NULL;
+  ms_sim_agent_options o = {.resources = res, .task_ms = task_ms};
+  ms_sim_agent *a = ms_sim_agent_start(al->addr, &o, &err);
+  if (!a)
+    fprintf(stderr, "agent: %s\n", err->msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+  return a;
+}
+
+static ms_sim_framework *framework(const allocator *al, const ms_sim_framework_options *o) {
+  ms_error *err = NULL;
+  ms_sim_framework *f = ms_sim_framework_start(al->addr, o, &err);
+  if (!f)
+    fprintf(stderr, "framework: %s\n", err->msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  return f;
+}
+
+/* ---- predicates for ms_sim_wait ---- */
+
+typedef struct fw_at_least {
+  ms_sim_framework *f;
+  size_t field; /* offsetof in ms_sim_framework_stats */
+  uint64_t n;
+} fw_at_least;
+
+static bool fw_reached(void *ctx) {
+  fw_at_least *w = ctx;
+  ms_sim_framework_stats st;
+  ms_sim_framework_stats_get(w->f, &st);
+  return *(uint64_t *)((char *)&st + w->field) >= w->n;
+}
+
+#define WAIT_FW(fw, fieldname, count)                                                                        \
+  do {                                                                                                       \
+    fw_at_least _w = {(fw), offsetof(ms_sim_framework_stats, fieldname), (count)};                           \
+    CU_ASSERT_FATAL(ms_sim_wait(fw_reached, &_w, WAIT_MS));                                                  \
+  } while (0)
+
+static uint64_t fw_stat(ms_sim_framework *f, size_t field) {
+  ms_sim_framework_stats st;
+  ms_sim_framework_stats_get(f, &st);
+  return *(uint64_t *)((char *)&st + field);
+}
+#define FW_STAT(fw, fieldname) fw_stat((fw), offsetof(ms_sim_framework_stats, fieldname))
+
+typedef struct take_ctx {
+  ms_sim_framework *f;
+  Meseta__V1__Offer *offer;
+} take_ctx;
+
+static bool took_offer(void *ctx) {
+  take_ctx *t = ctx;
+  return (t->offer = ms_sim_framework_take_offer(t->f)) != NULL;
+}
+
+static Meseta__V1__Offer *wait_offer(ms_sim_framework *f) {
+  take_ctx t = {f, NULL};
+  CU_ASSERT_FATAL(ms_sim_wait(took_offer, &t, WAIT_MS));
+  return t.offer;
+}
+
+static double offer_scalar(const Meseta__V1__Offer *o, const char *name) {
+  ms_resources *r = NULL;
+  if (ms_resources_from_proto(o->resources, o->n_resources, &r, NULL) < 0)
+    return -1;
+  double v = (double)ms_resources_scalar(r, name) / 1000.0;
+  ms_resources_free(r);
+  return v;
+}
+
+static void free_offer(Meseta__V1__Offer *o) {
+  if (o)
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+}
+
+/* ---- tests ---- */
+
+static void test_offers_flow(void) {
+  allocator al = start_allocator("offers", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 0);
+  ms_sim_framework_options fo = {.name = "hold", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f = framework(&al, &fo);
+  Meseta__V1__Offer *o = wait_offer(f);
+  CU_ASSERT_STRING_EQUAL(o->agent_id->value, ms_sim_agent_id(a));
+  CU_ASSERT_STRING_EQUAL(o->framework_id->value, ms_sim_framework_id(f));
+  CU_ASSERT_EQUAL(offer_scalar(o, "cpus"), 4.0);
+  CU_ASSERT_EQUAL(offer_scalar(o, "mem"), 4096.0);
+  CU_ASSERT_PTR_NOT_NULL(o->allocation_info);
+  free_offer(o);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+static void test_launch_and_recover(void) {
+  allocator al = start_allocator("launch", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 100);
+  ms_sim_framework_options fo = {.name = "hold", .mode = MS_SIM_HOLD, .refuse_ms = 0};
+  ms_sim_framework *f = framework(&al, &fo);
+  Meseta__V1__Offer *o = wait_offer(f);
+  ms_error *err = NULL;
+  MS_ASSERT_OK(ms_sim_framework_launch(f, o, "t1", "cpus:1;mem:128", &err), &err);
+  free_offer(o);
+  WAIT_FW(f, running, 1);
+  WAIT_FW(f, finished, 1);
+  ms_sim_agent_stats as;
+  ms_sim_agent_stats_get(a, &as);
+  CU_ASSERT_EQUAL(as.run_tasks, 1);
+  /* The task's resources come back: an offer of the whole agent again. */
+  bool whole = false;
+  for (int i = 0; i < 50 && !whole; i++) {
+    o = wait_offer(f);
+    whole = offer_scalar(o, "cpus") == 4.0;
+    if (!whole) /* the remainder offered while the task ran */
+      ms_sim_framework_decline(f, o->id->value, 0, NULL);
+    free_offer(o);
+  }
+  CU_ASSERT(whole);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+static void test_drf_two_frameworks(void) {
+  allocator al = start_allocator("drf", NULL);
+  ms_sim_agent *ags[4];
+  for (int i = 0; i < 4; i++)
+    ags[i] = agent(&al, "cpus:2;mem:2048", -1);
+  ms_sim_framework_options fa = {
+      .name = "a", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:256", .refuse_ms = 0};
+  ms_sim_framework_options fb = fa;
+  fb.name = "b";
+  ms_sim_framework *f1 = framework(&al, &fa), *f2 = framework(&al, &fb);
+  /* 8 cpus, tasks of one: DRF lets both frameworks launch. */
+  WAIT_FW(f1, running, 2);
+  WAIT_FW(f2, running, 2);
+  CU_ASSERT(FW_STAT(f1, offers) > 0);
+  CU_ASSERT(FW_STAT(f2, offers) > 0);
+  CU_ASSERT(FW_STAT(f1, call_failures) == 0);
+  CU_ASSERT(FW_STAT(f2, call_failures) == 0);
+  ms_sim_framework_free(f1);
+  ms_sim_framework_free(f2);
+  for (int i = 0; i < 4; i++)
+    ms_sim_agent_free(ags[i]);
+  stop_allocator(&al);
+}
+
+static void test_decline_and_revive(void) {
+  allocator al = start_allocator("decline", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 0);
+  ms_sim_framework_options fa = {.name = "decliner", .mode = MS_SIM_DECLINE, .refuse_ms = 3600 * 1000};
+  ms_sim_framework *f1 = framework(&al, &fa);
+  WAIT_FW(f1, declined, 1);
+  ms_sim_framework_set_mode(f1, MS_SIM_HOLD);
+  uint64_t f1_offers = FW_STAT(f1, offers);
+  /* The agent is held away from f1; another framework gets it. */
+  ms_sim_framework_options fb = {.name = "other", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f2 = framework(&al, &fb);
+  Meseta__V1__Offer *o = wait_offer(f2);
+  CU_ASSERT_STRING_EQUAL(o->agent_id->value, ms_sim_agent_id(a));
+  ms_error *err = NULL;
+  MS_ASSERT_OK(ms_sim_framework_decline(f2, o->id->value, 3600 * 1000, &err), &err);
+  free_offer(o);
+  CU_ASSERT_EQUAL(FW_STAT(f1, offers), f1_offers);
+  /* Revive clears f1's filter: the agent comes back to it. */
+  MS_ASSERT_OK(ms_sim_framework_revive(f1, &err), &err);
+  o = wait_offer(f1);
+  CU_ASSERT_STRING_EQUAL(o->agent_id->value, ms_sim_agent_id(a));
+  free_offer(o);
+  ms_sim_framework_free(f1);
+  ms_sim_framework_free(f2);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+static void test_offer_timeout(void) {
+  const char *extra[] = {"--offer-timeout", "300ms", NULL};
+  allocator al = start_allocator("timeout", extra);
+  ms_sim_agent *a = agent(&al, "cpus:1;mem:512", 0);
+  ms_sim_framework_options fo = {.name = "slow", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f = framework(&al, &fo);
+  WAIT_FW(f, offers, 1);
+  WAIT_FW(f, rescinds, 1);
+  WAIT_FW(f, offers, 2); /* the rescinded resources are offered again */
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+static void expect_status(int rc, ms_error **err, ms_status code, const char *needle) {
+  CU_ASSERT_EQUAL(rc, MS_ERR);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(*err);
+  if ((*err)->code != code)
+    fprintf(stderr, "expected %s, got %s: %s\n", ms_status_name(code), ms_status_name((*err)->code),
+            (*err)->msg);
+  CU_ASSERT_EQUAL((*err)->code, code);
+  if (needle && !strstr((*err)->msg, needle))
+    fprintf(stderr, "`%s` not in `%s`\n", needle, (*err)->msg);
+  CU_ASSERT(!needle || strstr((*err)->msg, needle) != NULL);
+  ms_error_free(*err);
+  *err = NULL;
+}
+
+static void test_bad_calls(void) {
+  allocator al = start_allocator("bad", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", -1);
+  ms_sim_framework_options fo = {.name = "bad", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f = framework(&al, &fo);
+  Meseta__V1__Offer *o = wait_offer(f);
+  ms_error *err = NULL;
+
+  /* Unknown framework. */
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = "no-such-framework";
+  Meseta__V1__ReviveRequest rv = MESETA__V1__REVIVE_REQUEST__INIT;
+  rv.framework_id = &fid;
+  rv.stream_id = (char *)ms_sim_framework_stream_id(f);
+  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_REVIVE;
+  c.revive = &rv;
+  expect_status(ms_sim_framework_call(f, &c, &err), &err, MS_NOT_FOUND, "no-such-framework");
+
+  /* Stale stream id. */
+  fid.value = (char *)ms_sim_framework_id(f);
+  rv.stream_id = "stale-stream";
+  expect_status(ms_sim_framework_call(f, &c, &err), &err, MS_FAILED_PRECONDITION, "stream_id");
+
+  /* Missing framework id names the field. */
+  rv.framework_id = NULL;
+  expect_status(ms_sim_framework_call(f, &c, &err), &err, MS_INVALID_ARGUMENT, "revive.framework_id");
+
+  /* Launching what the offer does not hold: refused, and the offer stays usable. */
+  expect_status(ms_sim_framework_launch(f, o, "big", "cpus:8;mem:128", &err), &err, MS_INVALID_ARGUMENT,
+                "not in the offer");
+  MS_ASSERT_OK(ms_sim_framework_launch(f, o, "ok", "cpus:1;mem:128", &err), &err);
+  /* The offer is used up now. */
+  expect_status(ms_sim_framework_launch(f, o, "again", "cpus:1;mem:128", &err), &err, MS_NOT_FOUND,
+                o->id->value);
+  WAIT_FW(f, running, 1);
+  ms_sim_agent_stats as;
+  ms_sim_agent_stats_get(a, &as);
+  CU_ASSERT_EQUAL(as.run_tasks, 1);
+  free_offer(o);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+static void test_agent_gone_rescinds(void) {
+  allocator al = start_allocator("agent-gone", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 0);
+  ms_sim_framework_options fo = {.name = "watcher", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f = framework(&al, &fo);
+  WAIT_FW(f, offers, 1);
+  ms_sim_agent_disconnect(a);
+  WAIT_FW(f, rescinds, 1);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+int main(int argc, char **argv) {
+  dir = ms_test_tmpdir("test-allocator");
+  static const ms_test_case cases[] = {
+      {"offers_flow", test_offers_flow},
+      {"launch_and_recover", test_launch_and_recover},
+      {"drf_two_frameworks", test_drf_two_frameworks},
+      {"decline_and_revive", test_decline_and_revive},
+      {"offer_timeout", test_offer_timeout},
+      {"bad_calls", test_bad_calls},
+      {"agent_gone_rescinds", test_agent_gone_rescinds},
+      {NULL, NULL},
+  };
+  int rc = ms_test_main(argc, argv, "allocator", cases);
+  if (rc == 0)
+    ms_test_rmtree(dir);
+  free(dir);
+  return rc;
+}

@@ -1,0 +1,99 @@
+/* Simulated agents and frameworks against a meseta-allocator, for integration tests
+ * and benchmarks.
+ *
+ * A simulated agent opens AgentLink.Connect, registers with the given resources and
+ * answers the allocator: RUN_TASK / RUN_TASK_GROUP get TASK_RUNNING, then
+ * TASK_FINISHED after `task_ms` (0: at once; negative: never, the task runs until
+ * killed); KILL_TASK gets TASK_KILLED; PING gets HEARTBEAT. Each agent has a receiving
+ * thread and a ticker thread (timed finishes).
+ *
+ * A simulated framework subscribes through Allocator.SubscribeFramework and reacts to
+ * its events on its own thread: offers are held (HOLD: for the test to use), accepted
+ * (ACCEPT: one task of `task_resources` per offer that holds it, the rest declined
+ * with `refuse_ms`) or declined (DECLINE); updates with a uuid are acknowledged;
+ * everything is counted.
+ *
+ * Threads: every function may be called from the test's thread while the simulators
+ * run; stats are snapshots. Ownership: strings returned belong to the handle; offers
+ * returned by ms_sim_framework_take_offer are the caller's
+ * (protobuf_c_message_free_unpacked). Errors carry the RPC's status. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "meseta/error.h"
+#include "meseta/v1/allocator.pb-c.h"
+
+/* ---- agents ---- */
+
+typedef struct ms_sim_agent ms_sim_agent;
+
+typedef struct ms_sim_agent_options {
+  const char *hostname;  /* NULL: "sim-agent" */
+  const char *resources; /* text form: "cpus:4;mem:4096" */
+  int64_t task_ms;       /* see above */
+} ms_sim_agent_options;
+
+typedef struct ms_sim_agent_stats {
+  uint64_t run_tasks; /* tasks launched here (groups count each task) */
+  uint64_t kills, acks, pings;
+  uint64_t running; /* tasks running now */
+} ms_sim_agent_stats;
+
+/* Connects and registers; returns once REGISTERED came (at most 10 s). */
+ms_sim_agent *ms_sim_agent_start(const char *target, const ms_sim_agent_options *o, ms_error **err);
+const char *ms_sim_agent_id(const ms_sim_agent *a);
+void ms_sim_agent_stats_get(ms_sim_agent *a, ms_sim_agent_stats *ret);
+/* Ends the agent's stream (as a crash would); the handle stays until freed. */
+void ms_sim_agent_disconnect(ms_sim_agent *a);
+void ms_sim_agent_free(ms_sim_agent *a); /* NULL is fine */
+
+/* ---- frameworks ---- */
+
+typedef struct ms_sim_framework ms_sim_framework;
+
+typedef enum ms_sim_mode { MS_SIM_HOLD = 0, MS_SIM_ACCEPT, MS_SIM_DECLINE } ms_sim_mode;
+
+typedef struct ms_sim_framework_options {
+  const char *name; /* also the prefix of task ids */
+  const char *role; /* NULL: "*" */
+  ms_sim_mode mode;
+  const char *task_resources; /* ACCEPT: one task's resources, text form */
+  uint32_t max_tasks;         /* ACCEPT: launches in all (0: no limit); past it, offers are declined */
+  int64_t refuse_ms;          /* declines and accept remainders; negative: the default */
+} ms_sim_framework_options;
+
+typedef struct ms_sim_framework_stats {
+  uint64_t offer_events, offers, rescinds, launched, declined;
+  uint64_t running, finished, killed, lost, updates, errors, heartbeats;
+  uint64_t call_failures; /* its own accepts / declines / acks refused */
+} ms_sim_framework_stats;
+
+/* Subscribes; returns once SUBSCRIBED came (at most 10 s). */
+ms_sim_framework *ms_sim_framework_start(const char *target, const ms_sim_framework_options *o,
+                                         ms_error **err);
+const char *ms_sim_framework_id(const ms_sim_framework *f);
+const char *ms_sim_framework_stream_id(const ms_sim_framework *f);
+void ms_sim_framework_stats_get(ms_sim_framework *f, ms_sim_framework_stats *ret);
+void ms_sim_framework_set_mode(ms_sim_framework *f, ms_sim_mode mode);
+/* The oldest offer held (HOLD mode) and not rescinded; NULL if none. The caller's. */
+Meseta__V1__Offer *ms_sim_framework_take_offer(ms_sim_framework *f);
+/* Unary SchedulerCall on the framework's behalf (ids are the caller's to fill). */
+int ms_sim_framework_call(ms_sim_framework *f, const Meseta__V1__SchedulerCallRequest *req, ms_error **err);
+/* Conveniences with the framework's own ids. */
+int ms_sim_framework_revive(ms_sim_framework *f, ms_error **err);
+int ms_sim_framework_decline(ms_sim_framework *f, const char *offer_id, int64_t refuse_ms, ms_error **err);
+/* Accepts one offer with one task (`resources` in text form, allocated to the offer's
+ * role). */
+int ms_sim_framework_launch(ms_sim_framework *f, const Meseta__V1__Offer *offer, const char *task_id,
+                            const char *resources, ms_error **err);
+/* Ends the stream (unsubscribes by disconnecting). */
+void ms_sim_framework_disconnect(ms_sim_framework *f);
+void ms_sim_framework_free(ms_sim_framework *f); /* NULL is fine */
+
+/* ---- waiting ---- */
+
+/* Polls pred(ctx) every 10 ms until true or timeout_ms passed (a hang guard, not a
+ * timing assertion). */
+bool ms_sim_wait(bool (*pred)(void *ctx), void *ctx, int64_t timeout_ms);
