@@ -9,6 +9,7 @@
 #include "meseta/flags.h"
 #include "meseta/log.h"
 #include "meseta/loop.h"
+#include "meseta/service.h"
 #include "meseta/time.h"
 
 #include "registry-service.h"
@@ -104,18 +105,6 @@ static void retention_tick(ms_loop *loop, uint64_t id, void *arg) {
   }
 }
 
-static int write_ready(const char *path, ms_rpc_server *srv, ms_error **err) {
-  _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
-  FILE *f = fopen(tmp, "we");
-  if (!f)
-    return ms_error_set_errno(err, errno, "ready file `%s`", tmp);
-  for (size_t i = 0; ms_rpc_server_address(srv, i); i++)
-    fprintf(f, "%s\n", ms_rpc_server_address(srv, i));
-  if (fclose(f) != 0 || rename(tmp, path) != 0)
-    return ms_error_set_errno(err, errno, "ready file `%s`", path);
-  return 0;
-}
-
 static int run(ms_error **err) {
   ms_log_level level;
   ms_log_format format;
@@ -163,7 +152,7 @@ static int run(ms_error **err) {
       !(loop = ms_loop_new(err)))
     goto out;
   health_tick(loop, 0, &a); /* know etcd's state before saying we are ready */
-  if (ready_file && write_ready(ready_file, a.srv, err) < 0)
+  if (ready_file && ms_service_write_ready(ready_file, a.srv, err) < 0)
     goto out;
   ms_log_info(NULL, "serving on %s, records under `%s` in etcd %s", ms_rpc_server_address(a.srv, 0), prefix,
               ms_etcd_current_endpoint(etcd));
@@ -184,24 +173,5 @@ out:
 }
 
 int main(int argc, char **argv) {
-  ms_error *err = NULL;
-  /* signalfd needs the signals blocked in every thread: before any thread starts. */
-  static const int sigs[] = {SIGTERM, SIGINT};
-  if (ms_signals_block(sigs, MS_ARRAY_SIZE(sigs), &err) < 0) {
-    fprintf(stderr, "meseta-registry: %s\n", err->msg);
-    return 1;
-  }
-  int r = ms_flags_parse(&spec, argc, argv, NULL, &err);
-  if (r == 1) {
-    ms_flags_free(&spec);
-    return 0;
-  }
-  if (r < 0 || run(&err) < 0) {
-    fprintf(stderr, "meseta-registry: %s\n", err->msg);
-    ms_error_free(err);
-    ms_flags_free(&spec);
-    return r < 0 ? 2 : 1;
-  }
-  ms_flags_free(&spec);
-  return 0;
+  return ms_service_main(argc, argv, &spec, run);
 }
