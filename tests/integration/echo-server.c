@@ -14,20 +14,9 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/service.h"
 
 #include "echo-service.h"
-
-static int write_ready(const char *path, ms_rpc_server *srv) {
-  _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
-  FILE *f = fopen(tmp, "w");
-  if (!f)
-    return -1;
-  for (size_t i = 0; ms_rpc_server_address(srv, i); i++)
-    fprintf(f, "%s\n", ms_rpc_server_address(srv, i));
-  if (fclose(f) != 0)
-    return -1;
-  return rename(tmp, path);
-}
 
 static long long number(const char *flag, const char *v) {
   char *end = NULL;
@@ -113,8 +102,9 @@ int main(int argc, char **argv) {
     ms_rpc_server_free(srv);
     return 1;
   }
-  if (ready && write_ready(ready, srv) < 0) {
-    fprintf(stderr, "echo-server: cannot write ready file `%s`\n", ready);
+  if (ready && ms_service_write_ready(ready, srv, &err) < 0) {
+    fprintf(stderr, "echo-server: %s\n", err->msg);
+    ms_error_free(err);
     ms_rpc_server_free(srv);
     return 1;
   }
