@@ -12,6 +12,7 @@ PACKAGES=(
   etcd-server etcd-client
   python3 python3-grpcio python3-protobuf python3-grpc-tools
   openssl iproute2 ca-certificates git
+  crun busybox-static # bench/containers: the OCI runtime baseline and its rootfs
 )
 
 log() { printf 'setup-deps: %s\n' "$*"; }
