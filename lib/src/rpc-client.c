@@ -291,6 +291,28 @@ static int stream_status(ms_rpc_stream *s, ms_error **err) {
   return rc;
 }
 
+/* After a failed send: the call's status if it has arrived, without waiting. gRPC
+ * core hands the status over only once every message the server sent has been
+ * read, and the thread sending may be the one that would read them: waiting here
+ * could wait forever. Without the status, the stream is reported closed and the
+ * status comes with the next read. */
+static int stream_closed(ms_rpc_stream *s, ms_error **err) {
+  pthread_mutex_lock(&s->mu);
+  if (!s->status_done &&
+      grpc_completion_queue_pluck(s->cq, &s->status_tag, gpr_now(GPR_CLOCK_MONOTONIC), NULL).type ==
+          GRPC_OP_COMPLETE)
+    s->status_done = true;
+  int rc;
+  if (!s->status_done)
+    rc = ms_error_set(err, MS_UNAVAILABLE,
+                      "stream `%s` to `%s` was ended by the server; read it for the status", s->method,
+                      s->ch->target);
+  else if ((rc = status_error(s->status, s->details, s->error_string, s->ch->target, err)) == 0)
+    rc = ms_error_set(err, MS_FAILED_PRECONDITION, "stream `%s` is already closed", s->method);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
 ms_rpc_stream *ms_rpc_stream_open(ms_rpc_channel *ch, const char *method, const ProtobufCMessage *first,
                                   const ms_rpc_call_options *opts, ms_error **err) {
   ms_rpc_stream *s = ms_xcalloc(1, sizeof(*s));
@@ -336,8 +358,8 @@ ms_rpc_stream *ms_rpc_stream_open(ms_rpc_channel *ch, const char *method, const 
   if (bb)
     grpc_byte_buffer_destroy(bb);
   if (!ok) {
-    if (stream_status(s, err) == 0)
-      ms_error_set(err, MS_UNAVAILABLE, "stream `%s` to `%s` could not start", method, ch->target);
+    stream_closed(s, err);
+    ms_error_prefix(err, "stream `%s` to `%s` could not start", method, ch->target);
     ms_rpc_stream_free(s);
     return NULL;
   }
@@ -352,22 +374,14 @@ int ms_rpc_stream_send(ms_rpc_stream *s, const ProtobufCMessage *msg, ms_error *
   op.data.send_message.send_message = bb;
   bool ok = run_batch(s, &op, 1, &s->send_tag);
   grpc_byte_buffer_destroy(bb);
-  if (ok)
-    return 0;
-  if (stream_status(s, err) == 0)
-    return ms_error_set(err, MS_FAILED_PRECONDITION, "stream `%s` is already closed", s->method);
-  return MS_ERR;
+  return ok ? 0 : stream_closed(s, err);
 }
 
 int ms_rpc_stream_close_send(ms_rpc_stream *s, ms_error **err) {
   grpc_op op;
   memset(&op, 0, sizeof(op));
   op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  if (run_batch(s, &op, 1, &s->send_tag))
-    return 0;
-  if (stream_status(s, err) == 0)
-    return ms_error_set(err, MS_FAILED_PRECONDITION, "stream `%s` is already closed", s->method);
-  return MS_ERR;
+  return run_batch(s, &op, 1, &s->send_tag) ? 0 : stream_closed(s, err);
 }
 
 int ms_rpc_stream_recv(ms_rpc_stream *s, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **ret_msg,

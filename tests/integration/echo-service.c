@@ -164,6 +164,15 @@ static int bidi_msg(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **e
   return ms_rpc_call_send(call, &r.base, err);
 }
 
+static int early_start(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
+  reply_t r = REPLY_INIT;
+  r.text = "early";
+  if (ms_rpc_call_send(call, &r.base, err) < 0)
+    return MS_ERR;
+  ms_rpc_call_finish(call, MS_ABORTED, "ended early");
+  return 0;
+}
+
 static int bidi_end(ms_rpc_call *call, ms_error **err) {
   ms_rpc_call_finish(call, MS_OK, NULL);
   return 0;
@@ -230,6 +239,7 @@ int echo_service_add(ms_rpc_server *srv, ms_error **err) {
        .on_message = bidi_msg,
        .on_half_close = bidi_end,
        .on_done = count_done},
+      {.name = "Early", .on_start = early_start, .on_done = count_done},
       {.name = "Sleep", .on_start = sleep_start, .on_done = count_done},
       {.name = "Fail", .on_start = fail, .on_done = count_done},
       {.name = "Identity", .on_start = identity, .on_done = count_done},

@@ -190,6 +190,35 @@ static void test_bidi(void) {
   stop(&f);
 }
 
+/* The server replies and ends the call before reading: sending must fail at once
+ * (not wait for a status held back behind the unread reply), then the reply and the
+ * status are read as usual. */
+static void test_send_after_server_ended(void) {
+  fixture f = start("127.0.0.1:0", 0, false);
+  ms_error *err = NULL;
+  ms_rpc_stream *s = ms_rpc_stream_open(f.ch, ECHO("Early"), NULL, NULL, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  req_t req = REQ_INIT;
+  req.payload = (ProtobufCBinaryData){.len = 32 * 1024, .data = ms_xcalloc(1, 32 * 1024)};
+  int rc = 0;
+  for (int i = 0; i < 1000 && rc == 0; i++) /* until the end of the call reaches us */
+    rc = ms_rpc_stream_send(s, &req.base, &err);
+  free(req.payload.data);
+  CU_ASSERT_EQUAL(rc, MS_ERR);
+  ms_error_free(TAKE_PTR(err));
+  ProtobufCMessage *m = NULL;
+  CU_ASSERT_EQUAL_FATAL(ms_rpc_stream_recv(s, REPLY_DESC, &m, &err), 1);
+  CU_ASSERT_STRING_EQUAL(((reply_t *)m)->text, "early");
+  free_msg(m);
+  CU_ASSERT_EQUAL(ms_rpc_stream_recv(s, REPLY_DESC, &m, &err), MS_ERR);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+  CU_ASSERT_EQUAL(err->code, MS_ABORTED);
+  CU_ASSERT_STRING_EQUAL(err->msg, "ended early");
+  ms_error_free(err);
+  ms_rpc_stream_free(s);
+  stop(&f);
+}
+
 static void test_status_and_message(void) {
   fixture f = start("127.0.0.1:0", 0, false);
   ms_error *err = NULL;
@@ -592,6 +621,7 @@ int main(int argc, char **argv) {
       {"server_stream", test_server_stream},
       {"client_stream", test_client_stream},
       {"bidi", test_bidi},
+      {"send_after_server_ended", test_send_after_server_ended},
       {"status_and_message", test_status_and_message},
       {"deadline_exceeded", test_deadline_exceeded},
       {"cancel_mid_stream", test_cancel_mid_stream},
