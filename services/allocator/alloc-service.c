@@ -228,7 +228,7 @@ static void send_offers(alloc_service *s, alloc_offer_view *v, uint32_t n) {
 }
 
 static void run_cycle(alloc_service *s) {
-  if (!s->leading || s->closing)
+  if (!s->leading || s->closing || s->loading || s->recovering) /* recovery holds offers */
     return;
   alloc_offer_list l = {0};
   alloc_cycle_stats st = {0};
@@ -265,7 +265,7 @@ static void soon_tick(ms_loop *loop, uint64_t id, void *arg) {
 }
 
 void svc_want_cycle(alloc_service *s) {
-  if (s->soon_timer || !s->leading || s->closing)
+  if (s->soon_timer || !s->leading || s->closing || s->loading || s->recovering)
     return;
   /* A few milliseconds let a burst of events (agents registering, tasks ending) share
    * one cycle. */
@@ -330,6 +330,16 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
     ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--offer-timeout`: must not be negative");
     return NULL;
   }
+  if (!(cfg->recovery_agent_fraction >= 0 && cfg->recovery_agent_fraction <= 1)) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--recovery-agent-fraction`: %g is not between 0 and 1",
+                 cfg->recovery_agent_fraction);
+    return NULL;
+  }
+  if (cfg->registry_timeout_ms < 0 || cfg->recovery_timeout_ms < 0) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `%s`: must not be negative",
+                 cfg->registry_timeout_ms < 0 ? "--registry-timeout" : "--recovery-timeout");
+    return NULL;
+  }
   alloc_service *s = ms_xcalloc(1, sizeof(*s));
   s->cfg = *cfg;
   s->cfg.fair_share_excluded = dup_or_null(cfg->fair_share_excluded);
@@ -337,9 +347,14 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
   s->cfg.local_region = dup_or_null(cfg->local_region);
   s->cfg.advertise_address = dup_or_null(cfg->advertise_address);
   s->cfg.hostname = dup_or_null(cfg->hostname);
+  s->cfg.registry = dup_or_null(cfg->registry);
+  if (!s->cfg.registry_timeout_ms)
+    s->cfg.registry_timeout_ms = 5000;
+  if (!s->cfg.recovery_timeout_ms)
+    s->cfg.recovery_timeout_ms = 30000;
   s->loop = loop;
   svc_uuid(s->id);
-  if (new_model(s, err) < 0) {
+  if (new_model(s, err) < 0 || svc_reg_open(s, err) < 0) {
     alloc_service_free(s);
     return NULL;
   }
@@ -362,6 +377,7 @@ const char *alloc_service_id(const alloc_service *s) {
 }
 
 static void cancel_timers(alloc_service *s) {
+  svc_recovery_reset(s);
   uint64_t *ts[] = {&s->cycle_timer, &s->soon_timer, &s->expire_timer, &s->heartbeat_timer};
   for (size_t i = 0; i < MS_ARRAY_SIZE(ts); i++) {
     if (*ts[i])
@@ -381,9 +397,18 @@ static void forget_all(alloc_service *s) {
     free(s->torn_down.v[i]);
   }
   svc_table_release(&s->torn_down);
+  svc_agent_recs_clear(s);
 }
 
-static void set_health(alloc_service *s, bool serving) {
+bool svc_serving(const alloc_service *s, const char **why) {
+  if (s->leading && !s->loading)
+    return true;
+  *why =
+      s->leading ? "this allocator is recovering: loading the registry" : "this allocator is not the leader";
+  return false;
+}
+
+void svc_set_health(alloc_service *s, bool serving) {
   if (!s->srv)
     return;
   ms_rpc_server_set_health(s->srv, "", serving);
@@ -391,20 +416,29 @@ static void set_health(alloc_service *s, bool serving) {
   ms_rpc_server_set_health(s->srv, "meseta.v1.Allocator", serving);
 }
 
+void svc_start_timers(alloc_service *s) {
+  int64_t iv = s->cfg.allocation_interval_ms;
+  s->cycle_timer = ms_loop_add_timer(s->loop, iv, iv, cycle_tick, s);
+  int64_t hb = s->cfg.heartbeat_interval_ms;
+  s->heartbeat_timer = ms_loop_add_timer(s->loop, hb, hb, heartbeat_tick, s);
+  if (s->cfg.offer_timeout_ms > 0) {
+    int64_t ex = s->cfg.offer_timeout_ms / 4 > 10 ? s->cfg.offer_timeout_ms / 4 : 10;
+    s->expire_timer = ms_loop_add_timer(s->loop, ex, ex, expire_tick, s);
+  }
+}
+
 void alloc_service_set_leading(alloc_service *s, bool leading) {
   if (s->closing || leading == s->leading)
     return;
   s->leading = leading;
+  s->term++;
   if (leading) {
-    int64_t iv = s->cfg.allocation_interval_ms;
-    s->cycle_timer = ms_loop_add_timer(s->loop, iv, iv, cycle_tick, s);
-    int64_t hb = s->cfg.heartbeat_interval_ms;
-    s->heartbeat_timer = ms_loop_add_timer(s->loop, hb, hb, heartbeat_tick, s);
-    if (s->cfg.offer_timeout_ms > 0) {
-      int64_t ex = s->cfg.offer_timeout_ms / 4 > 10 ? s->cfg.offer_timeout_ms / 4 : 10;
-      s->expire_timer = ms_loop_add_timer(s->loop, ex, ex, expire_tick, s);
-    }
     ms_log_info(NULL, "leading as allocator `%s`", s->id);
+    if (svc_durable(s)) {
+      svc_recovery_start(s); /* health says SERVING once the registry is loaded */
+      return;
+    }
+    svc_start_timers(s);
   } else {
     ms_log_warn(NULL, "no longer leading: ending every stream");
     cancel_timers(s);
@@ -418,17 +452,18 @@ void alloc_service_set_leading(alloc_service *s, bool leading) {
       abort();
     }
   }
-  set_health(s, leading);
+  svc_set_health(s, leading);
 }
 
 void alloc_service_close(alloc_service *s) {
   if (s->closing)
     return;
   cancel_timers(s);
-  set_health(s, false);
+  svc_set_health(s, false);
   s->closing = true;
   s->leading = false;
   forget_all(s);
+  svc_reg_stop(s);
 }
 
 void alloc_service_drain(alloc_service *s) {
@@ -441,6 +476,7 @@ void alloc_service_drain(alloc_service *s) {
 void alloc_service_free(alloc_service *s) {
   if (!s)
     return;
+  svc_reg_stop(s);
   cancel_timers(s);
   forget_all(s);
   svc_table_release(&s->agents);
@@ -453,5 +489,6 @@ void alloc_service_free(alloc_service *s) {
   free((char *)s->cfg.local_region);
   free((char *)s->cfg.advertise_address);
   free((char *)s->cfg.hostname);
+  free((char *)s->cfg.registry);
   free(s);
 }

@@ -43,24 +43,36 @@ typedef struct alloc_service_config {
   const char *local_region;        /* NULL: every agent is local */
   const char *advertise_address;   /* MasterInfo.address; NULL: none */
   const char *hostname;            /* MasterInfo.hostname; NULL: none */
+  /* Durability: meseta-registry's address. NULL: nothing is written or loaded (tests,
+   * single-node setups); a new leader then rebuilds only from re-registrations. */
+  const char *registry;
+  int64_t registry_timeout_ms;    /* one registry call's deadline; 0: 5 s */
+  double recovery_agent_fraction; /* offers wait until this share of admitted agents is back */
+  int64_t recovery_timeout_ms;    /* ... or this long has passed; 0: 30 s */
 } alloc_service_config;
 
-/* Fails on a malformed sorter, minimum or interval (INVALID_ARGUMENT naming the
- * config field as its flag). */
+/* Fails on a malformed sorter, minimum, interval or fraction (INVALID_ARGUMENT naming
+ * the config field as its flag). */
 alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop, ms_error **err);
 
 /* Hosts AgentLink and Allocator on srv (before ms_rpc_server_start) and remembers the
  * server for health. */
 int alloc_service_add(alloc_service *svc, ms_rpc_server *srv, ms_error **err);
 
-/* Owner thread. Leading: timers run, calls are served, health is SERVING. Losing the
- * lead ends every stream (UNAVAILABLE) and forgets the model. */
+/* Owner thread. Leading: timers run, calls are served, health is SERVING. With a
+ * registry, leading starts with recovery: the registry's agents, frameworks, weights
+ * and quota are loaded (calls answer UNAVAILABLE meanwhile), then re-registrations and
+ * re-subscriptions are accepted but no offer is made until the configured share of
+ * admitted agents is back or the recovery timeout passed. Losing the lead ends every
+ * stream (UNAVAILABLE) and forgets the model. */
 void alloc_service_set_leading(alloc_service *svc, bool leading);
 
 /* This allocator's id (MasterInfo.id), new for every process. Owned by the service. */
 const char *alloc_service_id(const alloc_service *svc);
 
-/* Owner thread, after the loop stopped: see the shutdown order above. */
+/* Owner thread, after the loop stopped: see the shutdown order above. close also
+ * stops the registry worker (queued writes are cancelled; one in flight finishes within
+ * its deadline); drain runs their results. */
 void alloc_service_close(alloc_service *svc);
 void alloc_service_drain(alloc_service *svc);
 

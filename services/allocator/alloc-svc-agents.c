@@ -23,8 +23,14 @@ static void link_opened(alloc_service *s, ms_rpc_call *call, void *data, Protobu
   if (s->links)
     s->links->prev = l;
   s->links = l;
-  if (!s->leading)
-    ms_rpc_call_finish(call, MS_UNAVAILABLE, "this allocator is not the leader");
+  const char *why;
+  if (!svc_serving(s, &why))
+    ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
+}
+
+static void link_free(alloc_service *s, svc_link *l) {
+  (void)s;
+  free(l);
 }
 
 static void agent_free(svc_agent *a) {
@@ -118,19 +124,86 @@ static void send_registered(alloc_service *s, svc_agent *a, bool re) {
   svc_send_agent(s, a, &m);
 }
 
-static int on_register(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage__Register *r,
-                       ms_error **err) {
-  if (!r->agent_info)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "`register.agent_info` is missing");
-  char id[64];
-  snprintf(id, sizeof(id), "%s-S%llu", s->id, (unsigned long long)s->next_agent++);
-  svc_agent *a = add_agent(s, r->agent_info, id, "register", err);
-  if (!a)
-    return MS_ERR;
+/* A registry write made for a link: the link and the message wait for its result. */
+typedef struct link_wait {
+  svc_link *l;
+  Meseta__V1__AgentMessage *m; /* a copy */
+  char *id;
+} link_wait;
+
+static link_wait *wait_new(svc_link *l, const ProtobufCMessage *m, const char *id) {
+  link_wait *w = ms_xmalloc(sizeof(*w));
+  *w = (link_wait){l, (Meseta__V1__AgentMessage *)ms_pb_dup(m), ms_xstrdup(id)};
+  l->pending++;
+  return w;
+}
+
+/* Whether the link can still use the result; frees the link when it ended meanwhile. */
+static bool wait_end(alloc_service *s, link_wait *w, bool current) {
+  svc_link *l = w->l;
+  l->pending--;
+  bool live = !l->closed && current && !ms_rpc_call_is_done(l->call);
+  if (l->closed && !l->pending)
+    link_free(s, l);
+  return live;
+}
+
+static void wait_free(link_wait *w) {
+  protobuf_c_message_free_unpacked(&w->m->base, NULL);
+  free(w->id);
+  free(w);
+}
+
+static void registered_ok(alloc_service *s, svc_link *l, const Meseta__V1__AgentInfo *info, const char *id) {
+  ms_error *err = NULL;
+  svc_agent *a = add_agent(s, info, id, "register", &err);
+  if (!a) {
+    ms_log_warn(id, "agent stream: %s", err->msg);
+    ms_rpc_call_finish_error(l->call, err);
+    ms_error_free(err);
+    return;
+  }
   attach(l, a);
-  ms_log_info(id, "agent registered: `%s`", r->agent_info->hostname ? r->agent_info->hostname : "");
+  ms_log_info(id, "agent registered: `%s`", info->hostname ? info->hostname : "");
   send_registered(s, a, false);
   svc_check_trigger(s);
+}
+
+/* The admission is durable: now the agent's resources enter the model. */
+static void admitted(alloc_service *s, void *ctx, const ms_error *err, bool current) {
+  link_wait *w = ctx;
+  if (wait_end(s, w, current)) {
+    if (err) {
+      ms_rpc_call_finish(w->l->call, err->code == MS_CANCELLED ? MS_UNAVAILABLE : err->code, err->msg);
+    } else {
+      svc_agent_rec_set(s, w->id, MESETA__V1__AGENT_RECORD__STATE__ADMITTED);
+      registered_ok(s, w->l, w->m->register_->agent_info, w->id);
+    }
+  }
+  wait_free(w);
+}
+
+static int on_register(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage *m, ms_error **err) {
+  const Meseta__V1__AgentMessage__Register *r = m->register_;
+  if (!r->agent_info)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`register.agent_info` is missing");
+  ms_resources *total = NULL; /* refused before anything is written */
+  if (ms_resources_from_proto(r->agent_info->resources, r->agent_info->n_resources, &total, err) < 0)
+    return ms_error_prefix(err, "`register.agent_info.resources`");
+  ms_resources_free(total);
+  char id[64];
+  snprintf(id, sizeof(id), "%s-S%llu", s->id, (unsigned long long)s->next_agent++);
+  if (!svc_durable(s)) {
+    registered_ok(s, l, r->agent_info, id);
+    return 0;
+  }
+  link_wait *w = wait_new(l, &m->base, id);
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = id;
+  Meseta__V1__AgentID *saved = r->agent_info->id;
+  r->agent_info->id = &aid;
+  svc_reg_admit(s, r->agent_info, admitted, w); /* copies */
+  r->agent_info->id = saved;
   return 0;
 }
 
@@ -171,13 +244,8 @@ static void readopt_tasks(alloc_service *s, svc_agent *a, const Meseta__V1__Agen
   }
 }
 
-static int on_reregister(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage__Reregister *r,
-                         ms_error **err) {
-  if (!r->agent_info)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "`reregister.agent_info` is missing");
-  const char *id = r->agent_info->id ? r->agent_info->id->value : NULL;
-  if (!id || !*id)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "`reregister.agent_info.id` is missing");
+static int reregistered_ok(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage__Reregister *r,
+                           const char *id, ms_error **err) {
   svc_agent *a = svc_table_get(&s->agents, id);
   if (a) {
     /* A newer stream of a known agent replaces the old one; the model stays. */
@@ -191,6 +259,7 @@ static int on_reregister(alloc_service *s, svc_link *l, const Meseta__V1__AgentM
       return MS_ERR;
     attach(l, a);
     readopt_tasks(s, a, r);
+    svc_recovery_agent_back(s, id);
   }
   ms_log_info(id, "agent re-registered with %zu tasks", r->n_tasks);
   send_registered(s, a, true);
@@ -198,10 +267,55 @@ static int on_reregister(alloc_service *s, svc_link *l, const Meseta__V1__AgentM
   return 0;
 }
 
+/* The agent's record says ADMITTED again: it may come back. */
+static void readmitted(alloc_service *s, void *ctx, const ms_error *err, bool current) {
+  link_wait *w = ctx;
+  if (wait_end(s, w, current)) {
+    ms_error *e2 = NULL;
+    if (err) {
+      if (err->code == MS_FAILED_PRECONDITION)
+        svc_agent_rec_set(s, w->id, MESETA__V1__AGENT_RECORD__STATE__GONE);
+      ms_rpc_call_finish(w->l->call, err->code == MS_CANCELLED ? MS_UNAVAILABLE : err->code, err->msg);
+    } else {
+      svc_agent_rec_set(s, w->id, MESETA__V1__AGENT_RECORD__STATE__ADMITTED);
+      if (reregistered_ok(s, w->l, w->m->reregister, w->id, &e2) < 0) {
+        ms_log_warn(w->id, "agent stream: %s", e2->msg);
+        ms_rpc_call_finish_error(w->l->call, e2);
+        ms_error_free(e2);
+      }
+    }
+  }
+  wait_free(w);
+}
+
+static int on_reregister(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage *m, ms_error **err) {
+  const Meseta__V1__AgentMessage__Reregister *r = m->reregister;
+  if (!r->agent_info)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`reregister.agent_info` is missing");
+  const char *id = r->agent_info->id ? r->agent_info->id->value : NULL;
+  if (!id || !*id)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`reregister.agent_info.id` is missing");
+  if (!svc_durable(s) || svc_table_get(&s->agents, id))
+    return reregistered_ok(s, l, r, id, err);
+  switch (svc_agent_rec_state(s, id)) {
+  case MESETA__V1__AGENT_RECORD__STATE__ADMITTED:
+    return reregistered_ok(s, l, r, id, err);
+  case MESETA__V1__AGENT_RECORD__STATE__GONE:
+    return ms_error_set(err, MS_FAILED_PRECONDITION,
+                        "agent `%s` was marked gone and cannot come back: shut it down and start it anew",
+                        id);
+  default: /* UNREACHABLE or no record: admitted again through the registry first */
+    svc_reg_agent_state(s, id, r->agent_info, MESETA__V1__AGENT_RECORD__STATE__ADMITTED, readmitted,
+                        wait_new(l, &m->base, id));
+    return 0;
+  }
+}
+
 static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   svc_link *l = data;
   const Meseta__V1__AgentMessage *m = (const Meseta__V1__AgentMessage *)msg;
-  if (!s->leading || ms_rpc_call_is_done(call))
+  const char *why;
+  if (!svc_serving(s, &why) || ms_rpc_call_is_done(call))
     return;
   ms_error *err = NULL;
   int rc = 0;
@@ -211,12 +325,16 @@ static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCM
     if (l->agent)
       rc = ms_error_set(&err, MS_FAILED_PRECONDITION, "agent `%s` is already registered on this stream",
                         l->agent->e.key);
+    else if (l->pending)
+      rc = ms_error_set(&err, MS_FAILED_PRECONDITION, "this stream's registration is already in progress");
     else if (m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER)
-      rc = on_register(s, l, m->register_, &err);
+      rc = on_register(s, l, m, &err);
     else
-      rc = on_reregister(s, l, m->reregister, &err);
+      rc = on_reregister(s, l, m, &err);
     break;
   default:
+    if (!l->agent && l->pending && m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_HEARTBEAT)
+      break;
     if (!l->agent) {
       rc = ms_error_set(&err, MS_FAILED_PRECONDITION,
                         "agent stream: `register` or `reregister` must come first");
@@ -267,6 +385,10 @@ void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
     ms_log_warn(a->e.key, "%s", err->msg);
     ms_error_free(err);
   }
+  if (svc_durable(s) && !s->closing) { /* it may come back, through the registry */
+    svc_agent_rec_set(s, a->e.key, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE);
+    svc_reg_agent_state(s, a->e.key, NULL, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE, NULL, NULL);
+  }
   svc_table_del(&s->agents, &a->e);
   agent_free(a);
 }
@@ -284,8 +406,11 @@ static void link_closed(alloc_service *s, ms_rpc_call *call, void *data, Protobu
     s->links = l->next;
   if (l->next)
     l->next->prev = l->prev;
+  l->prev = l->next = NULL;
   ms_rpc_call_unref(call); /* the link's own reference */
-  free(l);
+  l->closed = true;
+  if (!l->pending)
+    link_free(s, l);
 }
 
 void svc_agents_ping(alloc_service *s) {

@@ -460,11 +460,17 @@ static int do_reconcile(alloc_service *s, const call_req *c, ms_error **err) {
   for (size_t i = 0; i < r->n_tasks; i++) {
     const Meseta__V1__ReconcileRequest__Task *q = r->tasks[i];
     svc_task *t = svc_task_get(s, fw->e.key, q->task_id->value);
+    const char *aid = q->agent_id && q->agent_id->value && *q->agent_id->value ? q->agent_id->value : NULL;
     if (t)
       send_status(s, fw, t->task_id, t->agent_id, t->state, why, NULL);
+    else if (s->recovering && (!aid || !svc_table_get(&s->agents, aid)))
+      continue; /* its agent may still re-register: no answer yet (ask again later) */
+    else if (aid && svc_agent_rec_state(s, aid) == MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE)
+      send_status(s, fw, q->task_id->value, aid, MESETA__V1__TASK_STATE__TASK_UNREACHABLE, why,
+                  "its agent is unreachable");
     else
-      send_status(s, fw, q->task_id->value, q->agent_id ? q->agent_id->value : NULL,
-                  MESETA__V1__TASK_STATE__TASK_UNKNOWN, why, "the task is not known");
+      send_status(s, fw, q->task_id->value, aid, MESETA__V1__TASK_STATE__TASK_UNKNOWN, why,
+                  "the task is not known");
   }
   return 0;
 }
@@ -495,8 +501,9 @@ static const call_row rows[] = {
 void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
   const call_req *c = (const call_req *)msg;
-  if (!s->leading) {
-    ms_rpc_call_finish(call, MS_UNAVAILABLE, "this allocator is not the leader");
+  const char *why;
+  if (!svc_serving(s, &why)) {
+    ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
     return;
   }
   const call_row *row = NULL;

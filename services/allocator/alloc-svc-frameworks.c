@@ -75,6 +75,8 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
   }
   send_error(s, fw, why);
   drop_stream(fw, MS_OK, NULL);
+  if (svc_durable(s) && !s->closing)
+    svc_reg_complete_framework(s, fw->info, NULL, NULL);
   svc_entry *gone = ms_xcalloc(1, sizeof(*gone));
   gone->key = ms_xstrdup(fw->e.key);
   if (!svc_table_get(&s->torn_down, gone->key))
@@ -170,19 +172,11 @@ static void send_subscribed(alloc_service *s, svc_framework *fw) {
   svc_send_event(s, fw, &ev);
 }
 
+/* id: the framework's id (asked or assigned). */
 static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__FrameworkSubscription *sub,
-                     ms_error **err) {
+                     const char *id, ms_error **err) {
   const Meseta__V1__SubscribeRequest *req = sub->request;
-  if (!req || !req->framework_info)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "`request.framework_info` is missing");
   Meseta__V1__FrameworkInfo *info = req->framework_info;
-  const char *asked = info->id && info->id->value ? info->id->value : "";
-  if (*asked && svc_table_get(&s->torn_down, asked))
-    return ms_error_set(err, MS_NOT_FOUND, "framework `%s` was removed and cannot subscribe again", asked);
-  char idbuf[64];
-  if (!*asked)
-    snprintf(idbuf, sizeof(idbuf), "%s-%04llu", s->id, (unsigned long long)s->next_framework++);
-  const char *id = *asked ? asked : idbuf;
   const char **roles = ms_xcalloc(info->n_roles + 1, sizeof(*roles));
   uint32_t caps;
   alloc_framework_spec spec;
@@ -218,6 +212,7 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
   free(fw->info->id->value == protobuf_c_empty_string ? NULL : fw->info->id->value);
   fw->info->id->value = ms_xstrdup(id);
   alloc_model_set_framework_active(s->model, id, true, NULL);
+  fw->recovered = false;
   fw->stream = call;
   ms_rpc_call_ref(call);
   if (sub->resume_stream_id && *sub->resume_stream_id) {
@@ -232,19 +227,117 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
   return 0;
 }
 
+static void subscribe_or_refuse(alloc_service *s, ms_rpc_call *call,
+                                const Meseta__V1__FrameworkSubscription *sub, const char *id) {
+  ms_error *err = NULL;
+  if (subscribe(s, call, sub, id, &err) < 0) {
+    ms_log_info(NULL, "subscribe refused: %s", err->msg);
+    ms_rpc_call_finish_error(call, err);
+    ms_error_free(err);
+  }
+}
+
+/* A new framework's record is being written: the subscription waits for it. */
+typedef struct sub_wait {
+  ms_rpc_call *call; /* referenced */
+  Meseta__V1__FrameworkSubscription *sub;
+  char *id;
+} sub_wait;
+
+static void recorded(alloc_service *s, void *ctx, const ms_error *err, bool current) {
+  sub_wait *w = ctx;
+  if (!current)
+    ms_rpc_call_finish(w->call, MS_UNAVAILABLE, "this allocator is not the leader");
+  else if (err)
+    ms_rpc_call_finish(w->call, err->code == MS_CANCELLED ? MS_UNAVAILABLE : err->code, err->msg);
+  else if (!ms_rpc_call_is_done(w->call))
+    subscribe_or_refuse(s, w->call, w->sub, w->id);
+  ms_rpc_call_unref(w->call);
+  protobuf_c_message_free_unpacked(&w->sub->base, NULL);
+  free(w->id);
+  free(w);
+}
+
 static void subscribe_job(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
-  if (!s->leading) {
-    ms_rpc_call_finish(call, MS_UNAVAILABLE, "this allocator is not the leader");
+  const char *why;
+  if (!svc_serving(s, &why)) {
+    ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
     return;
   }
   if (ms_rpc_call_is_done(call))
     return;
-  ms_error *err = NULL;
-  if (subscribe(s, call, (const Meseta__V1__FrameworkSubscription *)msg, &err) < 0) {
-    ms_log_info(NULL, "subscribe refused: %s", err->msg);
-    ms_rpc_call_finish_error(call, err);
-    ms_error_free(err);
+  const Meseta__V1__FrameworkSubscription *sub = (const Meseta__V1__FrameworkSubscription *)msg;
+  const Meseta__V1__SubscribeRequest *req = sub->request;
+  if (!req || !req->framework_info) {
+    ms_rpc_call_finish(call, MS_INVALID_ARGUMENT, "`request.framework_info` is missing");
+    return;
+  }
+  Meseta__V1__FrameworkInfo *info = req->framework_info;
+  const char *asked = info->id && info->id->value ? info->id->value : "";
+  if (*asked && svc_table_get(&s->torn_down, asked)) {
+    _cleanup_free_ char *m = ms_xasprintf("framework `%s` was removed and cannot subscribe again", asked);
+    ms_rpc_call_finish(call, MS_NOT_FOUND, m);
+    return;
+  }
+  char idbuf[64];
+  if (!*asked)
+    snprintf(idbuf, sizeof(idbuf), "%s-%04llu", s->id, (unsigned long long)s->next_framework++);
+  const char *id = *asked ? asked : idbuf;
+  if (!svc_durable(s) || svc_table_get(&s->frameworks, id)) {
+    subscribe_or_refuse(s, call, sub, id);
+    return;
+  }
+  /* New to the registry: durable before SUBSCRIBED. */
+  sub_wait *w = ms_xmalloc(sizeof(*w));
+  *w = (sub_wait){call, (Meseta__V1__FrameworkSubscription *)ms_pb_dup(msg), ms_xstrdup(id)};
+  ms_rpc_call_ref(call);
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = (char *)id;
+  Meseta__V1__FrameworkID *saved = info->id;
+  info->id = &fid;
+  svc_reg_add_framework(s, info, recorded, w); /* copies */
+  info->id = saved;
+}
+
+int svc_framework_restore(alloc_service *s, const Meseta__V1__FrameworkInfo *info, ms_error **err) {
+  const char *id = info->id ? info->id->value : NULL;
+  if (!id || !*id)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`framework.info.id` is missing");
+  if (svc_table_get(&s->frameworks, id))
+    return 0;
+  Meseta__V1__SubscribeRequest req = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
+  req.framework_info = (Meseta__V1__FrameworkInfo *)info;
+  const char **roles = ms_xcalloc(info->n_roles + 1, sizeof(*roles));
+  uint32_t caps;
+  alloc_framework_spec spec;
+  int rc = framework_spec(&req, id, &spec, roles, &caps, err);
+  if (rc == 0)
+    rc = alloc_model_add_framework(s->model, &spec, err);
+  free(roles);
+  if (rc < 0)
+    return ms_error_prefix(err, "restoring framework `%s`", id);
+  alloc_model_set_framework_active(s->model, id, false, NULL);
+  svc_framework *fw = ms_xcalloc(1, sizeof(*fw));
+  fw->e.key = ms_xstrdup(id);
+  fw->svc = s;
+  fw->info = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
+  fw->recovered = true;
+  svc_table_put(&s->frameworks, &fw->e);
+  return 0;
+}
+
+void svc_frameworks_recovered(alloc_service *s) {
+  for (uint32_t i = 0; i < s->frameworks.n; i++) {
+    svc_framework *fw = (svc_framework *)s->frameworks.v[i];
+    if (fw->stream || fw->failover_timer)
+      continue;
+    int64_t ms = duration_ms(fw->info->failover_timeout);
+    if (ms < s->cfg.recovery_timeout_ms)
+      ms = s->cfg.recovery_timeout_ms;
+    ms_log_info(fw->e.key, "framework not re-subscribed yet: removed in %lld ms unless it does",
+                (long long)ms);
+    fw->failover_timer = ms_loop_add_timer(s->loop, ms, 0, failover_tick, fw);
   }
 }
 

@@ -17,6 +17,7 @@
 #include "meseta/rpc.h"
 #include "meseta/v1/agent_link.pb-c.h"
 #include "meseta/v1/allocator.pb-c.h"
+#include "meseta/v1/registry.pb-c.h"
 
 #include "alloc-cycle.h"
 #include "alloc-map.h"
@@ -47,6 +48,8 @@ typedef struct svc_link {
   ms_rpc_call *call;       /* referenced */
   struct svc_agent *agent; /* NULL until registered */
   struct svc_link *prev, *next;
+  uint32_t pending; /* registry writes in flight for this link (admission) */
+  bool closed;      /* the stream ended while a write was pending: freed by the last one */
 } svc_link;
 
 typedef struct svc_agent {
@@ -63,6 +66,7 @@ typedef struct svc_framework {
   ms_rpc_call *stream;             /* referenced; NULL while disconnected */
   char *stream_id;
   uint64_t failover_timer;
+  bool recovered; /* created from its registry record; not re-subscribed yet */
 } svc_framework;
 
 /* Executors launched through LAUNCH with an executor, or LAUNCH_GROUP: their resources
@@ -82,6 +86,15 @@ typedef struct svc_task {
   Meseta__V1__TaskState state;
 } svc_task;
 
+/* What the registry says of an agent, as this leader last read or wrote it (only the
+ * leader writes agent records, so while leading this is the truth). */
+typedef struct svc_agent_rec {
+  svc_entry e; /* the agent id */
+  Meseta__V1__AgentRecord__State state;
+} svc_agent_rec;
+
+struct svc_reg;
+
 struct alloc_service {
   alloc_service_config cfg; /* strings owned */
   ms_loop *loop;
@@ -90,9 +103,16 @@ struct alloc_service {
   char id[40];
   uint64_t next_agent, next_framework, next_op;
   bool leading, closing;
+  bool loading;    /* leading, reading the registry: calls answer UNAVAILABLE */
+  bool recovering; /* leading, loaded, waiting for agents: no offers */
+  uint64_t term;   /* bumped on every change of leadership: older registry results are stale */
   svc_table agents, frameworks, tasks, executors, torn_down;
-  svc_link *links; /* every open AgentLink stream */
-  uint64_t cycle_timer, soon_timer, expire_timer, heartbeat_timer;
+  svc_table agent_recs; /* svc_agent_rec, while durable */
+  svc_table expected;   /* ADMITTED agents not re-registered yet (recovery) */
+  uint32_t nexpected;   /* how many were expected when recovery began */
+  svc_link *links;      /* every open AgentLink stream */
+  uint64_t cycle_timer, soon_timer, expire_timer, heartbeat_timer, recovery_timer, load_timer;
+  struct svc_reg *reg; /* NULL: no registry */
 };
 
 /* ---- posting from the server thread ---- */
@@ -103,6 +123,12 @@ typedef void (*svc_fn)(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
 void svc_post(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
 
 /* ---- shared helpers (owner thread) ---- */
+
+/* Whether calls are served now (leading and the registry loaded); else *why says why. */
+bool svc_serving(const alloc_service *s, const char **why);
+void svc_set_health(alloc_service *s, bool serving);
+/* Starts the periodic timers of a leader whose registry is loaded. */
+void svc_start_timers(alloc_service *s);
 
 int64_t svc_now_ms(void);
 /* A random 128-bit id formatted as a UUID into buf (>= 37 bytes). */
@@ -124,6 +150,61 @@ void svc_send_agent(alloc_service *s, svc_agent *a, const Meseta__V1__AllocatorM
 /* An UPDATE event for a framework with the status (borrowed). */
 void svc_send_update(alloc_service *s, svc_framework *fw, const Meseta__V1__TaskStatus *st);
 
+/* ---- the registry (alloc-svc-registry.c) ----
+ *
+ * One worker thread (meseta/workq.h) makes every registry call, in the order they were
+ * asked for, each with the --registry-timeout deadline; the owner thread never waits
+ * on the network. Results come back to the owner thread through ms_loop_post. Agent
+ * state changes read the record and write it back with Expect revision (the worker's
+ * compare-and-swap), so the owner never has to know revisions. */
+
+bool svc_durable(const alloc_service *s);
+int svc_reg_open(alloc_service *s, ms_error **err); /* no-op without cfg.registry */
+/* Cancels what is queued and joins the worker (results are posted, not run). */
+void svc_reg_stop(alloc_service *s);
+
+/* A write's outcome on the owner thread; err NULL on success. `current`: the same
+ * term and not closing (else only clean up ctx). */
+typedef void (*svc_reg_done)(alloc_service *s, void *ctx, const ms_error *err, bool current);
+
+/* Creates the agent's ADMITTED record (Expect absent). info is copied, its id set. */
+void svc_reg_admit(alloc_service *s, const Meseta__V1__AgentInfo *info, svc_reg_done done, void *ctx);
+/* Moves an agent's record to `state` (read, then write at the read revision; created
+ * when missing). Refused (FAILED_PRECONDITION) for a GONE agent. info may be NULL
+ * (the stored one is kept). done may be NULL. */
+void svc_reg_agent_state(alloc_service *s, const char *id, const Meseta__V1__AgentInfo *info,
+                         Meseta__V1__AgentRecord__State state, svc_reg_done done, void *ctx);
+/* Creates a framework's record (Expect absent; one already there is fine). */
+void svc_reg_add_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
+                           void *ctx);
+/* Marks a framework's record completed (completed_time). done may be NULL. */
+void svc_reg_complete_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
+                                void *ctx);
+/* The owner's view of an agent's record: STATE_UNKNOWN when there is none. */
+Meseta__V1__AgentRecord__State svc_agent_rec_state(alloc_service *s, const char *id);
+void svc_agent_rec_set(alloc_service *s, const char *id, Meseta__V1__AgentRecord__State state);
+void svc_agent_recs_clear(alloc_service *s);
+
+/* Every record of the kinds a leader loads (agents, frameworks, weights, quota), as
+ * the pages the registry answered. */
+typedef struct svc_reg_loaded {
+  Meseta__V1__ListResponse **pages;
+  size_t npages;
+} svc_reg_loaded;
+/* Lists them on the worker; the result goes to svc_recovery_loaded. */
+void svc_reg_load(alloc_service *s);
+
+/* ---- recovery (alloc-svc-recovery.c) ---- */
+
+/* Leading with a registry: load it (retrying while it does not answer), then recover. */
+void svc_recovery_start(alloc_service *s);
+/* The load's result (err: retry soon). */
+void svc_recovery_loaded(alloc_service *s, const svc_reg_loaded *l, const ms_error *err, bool current);
+/* An agent re-registered: counts toward the agents expected back. */
+void svc_recovery_agent_back(alloc_service *s, const char *id);
+/* Forgets the recovery's state (lost lead, shutdown). */
+void svc_recovery_reset(alloc_service *s);
+
 /* ---- agents (alloc-svc-agents.c) ---- */
 
 int svc_agents_add(alloc_service *s, ms_rpc_server *srv, ms_error **err);
@@ -136,6 +217,12 @@ void svc_agents_close(alloc_service *s);
 
 int svc_frameworks_add(alloc_service *s, ms_rpc_server *srv, ms_error **err);
 void svc_framework_free(svc_framework *fw);
+/* A framework known from its registry record: in the engine, inactive, no stream, so
+ * its tasks re-registering agents report are accounted to it. */
+int svc_framework_restore(alloc_service *s, const Meseta__V1__FrameworkInfo *info, ms_error **err);
+/* Recovery ended: frameworks that did not re-subscribe get their failover timeout
+ * (at least the recovery timeout, so a relay replaying subscriptions has time). */
+void svc_frameworks_recovered(alloc_service *s);
 /* Removes a framework: kills its tasks, rescinds offers, ends its stream with ERROR. */
 void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why);
 void svc_frameworks_heartbeat(alloc_service *s);

@@ -19,8 +19,10 @@
 static ms_strv listen_addrs, etcd_endpoints;
 static char *advertise, *role_sorter, *framework_sorter, *excluded, *min_alloc, *region, *election;
 static char *etcd_ca, *etcd_cert, *etcd_key, *tls_cert, *tls_key, *tls_ca, *log_level, *log_format,
-    *ready_file;
-static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_message, etcd_timeout_ns, lease_ns;
+    *ready_file, *registry;
+static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_message, etcd_timeout_ns, lease_ns,
+    registry_timeout_ns, recovery_timeout_ns;
+static double recovery_fraction;
 
 static const ms_flag flags[] = {
     {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5050",
@@ -51,6 +53,14 @@ static const ms_flag flags[] = {
      "NAME"},
     {"leader-lease", MS_FLAG_DURATION, &lease_ns, "10s",
      "The leader's lease: a dead leader is replaced about this long after it stops"},
+    {"registry", MS_FLAG_STRING, &registry, NULL,
+     "meseta-registry's address: durable admissions and frameworks, loaded by a new leader (none: nothing is "
+     "durable)",
+     "ADDR"},
+    {"registry-timeout", MS_FLAG_DURATION, &registry_timeout_ns, "5s", "Deadline of one registry call"},
+    {"recovery-agent-fraction", MS_FLAG_DOUBLE, &recovery_fraction, "0.8",
+     "A new leader makes no offer until this share of the admitted agents has re-registered...", "FRACTION"},
+    {"recovery-timeout", MS_FLAG_DURATION, &recovery_timeout_ns, "30s", "... or this long has passed"},
     {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
     {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
     {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
@@ -132,7 +142,11 @@ static int run(ms_error **err) {
                               .fair_share_excluded = excluded,
                               .min_allocatable = min_alloc,
                               .local_region = region,
-                              .hostname = host};
+                              .hostname = host,
+                              .registry = registry,
+                              .registry_timeout_ms = registry_timeout_ns / 1000000,
+                              .recovery_agent_fraction = recovery_fraction,
+                              .recovery_timeout_ms = recovery_timeout_ns / 1000000};
   if (alloc_sorter_parse(role_sorter, "--role-sorter", &cfg.role_sorter, err) < 0 ||
       alloc_sorter_parse(framework_sorter, "--framework-sorter", &cfg.framework_sorter, err) < 0)
     return MS_ERR;
@@ -154,6 +168,8 @@ static int run(ms_error **err) {
       ms_rpc_server_start(srv, err) < 0)
     goto out;
   if (etcd_endpoints.n) {
+    /* ms_rpc_server_start reports the server SERVING: a standby is not. */
+    ms_rpc_server_set_health(srv, "", false);
     ms_etcd_options eo = {.endpoints = (const char *const *)etcd_endpoints.v,
                           .n_endpoints = etcd_endpoints.n,
                           .request_timeout_ms = etcd_timeout_ns / 1000000,

@@ -14,6 +14,8 @@
 #include "meseta/time.h"
 #include "meseta/v1/agent_link.pb-c.h"
 
+#include "sim-internal.h"
+
 #define CONNECT "/meseta.v1.AgentLink/Connect"
 #define SUBSCRIBE "/meseta.v1.Allocator/SubscribeFramework"
 #define SCHED_CALL "/meseta.v1.Allocator/SchedulerCall"
@@ -38,51 +40,112 @@ static void free_msg(void *m) {
 
 typedef struct sim_task {
   char *framework_id, *task_id;
-  int64_t finish_at; /* mono ms; -1: never */
+  int64_t finish_at;          /* mono ms; -1: never */
+  Meseta__V1__TaskInfo *info; /* a copy: its resources */
 } sim_task;
 
+/* A status update kept until acknowledged. */
+typedef struct sim_update {
+  char *framework_id, *task_id;
+  Meseta__V1__TaskState state;
+  uint8_t uuid[16];
+  int64_t sent_at; /* mono ms; 0: not sent */
+} sim_update;
+
 struct ms_sim_agent {
-  ms_rpc_channel *ch;
-  ms_rpc_stream *st;
-  char *id;
+  char **targets;
+  ms_rpc_channel **chs;
+  size_t ntargets, cur;
+  ms_rpc_stream *st; /* the live stream, under mu */
+  Meseta__V1__Resources *rp;
+  ms_resources *total;
+  char *hostname, *id;
   int64_t task_ms;
+  bool reconnect;
+  ms_sim_ledger *ledger;
   pthread_t rx, ticker;
   bool rx_started, ticker_started;
   pthread_mutex_t mu;
   pthread_cond_t cv;
-  bool registered, failed, stop;
+  bool registered, connected, failed, stop;
   sim_task *tasks;
   size_t ntasks, cap;
+  sim_update *upd;
+  size_t nupd, capupd;
   ms_sim_agent_stats stats;
 };
 
-/* Sends a status; the lock is held (sends from two threads must not interleave). */
-static void agent_status(ms_sim_agent *a, const char *fw, const char *task, Meseta__V1__TaskState state) {
-  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-  fid.value = (char *)fw;
-  Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
-  tid.value = (char *)task;
-  uint8_t uuid[16];
-  getrandom(uuid, sizeof(uuid), 0);
-  Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
-  st.task_id = &tid;
-  st.state = state;
-  st.source = MESETA__V1__TASK_STATUS__SOURCE__SOURCE_AGENT;
-  st.uuid.data = uuid;
-  st.uuid.len = sizeof(uuid);
-  Meseta__V1__AgentMessage__StatusUpdate u = MESETA__V1__AGENT_MESSAGE__STATUS_UPDATE__INIT;
-  u.framework_id = &fid;
-  u.status = &st;
-  u.latest_state = state;
-  Meseta__V1__AgentMessage m = MESETA__V1__AGENT_MESSAGE__INIT;
-  m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_STATUS_UPDATE;
-  m.status_update = &u;
-  ms_rpc_stream_send(a->st, &m.base, NULL);
+static char **targets_of(const char *target, const char *const *more, size_t *n) {
+  size_t k = 1;
+  for (size_t i = 0; more && more[i]; i++)
+    k++;
+  char **v = ms_xcalloc(k, sizeof(*v));
+  v[0] = ms_xstrdup(target);
+  for (size_t i = 1; i < k; i++)
+    v[i] = ms_xstrdup(more[i - 1]);
+  *n = k;
+  return v;
 }
 
+/* Sends an update on the live stream; the lock is held. */
+static void agent_send_update(ms_sim_agent *a, sim_update *u) {
+  if (!a->st || !a->connected)
+    return;
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = u->framework_id;
+  Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
+  tid.value = u->task_id;
+  Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
+  st.task_id = &tid;
+  st.state = u->state;
+  st.source = MESETA__V1__TASK_STATUS__SOURCE__SOURCE_AGENT;
+  st.uuid.data = u->uuid;
+  st.uuid.len = sizeof(u->uuid);
+  Meseta__V1__AgentMessage__StatusUpdate su = MESETA__V1__AGENT_MESSAGE__STATUS_UPDATE__INIT;
+  su.framework_id = &fid;
+  su.status = &st;
+  su.latest_state = u->state;
+  Meseta__V1__AgentMessage m = MESETA__V1__AGENT_MESSAGE__INIT;
+  m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_STATUS_UPDATE;
+  m.status_update = &su;
+  ms_rpc_stream_send(a->st, &m.base, NULL);
+  u->sent_at = ms_time_mono_ms();
+}
+
+/* A new status, kept until acknowledged; the lock is held. */
+static void agent_status(ms_sim_agent *a, const char *fw, const char *task, Meseta__V1__TaskState state) {
+  if (a->nupd == a->capupd) {
+    a->capupd = a->capupd ? 2 * a->capupd : 16;
+    a->upd = ms_xrealloc(a->upd, a->capupd * sizeof(*a->upd));
+  }
+  sim_update *u = &a->upd[a->nupd++];
+  *u = (sim_update){ms_xstrdup(fw), ms_xstrdup(task), state, {0}, 0};
+  getrandom(u->uuid, sizeof(u->uuid), 0);
+  agent_send_update(a, u);
+}
+
+static void agent_acked(ms_sim_agent *a, const Meseta__V1__AllocatorMessage__AcknowledgeStatus *k) {
+  for (size_t i = 0; i < a->nupd; i++)
+    if (k->task_id && strcmp(a->upd[i].task_id, k->task_id->value) == 0 && k->uuid.len == 16 &&
+        memcmp(a->upd[i].uuid, k->uuid.data, 16) == 0) {
+      free(a->upd[i].framework_id);
+      free(a->upd[i].task_id);
+      memmove(&a->upd[i], &a->upd[i + 1], (a->nupd - i - 1) * sizeof(*a->upd));
+      a->nupd--;
+      return;
+    }
+}
+
+/* Forgets a task (its resources leave the ledger before its terminal status is sent). */
 static void agent_drop_task(ms_sim_agent *a, size_t i) {
-  free(a->tasks[i].framework_id);
-  free(a->tasks[i].task_id);
+  sim_task *t = &a->tasks[i];
+  if (t->info)
+    sim_ledger_task(a->ledger, a->id, (const Meseta__V1__Resource *const *)t->info->resources,
+                    t->info->n_resources, false);
+  free(t->framework_id);
+  free(t->task_id);
+  if (t->info)
+    free_msg(t->info);
   a->tasks[i] = a->tasks[--a->ntasks];
   a->stats.running--;
 }
@@ -90,27 +153,84 @@ static void agent_drop_task(ms_sim_agent *a, size_t i) {
 static void agent_launch(ms_sim_agent *a, const char *fw, const Meseta__V1__TaskInfo *t) {
   const char *tid = t->task_id ? t->task_id->value : "";
   a->stats.run_tasks++;
-  agent_status(a, fw, tid, MESETA__V1__TASK_STATE__TASK_RUNNING);
-  if (a->task_ms == 0) {
-    agent_status(a, fw, tid, MESETA__V1__TASK_STATE__TASK_FINISHED);
-    return;
-  }
   if (a->ntasks == a->cap) {
     a->cap = a->cap ? 2 * a->cap : 16;
     a->tasks = ms_xrealloc(a->tasks, a->cap * sizeof(*a->tasks));
   }
   a->tasks[a->ntasks++] =
-      (sim_task){ms_xstrdup(fw), ms_xstrdup(tid), a->task_ms < 0 ? -1 : ms_time_mono_ms() + a->task_ms};
+      (sim_task){ms_xstrdup(fw), ms_xstrdup(tid), a->task_ms < 0 ? -1 : ms_time_mono_ms() + a->task_ms,
+                 (Meseta__V1__TaskInfo *)ms_pb_dup(&t->base)};
   a->stats.running++;
+  sim_ledger_task(a->ledger, a->id, (const Meseta__V1__Resource *const *)t->resources, t->n_resources, true);
+  agent_status(a, fw, tid, MESETA__V1__TASK_STATE__TASK_RUNNING);
+  if (a->task_ms == 0) {
+    agent_drop_task(a, a->ntasks - 1);
+    agent_status(a, fw, tid, MESETA__V1__TASK_STATE__TASK_FINISHED);
+  }
+}
+
+/* REGISTER, or REREGISTER with the agent's id and running tasks; the lock is held. */
+static void agent_hello(ms_sim_agent *a) {
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = a->id;
+  Meseta__V1__AgentInfo info = MESETA__V1__AGENT_INFO__INIT;
+  info.hostname = a->hostname;
+  info.n_resources = a->rp->n_resources;
+  info.resources = a->rp->resources;
+  Meseta__V1__AgentMessage m = MESETA__V1__AGENT_MESSAGE__INIT;
+  Meseta__V1__AgentMessage__Register reg = MESETA__V1__AGENT_MESSAGE__REGISTER__INIT;
+  Meseta__V1__AgentMessage__Reregister rr = MESETA__V1__AGENT_MESSAGE__REREGISTER__INIT;
+  Meseta__V1__Task *tasks = ms_xcalloc(a->ntasks + 1, sizeof(*tasks));
+  Meseta__V1__Task **tp = ms_xcalloc(a->ntasks + 1, sizeof(*tp));
+  Meseta__V1__FrameworkID *fids = ms_xcalloc(a->ntasks + 1, sizeof(*fids));
+  if (!a->id) {
+    reg.agent_info = &info;
+    reg.version = "sim";
+    m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER;
+    m.register_ = &reg;
+  } else {
+    info.id = &aid;
+    for (size_t i = 0; i < a->ntasks; i++) {
+      meseta__v1__task__init(&tasks[i]);
+      meseta__v1__framework_id__init(&fids[i]);
+      fids[i].value = a->tasks[i].framework_id;
+      tasks[i].name = a->tasks[i].task_id;
+      tasks[i].task_id = a->tasks[i].info->task_id;
+      tasks[i].framework_id = &fids[i];
+      tasks[i].agent_id = &aid;
+      tasks[i].state = MESETA__V1__TASK_STATE__TASK_RUNNING;
+      tasks[i].n_resources = a->tasks[i].info->n_resources;
+      tasks[i].resources = a->tasks[i].info->resources;
+      tp[i] = &tasks[i];
+    }
+    rr.agent_info = &info;
+    rr.version = "sim";
+    rr.n_tasks = a->ntasks;
+    rr.tasks = tp;
+    m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_REREGISTER;
+    m.reregister = &rr;
+  }
+  ms_rpc_stream_send(a->st, &m.base, NULL);
+  free(tasks);
+  free(tp);
+  free(fids);
 }
 
 static void agent_on_message(ms_sim_agent *a, const Meseta__V1__AllocatorMessage *m) {
   pthread_mutex_lock(&a->mu);
   switch (m->message_case) {
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REGISTERED:
-    a->id = ms_xstrdup(m->registered->agent_id->value);
-    a->registered = true;
+    if (!a->id)
+      a->id = ms_xstrdup(m->registered->agent_id->value);
+    a->registered = a->connected = true;
+    sim_ledger_agent_total(a->ledger, a->id, a->total);
     pthread_cond_broadcast(&a->cv);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REREGISTERED:
+    a->connected = true;
+    a->stats.reregistrations++;
+    for (size_t i = 0; i < a->nupd; i++) /* in order: what the new leader missed */
+      agent_send_update(a, &a->upd[i]);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK: {
     const char *fw = m->run_task->framework_info && m->run_task->framework_info->id
@@ -140,6 +260,7 @@ static void agent_on_message(ms_sim_agent *a, const Meseta__V1__AllocatorMessage
   }
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS:
     a->stats.acks++;
+    agent_acked(a, m->acknowledge_status);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_PING: {
     a->stats.pings++;
@@ -148,7 +269,8 @@ static void agent_on_message(ms_sim_agent *a, const Meseta__V1__AllocatorMessage
     Meseta__V1__AgentMessage r = MESETA__V1__AGENT_MESSAGE__INIT;
     r.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_HEARTBEAT;
     r.heartbeat = &hb;
-    ms_rpc_stream_send(a->st, &r.base, NULL);
+    if (a->st)
+      ms_rpc_stream_send(a->st, &r.base, NULL);
     break;
   }
   default:
@@ -157,14 +279,48 @@ static void agent_on_message(ms_sim_agent *a, const Meseta__V1__AllocatorMessage
   pthread_mutex_unlock(&a->mu);
 }
 
+/* Sleeps ms in small steps; false when told to stop. */
+static bool nap(pthread_mutex_t *mu, const bool *stop, int64_t ms) {
+  for (int64_t t = 0; t < ms; t += 10) {
+    pthread_mutex_lock(mu);
+    bool s = *stop;
+    pthread_mutex_unlock(mu);
+    if (s)
+      return false;
+    ms_time_sleep_ms(10);
+  }
+  return true;
+}
+
 static void *agent_rx(void *arg) {
   ms_sim_agent *a = arg;
+  int64_t backoff = 100;
   for (;;) {
-    ProtobufCMessage *m = NULL;
-    if (ms_rpc_stream_recv(a->st, &meseta__v1__allocator_message__descriptor, &m, NULL) != 1)
+    pthread_mutex_lock(&a->mu);
+    ms_rpc_stream *st = a->stop ? NULL : ms_rpc_stream_open(a->chs[a->cur], CONNECT, NULL, NULL, NULL);
+    if (st) {
+      a->st = st;
+      agent_hello(a);
+    }
+    pthread_mutex_unlock(&a->mu);
+    for (; st;) {
+      ProtobufCMessage *m = NULL;
+      if (ms_rpc_stream_recv(st, &meseta__v1__allocator_message__descriptor, &m, NULL) != 1)
+        break;
+      agent_on_message(a, (Meseta__V1__AllocatorMessage *)m);
+      free_msg(m);
+      backoff = 100;
+    }
+    pthread_mutex_lock(&a->mu);
+    a->st = NULL;
+    a->connected = false;
+    bool again = a->reconnect && !a->stop;
+    pthread_mutex_unlock(&a->mu);
+    ms_rpc_stream_free(st);
+    if (!again || !nap(&a->mu, &a->stop, backoff))
       break;
-    agent_on_message(a, (Meseta__V1__AllocatorMessage *)m);
-    free_msg(m);
+    a->cur = (a->cur + 1) % a->ntargets;
+    backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
   }
   pthread_mutex_lock(&a->mu);
   a->failed = true;
@@ -179,13 +335,19 @@ static void *agent_tick(void *arg) {
   while (!a->stop) {
     int64_t now = ms_time_mono_ms();
     for (size_t i = 0; i < a->ntasks;) {
-      if (a->tasks[i].finish_at >= 0 && a->tasks[i].finish_at <= now && !a->failed) {
-        agent_status(a, a->tasks[i].framework_id, a->tasks[i].task_id, MESETA__V1__TASK_STATE__TASK_FINISHED);
+      if (a->tasks[i].finish_at >= 0 && a->tasks[i].finish_at <= now && (a->reconnect || !a->failed)) {
+        char *fw = ms_xstrdup(a->tasks[i].framework_id), *tid = ms_xstrdup(a->tasks[i].task_id);
         agent_drop_task(a, i);
+        agent_status(a, fw, tid, MESETA__V1__TASK_STATE__TASK_FINISHED);
+        free(fw);
+        free(tid);
       } else {
         i++;
       }
     }
+    for (size_t i = 0; a->reconnect && i < a->nupd; i++) /* not acknowledged within 1 s: again */
+      if (a->upd[i].sent_at && now - a->upd[i].sent_at >= 1000)
+        agent_send_update(a, &a->upd[i]);
     pthread_mutex_unlock(&a->mu);
     ms_time_sleep_ms(5);
     pthread_mutex_lock(&a->mu);
@@ -198,27 +360,21 @@ ms_sim_agent *ms_sim_agent_start(const char *target, const ms_sim_agent_options 
   ms_resources *res = NULL;
   if (ms_resources_parse_text(o->resources ? o->resources : "", NULL, &res, err) < 0)
     return NULL;
-  Meseta__V1__Resources *rp = ms_resources_to_proto(res);
-  ms_resources_free(res);
   ms_sim_agent *a = ms_xcalloc(1, sizeof(*a));
   pthread_mutex_init(&a->mu, NULL);
   pthread_cond_init(&a->cv, NULL);
+  a->rp = ms_resources_to_proto(res);
+  a->total = res;
   a->task_ms = o->task_ms;
-  Meseta__V1__AgentInfo info = MESETA__V1__AGENT_INFO__INIT;
-  info.hostname = (char *)(o->hostname ? o->hostname : "sim-agent");
-  info.n_resources = rp->n_resources;
-  info.resources = rp->resources;
-  Meseta__V1__AgentMessage__Register reg = MESETA__V1__AGENT_MESSAGE__REGISTER__INIT;
-  reg.agent_info = &info;
-  reg.version = "sim";
-  Meseta__V1__AgentMessage m = MESETA__V1__AGENT_MESSAGE__INIT;
-  m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER;
-  m.register_ = &reg;
+  a->hostname = ms_xstrdup(o->hostname ? o->hostname : "sim-agent");
+  a->reconnect = o->more_targets != NULL;
+  a->ledger = o->ledger;
+  a->targets = targets_of(target, o->more_targets, &a->ntargets);
+  a->chs = ms_xcalloc(a->ntargets, sizeof(*a->chs));
   int rc = MS_ERR;
-  if (!(a->ch = ms_rpc_channel_new(target, NULL, err)) ||
-      !(a->st = ms_rpc_stream_open(a->ch, CONNECT, NULL, NULL, err)) ||
-      ms_rpc_stream_send(a->st, &m.base, err) < 0)
-    goto out;
+  for (size_t i = 0; i < a->ntargets; i++)
+    if (!(a->chs[i] = ms_rpc_channel_new(a->targets[i], NULL, err)))
+      goto out;
   a->rx_started = pthread_create(&a->rx, NULL, agent_rx, a) == 0;
   a->ticker_started = pthread_create(&a->ticker, NULL, agent_tick, a) == 0;
   int64_t end = ms_time_mono_ms() + START_TIMEOUT_MS;
@@ -233,7 +389,6 @@ ms_sim_agent *ms_sim_agent_start(const char *target, const ms_sim_agent_options 
            : ms_error_set(err, MS_DEADLINE_EXCEEDED, "simulated agent: no REGISTERED from `%s`", target);
   pthread_mutex_unlock(&a->mu);
 out:
-  ms_resources_proto_free(rp);
   if (rc < 0) {
     ms_sim_agent_free(a);
     return NULL;
@@ -248,30 +403,44 @@ const char *ms_sim_agent_id(const ms_sim_agent *a) {
 void ms_sim_agent_stats_get(ms_sim_agent *a, ms_sim_agent_stats *ret) {
   pthread_mutex_lock(&a->mu);
   *ret = a->stats;
+  ret->unacked = a->nupd;
+  ret->connected = a->connected;
   pthread_mutex_unlock(&a->mu);
 }
 
 void ms_sim_agent_disconnect(ms_sim_agent *a) {
+  pthread_mutex_lock(&a->mu);
+  a->stop = true; /* for good: no reconnection */
   if (a->st)
     ms_rpc_stream_cancel(a->st);
+  pthread_mutex_unlock(&a->mu);
 }
 
 void ms_sim_agent_free(ms_sim_agent *a) {
   if (!a)
     return;
-  pthread_mutex_lock(&a->mu);
-  a->stop = true;
-  pthread_mutex_unlock(&a->mu);
   ms_sim_agent_disconnect(a);
   if (a->rx_started)
     pthread_join(a->rx, NULL);
   if (a->ticker_started)
     pthread_join(a->ticker, NULL);
-  ms_rpc_stream_free(a->st);
-  ms_rpc_channel_free(a->ch);
+  for (size_t i = 0; i < a->ntargets; i++) {
+    ms_rpc_channel_free(a->chs[i]);
+    free(a->targets[i]);
+  }
+  free(a->chs);
+  free(a->targets);
   while (a->ntasks)
     agent_drop_task(a, 0);
   free(a->tasks);
+  for (size_t i = 0; i < a->nupd; i++) {
+    free(a->upd[i].framework_id);
+    free(a->upd[i].task_id);
+  }
+  free(a->upd);
+  ms_resources_proto_free(a->rp);
+  ms_resources_free(a->total);
+  free(a->hostname);
   free(a->id);
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->cv);
@@ -280,8 +449,26 @@ void ms_sim_agent_free(ms_sim_agent *a) {
 
 /* ---- frameworks ---- */
 
+/* A task this framework launched, for ms_sim_framework_tasks. */
+typedef struct sim_ftask {
+  char *id;
+  int state; /* 0: accept in flight, 1: accepted, 2: uncertain */
+  uint64_t epoch;
+  uint32_t nterminal;
+  uint8_t uuid[16]; /* of the first terminal update */
+} sim_ftask;
+
 struct ms_sim_framework {
-  ms_rpc_channel *ch;
+  char **targets;
+  ms_rpc_channel **chs;
+  size_t ntargets, cur;
+  bool reconnect, stop, connected;
+  ms_sim_ledger *ledger;
+  uint64_t epoch; /* subscriptions so far */
+  sim_ftask *ft;
+  size_t nft, capft;
+  char **old_streams; /* stream ids of earlier subscriptions, kept for racing readers */
+  size_t nold;
   ms_rpc_stream *st;
   char *name, *role, *id, *stream_id;
   ms_resources *task_res; /* ACCEPT: one task, without allocation role */
@@ -294,7 +481,7 @@ struct ms_sim_framework {
   ms_sim_mode mode;
   Meseta__V1__Offer **held;
   size_t nheld, capheld;
-  uint64_t next_task;
+  uint64_t next_task, finished_later;
   ms_sim_framework_stats stats;
 };
 
@@ -306,8 +493,11 @@ static void fill_ids(ms_sim_framework *f, Meseta__V1__FrameworkID *fid) {
 int ms_sim_framework_call(ms_sim_framework *f, const Meseta__V1__SchedulerCallRequest *req, ms_error **err) {
   ProtobufCMessage *resp = NULL;
   ms_rpc_call_options co = {.timeout_ms = 10000};
-  if (ms_rpc_unary(f->ch, SCHED_CALL, &req->base, &meseta__v1__scheduler_call_response__descriptor, &co,
-                   &resp, err) < 0)
+  pthread_mutex_lock(&f->mu);
+  ms_rpc_channel *ch = f->chs[f->cur];
+  pthread_mutex_unlock(&f->mu);
+  if (ms_rpc_unary(ch, SCHED_CALL, &req->base, &meseta__v1__scheduler_call_response__descriptor, &co, &resp,
+                   err) < 0)
     return MS_ERR;
   free_msg(resp);
   return 0;
@@ -322,6 +512,7 @@ static void count_failure(ms_sim_framework *f) {
 int ms_sim_framework_decline(ms_sim_framework *f, const char *offer_id, int64_t refuse_ms, ms_error **err) {
   Meseta__V1__FrameworkID fid;
   fill_ids(f, &fid);
+  sim_ledger_offer_gone(f->ledger, f, offer_id);
   Meseta__V1__OfferID oid = MESETA__V1__OFFER_ID__INIT;
   oid.value = (char *)offer_id;
   Meseta__V1__OfferID *oids[] = {&oid};
@@ -399,6 +590,7 @@ static int launch_set(ms_sim_framework *f, const Meseta__V1__Offer *offer, const
   Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
   c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACCEPT;
   c.accept = &a;
+  sim_ledger_offer_gone(f->ledger, f, offer->id->value);
   int rc = ms_sim_framework_call(f, &c, err);
   ms_resources_proto_free(rp);
   return rc;
@@ -412,6 +604,29 @@ int ms_sim_framework_launch(ms_sim_framework *f, const Meseta__V1__Offer *offer,
   int rc = launch_set(f, offer, task_id, res, err);
   ms_resources_free(res);
   return rc;
+}
+
+/* The lock is held. */
+static sim_ftask *ft_find(ms_sim_framework *f, const char *id) {
+  for (size_t i = f->nft; i-- > 0;)
+    if (strcmp(f->ft[i].id, id) == 0)
+      return &f->ft[i];
+  return NULL;
+}
+
+void ms_sim_framework_tasks(ms_sim_framework *f, ms_sim_task_summary *ret) {
+  memset(ret, 0, sizeof(*ret));
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->nft; i++) {
+    const sim_ftask *t = &f->ft[i];
+    ret->accepted += t->state == 1;
+    ret->uncertain += t->state == 2;
+    ret->terminal += t->nterminal > 0;
+    ret->open += t->state == 1 && !t->nterminal;
+    ret->duplicated += t->nterminal > 1;
+  }
+  ret->finished_later = f->finished_later;
+  pthread_mutex_unlock(&f->mu);
 }
 
 /* ACCEPT mode: one task if the offer holds it and the budget allows, else decline. */
@@ -428,6 +643,11 @@ static void fw_use_offer(ms_sim_framework *f, const Meseta__V1__Offer *o, ms_sim
       if (launch) {
         snprintf(task_id, sizeof(task_id), "%s-t%llu", f->name, (unsigned long long)f->next_task++);
         f->stats.launched++;
+        if (f->nft == f->capft) {
+          f->capft = f->capft ? 2 * f->capft : 64;
+          f->ft = ms_xrealloc(f->ft, f->capft * sizeof(*f->ft));
+        }
+        f->ft[f->nft++] = (sim_ftask){ms_xstrdup(task_id), 0, f->epoch, 0, {0}};
       }
       pthread_mutex_unlock(&f->mu);
     }
@@ -440,6 +660,11 @@ static void fw_use_offer(ms_sim_framework *f, const Meseta__V1__Offer *o, ms_sim
     f->stats.call_failures++;
   else if (!launch)
     f->stats.declined++;
+  if (launch) {
+    sim_ftask *t = ft_find(f, task_id);
+    if (t)
+      t->state = rc < 0 ? 2 : 1;
+  }
   pthread_mutex_unlock(&f->mu);
 }
 
@@ -459,9 +684,44 @@ static void fw_ack(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) {
     count_failure(f);
 }
 
+static bool ms_sim_terminal(Meseta__V1__TaskState s) {
+  switch (s) {
+  case MESETA__V1__TASK_STATE__TASK_FINISHED:
+  case MESETA__V1__TASK_STATE__TASK_FAILED:
+  case MESETA__V1__TASK_STATE__TASK_KILLED:
+  case MESETA__V1__TASK_STATE__TASK_ERROR:
+  case MESETA__V1__TASK_STATE__TASK_LOST:
+  case MESETA__V1__TASK_STATE__TASK_DROPPED:
+  case MESETA__V1__TASK_STATE__TASK_GONE:
+  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
+    return true;
+  default:
+    return false;
+  }
+}
+
 static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) {
   pthread_mutex_lock(&f->mu);
   f->stats.updates++;
+  sim_ftask *t = st->task_id ? ft_find(f, st->task_id->value) : NULL;
+  bool fresh = true; /* not a resend of a terminal update already seen */
+  if (t && ms_sim_terminal(st->state)) {
+    if (t->nterminal && st->uuid.len == 16 && memcmp(t->uuid, st->uuid.data, 16) == 0) {
+      fresh = false;
+    } else {
+      if (!t->nterminal && st->uuid.len == 16)
+        memcpy(t->uuid, st->uuid.data, 16);
+      if (!t->nterminal && st->state == MESETA__V1__TASK_STATE__TASK_FINISHED && f->epoch > t->epoch)
+        f->finished_later++;
+      t->nterminal++;
+    }
+  }
+  if (!fresh) {
+    pthread_mutex_unlock(&f->mu);
+    if (st->uuid.len == 16 && st->agent_id)
+      fw_ack(f, st);
+    return;
+  }
   switch (st->state) {
   case MESETA__V1__TASK_STATE__TASK_RUNNING:
     f->stats.running++;
@@ -488,16 +748,27 @@ static void fw_on_event(ms_sim_framework *f, Meseta__V1__Event *ev) {
   ms_sim_mode mode = f->mode;
   switch (ev->event_case) {
   case MESETA__V1__EVENT__EVENT_SUBSCRIBED:
-    f->id = ms_xstrdup(ev->subscribed->framework_id->value);
+    if (!f->id)
+      f->id = ms_xstrdup(ev->subscribed->framework_id->value);
+    else
+      f->stats.resubscriptions++;
+    if (f->stream_id) {
+      f->old_streams = ms_xrealloc(f->old_streams, (f->nold + 1) * sizeof(*f->old_streams));
+      f->old_streams[f->nold++] = f->stream_id;
+    }
     f->stream_id = ms_xstrdup(ev->subscribed->stream_id);
-    f->subscribed = true;
+    f->subscribed = f->connected = true;
+    f->epoch++;
     break;
   case MESETA__V1__EVENT__EVENT_OFFERS:
     f->stats.offer_events++;
     f->stats.offers += ev->offers->n_offers;
+    for (size_t i = 0; i < ev->offers->n_offers; i++)
+      sim_ledger_offer(f->ledger, f, ev->offers->offers[i]);
     break;
   case MESETA__V1__EVENT__EVENT_RESCIND:
     f->stats.rescinds++;
+    sim_ledger_offer_gone(f->ledger, f, ev->rescind->offer_id->value);
     for (size_t i = 0; i < f->nheld; i++)
       if (strcmp(f->held[i]->id->value, ev->rescind->offer_id->value) == 0) {
         free_msg(f->held[i]);
@@ -532,14 +803,55 @@ static void fw_on_event(ms_sim_framework *f, Meseta__V1__Event *ev) {
     fw_on_update(f, ev->update->status);
 }
 
+static ms_rpc_stream *fw_open(ms_sim_framework *f) {
+  char *roles[] = {f->role};
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = f->id;
+  Meseta__V1__FrameworkInfo info = MESETA__V1__FRAMEWORK_INFO__INIT;
+  info.name = f->name;
+  info.user = "sim";
+  info.n_roles = 1;
+  info.roles = roles;
+  info.id = f->id ? &fid : NULL; /* the same framework after a failover */
+  Meseta__V1__SubscribeRequest req = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
+  req.framework_info = &info;
+  Meseta__V1__FrameworkSubscription sub = MESETA__V1__FRAMEWORK_SUBSCRIPTION__INIT;
+  sub.request = &req;
+  return ms_rpc_stream_open(f->chs[f->cur], SUBSCRIBE, &sub.base, NULL, NULL);
+}
+
 static void *fw_rx(void *arg) {
   ms_sim_framework *f = arg;
+  int64_t backoff = 100;
   for (;;) {
-    ProtobufCMessage *m = NULL;
-    if (ms_rpc_stream_recv(f->st, &meseta__v1__event__descriptor, &m, NULL) != 1)
+    pthread_mutex_lock(&f->mu);
+    ms_rpc_stream *st = f->stop ? NULL : fw_open(f);
+    f->st = st;
+    pthread_mutex_unlock(&f->mu);
+    for (; st;) {
+      ProtobufCMessage *m = NULL;
+      if (ms_rpc_stream_recv(st, &meseta__v1__event__descriptor, &m, NULL) != 1)
+        break;
+      fw_on_event(f, (Meseta__V1__Event *)m);
+      free_msg(m);
+      backoff = 100;
+    }
+    pthread_mutex_lock(&f->mu);
+    f->st = NULL;
+    f->connected = false;
+    for (size_t i = 0; i < f->nheld; i++) /* the old leader's offers are void */
+      free_msg(f->held[i]);
+    f->nheld = 0;
+    bool again = f->reconnect && !f->stop;
+    pthread_mutex_unlock(&f->mu);
+    sim_ledger_offer_gone(f->ledger, f, NULL);
+    ms_rpc_stream_free(st);
+    if (!again || !nap(&f->mu, &f->stop, backoff))
       break;
-    fw_on_event(f, (Meseta__V1__Event *)m);
-    free_msg(m);
+    pthread_mutex_lock(&f->mu);
+    f->cur = (f->cur + 1) % f->ntargets;
+    pthread_mutex_unlock(&f->mu);
+    backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
   }
   pthread_mutex_lock(&f->mu);
   f->failed = true;
@@ -556,24 +868,18 @@ ms_sim_framework *ms_sim_framework_start(const char *target, const ms_sim_framew
   f->mode = o->mode;
   f->max_tasks = o->max_tasks;
   f->refuse_ms = o->refuse_ms;
+  f->reconnect = o->more_targets != NULL;
+  f->ledger = o->ledger;
+  f->targets = targets_of(target, o->more_targets, &f->ntargets);
+  f->chs = ms_xcalloc(f->ntargets, sizeof(*f->chs));
   if (o->task_resources && ms_resources_parse_text(o->task_resources, NULL, &f->task_res, err) < 0) {
     ms_sim_framework_free(f);
     return NULL;
   }
-  char *roles[] = {f->role};
-  Meseta__V1__FrameworkInfo info = MESETA__V1__FRAMEWORK_INFO__INIT;
-  info.name = f->name;
-  info.user = "sim";
-  info.n_roles = 1;
-  info.roles = roles;
-  Meseta__V1__SubscribeRequest req = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
-  req.framework_info = &info;
-  Meseta__V1__FrameworkSubscription sub = MESETA__V1__FRAMEWORK_SUBSCRIPTION__INIT;
-  sub.request = &req;
   int rc = MS_ERR;
-  if (!(f->ch = ms_rpc_channel_new(target, NULL, err)) ||
-      !(f->st = ms_rpc_stream_open(f->ch, SUBSCRIBE, &sub.base, NULL, err)))
-    goto out;
+  for (size_t i = 0; i < f->ntargets; i++)
+    if (!(f->chs[i] = ms_rpc_channel_new(f->targets[i], NULL, err)))
+      goto out;
   f->rx_started = pthread_create(&f->rx, NULL, fw_rx, f) == 0;
   int64_t end = ms_time_mono_ms() + START_TIMEOUT_MS;
   pthread_mutex_lock(&f->mu);
@@ -605,6 +911,7 @@ const char *ms_sim_framework_stream_id(const ms_sim_framework *f) {
 void ms_sim_framework_stats_get(ms_sim_framework *f, ms_sim_framework_stats *ret) {
   pthread_mutex_lock(&f->mu);
   *ret = f->stats;
+  ret->connected = f->connected;
   pthread_mutex_unlock(&f->mu);
 }
 
@@ -627,8 +934,11 @@ Meseta__V1__Offer *ms_sim_framework_take_offer(ms_sim_framework *f) {
 }
 
 void ms_sim_framework_disconnect(ms_sim_framework *f) {
+  pthread_mutex_lock(&f->mu);
+  f->stop = true; /* for good: no reconnection */
   if (f->st)
     ms_rpc_stream_cancel(f->st);
+  pthread_mutex_unlock(&f->mu);
 }
 
 void ms_sim_framework_free(ms_sim_framework *f) {
@@ -637,8 +947,18 @@ void ms_sim_framework_free(ms_sim_framework *f) {
   ms_sim_framework_disconnect(f);
   if (f->rx_started)
     pthread_join(f->rx, NULL);
-  ms_rpc_stream_free(f->st);
-  ms_rpc_channel_free(f->ch);
+  for (size_t i = 0; i < f->ntargets; i++) {
+    ms_rpc_channel_free(f->chs[i]);
+    free(f->targets[i]);
+  }
+  free(f->chs);
+  free(f->targets);
+  for (size_t i = 0; i < f->nft; i++)
+    free(f->ft[i].id);
+  free(f->ft);
+  for (size_t i = 0; i < f->nold; i++)
+    free(f->old_streams[i]);
+  free(f->old_streams);
   for (size_t i = 0; i < f->nheld; i++)
     free_msg(f->held[i]);
   free(f->held);

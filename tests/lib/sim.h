@@ -13,6 +13,17 @@
  * with `refuse_ms`) or declined (DECLINE); updates with a uuid are acknowledged;
  * everything is counted.
  *
+ * Failover. Given more_targets (other allocators), an agent or framework whose stream
+ * fails or is refused (a standby answers UNAVAILABLE) tries the next address with
+ * backoff, then re-registers (same agent id, its running tasks, its status updates not
+ * yet acknowledged resent) or re-subscribes (same framework id; offers of the old
+ * leader are dropped). Agents keep every status update until it is acknowledged and
+ * resend it every second. Without more_targets a broken stream stays broken.
+ *
+ * A ledger (optional, shared by agents and frameworks) checks that no resource is
+ * offered twice: per agent, the offers frameworks hold plus the tasks the agent runs
+ * never exceed its total (checked at every offer and launch).
+ *
  * Threads: every function may be called from the test's thread while the simulators
  * run; stats are snapshots. Ownership: strings returned belong to the handle; offers
  * returned by ms_sim_framework_take_offer are the caller's
@@ -25,20 +36,34 @@
 #include "meseta/error.h"
 #include "meseta/v1/allocator.pb-c.h"
 
+/* ---- the ledger ---- */
+
+typedef struct ms_sim_ledger ms_sim_ledger;
+ms_sim_ledger *ms_sim_ledger_new(void);
+void ms_sim_ledger_free(ms_sim_ledger *l); /* after every agent and framework using it */
+/* How often held offers plus running tasks exceeded an agent's total (each logged to
+ * stderr), and how many checks were made. */
+uint64_t ms_sim_ledger_violations(ms_sim_ledger *l, uint64_t *checks);
+
 /* ---- agents ---- */
 
 typedef struct ms_sim_agent ms_sim_agent;
 
 typedef struct ms_sim_agent_options {
-  const char *hostname;  /* NULL: "sim-agent" */
-  const char *resources; /* text form: "cpus:4;mem:4096" */
-  int64_t task_ms;       /* see above */
+  const char *hostname;            /* NULL: "sim-agent" */
+  const char *resources;           /* text form: "cpus:4;mem:4096" */
+  int64_t task_ms;                 /* see above */
+  const char *const *more_targets; /* NULL-terminated; see Failover */
+  ms_sim_ledger *ledger;           /* NULL: none */
 } ms_sim_agent_options;
 
 typedef struct ms_sim_agent_stats {
   uint64_t run_tasks; /* tasks launched here (groups count each task) */
   uint64_t kills, acks, pings;
-  uint64_t running; /* tasks running now */
+  uint64_t running;         /* tasks running now */
+  uint64_t reregistrations; /* REREGISTERED answers */
+  uint64_t unacked;         /* status updates not acknowledged yet */
+  bool connected;           /* registered on a live stream now */
 } ms_sim_agent_stats;
 
 /* Connects and registers; returns once REGISTERED came (at most 10 s). */
@@ -59,16 +84,32 @@ typedef struct ms_sim_framework_options {
   const char *name; /* also the prefix of task ids */
   const char *role; /* NULL: "*" */
   ms_sim_mode mode;
-  const char *task_resources; /* ACCEPT: one task's resources, text form */
-  uint32_t max_tasks;         /* ACCEPT: launches in all (0: no limit); past it, offers are declined */
-  int64_t refuse_ms;          /* declines and accept remainders; negative: the default */
+  const char *task_resources;      /* ACCEPT: one task's resources, text form */
+  uint32_t max_tasks;              /* ACCEPT: launches in all (0: no limit); past it, offers are declined */
+  int64_t refuse_ms;               /* declines and accept remainders; negative: the default */
+  const char *const *more_targets; /* NULL-terminated; see Failover */
+  ms_sim_ledger *ledger;           /* NULL: none */
 } ms_sim_framework_options;
 
 typedef struct ms_sim_framework_stats {
   uint64_t offer_events, offers, rescinds, launched, declined;
   uint64_t running, finished, killed, lost, updates, errors, heartbeats;
-  uint64_t call_failures; /* its own accepts / declines / acks refused */
+  uint64_t call_failures;   /* its own accepts / declines / acks refused */
+  uint64_t resubscriptions; /* SUBSCRIBED answers after the first */
+  bool connected;           /* subscribed on a live stream now */
 } ms_sim_framework_stats;
+
+/* The fate of the tasks an ACCEPT-mode framework launched, by task id. Terminal
+ * updates are counted once per uuid (an agent resends until acknowledged). */
+typedef struct ms_sim_task_summary {
+  uint64_t accepted;       /* accept answered OK */
+  uint64_t uncertain;      /* the accept failed (e.g. the leader died): maybe launched */
+  uint64_t terminal;       /* accepted or uncertain tasks with a terminal state */
+  uint64_t open;           /* accepted tasks without one yet */
+  uint64_t duplicated;     /* tasks with two different terminal updates */
+  uint64_t finished_later; /* FINISHED after a re-subscription that came after the launch */
+} ms_sim_task_summary;
+void ms_sim_framework_tasks(ms_sim_framework *f, ms_sim_task_summary *ret);
 
 /* Subscribes; returns once SUBSCRIBED came (at most 10 s). */
 ms_sim_framework *ms_sim_framework_start(const char *target, const ms_sim_framework_options *o,

@@ -1,0 +1,189 @@
+/* A new leader's recovery: load the registry (agents, frameworks, weights, quota),
+ * then accept re-registrations and re-subscriptions while holding offers until
+ * --recovery-agent-fraction of the ADMITTED agents are back or --recovery-timeout
+ * passed. Agents still missing then are marked UNREACHABLE in the registry;
+ * frameworks still missing get their failover timeout.
+ *
+ * Everything here runs on the owner thread. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meseta/alloc.h"
+#include "meseta/log.h"
+#include "meseta/values.h"
+
+#include "alloc-svc-internal.h"
+
+#define LOAD_RETRY_MS 1000
+
+static void free_expected(alloc_service *s) {
+  for (uint32_t i = 0; i < s->expected.n; i++) {
+    free(s->expected.v[i]->key);
+    free(s->expected.v[i]);
+  }
+  svc_table_release(&s->expected);
+}
+
+static void cancel(alloc_service *s, uint64_t *t) {
+  if (*t)
+    ms_loop_cancel_timer(s->loop, *t);
+  *t = 0;
+}
+
+void svc_recovery_reset(alloc_service *s) {
+  cancel(s, &s->recovery_timer);
+  cancel(s, &s->load_timer);
+  free_expected(s);
+  s->nexpected = 0;
+  s->loading = s->recovering = false;
+}
+
+void svc_recovery_start(alloc_service *s) {
+  s->loading = true;
+  ms_log_info(NULL, "recovering: loading the registry");
+  svc_reg_load(s);
+}
+
+static void retry_load(ms_loop *loop, uint64_t id, void *arg) {
+  (void)loop;
+  (void)id;
+  alloc_service *s = arg;
+  s->load_timer = 0;
+  if (s->leading && s->loading && !s->closing)
+    svc_reg_load(s);
+}
+
+static void finish(alloc_service *s, const char *why) {
+  if (!s->recovering)
+    return;
+  s->recovering = false;
+  cancel(s, &s->recovery_timer);
+  ms_log_info(NULL, "recovery done (%s): %u of %u agents back; offers resume", why,
+              s->nexpected - s->expected.n, s->nexpected);
+  /* The ones still missing may come back later, as UNREACHABLE agents do. */
+  for (uint32_t i = 0; i < s->expected.n; i++) {
+    const char *id = s->expected.v[i]->key;
+    ms_log_warn(id, "agent did not re-register in time: marked unreachable");
+    svc_agent_rec_set(s, id, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE);
+    svc_reg_agent_state(s, id, NULL, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE, NULL, NULL);
+  }
+  free_expected(s);
+  svc_frameworks_recovered(s);
+  svc_want_cycle(s);
+}
+
+static void check_done(alloc_service *s) {
+  uint32_t back = s->nexpected - s->expected.n;
+  if (s->recovering && (double)back + 1e-9 >= s->cfg.recovery_agent_fraction * s->nexpected)
+    finish(s, "enough agents are back");
+}
+
+static void recovery_tick(ms_loop *loop, uint64_t id, void *arg) {
+  (void)loop;
+  (void)id;
+  alloc_service *s = arg;
+  s->recovery_timer = 0;
+  finish(s, "the recovery timeout passed");
+}
+
+void svc_recovery_agent_back(alloc_service *s, const char *id) {
+  if (!s->recovering)
+    return;
+  svc_entry *e = svc_table_get(&s->expected, id);
+  if (!e)
+    return;
+  svc_table_del(&s->expected, e);
+  free(e->key);
+  free(e);
+  check_done(s);
+}
+
+static int load_quota(alloc_service *s, const Meseta__V1__QuotaConfig *q, ms_error **err) {
+  ms_quantities g = {0}, l = {0};
+  int rc = 0;
+  for (int pass = 0; pass < 2 && rc == 0; pass++) {
+    size_t n = pass ? q->n_limits : q->n_guarantees;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+      const char *key = pass ? q->limits[i]->key : q->guarantees[i]->key;
+      const Meseta__V1__Value__Scalar *v = pass ? q->limits[i]->value : q->guarantees[i]->value;
+      ms_name name;
+      ms_scalar sc;
+      if ((rc = ms_name_intern(key, strlen(key), &name, err)) < 0 ||
+          (rc = ms_scalar_from_double(v ? v->value : 0, pass ? "limits" : "guarantees", &sc, err)) < 0)
+        break;
+      ms_quantities_set(pass ? &l : &g, name, sc);
+    }
+  }
+  if (rc == 0)
+    rc = alloc_model_set_quota(s->model, q->role, &g, q->n_limits ? &l : NULL, err);
+  ms_quantities_release(&g);
+  ms_quantities_release(&l);
+  return rc;
+}
+
+static void load_record(alloc_service *s, const Meseta__V1__Record *r, uint32_t *nfw) {
+  ms_error *err = NULL;
+  int rc = 0;
+  switch (r->body_case) {
+  case MESETA__V1__RECORD__BODY_AGENT:
+    svc_agent_rec_set(s, r->id, r->agent->state);
+    if (r->agent->state == MESETA__V1__AGENT_RECORD__STATE__ADMITTED && !svc_table_get(&s->expected, r->id)) {
+      svc_entry *e = ms_xcalloc(1, sizeof(*e));
+      e->key = ms_xstrdup(r->id);
+      svc_table_put(&s->expected, e);
+    }
+    break;
+  case MESETA__V1__RECORD__BODY_FRAMEWORK:
+    if (!r->framework->info)
+      break;
+    if (r->framework->completed_time) {
+      if (!svc_table_get(&s->torn_down, r->id)) {
+        svc_entry *e = ms_xcalloc(1, sizeof(*e));
+        e->key = ms_xstrdup(r->id);
+        svc_table_put(&s->torn_down, e);
+      }
+    } else if ((rc = svc_framework_restore(s, r->framework->info, &err)) == 0) {
+      (*nfw)++;
+    }
+    break;
+  case MESETA__V1__RECORD__BODY_WEIGHT:
+    if (r->weight->weight)
+      rc = alloc_model_set_weight(s->model, r->weight->weight->role, r->weight->weight->weight, &err);
+    break;
+  case MESETA__V1__RECORD__BODY_QUOTA:
+    if (r->quota->config)
+      rc = load_quota(s, r->quota->config, &err);
+    break;
+  default:
+    break;
+  }
+  if (rc < 0) {
+    ms_log_warn(r->id, "registry record not loaded: %s", err->msg);
+    ms_error_free(err);
+  }
+}
+
+void svc_recovery_loaded(alloc_service *s, const svc_reg_loaded *l, const ms_error *err, bool current) {
+  if (!current || !s->leading || !s->loading)
+    return;
+  if (err) {
+    ms_log_warn(NULL, "recovering: loading the registry failed (%s); retrying", err->msg);
+    s->load_timer = ms_loop_add_timer(s->loop, LOAD_RETRY_MS, 0, retry_load, s);
+    return;
+  }
+  uint32_t nfw = 0;
+  for (size_t i = 0; i < l->npages; i++)
+    for (size_t k = 0; k < l->pages[i]->n_records; k++)
+      load_record(s, l->pages[i]->records[k], &nfw);
+  s->nexpected = s->expected.n;
+  s->loading = false;
+  s->recovering = true;
+  ms_log_info(NULL, "registry loaded: %u agents expected back, %u frameworks known; holding offers",
+              s->nexpected, nfw);
+  svc_start_timers(s);
+  svc_set_health(s, true);
+  int64_t t = s->cfg.recovery_timeout_ms;
+  s->recovery_timer = ms_loop_add_timer(s->loop, t, 0, recovery_tick, s);
+  check_done(s);
+}

@@ -1,0 +1,375 @@
+/* Two meseta-allocators over one meseta-registry and a real etcd: admission records,
+ * the standby's refusals, and a leader killed under load (the standby loads the
+ * registry, agents re-register and frameworks re-subscribe with their ids, nothing is
+ * offered twice, no task is lost or duplicated). Waits are bounded hang guards, never
+ * timing assertions. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meseta/alloc.h"
+#include "meseta/rpc.h"
+#include "meseta/time.h"
+#include "meseta/v1/agent_link.pb-c.h"
+#include "meseta/v1/registry.pb-c.h"
+
+#include "etcd-harness.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "proc.h"
+#include "sim.h"
+#include "testlib.h"
+
+#define WAIT_MS 30000
+#define NAGENTS 5
+#define NFW 2
+
+static ms_test_etcd *etcd;
+static char *dir;
+
+typedef struct cluster {
+  ms_test_proc *registry;
+  ms_test_proc *alloc[2];
+  const char *addr[2];
+} cluster;
+
+static ms_test_proc *start(const char *name, const char *const *argv) {
+  ms_error *err = NULL;
+  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
+  if (!p)
+    fprintf(stderr, "%s\n", err->msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  return p;
+}
+
+static void start_cluster(cluster *c, const char *tag) {
+  _cleanup_free_ char *reg = ms_test_binary("services/registry/meseta-registry");
+  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
+  _cleanup_free_ char *prefix = ms_xasprintf("/test/%s", tag);
+  _cleanup_free_ char *election = ms_xasprintf("alloc-%s", tag);
+  _cleanup_free_ char *rname = ms_xasprintf("registry-%s", tag);
+  const char *rargv[] = {reg,
+                         "--listen",
+                         "127.0.0.1:0",
+                         "--etcd-endpoints",
+                         ms_test_etcd_endpoint(etcd),
+                         "--key-prefix",
+                         prefix,
+                         "--election",
+                         election,
+                         NULL};
+  c->registry = start(rname, rargv);
+  for (int i = 0; i < 2; i++) {
+    _cleanup_free_ char *name = ms_xasprintf("allocator-%s-%d", tag, i);
+    const char *argv[] = {bin,
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--allocation-interval",
+                          "100ms",
+                          "--heartbeat-interval",
+                          "1s",
+                          "--etcd-endpoints",
+                          ms_test_etcd_endpoint(etcd),
+                          "--election",
+                          election,
+                          "--leader-lease",
+                          "2s",
+                          "--registry",
+                          ms_test_proc_address(c->registry),
+                          "--recovery-timeout",
+                          "10s",
+                          "--log-level",
+                          "debug",
+                          NULL};
+    c->alloc[i] = start(name, argv);
+    c->addr[i] = ms_test_proc_address(c->alloc[i]);
+  }
+}
+
+static void stop_cluster(cluster *c) {
+  for (int i = 0; i < 2; i++)
+    if (c->alloc[i]) {
+      int rc = ms_test_proc_stop(c->alloc[i], SIGTERM);
+      CU_ASSERT(rc == 0 || rc == 128 + SIGKILL);
+      ms_test_proc_free(c->alloc[i]);
+    }
+  CU_ASSERT_EQUAL(ms_test_proc_stop(c->registry, SIGTERM), 0);
+  ms_test_proc_free(c->registry);
+}
+
+/* 1 SERVING, 0 NOT_SERVING, -1 no answer. */
+static int health(const char *addr) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
+  if (!ch)
+    return -1;
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  req.service = "";
+  ProtobufCMessage *resp = NULL;
+  ms_rpc_call_options co = {.timeout_ms = 2000};
+  int r = -1;
+  if (ms_rpc_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+                   &grpc__health__v1__health_check_response__descriptor, &co, &resp, NULL) == 0) {
+    r = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
+        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  ms_rpc_channel_free(ch);
+  return r;
+}
+
+typedef struct who {
+  cluster *c;
+  int leader;
+} who;
+
+static bool one_leader(void *ctx) {
+  who *w = ctx;
+  int h0 = health(w->c->addr[0]), h1 = health(w->c->addr[1]);
+  if (getenv("DEBUG_HEALTH"))
+    fprintf(stderr, "health %d %d\n", h0, h1);
+  w->leader = h0 == 1 && h1 == 0 ? 0 : h1 == 1 && h0 == 0 ? 1 : -1;
+  return w->leader >= 0;
+}
+
+static bool serving(void *ctx) {
+  return health(ctx) == 1;
+}
+
+/* ---- a standby refuses; admission is durable ---- */
+
+static void test_standby_and_admission(void) {
+  cluster c = {0};
+  start_cluster(&c, "admission");
+  who w = {&c, -1};
+  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &w, WAIT_MS));
+  const char *leader = c.addr[w.leader], *standby = c.addr[1 - w.leader];
+
+  /* The standby: UNAVAILABLE to a scheduler call and to an agent's link. */
+  ms_error *err = NULL;
+  ms_rpc_channel *ch = ms_rpc_channel_new(standby, NULL, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+  Meseta__V1__ReviveRequest rv = MESETA__V1__REVIVE_REQUEST__INIT;
+  Meseta__V1__SchedulerCallRequest call = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  call.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_REVIVE;
+  call.revive = &rv;
+  ProtobufCMessage *resp = NULL;
+  CU_ASSERT_EQUAL(ms_rpc_unary(ch, "/meseta.v1.Allocator/SchedulerCall", &call.base,
+                               &meseta__v1__scheduler_call_response__descriptor, NULL, &resp, &err),
+                  MS_ERR);
+  CU_ASSERT_EQUAL_FATAL(err->code, MS_UNAVAILABLE);
+  ms_error_free(err);
+  err = NULL;
+  ms_rpc_stream *st = ms_rpc_stream_open(ch, "/meseta.v1.AgentLink/Connect", NULL, NULL, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+  ProtobufCMessage *m = NULL;
+  CU_ASSERT_EQUAL(ms_rpc_stream_recv(st, &meseta__v1__allocator_message__descriptor, &m, &err), MS_ERR);
+  CU_ASSERT_EQUAL(err ? err->code : MS_OK, MS_UNAVAILABLE);
+  ms_error_free(err);
+  err = NULL;
+  ms_rpc_stream_free(st);
+  ms_rpc_channel_free(ch);
+
+  /* The leader admits an agent through the registry before REGISTERED. */
+  ms_sim_agent_options ao = {.hostname = "node-1", .resources = "cpus:2;mem:1024"};
+  ms_sim_agent *a = ms_sim_agent_start(leader, &ao, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+  ms_rpc_channel *rch = ms_rpc_channel_new(ms_test_proc_address(c.registry), NULL, &err);
+  Meseta__V1__GetRequest g = MESETA__V1__GET_REQUEST__INIT;
+  g.kind = MESETA__V1__RECORD_KIND__AGENT;
+  g.id = (char *)ms_sim_agent_id(a);
+  CU_ASSERT_EQUAL_FATAL(ms_rpc_unary(rch, "/meseta.v1.Registry/Get", &g.base, &meseta__v1__record__descriptor,
+                                     NULL, &resp, &err),
+                        0);
+  Meseta__V1__Record *r = (Meseta__V1__Record *)resp;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r->agent);
+  CU_ASSERT_EQUAL(r->agent->state, MESETA__V1__AGENT_RECORD__STATE__ADMITTED);
+  CU_ASSERT_STRING_EQUAL(r->agent->info->hostname, "node-1");
+  CU_ASSERT_PTR_NOT_NULL(r->agent->admitted_time);
+  protobuf_c_message_free_unpacked(resp, NULL);
+  ms_rpc_channel_free(rch);
+  ms_sim_agent_free(a);
+  stop_cluster(&c);
+}
+
+/* ---- kill -9 the leader under load ---- */
+
+typedef struct world {
+  ms_sim_agent *agents[NAGENTS];
+  ms_sim_framework *fws[NFW];
+} world;
+
+static bool all_back(void *ctx) {
+  world *w = ctx;
+  for (int i = 0; i < NAGENTS; i++) {
+    ms_sim_agent_stats st;
+    ms_sim_agent_stats_get(w->agents[i], &st);
+    if (!st.reregistrations || !st.connected)
+      return false;
+  }
+  for (int i = 0; i < NFW; i++) {
+    ms_sim_framework_stats st;
+    ms_sim_framework_stats_get(w->fws[i], &st);
+    if (!st.resubscriptions || !st.connected)
+      return false;
+  }
+  return true;
+}
+
+static bool finished_after(void *ctx) {
+  world *w = ctx;
+  uint64_t later = 0, launched = 0;
+  for (int i = 0; i < NFW; i++) {
+    ms_sim_task_summary t;
+    ms_sim_framework_tasks(w->fws[i], &t);
+    later += t.finished_later;
+    ms_sim_framework_stats st;
+    ms_sim_framework_stats_get(w->fws[i], &st);
+    launched += st.launched;
+  }
+  return later > 0 && launched > 0;
+}
+
+static uint64_t total_launched(world *w) {
+  uint64_t n = 0;
+  for (int i = 0; i < NFW; i++) {
+    ms_sim_framework_stats st;
+    ms_sim_framework_stats_get(w->fws[i], &st);
+    n += st.launched;
+  }
+  return n;
+}
+
+/* Every framework launched something, and all together more than `than`. */
+typedef struct launched_over {
+  world *w;
+  uint64_t than;
+} launched_over;
+
+static bool launched_more(void *ctx) {
+  launched_over *lo = ctx;
+  for (int i = 0; i < NFW; i++) {
+    ms_sim_framework_stats st;
+    ms_sim_framework_stats_get(lo->w->fws[i], &st);
+    if (!st.launched)
+      return false;
+  }
+  return total_launched(lo->w) > lo->than;
+}
+
+static bool settled(void *ctx) {
+  world *w = ctx;
+  for (int i = 0; i < NFW; i++) {
+    ms_sim_task_summary t;
+    ms_sim_framework_tasks(w->fws[i], &t);
+    if (t.open)
+      return false;
+  }
+  return true;
+}
+
+static void test_failover_under_load(void) {
+  cluster c = {0};
+  start_cluster(&c, "failover");
+  who wl = {&c, -1};
+  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
+  int leader = wl.leader;
+  const char *more[] = {c.addr[1 - leader], NULL};
+  ms_sim_ledger *ledger = ms_sim_ledger_new();
+  world w = {0};
+  ms_error *err = NULL;
+  char *ids[NAGENTS], *fids[NFW];
+  for (int i = 0; i < NAGENTS; i++) {
+    ms_sim_agent_options ao = {.hostname = "node",
+                               .resources = "cpus:4;mem:4096",
+                               .task_ms = 1500,
+                               .more_targets = more,
+                               .ledger = ledger};
+    w.agents[i] = ms_sim_agent_start(c.addr[leader], &ao, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w.agents[i]);
+    ids[i] = ms_xstrdup(ms_sim_agent_id(w.agents[i]));
+  }
+  for (int i = 0; i < NFW; i++) {
+    _cleanup_free_ char *name = ms_xasprintf("fw%d", i);
+    ms_sim_framework_options fo = {.name = name,
+                                   .mode = MS_SIM_ACCEPT,
+                                   .task_resources = "cpus:1;mem:256",
+                                   .refuse_ms = 50,
+                                   .more_targets = more,
+                                   .ledger = ledger};
+    w.fws[i] = ms_sim_framework_start(c.addr[leader], &fo, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(w.fws[i]);
+    fids[i] = ms_xstrdup(ms_sim_framework_id(w.fws[i]));
+  }
+  /* Load: tasks run for 1.5 s each, launched as resources free up; every framework
+   * has tasks running when the leader dies. */
+  launched_over lo = {&w, 0};
+  CU_ASSERT_FATAL(ms_sim_wait(launched_more, &lo, WAIT_MS));
+  ms_sim_framework_stats st;
+
+  CU_ASSERT_EQUAL(ms_test_proc_stop(c.alloc[leader], SIGKILL), 128 + SIGKILL);
+  ms_test_proc_free(c.alloc[leader]);
+  c.alloc[leader] = NULL;
+  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)c.addr[1 - leader], WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(all_back, &w, WAIT_MS));
+  for (int i = 0; i < NAGENTS; i++)
+    CU_ASSERT_STRING_EQUAL(ms_sim_agent_id(w.agents[i]), ids[i]);
+  for (int i = 0; i < NFW; i++)
+    CU_ASSERT_STRING_EQUAL(ms_sim_framework_id(w.fws[i]), fids[i]);
+  /* A task launched before the failover finished after it, and offers flow again. */
+  CU_ASSERT(ms_sim_wait(finished_after, &w, WAIT_MS));
+  lo.than = total_launched(&w);
+  CU_ASSERT(ms_sim_wait(launched_more, &lo, WAIT_MS)); /* the new leader makes offers */
+
+  /* Stop launching; every accepted task reaches exactly one terminal state. */
+  for (int i = 0; i < NFW; i++)
+    ms_sim_framework_set_mode(w.fws[i], MS_SIM_DECLINE);
+  CU_ASSERT(ms_sim_wait(settled, &w, WAIT_MS));
+  for (int i = 0; i < NFW; i++) {
+    ms_sim_task_summary t;
+    ms_sim_framework_tasks(w.fws[i], &t);
+    fprintf(stderr, "fw%d: accepted %llu uncertain %llu terminal %llu open %llu dup %llu later %llu\n", i,
+            (unsigned long long)t.accepted, (unsigned long long)t.uncertain, (unsigned long long)t.terminal,
+            (unsigned long long)t.open, (unsigned long long)t.duplicated,
+            (unsigned long long)t.finished_later);
+    CU_ASSERT_EQUAL(t.open, 0);
+    CU_ASSERT_EQUAL(t.duplicated, 0);
+    ms_sim_framework_stats_get(w.fws[i], &st);
+    CU_ASSERT_EQUAL(st.lost, 0);
+  }
+  uint64_t checks = 0;
+  CU_ASSERT_EQUAL(ms_sim_ledger_violations(ledger, &checks), 0);
+  CU_ASSERT(checks > 0);
+
+  for (int i = 0; i < NFW; i++) {
+    ms_sim_framework_free(w.fws[i]);
+    free(fids[i]);
+  }
+  for (int i = 0; i < NAGENTS; i++) {
+    ms_sim_agent_free(w.agents[i]);
+    free(ids[i]);
+  }
+  ms_sim_ledger_free(ledger);
+  stop_cluster(&c);
+}
+
+int main(int argc, char **argv) {
+  static const ms_test_case cases[] = {
+      {"standby_refuses_admission_is_durable", test_standby_and_admission},
+      {"leader_killed_under_load", test_failover_under_load},
+      {NULL, NULL},
+  };
+  ms_error *err = NULL;
+  dir = ms_test_tmpdir("test-allocator-failover");
+  etcd = ms_test_etcd_start(&err);
+  if (!etcd) {
+    fprintf(stderr, "test-allocator-failover: %s\n", err->msg);
+    return 1;
+  }
+  int rc = ms_test_main(argc, argv, "allocator-failover", cases);
+  ms_test_etcd_free(etcd);
+  if (rc == 0)
+    ms_test_rmtree(dir);
+  else
+    fprintf(stderr, "test-allocator-failover: logs kept in %s\n", dir);
+  free(dir);
+  return rc;
+}
