@@ -3,27 +3,30 @@
 # and runs a local single-machine cluster in the foreground. Ctrl-C (or SIGTERM) stops
 # everything it started. State lives under .state/ and is reused by the next run.
 #
-#   scripts/up.sh [--etcd-port N] [--etcd-peer-port N] [--registry-port N] [--state-dir DIR] [--no-build]
+#   scripts/up.sh [--etcd-port N] [--etcd-peer-port N] [--registry-port N] [--allocator-port N]
+#                 [--state-dir DIR] [--no-build]
 #
 # Environment equivalents: MESETA_ETCD_PORT, MESETA_ETCD_PEER_PORT, MESETA_REGISTRY_PORT,
-# MESETA_STATE_DIR.
+# MESETA_ALLOCATOR_PORT, MESETA_STATE_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 ETCD_PORT=${MESETA_ETCD_PORT:-2379}
 REGISTRY_PORT=${MESETA_REGISTRY_PORT:-5052}
+ALLOCATOR_PORT=${MESETA_ALLOCATOR_PORT:-5053}
 ETCD_PEER_PORT=${MESETA_ETCD_PEER_PORT:-2380}
 STATE_DIR=${MESETA_STATE_DIR:-$ROOT/.state}
 BUILD_DIR=$ROOT/build-up
 DO_BUILD=1
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 while (($#)); do
   case $1 in
   --etcd-port) ETCD_PORT=$2; shift 2 ;;
   --etcd-peer-port) ETCD_PEER_PORT=$2; shift 2 ;;
   --registry-port) REGISTRY_PORT=$2; shift 2 ;;
+  --allocator-port) ALLOCATOR_PORT=$2; shift 2 ;;
   --state-dir) STATE_DIR=$2; shift 2 ;;
   --no-build) DO_BUILD=0; shift ;;
   -h | --help) usage; exit 0 ;;
@@ -149,7 +152,21 @@ start_registry() {
   wait_for "$name" 30 test -s "$ready"
 }
 
-# Later issues add, in this order: start_allocator, start_master_api, start_agent —
+start_allocator() {
+  local name=allocator ready=$STATE_DIR/allocator.ready
+  if port_in_use "$ALLOCATOR_PORT"; then
+    log "port $ALLOCATOR_PORT is already in use; choose another with --allocator-port N"
+    exit 1
+  fi
+  rm -f "$ready"
+  spawn "$name" "meseta-allocator: gRPC on 127.0.0.1:$ALLOCATOR_PORT (leader through etcd, durable through the registry)" \
+    "$BUILD_DIR/services/allocator/meseta-allocator" \
+    --listen "127.0.0.1:$ALLOCATOR_PORT" --advertise-address "127.0.0.1:$ALLOCATOR_PORT" \
+    --etcd-endpoints "$ETCD_URL" --registry "127.0.0.1:$REGISTRY_PORT" --ready-file "$ready"
+  wait_for "$name" 30 test -s "$ready"
+}
+
+# Later issues add, in this order: start_master_api, start_agent —
 # each a binary from $BUILD_DIR/services/... pointing at the registry and etcd, with its
 # work dir under $STATE_DIR.
 
@@ -174,6 +191,7 @@ main() {
   section "starting the local cluster (state: $STATE_DIR)"
   start_etcd
   start_registry
+  start_allocator
 
   section "running"
   local i
@@ -186,9 +204,10 @@ main() {
   try:         etcdctl --endpoints $ETCD_URL endpoint status -w table
                etcdctl --endpoints $ETCD_URL get --prefix --keys-only /meseta/
   registry:    gRPC with server reflection on 127.0.0.1:$REGISTRY_PORT (meseta.v1.Registry)
+  allocator:   127.0.0.1:$ALLOCATOR_PORT (AgentLink, Allocator; health SERVING once it leads)
 
-  Not yet here: meseta-allocator, meseta-master-api and meseta-agent will be started by
-  this script as they land (see README "Status").
+  Not yet here: meseta-master-api (the public Scheduler and Operator API) and meseta-agent
+  will be started by this script as they land (see README "Status").
 
   Press Ctrl-C to stop.
 MSG
