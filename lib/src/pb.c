@@ -21,3 +21,9 @@ ProtobufCMessage *ms_pb_dup(const ProtobufCMessage *m) {
     abort(); /* our own bytes always parse; failing here means memory ran out */
   return copy;
 }
+
+void *ms_pb_new(const ProtobufCMessageDescriptor *d) {
+  void *m = ms_xmalloc(d->sizeof_message);
+  protobuf_c_message_init(d, m);
+  return m;
+}

@@ -389,6 +389,7 @@ static void cancel_timers(alloc_service *s) {
 /* Ends every stream and forgets the cluster (a new leader rebuilds it from
  * re-registrations and re-subscriptions). */
 static void forget_all(alloc_service *s) {
+  svc_state_close(s, MS_UNAVAILABLE, "the allocator is shutting down or lost the lead");
   svc_frameworks_close(s);
   svc_agents_close(s);
   svc_tasks_free_all(s);
@@ -398,6 +399,7 @@ static void forget_all(alloc_service *s) {
   }
   svc_table_release(&s->torn_down);
   svc_agent_recs_clear(s);
+  svc_operator_reset(s);
 }
 
 bool svc_serving(const alloc_service *s, const char **why) {
@@ -434,6 +436,7 @@ void alloc_service_set_leading(alloc_service *s, bool leading) {
   s->term++;
   if (leading) {
     ms_log_info(NULL, "leading as allocator `%s`", s->id);
+    svc_state_begin_term(s);
     if (svc_durable(s)) {
       svc_recovery_start(s); /* health says SERVING once the registry is loaded */
       return;

@@ -53,6 +53,53 @@ static const char *attr_text(const Meseta__V1__Attribute *at, char *buf, size_t 
   return "";
 }
 
+alloc_agent_state svc_agent_wanted_state(alloc_service *s, const char *id) {
+  svc_agent_rec *r = svc_table_get(&s->agent_recs, id);
+  if (!r)
+    return ALLOC_AGENT_ACTIVE;
+  if (r->drain_state != MESETA__V1__DRAIN_STATE__DRAIN_STATE_UNKNOWN)
+    return ALLOC_AGENT_DRAINING;
+  return r->deactivated ? ALLOC_AGENT_DEACTIVATED : ALLOC_AGENT_ACTIVE;
+}
+
+/* The engine's spec of an agent: info's attributes and fault domain, `total`, the
+ * operator state and maintenance window. attrs and bufs are the caller's to free. */
+static void agent_spec(alloc_service *s, const Meseta__V1__AgentInfo *info, const char *id,
+                       const ms_resources *total, alloc_agent_spec *spec, alloc_attribute **attrs,
+                       char (**bufs)[32]) {
+  uint32_t na = (uint32_t)info->n_attributes;
+  *attrs = ms_xcalloc(na ? na : 1, sizeof(**attrs));
+  *bufs = ms_xcalloc(na ? na : 1, sizeof(**bufs));
+  for (uint32_t i = 0; i < na; i++) {
+    (*attrs)[i].name = info->attributes[i]->name ? info->attributes[i]->name : "";
+    (*attrs)[i].value = attr_text(info->attributes[i], (*bufs)[i], sizeof((*bufs)[i]));
+  }
+  const Meseta__V1__DomainInfo__FaultDomain *fd = info->domain ? info->domain->fault_domain : NULL;
+  *spec = (alloc_agent_spec){.id = id,
+                             .hostname = info->hostname,
+                             .total = total,
+                             .attributes = *attrs,
+                             .nattributes = na,
+                             .region = fd && fd->region && *fd->region->name ? fd->region->name : NULL,
+                             .zone = fd && fd->zone && *fd->zone->name ? fd->zone->name : NULL,
+                             .state = svc_agent_wanted_state(s, id)};
+  (void)svc_agent_window(s, info, &spec->unavailable_start_ms, &spec->unavailable_duration_ms, NULL);
+}
+
+int svc_agent_respec(alloc_service *s, svc_agent *a, ms_error **err) {
+  alloc_agent_view v;
+  if (alloc_model_agent(s->model, a->e.key, &v, err) < 0)
+    return MS_ERR;
+  alloc_agent_spec spec;
+  alloc_attribute *attrs;
+  char(*bufs)[32];
+  agent_spec(s, a->info, a->e.key, v.total, &spec, &attrs, &bufs);
+  int rc = alloc_model_update_agent(s->model, &spec, err);
+  free(attrs);
+  free(bufs);
+  return rc;
+}
+
 static svc_agent *add_agent(alloc_service *s, const Meseta__V1__AgentInfo *info, const char *id,
                             const char *what, ms_error **err) {
   ms_resources *total = NULL;
@@ -60,21 +107,10 @@ static svc_agent *add_agent(alloc_service *s, const Meseta__V1__AgentInfo *info,
     ms_error_prefix(err, "`%s.agent_info.resources`", what);
     return NULL;
   }
-  uint32_t na = (uint32_t)info->n_attributes;
-  alloc_attribute *attrs = ms_xcalloc(na ? na : 1, sizeof(*attrs));
-  char(*bufs)[32] = ms_xcalloc(na ? na : 1, sizeof(*bufs));
-  for (uint32_t i = 0; i < na; i++) {
-    attrs[i].name = info->attributes[i]->name ? info->attributes[i]->name : "";
-    attrs[i].value = attr_text(info->attributes[i], bufs[i], sizeof(bufs[i]));
-  }
-  const Meseta__V1__DomainInfo__FaultDomain *fd = info->domain ? info->domain->fault_domain : NULL;
-  alloc_agent_spec spec = {.id = id,
-                           .hostname = info->hostname,
-                           .total = total,
-                           .attributes = attrs,
-                           .nattributes = na,
-                           .region = fd && fd->region && *fd->region->name ? fd->region->name : NULL,
-                           .zone = fd && fd->zone && *fd->zone->name ? fd->zone->name : NULL};
+  alloc_agent_spec spec;
+  alloc_attribute *attrs;
+  char(*bufs)[32];
+  agent_spec(s, info, id, total, &spec, &attrs, &bufs);
   int rc = alloc_model_add_agent(s->model, &spec, err);
   ms_resources_free(total);
   free(attrs);
@@ -91,6 +127,7 @@ static svc_agent *add_agent(alloc_service *s, const Meseta__V1__AgentInfo *info,
     protobuf_c_message_free_unpacked(&a->info->id->base, NULL);
   a->info->id = aid; /* freed with the copy: protobuf-c frees with the system allocator */
   svc_table_put(&s->agents, &a->e);
+  svc_state_emit_agent(s, id, SVC_ADDED);
   return a;
 }
 
@@ -295,6 +332,10 @@ static int on_reregister(alloc_service *s, svc_link *l, const Meseta__V1__AgentM
   const char *id = r->agent_info->id ? r->agent_info->id->value : NULL;
   if (!id || !*id)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "`reregister.agent_info.id` is missing");
+  if (svc_agent_rec_state(s, id) == MESETA__V1__AGENT_RECORD__STATE__GONE)
+    return ms_error_set(err, MS_FAILED_PRECONDITION,
+                        "agent `%s` was marked gone and cannot come back: shut it down and start it anew",
+                        id);
   if (!svc_durable(s) || svc_table_get(&s->agents, id))
     return reregistered_ok(s, l, r, id, err);
   switch (svc_agent_rec_state(s, id)) {
@@ -355,6 +396,7 @@ static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCM
 
 void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
   ms_log_info(a->e.key, "agent removed: %s", why);
+  bool gone = svc_agent_rec_state(s, a->e.key) == MESETA__V1__AGENT_RECORD__STATE__GONE;
   /* Its tasks are lost: tell their frameworks; the model forgets their resources. */
   for (uint32_t i = 0; i < s->tasks.n;) {
     svc_task *t = (svc_task *)s->tasks.v[i];
@@ -369,12 +411,14 @@ void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
     Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
     st.task_id = &tid;
     st.agent_id = &aid;
-    st.state = MESETA__V1__TASK_STATE__TASK_LOST;
+    st.state = gone ? MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR : MESETA__V1__TASK_STATE__TASK_LOST;
     st.source = MESETA__V1__TASK_STATUS__SOURCE__SOURCE_MASTER;
-    st.reason = MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_DISCONNECTED;
+    st.reason = gone ? MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_REMOVED_BY_OPERATOR
+                     : MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_DISCONNECTED;
     st.message = (char *)why;
     svc_send_update(s, svc_table_get(&s->frameworks, t->framework_id), &st);
-    t->state = MESETA__V1__TASK_STATE__TASK_LOST;
+    t->state = st.state;
+    svc_state_emit_task(s, t, SVC_UPDATED);
     ms_resources_clear(t->res); /* the model forgets them with the agent */
     if (t->executor)
       ms_resources_clear(t->executor->res);
@@ -385,10 +429,12 @@ void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
     ms_log_warn(a->e.key, "%s", err->msg);
     ms_error_free(err);
   }
-  if (svc_durable(s) && !s->closing) { /* it may come back, through the registry */
+  if (svc_durable(s) && !s->closing && !gone) { /* it may come back, through the registry */
     svc_agent_rec_set(s, a->e.key, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE);
     svc_reg_agent_state(s, a->e.key, NULL, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE, NULL, NULL);
   }
+  if (!s->closing)
+    svc_state_emit_agent(s, a->e.key, SVC_REMOVED);
   svc_table_del(&s->agents, &a->e);
   agent_free(a);
 }

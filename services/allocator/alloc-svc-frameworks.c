@@ -85,6 +85,8 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
     free(gone->key);
     free(gone);
   }
+  if (!s->closing)
+    svc_state_emit_framework(s, fw->e.key, SVC_REMOVED);
   svc_table_del(&s->frameworks, &fw->e);
   svc_framework_free(fw);
   svc_check_trigger(s);
@@ -204,6 +206,7 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
     fw->svc = s;
     svc_table_put(&s->frameworks, &fw->e);
   }
+  svc_change change = fw->info ? SVC_UPDATED : SVC_ADDED;
   fw->info = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
   if (!fw->info->id) {
     fw->info->id = ms_xmalloc(sizeof(*fw->info->id));
@@ -223,6 +226,7 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
   }
   ms_log_info(id, "framework subscribed (`%s`), stream `%s`", info->name ? info->name : "", fw->stream_id);
   send_subscribed(s, fw);
+  svc_state_emit_framework(s, id, change);
   svc_want_cycle(s);
   return 0;
 }
@@ -353,6 +357,7 @@ static void stream_closed_job(alloc_service *s, ms_rpc_call *call, void *data, P
     ms_log_info(fw->e.key, "framework disconnected");
     drop_stream(fw, MS_CANCELLED, NULL);
     alloc_model_set_framework_active(s->model, fw->e.key, false, NULL);
+    svc_state_emit_framework(s, fw->e.key, SVC_UPDATED);
     int64_t ms = duration_ms(fw->info->failover_timeout);
     if (ms <= 0)
       svc_framework_remove(s, fw, "disconnected without a failover timeout");
@@ -425,10 +430,29 @@ static int on_scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_
   return 0;
 }
 
+static int on_operator_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  (void)err;
+  svc_post(ms_rpc_call_userdata(call), svc_operator_call, call, NULL, ms_pb_dup(req));
+  return 0;
+}
+
+static int on_watch_state(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  (void)err;
+  svc_post(ms_rpc_call_userdata(call), svc_state_watch, call, NULL, ms_pb_dup(req));
+  return 0;
+}
+
+static void on_watch_done(ms_rpc_call *call, bool cancelled) {
+  (void)cancelled;
+  svc_post(ms_rpc_call_userdata(call), svc_state_watch_done, call, NULL, NULL);
+}
+
 int svc_frameworks_add(alloc_service *s, ms_rpc_server *srv, ms_error **err) {
   static const ms_rpc_method methods[] = {
       {.name = "SubscribeFramework", .on_start = on_subscribe, .on_done = on_subscribe_done},
       {.name = "SchedulerCall", .on_start = on_scheduler_call},
+      {.name = "OperatorCall", .on_start = on_operator_call},
+      {.name = "WatchState", .on_start = on_watch_state, .on_done = on_watch_done},
   };
   return ms_rpc_server_add_service(srv, &meseta__v1__allocator__descriptor, methods, MS_ARRAY_SIZE(methods),
                                    s, err);

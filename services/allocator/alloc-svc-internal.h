@@ -91,7 +91,30 @@ typedef struct svc_task {
 typedef struct svc_agent_rec {
   svc_entry e; /* the agent id */
   Meseta__V1__AgentRecord__State state;
+  /* Operator state (DrainAgent, DeactivateAgent), kept here in both modes so an agent
+   * that re-registers (or a new leader's) gets it back. */
+  Meseta__V1__DrainState drain_state;
+  bool deactivated;
+  bool mark_gone; /* DrainConfig.mark_gone */
 } svc_agent_rec;
+
+/* A role's weight or quota as persisted (the leader's copy of the registry's). */
+typedef struct svc_weight {
+  svc_entry e; /* the role */
+  double weight;
+} svc_weight;
+
+typedef struct svc_quota {
+  svc_entry e;                     /* the role */
+  Meseta__V1__QuotaConfig *config; /* owned */
+} svc_quota;
+
+/* A WatchState stream (alloc-svc-state.c). */
+typedef struct svc_watcher {
+  ms_rpc_call *call; /* referenced */
+  char *name;
+  struct svc_watcher *next;
+} svc_watcher;
 
 struct svc_reg;
 
@@ -113,6 +136,14 @@ struct alloc_service {
   svc_link *links;      /* every open AgentLink stream */
   uint64_t cycle_timer, soon_timer, expire_timer, heartbeat_timer, recovery_timer, load_timer;
   struct svc_reg *reg; /* NULL: no registry */
+  /* Operator configuration (alloc-svc-operator.c): loaded on election, kept while
+   * leading. */
+  svc_table weights, quotas;
+  Meseta__V1__MaintenanceSchedule *schedule; /* NULL: none */
+  /* WatchState (alloc-svc-state.c). */
+  int64_t revision;   /* of the last change; starts above the previous leader's */
+  int64_t elected_ms; /* wall clock, ms */
+  svc_watcher *watchers;
 };
 
 /* ---- posting from the server thread ---- */
@@ -250,3 +281,74 @@ bool svc_task_state_terminal(Meseta__V1__TaskState st);
 bool svc_executor_known(alloc_service *s, const char *agent_id, const char *framework_id,
                         const char *executor_id);
 void svc_tasks_free_all(alloc_service *s);
+
+/* ---- operator writes (alloc-svc-registry.c) ---- */
+
+/* Applies every write or none (the registry's Batch). Takes b. */
+void svc_reg_batch(alloc_service *s, Meseta__V1__BatchRequest *b, svc_reg_done done, void *ctx);
+
+typedef enum svc_agent_patch {
+  SVC_PATCH_DRAIN,      /* drain_state DRAINING, drain_config set */
+  SVC_PATCH_DEACTIVATE, /* deactivated */
+  SVC_PATCH_REACTIVATE, /* neither deactivated nor draining */
+  SVC_PATCH_GONE,       /* GONE, gone_time */
+} svc_agent_patch;
+/* Reads the agent's record and writes it back changed (at the read revision). NOT_FOUND
+ * without a record; FAILED_PRECONDITION for a GONE agent (except GONE again). cfg may
+ * be NULL; it is copied. */
+void svc_reg_agent_patch(alloc_service *s, const char *id, svc_agent_patch what,
+                         const Meseta__V1__DrainConfig *cfg, svc_reg_done done, void *ctx);
+/* The owner's record of an agent, created (STATE_UNKNOWN) when missing. */
+svc_agent_rec *svc_agent_rec_get(alloc_service *s, const char *id);
+
+/* ---- agents' operator state (alloc-svc-agents.c) ---- */
+
+/* The state the engine should hold for agent id, from its record's operator state. */
+alloc_agent_state svc_agent_wanted_state(alloc_service *s, const char *id);
+/* Re-specs the agent in the engine: state from its record, maintenance window from the
+ * schedule (its offers are rescinded). */
+int svc_agent_respec(alloc_service *s, svc_agent *a, ms_error **err);
+/* The maintenance window covering the agent's machine (start in svc_now_ms's clock);
+ * false when none. */
+bool svc_agent_window(alloc_service *s, const Meseta__V1__AgentInfo *info, int64_t *start_ms,
+                      int64_t *duration_ms, const Meseta__V1__Unavailability **ret);
+
+/* ---- operator calls (alloc-svc-operator.c) ---- */
+
+void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
+/* A loaded registry record of operator configuration (weight, quota, maintenance). */
+void svc_operator_load(alloc_service *s, const Meseta__V1__Record *r);
+/* Forgets weights, quota and the schedule (lost lead, shutdown). */
+void svc_operator_reset(alloc_service *s);
+
+/* alloc-svc-config.c: weights, quota and the maintenance schedule. */
+void svc_config_weight(alloc_service *s, const char *role, double w);
+int svc_config_quota_apply(alloc_service *s, const Meseta__V1__QuotaConfig *q, ms_error **err);
+int svc_config_check_weights(const Meseta__V1__UpdateWeightsRequest *r, ms_error **err);
+int svc_config_check_quota(const Meseta__V1__UpdateQuotaRequest *r, ms_error **err);
+int svc_config_check_schedule(const Meseta__V1__UpdateMaintenanceScheduleRequest *r, ms_error **err);
+Meseta__V1__BatchRequest *svc_config_batch(alloc_service *s, const Meseta__V1__OperatorCallRequest *r);
+
+/* ---- WatchState (alloc-svc-state.c) ----
+ *
+ * Every change to what a master-api view holds is numbered: s->revision grows by one
+ * per change and never goes back, also across leaders (a leader starts at its election
+ * time in microseconds, above any predecessor's count in practice). Each emit sends one
+ * StateChange (last_of_revision) to every watcher and returns its revision; a watcher
+ * whose send queue is full is cut off with RESOURCE_EXHAUSTED. */
+
+void svc_state_watch(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
+void svc_state_watch_done(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
+/* A new term begins (leading): the revision moves above every earlier one. */
+void svc_state_begin_term(alloc_service *s);
+/* Ends every watcher's stream. */
+void svc_state_close(alloc_service *s, ms_status code, const char *why);
+
+typedef enum svc_change { SVC_ADDED, SVC_UPDATED, SVC_REMOVED } svc_change;
+int64_t svc_state_emit_agent(alloc_service *s, const char *agent_id, svc_change what);
+int64_t svc_state_emit_framework(alloc_service *s, const char *framework_id, svc_change what);
+int64_t svc_state_emit_task(alloc_service *s, const svc_task *t, svc_change what);
+int64_t svc_state_emit_role(alloc_service *s, const char *role);
+int64_t svc_state_emit_quota(alloc_service *s);
+int64_t svc_state_emit_weights(alloc_service *s);
+int64_t svc_state_emit_maintenance(alloc_service *s);

@@ -1,4 +1,5 @@
-/* A new leader's recovery: load the registry (agents, frameworks, weights, quota),
+/* A new leader's recovery: load the registry (agents with their drain / deactivated
+ * state, frameworks, weights, quota, the maintenance schedule),
  * then accept re-registrations and re-subscriptions while holding offers until
  * --recovery-agent-fraction of the ADMITTED agents are back or --recovery-timeout
  * passed. Agents still missing then are marked UNREACHABLE in the registry;
@@ -99,41 +100,23 @@ void svc_recovery_agent_back(alloc_service *s, const char *id) {
   check_done(s);
 }
 
-static int load_quota(alloc_service *s, const Meseta__V1__QuotaConfig *q, ms_error **err) {
-  ms_quantities g = {0}, l = {0};
-  int rc = 0;
-  for (int pass = 0; pass < 2 && rc == 0; pass++) {
-    size_t n = pass ? q->n_limits : q->n_guarantees;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-      const char *key = pass ? q->limits[i]->key : q->guarantees[i]->key;
-      const Meseta__V1__Value__Scalar *v = pass ? q->limits[i]->value : q->guarantees[i]->value;
-      ms_name name;
-      ms_scalar sc;
-      if ((rc = ms_name_intern(key, strlen(key), &name, err)) < 0 ||
-          (rc = ms_scalar_from_double(v ? v->value : 0, pass ? "limits" : "guarantees", &sc, err)) < 0)
-        break;
-      ms_quantities_set(pass ? &l : &g, name, sc);
-    }
-  }
-  if (rc == 0)
-    rc = alloc_model_set_quota(s->model, q->role, &g, q->n_limits ? &l : NULL, err);
-  ms_quantities_release(&g);
-  ms_quantities_release(&l);
-  return rc;
-}
-
 static void load_record(alloc_service *s, const Meseta__V1__Record *r, uint32_t *nfw) {
   ms_error *err = NULL;
   int rc = 0;
   switch (r->body_case) {
-  case MESETA__V1__RECORD__BODY_AGENT:
-    svc_agent_rec_set(s, r->id, r->agent->state);
+  case MESETA__V1__RECORD__BODY_AGENT: {
+    svc_agent_rec *ar = svc_agent_rec_get(s, r->id);
+    ar->state = r->agent->state;
+    ar->drain_state = r->agent->drain_state;
+    ar->deactivated = r->agent->deactivated;
+    ar->mark_gone = r->agent->drain_config && r->agent->drain_config->mark_gone;
     if (r->agent->state == MESETA__V1__AGENT_RECORD__STATE__ADMITTED && !svc_table_get(&s->expected, r->id)) {
       svc_entry *e = ms_xcalloc(1, sizeof(*e));
       e->key = ms_xstrdup(r->id);
       svc_table_put(&s->expected, e);
     }
     break;
+  }
   case MESETA__V1__RECORD__BODY_FRAMEWORK:
     if (!r->framework->info)
       break;
@@ -148,12 +131,9 @@ static void load_record(alloc_service *s, const Meseta__V1__Record *r, uint32_t 
     }
     break;
   case MESETA__V1__RECORD__BODY_WEIGHT:
-    if (r->weight->weight)
-      rc = alloc_model_set_weight(s->model, r->weight->weight->role, r->weight->weight->weight, &err);
-    break;
   case MESETA__V1__RECORD__BODY_QUOTA:
-    if (r->quota->config)
-      rc = load_quota(s, r->quota->config, &err);
+  case MESETA__V1__RECORD__BODY_MAINTENANCE:
+    svc_operator_load(s, r);
     break;
   default:
     break;

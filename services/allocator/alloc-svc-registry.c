@@ -27,7 +27,15 @@ typedef struct svc_reg {
   atomic_bool stop;
 } svc_reg;
 
-typedef enum job_kind { J_ADMIT, J_AGENT_STATE, J_FW_ADD, J_FW_COMPLETE, J_LOAD } job_kind;
+typedef enum job_kind {
+  J_ADMIT,
+  J_AGENT_STATE,
+  J_FW_ADD,
+  J_FW_COMPLETE,
+  J_LOAD,
+  J_BATCH,
+  J_AGENT_PATCH
+} job_kind;
 
 typedef struct reg_job {
   alloc_service *s;
@@ -38,7 +46,9 @@ typedef struct reg_job {
   svc_reg_done done;
   void *ctx;
   ms_error *err;
-  svc_reg_loaded loaded; /* J_LOAD */
+  svc_reg_loaded loaded;           /* J_LOAD */
+  Meseta__V1__BatchRequest *batch; /* J_BATCH */
+  svc_agent_patch patch;           /* J_AGENT_PATCH: rec->agent->drain_config is the config */
 } reg_job;
 
 bool svc_durable(const alloc_service *s) {
@@ -195,6 +205,48 @@ static int load_kind(alloc_service *s, Meseta__V1__RecordKind kind, svc_reg_load
   return rc;
 }
 
+static int agent_patch(alloc_service *s, reg_job *j, ms_error **err) {
+  const char *id = j->rec->id;
+  Meseta__V1__Record *cur = get(s, AGENT_KIND, id, err);
+  if (!cur)
+    return MS_ERR; /* NOT_FOUND names the record */
+  Meseta__V1__AgentRecord *a = cur->agent;
+  int rc = 0;
+  if (!a) {
+    rc = ms_error_set(err, MS_INTERNAL, "agent record `%s` has no agent body", id);
+  } else if (a->state == MESETA__V1__AGENT_RECORD__STATE__GONE) {
+    if (j->patch != SVC_PATCH_GONE)
+      rc = ms_error_set(err, MS_FAILED_PRECONDITION, "agent `%s` was marked gone", id);
+  } else {
+    switch (j->patch) {
+    case SVC_PATCH_DRAIN:
+      a->drain_state = MESETA__V1__DRAIN_STATE__DRAINING;
+      if (a->drain_config)
+        protobuf_c_message_free_unpacked(&a->drain_config->base, NULL);
+      a->drain_config = j->rec->agent->drain_config;
+      j->rec->agent->drain_config = NULL;
+      break;
+    case SVC_PATCH_DEACTIVATE:
+      a->deactivated = true;
+      break;
+    case SVC_PATCH_REACTIVATE:
+      a->deactivated = false;
+      a->drain_state = MESETA__V1__DRAIN_STATE__DRAIN_STATE_UNKNOWN;
+      if (a->drain_config)
+        protobuf_c_message_free_unpacked(&a->drain_config->base, NULL);
+      a->drain_config = NULL;
+      break;
+    case SVC_PATCH_GONE:
+      a->state = MESETA__V1__AGENT_RECORD__STATE__GONE;
+      set_ts(&a->gone_time);
+      break;
+    }
+    rc = put_at(s, cur, cur->revision, err);
+  }
+  protobuf_c_message_free_unpacked(&cur->base, NULL);
+  return rc;
+}
+
 static void job_result(void *arg);
 
 static void job_run(void *arg) {
@@ -216,10 +268,16 @@ static void job_run(void *arg) {
   case J_FW_COMPLETE:
     (void)fw_complete(s, j, &j->err);
     break;
+  case J_BATCH:
+    rc = unary(s, REG("Batch"), &j->batch->base, &meseta__v1__batch_response__descriptor, NULL, &j->err);
+    break;
+  case J_AGENT_PATCH:
+    (void)agent_patch(s, j, &j->err);
+    break;
   case J_LOAD: {
     static const Meseta__V1__RecordKind kinds[] = {
         MESETA__V1__RECORD_KIND__AGENT, MESETA__V1__RECORD_KIND__FRAMEWORK, MESETA__V1__RECORD_KIND__WEIGHT,
-        MESETA__V1__RECORD_KIND__QUOTA};
+        MESETA__V1__RECORD_KIND__QUOTA, MESETA__V1__RECORD_KIND__MAINTENANCE};
     for (size_t i = 0; i < MS_ARRAY_SIZE(kinds) && rc == 0; i++)
       rc = load_kind(s, kinds[i], &j->loaded, &j->err);
     break;
@@ -250,6 +308,8 @@ static void job_result(void *arg) {
   loaded_release(&j->loaded);
   if (j->rec)
     protobuf_c_message_free_unpacked(&j->rec->base, NULL);
+  if (j->batch)
+    protobuf_c_message_free_unpacked(&j->batch->base, NULL);
   ms_error_free(j->err);
   free(j);
 }
@@ -372,6 +432,32 @@ void svc_reg_load(alloc_service *s) {
   push(s, j);
 }
 
+void svc_reg_batch(alloc_service *s, Meseta__V1__BatchRequest *b, svc_reg_done done, void *ctx) {
+  reg_job *j = ms_xcalloc(1, sizeof(*j));
+  j->kind = J_BATCH;
+  j->batch = b;
+  j->done = done;
+  j->ctx = ctx;
+  push(s, j);
+}
+
+void svc_reg_agent_patch(alloc_service *s, const char *id, svc_agent_patch what,
+                         const Meseta__V1__DrainConfig *cfg, svc_reg_done done, void *ctx) {
+  reg_job *j = ms_xcalloc(1, sizeof(*j));
+  j->kind = J_AGENT_PATCH;
+  j->rec = agent_record(id, NULL);
+  j->patch = what;
+  if (cfg)
+    j->rec->agent->drain_config = (Meseta__V1__DrainConfig *)ms_pb_dup(&cfg->base);
+  else if (what == SVC_PATCH_DRAIN) {
+    j->rec->agent->drain_config = ms_xmalloc(sizeof(*j->rec->agent->drain_config));
+    meseta__v1__drain_config__init(j->rec->agent->drain_config);
+  }
+  j->done = done;
+  j->ctx = ctx;
+  push(s, j);
+}
+
 /* ---- the owner's view of agent records ---- */
 
 Meseta__V1__AgentRecord__State svc_agent_rec_state(alloc_service *s, const char *id) {
@@ -379,14 +465,18 @@ Meseta__V1__AgentRecord__State svc_agent_rec_state(alloc_service *s, const char 
   return r ? r->state : MESETA__V1__AGENT_RECORD__STATE__STATE_UNKNOWN;
 }
 
-void svc_agent_rec_set(alloc_service *s, const char *id, Meseta__V1__AgentRecord__State state) {
+svc_agent_rec *svc_agent_rec_get(alloc_service *s, const char *id) {
   svc_agent_rec *r = svc_table_get(&s->agent_recs, id);
   if (!r) {
     r = ms_xcalloc(1, sizeof(*r));
     r->e.key = ms_xstrdup(id);
     svc_table_put(&s->agent_recs, &r->e);
   }
-  r->state = state;
+  return r;
+}
+
+void svc_agent_rec_set(alloc_service *s, const char *id, Meseta__V1__AgentRecord__State state) {
+  svc_agent_rec_get(s, id)->state = state;
 }
 
 void svc_agent_recs_clear(alloc_service *s) {

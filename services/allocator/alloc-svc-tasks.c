@@ -64,6 +64,7 @@ svc_task *svc_task_add(alloc_service *s, const char *framework_id, const char *t
     t->executor = x;
   }
   svc_table_put(&s->tasks, &t->e);
+  svc_state_emit_task(s, t, SVC_ADDED);
   return t;
 }
 
@@ -136,6 +137,7 @@ void svc_task_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMess
     return;
   }
   t->state = u->status->state;
+  svc_state_emit_task(s, t, SVC_UPDATED);
   if (svc_task_state_terminal(u->status->state)) {
     ms_log_debug(fid, "task `%s` ended (%d): resources recovered", tid, (int)u->status->state);
     svc_task_end(s, t);

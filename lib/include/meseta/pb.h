@@ -9,5 +9,10 @@
  * callback that borrowed it. The caller frees it with protobuf_c_message_free_unpacked. */
 ProtobufCMessage *ms_pb_dup(const ProtobufCMessage *m);
 
+/* A new, initialised (all defaults) message of type `d` on the heap, for building
+ * messages that protobuf_c_message_free_unpacked frees later (every field it points to
+ * must then be heap memory too). */
+void *ms_pb_new(const ProtobufCMessageDescriptor *d);
+
 /* Packs a message into a new buffer (the caller frees it) and its size. */
 uint8_t *ms_pb_pack(const ProtobufCMessage *m, size_t *ret_len);

@@ -1,0 +1,683 @@
+/* Allocator.OperatorCall and Allocator.WatchState over a real etcd, meseta-registry and
+ * two meseta-allocators, with simulated agents and frameworks: quota counts
+ * reservations, refused quota changes change nothing, WatchState's snapshot and
+ * changes, drain and mark-gone, and that quota, weights and drain state survive a
+ * failover. Waits are bounded hang guards, never timing assertions. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "meseta/alloc.h"
+#include "meseta/rpc.h"
+#include "meseta/v1/agent_link.pb-c.h"
+#include "meseta/v1/registry.pb-c.h"
+
+#include "etcd-harness.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "proc.h"
+#include "sim.h"
+#include "testlib.h"
+
+#define WAIT_MS 30000
+
+static ms_test_etcd *etcd;
+static char *dir;
+
+typedef struct cluster {
+  ms_test_proc *registry;
+  ms_test_proc *alloc[2];
+  const char *addr[2];
+} cluster;
+
+static ms_test_proc *start(const char *name, const char *const *argv) {
+  ms_error *err = NULL;
+  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
+  if (!p)
+    fprintf(stderr, "%s\n", err->msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  return p;
+}
+
+static void start_cluster(cluster *c, const char *tag) {
+  _cleanup_free_ char *reg = ms_test_binary("services/registry/meseta-registry");
+  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
+  _cleanup_free_ char *prefix = ms_xasprintf("/test/%s", tag);
+  _cleanup_free_ char *election = ms_xasprintf("alloc-%s", tag);
+  _cleanup_free_ char *rname = ms_xasprintf("registry-%s", tag);
+  const char *rargv[] = {reg,
+                         "--listen",
+                         "127.0.0.1:0",
+                         "--etcd-endpoints",
+                         ms_test_etcd_endpoint(etcd),
+                         "--key-prefix",
+                         prefix,
+                         "--election",
+                         election,
+                         NULL};
+  c->registry = start(rname, rargv);
+  for (int i = 0; i < 2; i++) {
+    _cleanup_free_ char *name = ms_xasprintf("allocator-%s-%d", tag, i);
+    const char *argv[] = {bin,
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--allocation-interval",
+                          "100ms",
+                          "--heartbeat-interval",
+                          "1s",
+                          "--etcd-endpoints",
+                          ms_test_etcd_endpoint(etcd),
+                          "--election",
+                          election,
+                          "--leader-lease",
+                          "2s",
+                          "--registry",
+                          ms_test_proc_address(c->registry),
+                          "--recovery-timeout",
+                          "5s",
+                          "--log-level",
+                          "debug",
+                          NULL};
+    c->alloc[i] = start(name, argv);
+    c->addr[i] = ms_test_proc_address(c->alloc[i]);
+  }
+}
+
+static void stop_cluster(cluster *c) {
+  for (int i = 0; i < 2; i++)
+    if (c->alloc[i]) {
+      int rc = ms_test_proc_stop(c->alloc[i], SIGTERM);
+      CU_ASSERT(rc == 0 || rc == 128 + SIGKILL);
+      ms_test_proc_free(c->alloc[i]);
+    }
+  CU_ASSERT_EQUAL(ms_test_proc_stop(c->registry, SIGTERM), 0);
+  ms_test_proc_free(c->registry);
+}
+
+static int health(const char *addr) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
+  if (!ch)
+    return -1;
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  req.service = "";
+  ProtobufCMessage *resp = NULL;
+  ms_rpc_call_options co = {.timeout_ms = 2000};
+  int r = -1;
+  if (ms_rpc_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+                   &grpc__health__v1__health_check_response__descriptor, &co, &resp, NULL) == 0) {
+    r = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
+        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  ms_rpc_channel_free(ch);
+  return r;
+}
+
+typedef struct who {
+  cluster *c;
+  int leader;
+} who;
+
+static bool one_leader(void *ctx) {
+  who *w = ctx;
+  int h0 = health(w->c->addr[0]), h1 = health(w->c->addr[1]);
+  w->leader = h0 == 1 && h1 != 1 ? 0 : h1 == 1 && h0 != 1 ? 1 : -1;
+  return w->leader >= 0;
+}
+
+/* ---- calls ---- */
+
+/* One OperatorCall; retried while the allocator answers UNAVAILABLE (recovering).
+ * Returns the status code; *err_msg gets the message (the caller frees). */
+static ms_status op_call(const char *addr, Meseta__V1__OperatorCallRequest *req, char **err_msg) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+  ms_status code = MS_UNAVAILABLE;
+  for (int i = 0; i < 300 && code == MS_UNAVAILABLE; i++) {
+    ms_error *err = NULL;
+    ProtobufCMessage *resp = NULL;
+    ms_rpc_call_options co = {.timeout_ms = 10000};
+    if (ms_rpc_unary(ch, "/meseta.v1.Allocator/OperatorCall", &req->base,
+                     &meseta__v1__operator_call_response__descriptor, &co, &resp, &err) == 0) {
+      protobuf_c_message_free_unpacked(resp, NULL);
+      code = MS_OK;
+    } else {
+      code = err->code;
+      if (err_msg) {
+        free(*err_msg);
+        *err_msg = ms_xstrdup(err->msg);
+      }
+      ms_error_free(err);
+      if (code == MS_UNAVAILABLE)
+        usleep(100000);
+    }
+  }
+  ms_rpc_channel_free(ch);
+  return code;
+}
+
+static Meseta__V1__Value__Scalar *scalar(double v) {
+  Meseta__V1__Value__Scalar *s = ms_xmalloc(sizeof(*s));
+  meseta__v1__value__scalar__init(s);
+  s->value = v;
+  return s;
+}
+
+/* A quota config with one guarantee and one limit (negative: absent). Heap. */
+static Meseta__V1__QuotaConfig *quota(const char *role, const char *name, double guarantee, double limit) {
+  Meseta__V1__QuotaConfig *q = ms_xmalloc(sizeof(*q));
+  meseta__v1__quota_config__init(q);
+  q->role = ms_xstrdup(role);
+  for (int pass = 0; pass < 2; pass++) {
+    double v = pass ? limit : guarantee;
+    if (v < 0 && v != -2)
+      continue;
+    if (v == -2)
+      v = -1; /* a negative value on purpose */
+    Meseta__V1__QuotaConfig__GuaranteesEntry *e = ms_xmalloc(sizeof(*e));
+    meseta__v1__quota_config__guarantees_entry__init(e);
+    e->key = ms_xstrdup(name);
+    e->value = scalar(v);
+    if (pass) {
+      q->limits = ms_xmalloc(sizeof(*q->limits));
+      q->limits[0] = (Meseta__V1__QuotaConfig__LimitsEntry *)e;
+      e->base.descriptor = &meseta__v1__quota_config__limits_entry__descriptor;
+      q->n_limits = 1;
+    } else {
+      q->guarantees = ms_xmalloc(sizeof(*q->guarantees));
+      q->guarantees[0] = e;
+      q->n_guarantees = 1;
+    }
+  }
+  return q;
+}
+
+static ms_status update_quota(const char *addr, Meseta__V1__QuotaConfig **cfgs, size_t n, char **msg) {
+  Meseta__V1__UpdateQuotaRequest u = MESETA__V1__UPDATE_QUOTA_REQUEST__INIT;
+  u.configs = cfgs;
+  u.n_configs = n;
+  Meseta__V1__OperatorCallRequest req = MESETA__V1__OPERATOR_CALL_REQUEST__INIT;
+  req.call_case = MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA;
+  req.update_quota = &u;
+  ms_status code = op_call(addr, &req, msg);
+  for (size_t i = 0; i < n; i++)
+    protobuf_c_message_free_unpacked(&cfgs[i]->base, NULL);
+  return code;
+}
+
+static ms_status update_weight(const char *addr, const char *role, double w) {
+  Meseta__V1__WeightInfo wi = MESETA__V1__WEIGHT_INFO__INIT;
+  wi.role = (char *)role;
+  wi.weight = w;
+  Meseta__V1__WeightInfo *wis[] = {&wi};
+  Meseta__V1__UpdateWeightsRequest u = MESETA__V1__UPDATE_WEIGHTS_REQUEST__INIT;
+  u.weight_infos = wis;
+  u.n_weight_infos = 1;
+  Meseta__V1__OperatorCallRequest req = MESETA__V1__OPERATOR_CALL_REQUEST__INIT;
+  req.call_case = MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_WEIGHTS;
+  req.update_weights = &u;
+  return op_call(addr, &req, NULL);
+}
+
+/* cpus:n reserved (DYNAMIC) to role. */
+static ms_status reserve(const char *addr, const char *agent, const char *role, double cpus, bool un) {
+  Meseta__V1__Resource__ReservationInfo ri = MESETA__V1__RESOURCE__RESERVATION_INFO__INIT;
+  ri.type = MESETA__V1__RESOURCE__RESERVATION_INFO__TYPE__DYNAMIC;
+  ri.role = (char *)role;
+  Meseta__V1__Resource__ReservationInfo *ris[] = {&ri};
+  Meseta__V1__Value__Scalar sc = MESETA__V1__VALUE__SCALAR__INIT;
+  sc.value = cpus;
+  Meseta__V1__Resource r = MESETA__V1__RESOURCE__INIT;
+  r.name = "cpus";
+  r.type = MESETA__V1__VALUE__TYPE__SCALAR;
+  r.scalar = &sc;
+  r.reservations = ris;
+  r.n_reservations = 1;
+  Meseta__V1__Resource *rs[] = {&r};
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = (char *)agent;
+  Meseta__V1__ReserveResourcesRequest rr = MESETA__V1__RESERVE_RESOURCES_REQUEST__INIT;
+  Meseta__V1__UnreserveResourcesRequest ur = MESETA__V1__UNRESERVE_RESOURCES_REQUEST__INIT;
+  Meseta__V1__OperatorCallRequest req = MESETA__V1__OPERATOR_CALL_REQUEST__INIT;
+  if (un) {
+    ur.agent_id = &aid;
+    ur.resources = rs;
+    ur.n_resources = 1;
+    req.call_case = MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UNRESERVE_RESOURCES;
+    req.unreserve_resources = &ur;
+  } else {
+    rr.agent_id = &aid;
+    rr.resources = rs;
+    rr.n_resources = 1;
+    req.call_case = MESETA__V1__OPERATOR_CALL_REQUEST__CALL_RESERVE_RESOURCES;
+    req.reserve_resources = &rr;
+  }
+  char *msg = NULL;
+  ms_status code = op_call(addr, &req, &msg);
+  if (code != MS_OK)
+    fprintf(stderr, "reserve: %s\n", msg);
+  free(msg);
+  return code;
+}
+
+static ms_status agent_call(const char *addr, const char *agent,
+                            Meseta__V1__OperatorCallRequest__CallCase cc) {
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = (char *)agent;
+  Meseta__V1__DrainAgentRequest d = MESETA__V1__DRAIN_AGENT_REQUEST__INIT;
+  Meseta__V1__MarkAgentGoneRequest g = MESETA__V1__MARK_AGENT_GONE_REQUEST__INIT;
+  d.agent_id = g.agent_id = &aid;
+  Meseta__V1__OperatorCallRequest req = MESETA__V1__OPERATOR_CALL_REQUEST__INIT;
+  req.call_case = cc;
+  if (cc == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT)
+    req.drain_agent = &d;
+  else
+    req.mark_agent_gone = &g;
+  return op_call(addr, &req, NULL);
+}
+
+static Meseta__V1__Record *reg_get(cluster *c, Meseta__V1__RecordKind kind, const char *id) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(ms_test_proc_address(c->registry), NULL, NULL);
+  Meseta__V1__GetRequest g = MESETA__V1__GET_REQUEST__INIT;
+  g.kind = kind;
+  g.id = (char *)id;
+  ProtobufCMessage *resp = NULL;
+  ms_error *err = NULL;
+  if (ms_rpc_unary(ch, "/meseta.v1.Registry/Get", &g.base, &meseta__v1__record__descriptor, NULL, &resp,
+                   &err) < 0)
+    ms_error_free(err);
+  ms_rpc_channel_free(ch);
+  return (Meseta__V1__Record *)resp;
+}
+
+static double quota_limit(const Meseta__V1__QuotaConfig *q, const char *name) {
+  for (size_t i = 0; q && i < q->n_limits; i++)
+    if (strcmp(q->limits[i]->key, name) == 0)
+      return q->limits[i]->value ? q->limits[i]->value->value : 0;
+  return -1;
+}
+
+/* ---- offers ---- */
+
+/* cpus in an offer: unreserved and reserved. */
+static void offer_cpus(const Meseta__V1__Offer *o, double *unres, double *res) {
+  *unres = *res = 0;
+  for (size_t i = 0; i < o->n_resources; i++) {
+    const Meseta__V1__Resource *r = o->resources[i];
+    if (strcmp(r->name, "cpus") != 0 || !r->scalar)
+      continue;
+    *(r->n_reservations ? res : unres) += r->scalar->value;
+  }
+}
+
+typedef struct offer_wait {
+  ms_sim_framework *f;
+  bool want_unreserved; /* wait for an offer with unreserved cpus; else with reserved */
+  double unres, res;    /* of every offer seen */
+  bool seen;
+  Meseta__V1__Offer *kept; /* the last offer that matched (the caller's) */
+} offer_wait;
+
+static bool offer_seen(void *ctx) {
+  offer_wait *w = ctx;
+  Meseta__V1__Offer *o;
+  while ((o = ms_sim_framework_take_offer(w->f))) {
+    double u, r;
+    offer_cpus(o, &u, &r);
+    w->unres += u;
+    w->res += r;
+    if (w->want_unreserved ? u > 0 : r > 0) {
+      w->seen = true;
+      if (w->kept)
+        protobuf_c_message_free_unpacked(&w->kept->base, NULL);
+      w->kept = o;
+      continue;
+    }
+    protobuf_c_message_free_unpacked(&o->base, NULL);
+  }
+  return w->seen;
+}
+
+/* ---- WatchState ---- */
+
+typedef struct watch {
+  ms_rpc_channel *ch;
+  ms_rpc_stream *st;
+  Meseta__V1__State snap; /* counts only */
+  bool agent_found, fw_found, weight_found, quota_found, draining;
+  int64_t revision;
+} watch;
+
+/* Opens a watch and reads its snapshot, looking for the agent / framework. */
+static void watch_open(watch *w, const char *addr, const char *agent, const char *fw) {
+  memset(w, 0, sizeof(*w));
+  w->ch = ms_rpc_channel_new(addr, NULL, NULL);
+  Meseta__V1__WatchStateRequest req = MESETA__V1__WATCH_STATE_REQUEST__INIT;
+  req.watcher = "test";
+  ms_rpc_call_options co = {.timeout_ms = WAIT_MS};
+  ms_error *err = NULL;
+  w->st = ms_rpc_stream_open(w->ch, "/meseta.v1.Allocator/WatchState", &req.base, &co, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(w->st);
+  bool begun = false;
+  for (;;) {
+    ProtobufCMessage *m = NULL;
+    if (ms_rpc_stream_recv(w->st, &meseta__v1__state_event__descriptor, &m, &err) < 0 || !m) {
+      fprintf(stderr, "watch: %s\n", err ? err->msg : "ended");
+      ms_error_free(err);
+      CU_FAIL_FATAL("the snapshot did not complete");
+    }
+    Meseta__V1__StateEvent *ev = (Meseta__V1__StateEvent *)m;
+    bool end = ev->event_case == MESETA__V1__STATE_EVENT__EVENT_SNAPSHOT_END;
+    if (ev->event_case == MESETA__V1__STATE_EVENT__EVENT_SNAPSHOT_BEGIN)
+      begun = true;
+    if (ev->event_case == MESETA__V1__STATE_EVENT__EVENT_CHUNK) {
+      CU_ASSERT(begun);
+      const Meseta__V1__StateChunk *c = ev->chunk;
+      for (size_t i = 0; c->state && i < c->state->n_agents; i++)
+        if (agent && c->state->agents[i]->agent_info && c->state->agents[i]->agent_info->id &&
+            strcmp(c->state->agents[i]->agent_info->id->value, agent) == 0) {
+          w->agent_found = true;
+          w->draining = c->state->agents[i]->state == MESETA__V1__AGENT__STATE__DRAINING;
+        }
+      for (size_t i = 0; c->state && i < c->state->n_frameworks; i++)
+        if (fw && c->state->frameworks[i]->framework_info->id &&
+            strcmp(c->state->frameworks[i]->framework_info->id->value, fw) == 0)
+          w->fw_found = true;
+      for (size_t i = 0; i < c->n_weights; i++)
+        if (strcmp(c->weights[i]->role, "heavy") == 0 && c->weights[i]->weight == 3.0)
+          w->weight_found = true;
+      for (size_t i = 0; i < c->n_quota_configs; i++)
+        if (strcmp(c->quota_configs[i]->role, "q") == 0 && quota_limit(c->quota_configs[i], "cpus") == 2)
+          w->quota_found = true;
+    }
+    w->revision = ev->revision;
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (end)
+      break;
+  }
+}
+
+static void watch_close(watch *w) {
+  ms_rpc_stream_free(w->st);
+  ms_rpc_channel_free(w->ch);
+}
+
+/* ---- the tests ---- */
+
+static bool any_offer(void *ctx) {
+  ms_sim_framework_stats st;
+  ms_sim_framework_stats_get(ctx, &st);
+  return st.offers > 0;
+}
+
+static void test_quota_reservations_watch_failover(void) {
+  cluster c = {0};
+  start_cluster(&c, "operator");
+  who wl = {&c, -1};
+  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
+  const char *leader = c.addr[wl.leader];
+  const char *other[] = {c.addr[1 - wl.leader], NULL};
+  ms_error *err = NULL;
+
+  ms_sim_agent_options ao = {.hostname = "node-a", .resources = "cpus:4;mem:4096", .more_targets = other};
+  ms_sim_agent *a = ms_sim_agent_start(leader, &ao, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+
+  /* Quota: role q limited to 2 cpus. */
+  Meseta__V1__QuotaConfig *q1[] = {quota("q", "cpus", -1, 2)};
+  CU_ASSERT_EQUAL_FATAL(update_quota(leader, q1, 1, NULL), MS_OK);
+  Meseta__V1__Record *rec = reg_get(&c, MESETA__V1__RECORD_KIND__QUOTA, "q");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+  CU_ASSERT_EQUAL(quota_limit(rec->quota->config, "cpus"), 2);
+  protobuf_c_message_free_unpacked(&rec->base, NULL);
+
+  /* Refused configs change nothing and name the field. */
+  char *msg = NULL;
+  Meseta__V1__QuotaConfig *bad1[] = {quota("q", "cpus", -1, 3), quota("b", "cpus", 5, 1)};
+  CU_ASSERT_EQUAL(update_quota(leader, bad1, 2, &msg), MS_INVALID_ARGUMENT);
+  CU_ASSERT(msg && strstr(msg, "quota[1].guarantees[cpus]"));
+  Meseta__V1__QuotaConfig *bad2[] = {quota("/bad", "cpus", -1, 3)};
+  CU_ASSERT_EQUAL(update_quota(leader, bad2, 1, &msg), MS_INVALID_ARGUMENT);
+  CU_ASSERT(msg && strstr(msg, "quota[0].role"));
+  Meseta__V1__QuotaConfig *bad3[] = {quota("q", "cpus", -1, -2)};
+  CU_ASSERT_EQUAL(update_quota(leader, bad3, 1, &msg), MS_INVALID_ARGUMENT);
+  CU_ASSERT(msg && strstr(msg, "quota[0].limits[cpus]"));
+  free(msg);
+  rec = reg_get(&c, MESETA__V1__RECORD_KIND__QUOTA, "q");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+  CU_ASSERT_EQUAL(quota_limit(rec->quota->config, "cpus"), 2); /* the old value */
+  protobuf_c_message_free_unpacked(&rec->base, NULL);
+  CU_ASSERT_PTR_NULL(reg_get(&c, MESETA__V1__RECORD_KIND__QUOTA, "b"));
+
+  /* Reserving cpus:2 to q uses its whole limit, used or not; past it is refused. */
+  CU_ASSERT_EQUAL_FATAL(reserve(leader, ms_sim_agent_id(a), "q", 2, false), MS_OK);
+  CU_ASSERT_EQUAL(reserve(leader, ms_sim_agent_id(a), "q", 1, false), MS_RESOURCE_EXHAUSTED);
+
+  /* A framework in q gets the reserved cpus and no unreserved ones. */
+  ms_sim_framework_options fo = {.name = "fq", .role = "q", .mode = MS_SIM_HOLD, .more_targets = other};
+  ms_sim_framework *f = ms_sim_framework_start(leader, &fo, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  offer_wait ow = {.f = f, .want_unreserved = false};
+  CU_ASSERT_FATAL(ms_sim_wait(offer_seen, &ow, WAIT_MS));
+  usleep(500 * 1000); /* several cycles: nothing more may come */
+  (void)offer_seen(&ow);
+  CU_ASSERT_EQUAL(ow.res, 2);
+  CU_ASSERT_EQUAL(ow.unres, 0);
+
+  /* Unreserving gives the headroom back: unreserved cpus are offered. */
+  CU_ASSERT_EQUAL_FATAL(reserve(leader, ms_sim_agent_id(a), "q", 2, true), MS_OK);
+  offer_wait ow2 = {.f = f, .want_unreserved = true};
+  CU_ASSERT(ms_sim_wait(offer_seen, &ow2, WAIT_MS));
+  CU_ASSERT(ow2.unres <= 2);
+
+  /* WatchState: the snapshot has the agent and the framework; a task launched
+   * afterwards arrives as a change; revisions grow strictly. */
+  watch w;
+  watch_open(&w, leader, ms_sim_agent_id(a), ms_sim_framework_id(f));
+  CU_ASSERT(w.agent_found);
+  CU_ASSERT(w.fw_found);
+  CU_ASSERT(w.quota_found);
+  Meseta__V1__Offer *o = ow2.kept; /* still outstanding */
+  if (ow.kept)
+    protobuf_c_message_free_unpacked(&ow.kept->base, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+  CU_ASSERT_EQUAL(ms_sim_framework_launch(f, o, "watched-task", "cpus:0.5;mem:64", &err), 0);
+  protobuf_c_message_free_unpacked(&o->base, NULL);
+  bool task_seen = false;
+  int64_t last = w.revision;
+  while (!task_seen) {
+    ProtobufCMessage *m = NULL;
+    if (ms_rpc_stream_recv(w.st, &meseta__v1__state_event__descriptor, &m, &err) < 0 || !m) {
+      ms_error_free(err);
+      err = NULL;
+      break;
+    }
+    Meseta__V1__StateEvent *ev = (Meseta__V1__StateEvent *)m;
+    if (ev->event_case == MESETA__V1__STATE_EVENT__EVENT_CHANGE) {
+      CU_ASSERT(ev->revision > last);
+      last = ev->revision;
+      const Meseta__V1__StateChange *ch = ev->change;
+      if (ch->change_case == MESETA__V1__STATE_CHANGE__CHANGE_TASK_ADDED &&
+          strcmp(ch->task_added->task_id->value, "watched-task") == 0)
+        task_seen = true;
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  CU_ASSERT(task_seen);
+  watch_close(&w);
+
+  /* Weights and drain state, then the leader dies: the new one loaded them. */
+  CU_ASSERT_EQUAL(update_weight(leader, "heavy", 3.0), MS_OK);
+  CU_ASSERT_EQUAL(agent_call(leader, ms_sim_agent_id(a), MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT),
+                  MS_OK);
+  rec = reg_get(&c, MESETA__V1__RECORD_KIND__AGENT, ms_sim_agent_id(a));
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+  CU_ASSERT_EQUAL(rec->agent->drain_state, MESETA__V1__DRAIN_STATE__DRAINING);
+  protobuf_c_message_free_unpacked(&rec->base, NULL);
+
+  ms_test_proc_stop(c.alloc[wl.leader], SIGKILL);
+  ms_test_proc_free(c.alloc[wl.leader]);
+  c.alloc[wl.leader] = NULL;
+  const char *next = other[0];
+  bool ok = false;
+  for (int i = 0; i < 300 && !ok; i++) {
+    if (health(next) == 1) {
+      watch_open(&w, next, ms_sim_agent_id(a), NULL);
+      ok = w.agent_found;
+      if (ok) {
+        CU_ASSERT(w.weight_found);
+        CU_ASSERT(w.quota_found);
+        CU_ASSERT(w.draining);
+      }
+      watch_close(&w);
+    }
+    if (!ok)
+      usleep(100000);
+  }
+  CU_ASSERT(ok);
+
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_cluster(&c);
+}
+
+static void test_drain_and_gone(void) {
+  cluster c = {0};
+  start_cluster(&c, "drain");
+  who wl = {&c, -1};
+  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
+  const char *leader = c.addr[wl.leader];
+  ms_error *err = NULL;
+  ms_sim_agent_options ao = {.hostname = "node-d", .resources = "cpus:2;mem:1024"};
+  ms_sim_agent *a = ms_sim_agent_start(leader, &ao, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+  ms_sim_framework_options fo = {.name = "fd", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f = ms_sim_framework_start(leader, &fo, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  CU_ASSERT_FATAL(ms_sim_wait(any_offer, f, WAIT_MS));
+
+  /* Draining: the outstanding offer is rescinded and nothing new comes. */
+  CU_ASSERT_EQUAL_FATAL(
+      agent_call(leader, ms_sim_agent_id(a), MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT), MS_OK);
+  ms_sim_framework_stats st;
+  ms_sim_framework_stats_get(f, &st);
+  for (int i = 0; i < 300 && st.rescinds == 0; i++) {
+    usleep(10000);
+    ms_sim_framework_stats_get(f, &st);
+  }
+  CU_ASSERT(st.rescinds >= 1);
+  Meseta__V1__Offer *o = ms_sim_framework_take_offer(f);
+  CU_ASSERT_PTR_NULL(o);
+  uint64_t offers = st.offers;
+  CU_ASSERT_EQUAL(ms_sim_framework_revive(f, &err), 0);
+  usleep(500 * 1000); /* several cycles */
+  ms_sim_framework_stats_get(f, &st);
+  CU_ASSERT_EQUAL(st.offers, offers);
+
+  /* Gone: the record says so and the agent cannot come back. */
+  _cleanup_free_ char *id = ms_xstrdup(ms_sim_agent_id(a));
+  CU_ASSERT_EQUAL_FATAL(agent_call(leader, id, MESETA__V1__OPERATOR_CALL_REQUEST__CALL_MARK_AGENT_GONE),
+                        MS_OK);
+  Meseta__V1__Record *rec = reg_get(&c, MESETA__V1__RECORD_KIND__AGENT, id);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rec);
+  CU_ASSERT_EQUAL(rec->agent->state, MESETA__V1__AGENT_RECORD__STATE__GONE);
+  protobuf_c_message_free_unpacked(&rec->base, NULL);
+
+  ms_rpc_channel *ch = ms_rpc_channel_new(leader, NULL, &err);
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = id;
+  Meseta__V1__AgentInfo info = MESETA__V1__AGENT_INFO__INIT;
+  info.id = &aid;
+  info.hostname = "node-d";
+  Meseta__V1__AgentMessage__Reregister rr = MESETA__V1__AGENT_MESSAGE__REREGISTER__INIT;
+  rr.agent_info = &info;
+  Meseta__V1__AgentMessage am = MESETA__V1__AGENT_MESSAGE__INIT;
+  am.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_REREGISTER;
+  am.reregister = &rr;
+  ms_rpc_call_options co = {.timeout_ms = WAIT_MS};
+  ms_rpc_stream *s = ms_rpc_stream_open(ch, "/meseta.v1.AgentLink/Connect", NULL, &co, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  CU_ASSERT_EQUAL(ms_rpc_stream_send(s, &am.base, &err), 0);
+  ProtobufCMessage *m = NULL;
+  CU_ASSERT_EQUAL(ms_rpc_stream_recv(s, &meseta__v1__allocator_message__descriptor, &m, &err), MS_ERR);
+  CU_ASSERT_EQUAL(err ? err->code : MS_OK, MS_FAILED_PRECONDITION);
+  ms_error_free(err);
+  ms_rpc_stream_free(s);
+  ms_rpc_channel_free(ch);
+
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_cluster(&c);
+}
+
+/* Weights 3:1 between two roles' frameworks over several agents: the heavier role
+ * ends up with more offered cpus. */
+typedef struct two {
+  ms_sim_framework *f[2];
+} two;
+
+static bool both_offered(void *ctx) {
+  two *t = ctx;
+  ms_sim_framework_stats a, b;
+  ms_sim_framework_stats_get(t->f[0], &a);
+  ms_sim_framework_stats_get(t->f[1], &b);
+  return a.offers + b.offers >= 8;
+}
+
+static void test_weights(void) {
+  cluster c = {0};
+  start_cluster(&c, "weights");
+  who wl = {&c, -1};
+  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
+  const char *leader = c.addr[wl.leader];
+  ms_error *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(update_weight(leader, "heavy", 3.0), MS_OK);
+  two t;
+  ms_sim_framework_options fo = {.name = "fh", .role = "heavy", .mode = MS_SIM_HOLD};
+  t.f[0] = ms_sim_framework_start(leader, &fo, &err);
+  fo.name = "fl";
+  fo.role = "light";
+  t.f[1] = ms_sim_framework_start(leader, &fo, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(t.f[0]);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(t.f[1]);
+  ms_sim_agent *ag[8];
+  for (int i = 0; i < 8; i++) {
+    ms_sim_agent_options ao = {.hostname = "node-w", .resources = "cpus:1;mem:256"};
+    ag[i] = ms_sim_agent_start(leader, &ao, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ag[i]);
+  }
+  CU_ASSERT(ms_sim_wait(both_offered, &t, WAIT_MS));
+  ms_sim_framework_stats h, l;
+  ms_sim_framework_stats_get(t.f[0], &h);
+  ms_sim_framework_stats_get(t.f[1], &l);
+  CU_ASSERT(h.offers > l.offers);
+  for (int i = 0; i < 8; i++)
+    ms_sim_agent_free(ag[i]);
+  ms_sim_framework_free(t.f[0]);
+  ms_sim_framework_free(t.f[1]);
+  stop_cluster(&c);
+}
+
+int main(int argc, char **argv) {
+  static const ms_test_case cases[] = {
+      {"quota_counts_reservations_watch_failover", test_quota_reservations_watch_failover},
+      {"drain_and_gone", test_drain_and_gone},
+      {"weights_split_offers", test_weights},
+      {NULL, NULL},
+  };
+  ms_error *err = NULL;
+  dir = ms_test_tmpdir("test-allocator-operator");
+  etcd = ms_test_etcd_start(&err);
+  if (!etcd) {
+    fprintf(stderr, "test-allocator-operator: %s\n", err->msg);
+    return 1;
+  }
+  int rc = ms_test_main(argc, argv, "allocator-operator", cases);
+  ms_test_etcd_free(etcd);
+  if (rc == 0)
+    ms_test_rmtree(dir);
+  else
+    fprintf(stderr, "test-allocator-operator: logs kept in %s\n", dir);
+  free(dir);
+  return rc;
+}
