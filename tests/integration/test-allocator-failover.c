@@ -13,6 +13,7 @@
 #include "meseta/v1/agent_link.pb-c.h"
 #include "meseta/v1/registry.pb-c.h"
 
+#include "cluster.h"
 #include "etcd-harness.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "proc.h"
@@ -26,122 +27,18 @@
 static ms_test_etcd *etcd;
 static char *dir;
 
-typedef struct cluster {
-  ms_test_proc *registry;
-  ms_test_proc *alloc[2];
-  const char *addr[2];
-} cluster;
-
-static ms_test_proc *start(const char *name, const char *const *argv) {
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-  return p;
-}
-
-static void start_cluster(cluster *c, const char *tag) {
-  _cleanup_free_ char *reg = ms_test_binary("services/registry/meseta-registry");
-  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
-  _cleanup_free_ char *prefix = ms_xasprintf("/test/%s", tag);
-  _cleanup_free_ char *election = ms_xasprintf("alloc-%s", tag);
-  _cleanup_free_ char *rname = ms_xasprintf("registry-%s", tag);
-  const char *rargv[] = {reg,
-                         "--listen",
-                         "127.0.0.1:0",
-                         "--etcd-endpoints",
-                         ms_test_etcd_endpoint(etcd),
-                         "--key-prefix",
-                         prefix,
-                         "--election",
-                         election,
-                         NULL};
-  c->registry = start(rname, rargv);
-  for (int i = 0; i < 2; i++) {
-    _cleanup_free_ char *name = ms_xasprintf("allocator-%s-%d", tag, i);
-    const char *argv[] = {bin,
-                          "--listen",
-                          "127.0.0.1:0",
-                          "--allocation-interval",
-                          "100ms",
-                          "--heartbeat-interval",
-                          "1s",
-                          "--etcd-endpoints",
-                          ms_test_etcd_endpoint(etcd),
-                          "--election",
-                          election,
-                          "--leader-lease",
-                          "2s",
-                          "--registry",
-                          ms_test_proc_address(c->registry),
-                          "--recovery-timeout",
-                          "10s",
-                          "--log-level",
-                          "debug",
-                          NULL};
-    c->alloc[i] = start(name, argv);
-    c->addr[i] = ms_test_proc_address(c->alloc[i]);
-  }
-}
-
-static void stop_cluster(cluster *c) {
-  for (int i = 0; i < 2; i++)
-    if (c->alloc[i]) {
-      int rc = ms_test_proc_stop(c->alloc[i], SIGTERM);
-      CU_ASSERT(rc == 0 || rc == 128 + SIGKILL);
-      ms_test_proc_free(c->alloc[i]);
-    }
-  CU_ASSERT_EQUAL(ms_test_proc_stop(c->registry, SIGTERM), 0);
-  ms_test_proc_free(c->registry);
-}
-
-/* 1 SERVING, 0 NOT_SERVING, -1 no answer. */
-static int health(const char *addr) {
-  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
-  if (!ch)
-    return -1;
-  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-  req.service = "";
-  ProtobufCMessage *resp = NULL;
-  ms_rpc_call_options co = {.timeout_ms = 2000};
-  int r = -1;
-  if (ms_rpc_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
-                   &grpc__health__v1__health_check_response__descriptor, &co, &resp, NULL) == 0) {
-    r = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
-        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-    protobuf_c_message_free_unpacked(resp, NULL);
-  }
-  ms_rpc_channel_free(ch);
-  return r;
-}
-
-typedef struct who {
-  cluster *c;
-  int leader;
-} who;
-
-static bool one_leader(void *ctx) {
-  who *w = ctx;
-  int h0 = health(w->c->addr[0]), h1 = health(w->c->addr[1]);
-  if (getenv("DEBUG_HEALTH"))
-    fprintf(stderr, "health %d %d\n", h0, h1);
-  w->leader = h0 == 1 && h1 == 0 ? 0 : h1 == 1 && h0 == 0 ? 1 : -1;
-  return w->leader >= 0;
-}
-
 static bool serving(void *ctx) {
-  return health(ctx) == 1;
+  return ms_test_health(ctx) == 1;
 }
 
 /* ---- a standby refuses; admission is durable ---- */
 
 static void test_standby_and_admission(void) {
-  cluster c = {0};
-  start_cluster(&c, "admission");
-  who w = {&c, -1};
-  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &w, WAIT_MS));
-  const char *leader = c.addr[w.leader], *standby = c.addr[1 - w.leader];
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "admission", 2, "10s");
+  int w_leader = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(w_leader >= 0);
+  const char *leader = c.addr[w_leader], *standby = c.addr[1 - w_leader];
 
   /* The standby: UNAVAILABLE to a scheduler call and to an agent's link. */
   ms_error *err = NULL;
@@ -187,7 +84,7 @@ static void test_standby_and_admission(void) {
   protobuf_c_message_free_unpacked(resp, NULL);
   ms_rpc_channel_free(rch);
   ms_sim_agent_free(a);
-  stop_cluster(&c);
+  ms_test_cluster_stop(&c);
 }
 
 /* ---- kill -9 the leader under load ---- */
@@ -267,11 +164,11 @@ static bool settled(void *ctx) {
 }
 
 static void test_failover_under_load(void) {
-  cluster c = {0};
-  start_cluster(&c, "failover");
-  who wl = {&c, -1};
-  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
-  int leader = wl.leader;
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "failover", 2, "10s");
+  int wl_leader = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(wl_leader >= 0);
+  int leader = wl_leader;
   const char *more[] = {c.addr[1 - leader], NULL};
   ms_sim_ledger *ledger = ms_sim_ledger_new();
   world w = {0};
@@ -348,7 +245,7 @@ static void test_failover_under_load(void) {
     free(ids[i]);
   }
   ms_sim_ledger_free(ledger);
-  stop_cluster(&c);
+  ms_test_cluster_stop(&c);
 }
 
 int main(int argc, char **argv) {

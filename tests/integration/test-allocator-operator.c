@@ -13,6 +13,7 @@
 #include "meseta/v1/agent_link.pb-c.h"
 #include "meseta/v1/registry.pb-c.h"
 
+#include "cluster.h"
 #include "etcd-harness.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "proc.h"
@@ -23,107 +24,6 @@
 
 static ms_test_etcd *etcd;
 static char *dir;
-
-typedef struct cluster {
-  ms_test_proc *registry;
-  ms_test_proc *alloc[2];
-  const char *addr[2];
-} cluster;
-
-static ms_test_proc *start(const char *name, const char *const *argv) {
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-  return p;
-}
-
-static void start_cluster(cluster *c, const char *tag) {
-  _cleanup_free_ char *reg = ms_test_binary("services/registry/meseta-registry");
-  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
-  _cleanup_free_ char *prefix = ms_xasprintf("/test/%s", tag);
-  _cleanup_free_ char *election = ms_xasprintf("alloc-%s", tag);
-  _cleanup_free_ char *rname = ms_xasprintf("registry-%s", tag);
-  const char *rargv[] = {reg,
-                         "--listen",
-                         "127.0.0.1:0",
-                         "--etcd-endpoints",
-                         ms_test_etcd_endpoint(etcd),
-                         "--key-prefix",
-                         prefix,
-                         "--election",
-                         election,
-                         NULL};
-  c->registry = start(rname, rargv);
-  for (int i = 0; i < 2; i++) {
-    _cleanup_free_ char *name = ms_xasprintf("allocator-%s-%d", tag, i);
-    const char *argv[] = {bin,
-                          "--listen",
-                          "127.0.0.1:0",
-                          "--allocation-interval",
-                          "100ms",
-                          "--heartbeat-interval",
-                          "1s",
-                          "--etcd-endpoints",
-                          ms_test_etcd_endpoint(etcd),
-                          "--election",
-                          election,
-                          "--leader-lease",
-                          "2s",
-                          "--registry",
-                          ms_test_proc_address(c->registry),
-                          "--recovery-timeout",
-                          "5s",
-                          "--log-level",
-                          "debug",
-                          NULL};
-    c->alloc[i] = start(name, argv);
-    c->addr[i] = ms_test_proc_address(c->alloc[i]);
-  }
-}
-
-static void stop_cluster(cluster *c) {
-  for (int i = 0; i < 2; i++)
-    if (c->alloc[i]) {
-      int rc = ms_test_proc_stop(c->alloc[i], SIGTERM);
-      CU_ASSERT(rc == 0 || rc == 128 + SIGKILL);
-      ms_test_proc_free(c->alloc[i]);
-    }
-  CU_ASSERT_EQUAL(ms_test_proc_stop(c->registry, SIGTERM), 0);
-  ms_test_proc_free(c->registry);
-}
-
-static int health(const char *addr) {
-  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
-  if (!ch)
-    return -1;
-  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-  req.service = "";
-  ProtobufCMessage *resp = NULL;
-  ms_rpc_call_options co = {.timeout_ms = 2000};
-  int r = -1;
-  if (ms_rpc_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
-                   &grpc__health__v1__health_check_response__descriptor, &co, &resp, NULL) == 0) {
-    r = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
-        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
-    protobuf_c_message_free_unpacked(resp, NULL);
-  }
-  ms_rpc_channel_free(ch);
-  return r;
-}
-
-typedef struct who {
-  cluster *c;
-  int leader;
-} who;
-
-static bool one_leader(void *ctx) {
-  who *w = ctx;
-  int h0 = health(w->c->addr[0]), h1 = health(w->c->addr[1]);
-  w->leader = h0 == 1 && h1 != 1 ? 0 : h1 == 1 && h0 != 1 ? 1 : -1;
-  return w->leader >= 0;
-}
 
 /* ---- calls ---- */
 
@@ -276,7 +176,7 @@ static ms_status agent_call(const char *addr, const char *agent,
   return op_call(addr, &req, NULL);
 }
 
-static Meseta__V1__Record *reg_get(cluster *c, Meseta__V1__RecordKind kind, const char *id) {
+static Meseta__V1__Record *reg_get(ms_test_cluster *c, Meseta__V1__RecordKind kind, const char *id) {
   ms_rpc_channel *ch = ms_rpc_channel_new(ms_test_proc_address(c->registry), NULL, NULL);
   Meseta__V1__GetRequest g = MESETA__V1__GET_REQUEST__INIT;
   g.kind = kind;
@@ -411,12 +311,12 @@ static bool any_offer(void *ctx) {
 }
 
 static void test_quota_reservations_watch_failover(void) {
-  cluster c = {0};
-  start_cluster(&c, "operator");
-  who wl = {&c, -1};
-  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
-  const char *leader = c.addr[wl.leader];
-  const char *other[] = {c.addr[1 - wl.leader], NULL};
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "operator", 2, "5s");
+  int wl_leader = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(wl_leader >= 0);
+  const char *leader = c.addr[wl_leader];
+  const char *other[] = {c.addr[1 - wl_leader], NULL};
   ms_error *err = NULL;
 
   ms_sim_agent_options ao = {.hostname = "node-a", .resources = "cpus:4;mem:4096", .more_targets = other};
@@ -515,13 +415,13 @@ static void test_quota_reservations_watch_failover(void) {
   CU_ASSERT_EQUAL(rec->agent->drain_state, MESETA__V1__DRAIN_STATE__DRAINING);
   protobuf_c_message_free_unpacked(&rec->base, NULL);
 
-  ms_test_proc_stop(c.alloc[wl.leader], SIGKILL);
-  ms_test_proc_free(c.alloc[wl.leader]);
-  c.alloc[wl.leader] = NULL;
+  ms_test_proc_stop(c.alloc[wl_leader], SIGKILL);
+  ms_test_proc_free(c.alloc[wl_leader]);
+  c.alloc[wl_leader] = NULL;
   const char *next = other[0];
   bool ok = false;
   for (int i = 0; i < 300 && !ok; i++) {
-    if (health(next) == 1) {
+    if (ms_test_health(next) == 1) {
       watch_open(&w, next, ms_sim_agent_id(a), NULL);
       ok = w.agent_found;
       if (ok) {
@@ -538,15 +438,15 @@ static void test_quota_reservations_watch_failover(void) {
 
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_cluster(&c);
+  ms_test_cluster_stop(&c);
 }
 
 static void test_drain_and_gone(void) {
-  cluster c = {0};
-  start_cluster(&c, "drain");
-  who wl = {&c, -1};
-  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
-  const char *leader = c.addr[wl.leader];
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "drain", 2, "5s");
+  int wl_leader = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(wl_leader >= 0);
+  const char *leader = c.addr[wl_leader];
   ms_error *err = NULL;
   ms_sim_agent_options ao = {.hostname = "node-d", .resources = "cpus:2;mem:1024"};
   ms_sim_agent *a = ms_sim_agent_start(leader, &ao, &err);
@@ -607,7 +507,7 @@ static void test_drain_and_gone(void) {
 
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_cluster(&c);
+  ms_test_cluster_stop(&c);
 }
 
 /* Weights 3:1 between two roles' frameworks over several agents: the heavier role
@@ -625,11 +525,11 @@ static bool both_offered(void *ctx) {
 }
 
 static void test_weights(void) {
-  cluster c = {0};
-  start_cluster(&c, "weights");
-  who wl = {&c, -1};
-  CU_ASSERT_FATAL(ms_sim_wait(one_leader, &wl, WAIT_MS));
-  const char *leader = c.addr[wl.leader];
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "weights", 2, "5s");
+  int wl_leader = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(wl_leader >= 0);
+  const char *leader = c.addr[wl_leader];
   ms_error *err = NULL;
   CU_ASSERT_EQUAL_FATAL(update_weight(leader, "heavy", 3.0), MS_OK);
   two t;
@@ -655,7 +555,7 @@ static void test_weights(void) {
     ms_sim_agent_free(ag[i]);
   ms_sim_framework_free(t.f[0]);
   ms_sim_framework_free(t.f[1]);
-  stop_cluster(&c);
+  ms_test_cluster_stop(&c);
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,120 @@
+#include "cluster.h"
+
+#include <CUnit/CUnit.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "meseta/alloc.h"
+#include "meseta/rpc.h"
+
+#include "grpc/health/v1/health.pb-c.h"
+
+static ms_test_proc *start(const char *name, const char *dir, const char *const *argv) {
+  ms_error *err = NULL;
+  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
+  if (!p)
+    fprintf(stderr, "%s\n", err->msg);
+  ms_error_free(err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  return p;
+}
+
+void ms_test_cluster_start(ms_test_cluster *c, ms_test_etcd *etcd, const char *dir, const char *tag, int n,
+                           const char *recovery_timeout) {
+  _cleanup_free_ char *reg = ms_test_binary("services/registry/meseta-registry");
+  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
+  _cleanup_free_ char *prefix = ms_xasprintf("/test/%s", tag);
+  _cleanup_free_ char *election = ms_xasprintf("alloc-%s", tag);
+  _cleanup_free_ char *rname = ms_xasprintf("registry-%s", tag);
+  const char *ep = ms_test_etcd_endpoint(etcd);
+  const char *rargv[] = {
+      reg,          "--listen", "127.0.0.1:0", "--etcd-endpoints", ep, "--key-prefix", prefix,
+      "--election", election,   NULL};
+  *c = (ms_test_cluster){.registry = start(rname, dir, rargv),
+                         .n = n < MS_TEST_MAX_ALLOCATORS ? n : MS_TEST_MAX_ALLOCATORS};
+  for (int i = 0; i < c->n; i++) {
+    _cleanup_free_ char *name = ms_xasprintf("allocator-%s-%d", tag, i);
+    const char *argv[] = {bin,
+                          "--listen",
+                          "127.0.0.1:0",
+                          "--allocation-interval",
+                          "100ms",
+                          "--heartbeat-interval",
+                          "1s",
+                          "--etcd-endpoints",
+                          ep,
+                          "--election",
+                          election,
+                          "--leader-lease",
+                          "2s",
+                          "--registry",
+                          ms_test_proc_address(c->registry),
+                          "--recovery-timeout",
+                          recovery_timeout,
+                          "--log-level",
+                          "debug",
+                          NULL};
+    c->alloc[i] = start(name, dir, argv);
+    c->addr[i] = ms_test_proc_address(c->alloc[i]);
+  }
+}
+
+void ms_test_cluster_stop(ms_test_cluster *c) {
+  for (int i = 0; i < c->n; i++)
+    if (c->alloc[i]) {
+      int rc = ms_test_proc_stop(c->alloc[i], SIGTERM);
+      CU_ASSERT(rc == 0 || rc == 128 + SIGKILL);
+      ms_test_proc_free(c->alloc[i]);
+      c->alloc[i] = NULL;
+    }
+  CU_ASSERT_EQUAL(ms_test_proc_stop(c->registry, SIGTERM), 0);
+  ms_test_proc_free(c->registry);
+  c->registry = NULL;
+}
+
+int ms_test_health(const char *addr) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
+  if (!ch)
+    return -1;
+  Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+  req.service = "";
+  ProtobufCMessage *resp = NULL;
+  ms_rpc_call_options co = {.timeout_ms = 2000};
+  int r = -1;
+  if (ms_rpc_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
+                   &grpc__health__v1__health_check_response__descriptor, &co, &resp, NULL) == 0) {
+    r = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status ==
+        GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+    protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  ms_rpc_channel_free(ch);
+  return r;
+}
+
+int ms_test_cluster_leader(ms_test_cluster *c) {
+  int leader = -1;
+  for (int i = 0; i < c->n; i++) {
+    if (!c->alloc[i])
+      continue;
+    int h = ms_test_health(c->addr[i]);
+    if (h == 1) {
+      if (leader >= 0)
+        return -1; /* two say they serve */
+      leader = i;
+    } else if (h != 0) {
+      return -1; /* one does not answer yet */
+    }
+  }
+  return leader;
+}
+
+int ms_test_cluster_wait_leader(ms_test_cluster *c, int64_t timeout_ms) {
+  for (int64_t waited = 0; waited <= timeout_ms; waited += 50) {
+    int leader = ms_test_cluster_leader(c);
+    if (leader >= 0)
+      return leader;
+    usleep(50000);
+  }
+  return -1;
+}

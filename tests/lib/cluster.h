@@ -1,0 +1,37 @@
+/* A meseta control plane for integration tests: a registry and allocators that
+ * campaign in one election, on a real etcd the test started, each a real process
+ * (tests/lib/proc.h). Keys and the election are the test's own (`tag`).
+ * Failures to start are fatal CUnit assertions. Not thread-safe. */
+#pragma once
+
+#include <stdint.h>
+
+#include "etcd-harness.h"
+#include "proc.h"
+
+#define MS_TEST_MAX_ALLOCATORS 3
+
+typedef struct ms_test_cluster {
+  ms_test_proc *registry;
+  ms_test_proc *alloc[MS_TEST_MAX_ALLOCATORS];
+  const char *addr[MS_TEST_MAX_ALLOCATORS]; /* NULL once an allocator is gone */
+  int n;
+} ms_test_cluster;
+
+/* Starts the registry and n allocators (100 ms cycles, 2 s leader lease, the given
+ * recovery timeout, e.g. "10s"); logs go to dir. */
+void ms_test_cluster_start(ms_test_cluster *c, ms_test_etcd *etcd, const char *dir, const char *tag, int n,
+                           const char *recovery_timeout);
+/* SIGTERM to everything still running (an allocator killed earlier is skipped); a
+ * clean exit is asserted. */
+void ms_test_cluster_stop(ms_test_cluster *c);
+
+/* grpc.health.v1 of a server as a whole: 1 SERVING, 0 not, -1 no answer. */
+int ms_test_health(const char *addr);
+
+/* The index of the one allocator that serves while every other live one does not;
+ * -1 while that is not so. */
+int ms_test_cluster_leader(ms_test_cluster *c);
+/* Polls ms_test_cluster_leader until there is one (a hang guard of timeout_ms):
+ * its index, or -1. */
+int ms_test_cluster_wait_leader(ms_test_cluster *c, int64_t timeout_ms);
