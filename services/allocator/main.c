@@ -25,7 +25,7 @@ static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_messag
 static double recovery_fraction;
 
 static const ms_flag flags[] = {
-    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5050",
+    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5053",
      "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
     {"advertise-address", MS_FLAG_STRING, &advertise, NULL,
      "The address agents and master-api reach this allocator at (default: the first bound address)", "ADDR"},
