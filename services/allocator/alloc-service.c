@@ -393,6 +393,7 @@ static void forget_all(alloc_service *s) {
   svc_frameworks_close(s);
   svc_agents_close(s);
   svc_tasks_free_all(s);
+  svc_ops_free_all(s);
   for (uint32_t i = 0; i < s->torn_down.n; i++) {
     free(s->torn_down.v[i]->key);
     free(s->torn_down.v[i]);

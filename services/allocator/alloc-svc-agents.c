@@ -383,6 +383,8 @@ static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCM
     }
     if (m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_STATUS_UPDATE)
       svc_task_status(s, l->agent, m->status_update);
+    else if (m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_OPERATION_STATUS_UPDATE)
+      svc_op_status(s, l->agent, m->operation_status_update);
     else if (m->message_case != MESETA__V1__AGENT_MESSAGE__MESSAGE_HEARTBEAT)
       ms_log_debug(l->agent->e.key, "agent message %d ignored in this version", (int)m->message_case);
     break;

@@ -154,16 +154,41 @@ static int plan_accept(alloc_service *s, svc_framework *fw, const Meseta__V1__Ac
       m->type =
           (Meseta__V1__Operation__Type)(o->operation_case - MESETA__V1__OFFER__OPERATION__OPERATION_RESERVE +
                                         MESETA__V1__OPERATION__TYPE__RESERVE);
-      m->reserve = o->reserve;
-      m->unreserve = o->unreserve;
-      m->create = o->create;
-      m->destroy = o->destroy;
-      m->grow_volume = o->grow_volume;
-      m->shrink_volume = o->shrink_volume;
-      m->create_disk = o->create_disk;
-      m->destroy_disk = o->destroy_disk;
+      /* Offer.Operation's payloads are a oneof (one union): set only the one given. */
+      switch (o->operation_case) {
+      case MESETA__V1__OFFER__OPERATION__OPERATION_RESERVE:
+        m->reserve = o->reserve;
+        break;
+      case MESETA__V1__OFFER__OPERATION__OPERATION_UNRESERVE:
+        m->unreserve = o->unreserve;
+        break;
+      case MESETA__V1__OFFER__OPERATION__OPERATION_CREATE:
+        m->create = o->create;
+        break;
+      case MESETA__V1__OFFER__OPERATION__OPERATION_DESTROY:
+        m->destroy = o->destroy;
+        break;
+      case MESETA__V1__OFFER__OPERATION__OPERATION_GROW_VOLUME:
+        m->grow_volume = o->grow_volume;
+        break;
+      case MESETA__V1__OFFER__OPERATION__OPERATION_SHRINK_VOLUME:
+        m->shrink_volume = o->shrink_volume;
+        break;
+      case MESETA__V1__OFFER__OPERATION__OPERATION_CREATE_DISK:
+        m->create_disk = o->create_disk;
+        break;
+      default:
+        m->destroy_disk = o->destroy_disk;
+        break;
+      }
       if (ms_operation_from_proto(m, &p->rops[p->nrops], err) < 0)
         return ms_error_prefix(err, "`accept.operations[%zu]`", k);
+      /* The model's form: without allocation role (as launches). */
+      ms_operation *mo = &p->rops[p->nrops];
+      ms_resources *sets[] = {mo->resources, mo->source, mo->volume, mo->addition};
+      for (size_t j = 0; j < MS_ARRAY_SIZE(sets); j++)
+        if (sets[j])
+          ms_resources_allocate(sets[j], NULL, NULL);
       p->ops[p->nops++] = (alloc_accept_op){.kind = ALLOC_OP_RESOURCES, .op = &p->rops[p->nrops]};
       p->nrops++;
       break;
@@ -191,9 +216,12 @@ static void own_agent_id(Meseta__V1__TaskInfo *t, const char *agent_id) {
   t->agent_id = heap_agent_id(agent_id);
 }
 
+/* Records the launches and tracked operations; the agent's messages go through an
+ * outbox (after the operations' records are durable). */
 static void dispatch(alloc_service *s, svc_framework *fw, const Meseta__V1__AcceptRequest *r, svc_agent *a,
                      const char *role, launch_plan *p) {
   uint32_t rop = 0;
+  svc_outbox box = {0};
   for (size_t k = 0; k < r->n_operations; k++) {
     Meseta__V1__Offer__Operation *o = r->operations[k];
     Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
@@ -214,7 +242,7 @@ static void dispatch(alloc_service *s, svc_framework *fw, const Meseta__V1__Acce
         rt.task = t;
         m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK;
         m.run_task = &rt;
-        svc_send_agent(s, a, &m);
+        svc_outbox_add(&box, &m);
         ms_log_debug(fw->e.key, "task `%s` launched on agent `%s`", t->task_id->value, a->e.key);
       }
     } else if (o->operation_case == MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH_GROUP) {
@@ -237,7 +265,7 @@ static void dispatch(alloc_service *s, svc_framework *fw, const Meseta__V1__Acce
       rg.task_group = g->task_group;
       m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK_GROUP;
       m.run_task_group = &rg;
-      svc_send_agent(s, a, &m);
+      svc_outbox_add(&box, &m);
     } else {
       Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
       fid.value = fw->e.key;
@@ -245,15 +273,19 @@ static void dispatch(alloc_service *s, svc_framework *fw, const Meseta__V1__Acce
       svc_uuid_bytes(uuid);
       Meseta__V1__AllocatorMessage__ApplyOperation ap = MESETA__V1__ALLOCATOR_MESSAGE__APPLY_OPERATION__INIT;
       ap.framework_id = &fid;
-      ap.operation = &p->rop_msgs[rop++];
+      ap.operation = &p->rop_msgs[rop];
       ap.operation_id = o->id;
       ap.operation_uuid.data = uuid;
       ap.operation_uuid.len = sizeof(uuid);
+      if (o->id && o->id->value && *o->id->value)
+        svc_op_track(s, fw->e.key, a->e.key, o, &p->rop_msgs[rop], &p->rops[rop], uuid);
+      rop++;
       m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_APPLY_OPERATION;
       m.apply_operation = &ap;
-      svc_send_agent(s, a, &m);
+      svc_outbox_add(&box, &m);
     }
   }
+  svc_outbox_flush(s, a->e.key, &box);
 }
 
 static int do_accept(alloc_service *s, const call_req *c, ms_error **err) {
@@ -280,7 +312,9 @@ static int do_accept(alloc_service *s, const call_req *c, ms_error **err) {
   }
   char *agent_id = ms_xstrdup(v.agent_id), *role = ms_xstrdup(v.role);
   launch_plan p = {0};
-  int rc = plan_accept(s, fw, r, agent_id, &p, err);
+  int rc = svc_ops_check_ids(s, fw->e.key, r, err);
+  if (rc == 0)
+    rc = plan_accept(s, fw, r, agent_id, &p, err);
   if (rc == 0) {
     rc = alloc_model_accept(s->model, fw->e.key, ids, (uint32_t)r->n_offer_ids, p.ops, p.nops,
                             refuse_ms(r->filters), svc_now_ms(), err);
@@ -475,6 +509,14 @@ static int do_reconcile(alloc_service *s, const call_req *c, ms_error **err) {
   return 0;
 }
 
+static int do_acknowledge_operation(alloc_service *s, const call_req *c, ms_error **err) {
+  return svc_op_acknowledge(s, c->acknowledge_operation_status, err);
+}
+
+static int do_reconcile_operations(alloc_service *s, const call_req *c, ms_error **err) {
+  return svc_op_reconcile(s, c->reconcile_operations, err);
+}
+
 /* ---- the table ---- */
 
 typedef struct call_row {
@@ -496,6 +538,10 @@ static const call_row rows[] = {
      do_acknowledge},
     {MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_RECONCILE, &meseta__v1__reconcile_response__descriptor,
      do_reconcile},
+    {MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACKNOWLEDGE_OPERATION_STATUS,
+     &meseta__v1__acknowledge_operation_status_response__descriptor, do_acknowledge_operation},
+    {MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_RECONCILE_OPERATIONS,
+     &meseta__v1__reconcile_operations_response__descriptor, do_reconcile_operations},
 };
 
 void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {

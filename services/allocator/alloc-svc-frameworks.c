@@ -68,6 +68,7 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
       ms_resources_clear(t->executor->res);
     svc_task_end(s, t);
   }
+  svc_ops_forget_framework(s, fw->e.key);
   ms_error *err = NULL;
   if (alloc_model_remove_framework(s->model, fw->e.key, &err) < 0) {
     ms_log_warn(fw->e.key, "%s", err->msg);
@@ -226,6 +227,7 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
   }
   ms_log_info(id, "framework subscribed (`%s`), stream `%s`", info->name ? info->name : "", fw->stream_id);
   send_subscribed(s, fw);
+  svc_ops_resend(s, fw);
   svc_state_emit_framework(s, id, change);
   svc_want_cycle(s);
   return 0;

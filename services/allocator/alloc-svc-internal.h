@@ -130,6 +130,7 @@ struct alloc_service {
   bool recovering; /* leading, loaded, waiting for agents: no offers */
   uint64_t term;   /* bumped on every change of leadership: older registry results are stale */
   svc_table agents, frameworks, tasks, executors, torn_down;
+  svc_table operations; /* svc_operation: framework resource operations with an id */
   svc_table agent_recs; /* svc_agent_rec, while durable */
   svc_table expected;   /* ADMITTED agents not re-registered yet (recovery) */
   uint32_t nexpected;   /* how many were expected when recovery began */
@@ -282,6 +283,58 @@ bool svc_executor_known(alloc_service *s, const char *agent_id, const char *fram
                         const char *executor_id);
 void svc_tasks_free_all(alloc_service *s);
 
+/* ---- resource operations with feedback (alloc-svc-operations.c) ----
+ *
+ * An accepted resource operation with Offer.Operation.id is tracked from the accept
+ * (OPERATION_PENDING; the model already holds its result) until the framework
+ * acknowledges a terminal status. With a registry its OperationRecord (record id: the
+ * operation's uuid) is written before APPLY_OPERATION leaves, updated on each status,
+ * and deleted on the acknowledgement. A FAILED / ERROR / DROPPED status undoes the
+ * operation in the model (its inverse on the agent's unallocated resources). */
+
+typedef struct svc_operation {
+  svc_entry e; /* framework \x1f operation id */
+  char *framework_id, *agent_id, *op_id;
+  uint8_t uuid[16];
+  Meseta__V1__Offer__Operation *info;  /* a copy */
+  Meseta__V1__Operation *op;           /* a copy: what the agent was sent */
+  Meseta__V1__OperationStatus *latest; /* owned; the last status from the agent, NULL: none */
+  Meseta__V1__OperationState state;
+  ms_operation undo; /* the inverse, on unallocated resources; MS_OP_UNKNOWN: none */
+  bool undone;
+} svc_operation;
+
+/* Messages for one agent, held until the accept's operation records are durable. */
+typedef struct svc_outbox {
+  Meseta__V1__AllocatorMessage **v; /* owned copies */
+  size_t n;
+} svc_outbox;
+void svc_outbox_add(svc_outbox *o, const Meseta__V1__AllocatorMessage *m);
+/* Sends the messages to the agent, after writing the records of the tracked operations
+ * among them when durable. Takes o's contents. */
+void svc_outbox_flush(alloc_service *s, const char *agent_id, svc_outbox *o);
+
+/* The ids of an accept's resource operations: each set one must be new to the
+ * framework (no other non-acknowledged operation) and appear once. */
+int svc_ops_check_ids(alloc_service *s, const char *framework_id, const Meseta__V1__AcceptRequest *r,
+                      ms_error **err);
+/* Starts tracking an accepted operation (PENDING). op and mop are copied. */
+svc_operation *svc_op_track(alloc_service *s, const char *framework_id, const char *agent_id,
+                            const Meseta__V1__Offer__Operation *info, const Meseta__V1__Operation *op,
+                            const ms_operation *mop, const uint8_t uuid[16]);
+/* An agent's OPERATION_STATUS_UPDATE. */
+void svc_op_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__OperationStatusUpdate *u);
+/* The framework (re-)subscribed: statuses waiting for its acknowledgement again. */
+void svc_ops_resend(alloc_service *s, svc_framework *fw);
+/* The framework is removed: its operations are forgotten (records deleted). */
+void svc_ops_forget_framework(alloc_service *s, const char *framework_id);
+int svc_op_acknowledge(alloc_service *s, const Meseta__V1__AcknowledgeOperationStatusRequest *r,
+                       ms_error **err);
+int svc_op_reconcile(alloc_service *s, const Meseta__V1__ReconcileOperationsRequest *r, ms_error **err);
+void svc_ops_free_all(alloc_service *s);
+/* Rescinds the agent's outstanding offers (alloc-svc-operator.c). */
+void svc_rescind_agent_offers(alloc_service *s, const char *agent);
+
 /* ---- operator writes (alloc-svc-registry.c) ---- */
 
 /* Applies every write or none (the registry's Batch). Takes b. */
@@ -352,3 +405,5 @@ int64_t svc_state_emit_role(alloc_service *s, const char *role);
 int64_t svc_state_emit_quota(alloc_service *s);
 int64_t svc_state_emit_weights(alloc_service *s);
 int64_t svc_state_emit_maintenance(alloc_service *s);
+/* A tracked operation added or updated (SVC_ADDED / SVC_UPDATED) or removed. */
+int64_t svc_state_emit_operation(alloc_service *s, const svc_operation *op, svc_change what);

@@ -106,7 +106,7 @@ static void collect_offer(void *ctx, const alloc_offer_view *o) {
 }
 
 /* Rescinds the agent's outstanding offers (the resources return to available). */
-static void rescind_agent_offers(alloc_service *s, const char *agent) {
+void svc_rescind_agent_offers(alloc_service *s, const char *agent) {
   char **ids = NULL;
   uint32_t n = 0;
   void *ctx[3] = {(void *)agent, &ids, &n};
@@ -146,7 +146,7 @@ static int apply_resource_op(alloc_service *s, const op_req *r, op_resp *resp, m
       /* Perhaps offered: offers are rescinded first, then it is tried again. */
       ms_error_free(e1);
       e1 = NULL;
-      rescind_agent_offers(s, agent);
+      svc_rescind_agent_offers(s, agent);
       rc = alloc_model_apply_operator(s->model, agent, &op, &e1);
     }
     if (rc < 0)

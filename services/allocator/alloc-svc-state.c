@@ -341,6 +341,41 @@ int64_t svc_state_emit_task(alloc_service *s, const svc_task *t, svc_change what
   return broadcast(s, c);
 }
 
+int64_t svc_state_emit_operation(alloc_service *s, const svc_operation *op, svc_change what) {
+  if (!s->watchers)
+    return ++s->revision;
+  Meseta__V1__StateChange *c = change_new();
+  if (what == SVC_REMOVED) {
+    c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_OPERATION_REMOVED;
+    c->operation_removed =
+        NEW(Meseta__V1__StateChange__OperationRemoved, meseta__v1__state_change__operation_removed);
+    c->operation_removed->operation_uuid.data = ms_xmalloc(sizeof(op->uuid));
+    memcpy(c->operation_removed->operation_uuid.data, op->uuid, sizeof(op->uuid));
+    c->operation_removed->operation_uuid.len = sizeof(op->uuid);
+    return broadcast(s, c);
+  }
+  Meseta__V1__TrackedOperation *t = NEW(Meseta__V1__TrackedOperation, meseta__v1__tracked_operation);
+  t->framework_id = NEW(Meseta__V1__FrameworkID, meseta__v1__framework_id);
+  t->framework_id->value = xstr(op->framework_id);
+  t->agent_id = NEW(Meseta__V1__AgentID, meseta__v1__agent_id);
+  t->agent_id->value = xstr(op->agent_id);
+  t->info = dup_msg(op->info);
+  if (op->latest) {
+    t->latest_status = dup_msg(op->latest);
+  } else {
+    t->latest_status = NEW(Meseta__V1__OperationStatus, meseta__v1__operation_status);
+    t->latest_status->state = op->state;
+    t->latest_status->operation_id = NEW(Meseta__V1__OperationID, meseta__v1__operation_id);
+    t->latest_status->operation_id->value = xstr(op->op_id);
+  }
+  t->uuid.data = ms_xmalloc(sizeof(op->uuid));
+  memcpy(t->uuid.data, op->uuid, sizeof(op->uuid));
+  t->uuid.len = sizeof(op->uuid);
+  c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_OPERATION_UPDATED;
+  c->operation_updated = t;
+  return broadcast(s, c);
+}
+
 int64_t svc_state_emit_role(alloc_service *s, const char *role) {
   if (!s->watchers)
     return ++s->revision;

@@ -308,6 +308,154 @@ static void test_agent_gone_rescinds(void) {
   stop_allocator(&al);
 }
 
+/* ---- resource operations with feedback ---- */
+
+typedef struct ag_at_least {
+  ms_sim_agent *a;
+  size_t field; /* offsetof in ms_sim_agent_stats */
+  uint64_t n;
+} ag_at_least;
+
+static bool ag_reached(void *ctx) {
+  ag_at_least *w = ctx;
+  ms_sim_agent_stats st;
+  ms_sim_agent_stats_get(w->a, &st);
+  return *(uint64_t *)((char *)&st + w->field) >= w->n;
+}
+
+#define WAIT_AG(ag, fieldname, count)                                                                        \
+  do {                                                                                                       \
+    ag_at_least _w = {(ag), offsetof(ms_sim_agent_stats, fieldname), (count)};                               \
+    CU_ASSERT_FATAL(ms_sim_wait(ag_reached, &_w, WAIT_MS));                                                  \
+  } while (0)
+
+/* cpus in an offer: unreserved and reserved. */
+static void offer_cpus(const Meseta__V1__Offer *o, double *unres, double *res) {
+  *unres = *res = 0;
+  for (size_t i = 0; i < o->n_resources; i++) {
+    const Meseta__V1__Resource *r = o->resources[i];
+    if (strcmp(r->name, "cpus") == 0 && r->scalar)
+      *(r->n_reservations ? res : unres) += r->scalar->value;
+  }
+}
+
+typedef struct cpus_wait {
+  ms_sim_framework *f;
+  double unres, res;       /* wanted */
+  Meseta__V1__Offer *kept; /* the matching offer (the caller's) */
+} cpus_wait;
+
+static bool cpus_seen(void *ctx) {
+  cpus_wait *w = ctx;
+  Meseta__V1__Offer *o;
+  while (!w->kept && (o = ms_sim_framework_take_offer(w->f))) {
+    double u, r;
+    offer_cpus(o, &u, &r);
+    if (u == w->unres && r == w->res)
+      w->kept = o;
+    else
+      free_offer(o);
+  }
+  return w->kept != NULL;
+}
+
+/* The next offer with exactly these cpus (older ones are dropped). */
+static Meseta__V1__Offer *wait_cpus(ms_sim_framework *f, double unres, double res) {
+  cpus_wait w = {f, unres, res, NULL};
+  CU_ASSERT_FATAL(ms_sim_wait(cpus_seen, &w, WAIT_MS));
+  return w.kept;
+}
+
+static int reserve_ok(ms_sim_framework *f, const Meseta__V1__Offer *o, const char *id) {
+  ms_error *err = NULL;
+  int rc = ms_sim_framework_reserve(f, o, id, "cpus:1", &err);
+  if (rc < 0) {
+    fprintf(stderr, "reserve: %s\n", err->msg);
+    ms_error_free(err);
+  }
+  return rc;
+}
+
+static void test_operation_finished(void) {
+  allocator al = start_allocator("op-finished", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 0);
+  ms_sim_framework_options fo = {.name = "ops", .role = "ops", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f = framework(&al, &fo);
+  Meseta__V1__Offer *o = wait_offer(f);
+  ms_error *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(reserve_ok(f, o, "op-1"), 0);
+  free_offer(o);
+  WAIT_FW(f, op_finished, 1);
+  Meseta__V1__OperationStatus *st = ms_sim_framework_op_status(f, "op-1");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+  CU_ASSERT_EQUAL(st->state, MESETA__V1__OPERATION_STATE__OPERATION_FINISHED);
+  CU_ASSERT_EQUAL(st->uuid.len, 16);
+  CU_ASSERT_PTR_NOT_NULL(st->agent_id);
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  WAIT_FW(f, op_acks, 1);
+  WAIT_AG(a, op_acks, 1);
+  ms_sim_agent_stats as;
+  ms_sim_agent_stats_get(a, &as);
+  CU_ASSERT_EQUAL(as.apply_operations, 1);
+  /* The reservation is offered to the role. */
+  free_offer(wait_cpus(f, 3, 1));
+  /* Acknowledged: the id is free again, and the allocator forgot it. */
+  CU_ASSERT_EQUAL(ms_sim_framework_reconcile_operations(f, (const char *[]){"op-1"}, 1, &err), 0);
+  WAIT_FW(f, op_unknown, 1);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+static void test_operation_failed(void) {
+  allocator al = start_allocator("op-failed", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 0);
+  ms_sim_agent_fail_next_operation(a, "disk on fire");
+  ms_sim_framework_options fo = {
+      .name = "ops", .role = "ops", .mode = MS_SIM_HOLD, .no_operation_acks = true};
+  ms_sim_framework *f = framework(&al, &fo);
+  Meseta__V1__Offer *o = wait_offer(f);
+  ms_error *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(reserve_ok(f, o, "op-f"), 0);
+  free_offer(o);
+  WAIT_FW(f, op_failed, 1);
+  Meseta__V1__OperationStatus *st = ms_sim_framework_op_status(f, "op-f");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+  CU_ASSERT_EQUAL(st->state, MESETA__V1__OPERATION_STATE__OPERATION_FAILED);
+  CU_ASSERT_STRING_EQUAL(st->message, "disk on fire");
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  /* Undone: the cpus come back unreserved. */
+  o = wait_cpus(f, 4, 0);
+  /* Not acknowledged: the id is still taken. */
+  expect_status(ms_sim_framework_reserve(f, o, "op-f", "cpus:1", &err), &err, MS_INVALID_ARGUMENT,
+                "operations[0].id");
+  free_offer(o);
+  /* Explicit reconciliation: the known one and an unknown one; then implicit. */
+  uint64_t failed = FW_STAT(f, op_failed);
+  CU_ASSERT_EQUAL(ms_sim_framework_reconcile_operations(f, (const char *[]){"op-f", "op-nope"}, 2, &err), 0);
+  WAIT_FW(f, op_unknown, 1);
+  WAIT_FW(f, op_failed, failed + 1);
+  CU_ASSERT_EQUAL(ms_sim_framework_reconcile_operations(f, NULL, 0, &err), 0);
+  WAIT_FW(f, op_failed, failed + 2);
+  CU_ASSERT_EQUAL(FW_STAT(f, op_unknown), 1);
+  ms_sim_agent_stats as;
+  ms_sim_agent_stats_get(a, &as);
+  CU_ASSERT_EQUAL(as.op_acks, 0);
+  /* The framework fails over: the new subscription gets the status again and acknowledges it. */
+  ms_sim_framework_options fo2 = {
+      .name = "ops", .role = "ops", .mode = MS_SIM_HOLD, .framework_id = ms_sim_framework_id(f)};
+  ms_sim_framework *f2 = framework(&al, &fo2);
+  WAIT_FW(f2, op_failed, 1);
+  WAIT_FW(f2, op_acks, 1);
+  WAIT_AG(a, op_acks, 1);
+  CU_ASSERT_EQUAL(ms_sim_framework_reconcile_operations(f2, (const char *[]){"op-f"}, 1, &err), 0);
+  WAIT_FW(f2, op_unknown, 1);
+  ms_sim_framework_free(f2);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
 int main(int argc, char **argv) {
   dir = ms_test_tmpdir("test-allocator");
   static const ms_test_case cases[] = {
@@ -318,6 +466,8 @@ int main(int argc, char **argv) {
       {"offer_timeout", test_offer_timeout},
       {"bad_calls", test_bad_calls},
       {"agent_gone_rescinds", test_agent_gone_rescinds},
+      {"operation_finished", test_operation_finished},
+      {"operation_failed", test_operation_failed},
       {NULL, NULL},
   };
   int rc = ms_test_main(argc, argv, "allocator", cases);

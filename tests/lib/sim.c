@@ -52,6 +52,14 @@ typedef struct sim_update {
   int64_t sent_at; /* mono ms; 0: not sent */
 } sim_update;
 
+/* An operation status kept until acknowledged. */
+typedef struct sim_opupd {
+  char *framework_id, *op_id, *message;
+  uint8_t op_uuid[16], uuid[16];
+  Meseta__V1__OperationState state;
+  int64_t sent_at;
+} sim_opupd;
+
 struct ms_sim_agent {
   char **targets;
   ms_rpc_channel **chs;
@@ -72,6 +80,9 @@ struct ms_sim_agent {
   size_t ntasks, cap;
   sim_update *upd;
   size_t nupd, capupd;
+  sim_opupd *opu;
+  size_t nopu;
+  char *fail_next; /* the next APPLY_OPERATION fails with this message */
   ms_sim_agent_stats stats;
 };
 
@@ -110,6 +121,81 @@ static void agent_send_update(ms_sim_agent *a, sim_update *u) {
   m.status_update = &su;
   ms_rpc_stream_send(a->st, &m.base, NULL);
   u->sent_at = ms_time_mono_ms();
+}
+
+/* The lock is held. */
+static void agent_send_opupd(ms_sim_agent *a, sim_opupd *u) {
+  if (!a->st || !a->connected)
+    return;
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = u->framework_id;
+  Meseta__V1__OperationID oid = MESETA__V1__OPERATION_ID__INIT;
+  oid.value = u->op_id;
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = a->id;
+  Meseta__V1__OperationStatus st = MESETA__V1__OPERATION_STATUS__INIT;
+  st.operation_id = *u->op_id ? &oid : NULL;
+  st.state = u->state;
+  st.message = u->message;
+  st.uuid.data = u->uuid;
+  st.uuid.len = sizeof(u->uuid);
+  st.agent_id = &aid;
+  Meseta__V1__AgentMessage__OperationStatusUpdate su =
+      MESETA__V1__AGENT_MESSAGE__OPERATION_STATUS_UPDATE__INIT;
+  su.framework_id = *u->framework_id ? &fid : NULL;
+  su.status = &st;
+  su.latest_status = &st;
+  su.operation_uuid.data = u->op_uuid;
+  su.operation_uuid.len = sizeof(u->op_uuid);
+  Meseta__V1__AgentMessage m = MESETA__V1__AGENT_MESSAGE__INIT;
+  m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_OPERATION_STATUS_UPDATE;
+  m.operation_status_update = &su;
+  ms_rpc_stream_send(a->st, &m.base, NULL);
+  u->sent_at = ms_time_mono_ms();
+}
+
+/* APPLY_OPERATION: FINISHED, or FAILED when told so; the lock is held. */
+static void agent_apply(ms_sim_agent *a, const Meseta__V1__AllocatorMessage__ApplyOperation *ap) {
+  a->stats.apply_operations++;
+  a->opu = ms_xrealloc(a->opu, (a->nopu + 1) * sizeof(*a->opu));
+  sim_opupd *u = &a->opu[a->nopu++];
+  memset(u, 0, sizeof(*u));
+  u->framework_id = ms_xstrdup(ap->framework_id && ap->framework_id->value ? ap->framework_id->value : "");
+  u->op_id = ms_xstrdup(ap->operation_id && ap->operation_id->value ? ap->operation_id->value : "");
+  if (ap->operation_uuid.len == 16)
+    memcpy(u->op_uuid, ap->operation_uuid.data, 16);
+  getrandom(u->uuid, sizeof(u->uuid), 0);
+  if (a->fail_next) {
+    u->state = MESETA__V1__OPERATION_STATE__OPERATION_FAILED;
+    u->message = a->fail_next;
+    a->fail_next = NULL;
+  } else {
+    u->state = MESETA__V1__OPERATION_STATE__OPERATION_FINISHED;
+    u->message = ms_xstrdup("");
+  }
+  agent_send_opupd(a, u);
+}
+
+static void agent_op_acked(ms_sim_agent *a,
+                           const Meseta__V1__AllocatorMessage__AcknowledgeOperationStatus *k) {
+  a->stats.op_acks++;
+  for (size_t i = 0; i < a->nopu; i++)
+    if (k->operation_uuid.len == 16 && memcmp(a->opu[i].op_uuid, k->operation_uuid.data, 16) == 0 &&
+        k->status_uuid.len == 16 && memcmp(a->opu[i].uuid, k->status_uuid.data, 16) == 0) {
+      free(a->opu[i].framework_id);
+      free(a->opu[i].op_id);
+      free(a->opu[i].message);
+      memmove(&a->opu[i], &a->opu[i + 1], (a->nopu - i - 1) * sizeof(*a->opu));
+      a->nopu--;
+      return;
+    }
+}
+
+void ms_sim_agent_fail_next_operation(ms_sim_agent *a, const char *message) {
+  pthread_mutex_lock(&a->mu);
+  free(a->fail_next);
+  a->fail_next = ms_xstrdup(message ? message : "");
+  pthread_mutex_unlock(&a->mu);
 }
 
 /* A new status, kept until acknowledged; the lock is held. */
@@ -231,6 +317,14 @@ static void agent_on_message(ms_sim_agent *a, const Meseta__V1__AllocatorMessage
     a->stats.reregistrations++;
     for (size_t i = 0; i < a->nupd; i++) /* in order: what the new leader missed */
       agent_send_update(a, &a->upd[i]);
+    for (size_t i = 0; i < a->nopu; i++)
+      agent_send_opupd(a, &a->opu[i]);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_APPLY_OPERATION:
+    agent_apply(a, m->apply_operation);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_OPERATION_STATUS:
+    agent_op_acked(a, m->acknowledge_operation_status);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK: {
     const char *fw = m->run_task->framework_info && m->run_task->framework_info->id
@@ -348,6 +442,9 @@ static void *agent_tick(void *arg) {
     for (size_t i = 0; a->reconnect && i < a->nupd; i++) /* not acknowledged within 1 s: again */
       if (a->upd[i].sent_at && now - a->upd[i].sent_at >= 1000)
         agent_send_update(a, &a->upd[i]);
+    for (size_t i = 0; i < a->nopu; i++) /* operation statuses: resent until acknowledged */
+      if (a->opu[i].sent_at && now - a->opu[i].sent_at >= 1000)
+        agent_send_opupd(a, &a->opu[i]);
     pthread_mutex_unlock(&a->mu);
     ms_time_sleep_ms(5);
     pthread_mutex_lock(&a->mu);
@@ -404,6 +501,7 @@ void ms_sim_agent_stats_get(ms_sim_agent *a, ms_sim_agent_stats *ret) {
   pthread_mutex_lock(&a->mu);
   *ret = a->stats;
   ret->unacked = a->nupd;
+  ret->op_unacked = a->nopu;
   ret->connected = a->connected;
   pthread_mutex_unlock(&a->mu);
 }
@@ -438,6 +536,13 @@ void ms_sim_agent_free(ms_sim_agent *a) {
     free(a->upd[i].task_id);
   }
   free(a->upd);
+  for (size_t i = 0; i < a->nopu; i++) {
+    free(a->opu[i].framework_id);
+    free(a->opu[i].op_id);
+    free(a->opu[i].message);
+  }
+  free(a->opu);
+  free(a->fail_next);
   ms_resources_proto_free(a->rp);
   ms_resources_free(a->total);
   free(a->hostname);
@@ -482,6 +587,9 @@ struct ms_sim_framework {
   Meseta__V1__Offer **held;
   size_t nheld, capheld;
   uint64_t next_task, finished_later;
+  bool op_acks;
+  Meseta__V1__OperationStatus **opst; /* the last status per operation id */
+  size_t nopst;
   ms_sim_framework_stats stats;
 };
 
@@ -743,6 +851,8 @@ static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) 
     fw_ack(f, st);
 }
 
+static void fw_on_op_status(ms_sim_framework *f, const Meseta__V1__OperationStatus *st);
+
 static void fw_on_event(ms_sim_framework *f, Meseta__V1__Event *ev) {
   pthread_mutex_lock(&f->mu);
   ms_sim_mode mode = f->mode;
@@ -801,6 +911,174 @@ static void fw_on_event(ms_sim_framework *f, Meseta__V1__Event *ev) {
       fw_use_offer(f, ev->offers->offers[i], mode);
   if (ev->event_case == MESETA__V1__EVENT__EVENT_UPDATE && ev->update->status)
     fw_on_update(f, ev->update->status);
+  if (ev->event_case == MESETA__V1__EVENT__EVENT_UPDATE_OPERATION_STATUS &&
+      ev->update_operation_status->status)
+    fw_on_op_status(f, ev->update_operation_status->status);
+}
+
+/* ---- operations ---- */
+
+static void fw_op_ack(ms_sim_framework *f, const Meseta__V1__OperationStatus *st) {
+  Meseta__V1__FrameworkID fid;
+  fill_ids(f, &fid);
+  Meseta__V1__AcknowledgeOperationStatusRequest r = MESETA__V1__ACKNOWLEDGE_OPERATION_STATUS_REQUEST__INIT;
+  r.framework_id = &fid;
+  r.stream_id = f->stream_id;
+  r.agent_id = st->agent_id;
+  r.operation_id = st->operation_id;
+  r.uuid = st->uuid;
+  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACKNOWLEDGE_OPERATION_STATUS;
+  c.acknowledge_operation_status = &r;
+  if (ms_sim_framework_call(f, &c, NULL) < 0) {
+    count_failure(f);
+    return;
+  }
+  pthread_mutex_lock(&f->mu);
+  f->stats.op_acks++;
+  pthread_mutex_unlock(&f->mu);
+}
+
+static void fw_on_op_status(ms_sim_framework *f, const Meseta__V1__OperationStatus *st) {
+  pthread_mutex_lock(&f->mu);
+  f->stats.op_updates++;
+  switch (st->state) {
+  case MESETA__V1__OPERATION_STATE__OPERATION_FINISHED:
+    f->stats.op_finished++;
+    break;
+  case MESETA__V1__OPERATION_STATE__OPERATION_FAILED:
+    f->stats.op_failed++;
+    break;
+  case MESETA__V1__OPERATION_STATE__OPERATION_STATE_UNKNOWN:
+    f->stats.op_unknown++;
+    break;
+  case MESETA__V1__OPERATION_STATE__OPERATION_PENDING:
+    f->stats.op_pending++;
+    break;
+  default:
+    break;
+  }
+  const char *id = st->operation_id && st->operation_id->value ? st->operation_id->value : "";
+  size_t i = 0;
+  while (i < f->nopst && strcmp(f->opst[i]->operation_id->value, id) != 0)
+    i++;
+  if (i == f->nopst) {
+    f->opst = ms_xrealloc(f->opst, (f->nopst + 1) * sizeof(*f->opst));
+    f->nopst++;
+  } else {
+    free_msg(f->opst[i]);
+  }
+  f->opst[i] = (Meseta__V1__OperationStatus *)ms_pb_dup(&st->base);
+  if (!f->opst[i]->operation_id) {
+    f->opst[i]->operation_id = ms_pb_new(&meseta__v1__operation_id__descriptor);
+    f->opst[i]->operation_id->value = ms_xstrdup("");
+  }
+  bool ack = f->op_acks && st->uuid.len == 16 && *id;
+  pthread_mutex_unlock(&f->mu);
+  if (ack)
+    fw_op_ack(f, st);
+}
+
+Meseta__V1__OperationStatus *ms_sim_framework_op_status(ms_sim_framework *f, const char *op_id) {
+  Meseta__V1__OperationStatus *r = NULL;
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->nopst && !r; i++)
+    if (strcmp(f->opst[i]->operation_id->value, op_id) == 0)
+      r = (Meseta__V1__OperationStatus *)ms_pb_dup(&f->opst[i]->base);
+  pthread_mutex_unlock(&f->mu);
+  return r;
+}
+
+void ms_sim_framework_set_operation_acks(ms_sim_framework *f, bool ack) {
+  pthread_mutex_lock(&f->mu);
+  f->op_acks = ack;
+  pthread_mutex_unlock(&f->mu);
+}
+
+int ms_sim_framework_reserve(ms_sim_framework *f, const Meseta__V1__Offer *offer, const char *op_id,
+                             const char *resources, ms_error **err) {
+  ms_resources *res = NULL;
+  if (ms_resources_parse_text(resources, NULL, &res, err) < 0)
+    return MS_ERR;
+  const char *role = offer->allocation_info ? offer->allocation_info->role : NULL;
+  ms_resources_allocate(res, role && *role ? role : NULL, NULL);
+  Meseta__V1__Resources *rp = ms_resources_to_proto(res);
+  ms_resources_free(res);
+  Meseta__V1__Resource__ReservationInfo ri = MESETA__V1__RESOURCE__RESERVATION_INFO__INIT;
+  ri.type = MESETA__V1__RESOURCE__RESERVATION_INFO__TYPE__DYNAMIC;
+  ri.role = (char *)(role ? role : "*");
+  Meseta__V1__Resource__ReservationInfo *ris[] = {&ri};
+  Meseta__V1__Resource__ReservationInfo ***own = ms_xcalloc(rp->n_resources + 1, sizeof(*own));
+  for (size_t i = 0; i < rp->n_resources; i++) {
+    own[i] = rp->resources[i]->reservations; /* put back before the free */
+    rp->resources[i]->reservations = ris;
+    rp->resources[i]->n_reservations = 1;
+  }
+  Meseta__V1__FrameworkID fid;
+  fill_ids(f, &fid);
+  Meseta__V1__OperationID oid = MESETA__V1__OPERATION_ID__INIT;
+  oid.value = (char *)op_id;
+  Meseta__V1__Operation__Reserve rs = MESETA__V1__OPERATION__RESERVE__INIT;
+  rs.n_resources = rp->n_resources;
+  rs.resources = rp->resources;
+  Meseta__V1__Offer__Operation op = MESETA__V1__OFFER__OPERATION__INIT;
+  op.id = op_id ? &oid : NULL;
+  op.operation_case = MESETA__V1__OFFER__OPERATION__OPERATION_RESERVE;
+  op.reserve = &rs;
+  Meseta__V1__Offer__Operation *ops[] = {&op};
+  Meseta__V1__OfferID *oids[] = {offer->id};
+  Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
+  Meseta__V1__Filters filters = MESETA__V1__FILTERS__INIT;
+  filters.refuse_duration = &d; /* 0: what is left comes back at once */
+  Meseta__V1__AcceptRequest a = MESETA__V1__ACCEPT_REQUEST__INIT;
+  a.framework_id = &fid;
+  a.stream_id = f->stream_id;
+  a.n_offer_ids = 1;
+  a.offer_ids = oids;
+  a.n_operations = 1;
+  a.operations = ops;
+  a.filters = &filters;
+  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACCEPT;
+  c.accept = &a;
+  sim_ledger_offer_gone(f->ledger, f, offer->id->value);
+  int rc = ms_sim_framework_call(f, &c, err);
+  for (size_t i = 0; i < rp->n_resources; i++) {
+    rp->resources[i]->reservations = own[i];
+    rp->resources[i]->n_reservations = 0;
+  }
+  free(own);
+  ms_resources_proto_free(rp);
+  return rc;
+}
+
+int ms_sim_framework_reconcile_operations(ms_sim_framework *f, const char *const *op_ids, size_t n,
+                                          ms_error **err) {
+  Meseta__V1__FrameworkID fid;
+  fill_ids(f, &fid);
+  Meseta__V1__ReconcileOperationsRequest__Operation *ops = ms_xcalloc(n + 1, sizeof(*ops));
+  Meseta__V1__ReconcileOperationsRequest__Operation **opp = ms_xcalloc(n + 1, sizeof(*opp));
+  Meseta__V1__OperationID *ids = ms_xcalloc(n + 1, sizeof(*ids));
+  for (size_t i = 0; i < n; i++) {
+    meseta__v1__reconcile_operations_request__operation__init(&ops[i]);
+    meseta__v1__operation_id__init(&ids[i]);
+    ids[i].value = (char *)op_ids[i];
+    ops[i].operation_id = &ids[i];
+    opp[i] = &ops[i];
+  }
+  Meseta__V1__ReconcileOperationsRequest r = MESETA__V1__RECONCILE_OPERATIONS_REQUEST__INIT;
+  r.framework_id = &fid;
+  r.stream_id = f->stream_id;
+  r.n_operations = n;
+  r.operations = opp;
+  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_RECONCILE_OPERATIONS;
+  c.reconcile_operations = &r;
+  int rc = ms_sim_framework_call(f, &c, err);
+  free(ops);
+  free(opp);
+  free(ids);
+  return rc;
 }
 
 static ms_rpc_stream *fw_open(ms_sim_framework *f) {
@@ -870,6 +1148,8 @@ ms_sim_framework *ms_sim_framework_start(const char *target, const ms_sim_framew
   f->refuse_ms = o->refuse_ms;
   f->reconnect = o->more_targets != NULL;
   f->ledger = o->ledger;
+  f->op_acks = !o->no_operation_acks;
+  f->id = o->framework_id ? ms_xstrdup(o->framework_id) : NULL;
   f->targets = targets_of(target, o->more_targets, &f->ntargets);
   f->chs = ms_xcalloc(f->ntargets, sizeof(*f->chs));
   if (o->task_resources && ms_resources_parse_text(o->task_resources, NULL, &f->task_res, err) < 0) {
@@ -962,6 +1242,9 @@ void ms_sim_framework_free(ms_sim_framework *f) {
   for (size_t i = 0; i < f->nheld; i++)
     free_msg(f->held[i]);
   free(f->held);
+  for (size_t i = 0; i < f->nopst; i++)
+    free_msg(f->opst[i]);
+  free(f->opst);
   ms_resources_free(f->task_res);
   free(f->name);
   free(f->role);

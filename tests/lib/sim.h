@@ -60,16 +60,22 @@ typedef struct ms_sim_agent_options {
 typedef struct ms_sim_agent_stats {
   uint64_t run_tasks; /* tasks launched here (groups count each task) */
   uint64_t kills, acks, pings;
-  uint64_t running;         /* tasks running now */
-  uint64_t reregistrations; /* REREGISTERED answers */
-  uint64_t unacked;         /* status updates not acknowledged yet */
-  bool connected;           /* registered on a live stream now */
+  uint64_t running;          /* tasks running now */
+  uint64_t reregistrations;  /* REREGISTERED answers */
+  uint64_t unacked;          /* status updates not acknowledged yet */
+  bool connected;            /* registered on a live stream now */
+  uint64_t apply_operations; /* APPLY_OPERATION received (each answered with a status) */
+  uint64_t op_acks;          /* ACKNOWLEDGE_OPERATION_STATUS received */
+  uint64_t op_unacked;       /* operation statuses not acknowledged yet (resent every second) */
 } ms_sim_agent_stats;
 
 /* Connects and registers; returns once REGISTERED came (at most 10 s). */
 ms_sim_agent *ms_sim_agent_start(const char *target, const ms_sim_agent_options *o, ms_error **err);
 const char *ms_sim_agent_id(const ms_sim_agent *a);
 void ms_sim_agent_stats_get(ms_sim_agent *a, ms_sim_agent_stats *ret);
+/* The next APPLY_OPERATION is answered OPERATION_FAILED with this message (the others
+ * OPERATION_FINISHED). */
+void ms_sim_agent_fail_next_operation(ms_sim_agent *a, const char *message);
 /* Ends the agent's stream (as a crash would); the handle stays until freed. */
 void ms_sim_agent_disconnect(ms_sim_agent *a);
 void ms_sim_agent_free(ms_sim_agent *a); /* NULL is fine */
@@ -89,6 +95,8 @@ typedef struct ms_sim_framework_options {
   int64_t refuse_ms;               /* declines and accept remainders; negative: the default */
   const char *const *more_targets; /* NULL-terminated; see Failover */
   ms_sim_ledger *ledger;           /* NULL: none */
+  const char *framework_id;        /* subscribe as this framework (a failover); NULL: a new one */
+  bool no_operation_acks;          /* do not acknowledge operation statuses */
 } ms_sim_framework_options;
 
 typedef struct ms_sim_framework_stats {
@@ -97,6 +105,9 @@ typedef struct ms_sim_framework_stats {
   uint64_t call_failures;   /* its own accepts / declines / acks refused */
   uint64_t resubscriptions; /* SUBSCRIBED answers after the first */
   bool connected;           /* subscribed on a live stream now */
+  /* UPDATE_OPERATION_STATUS events (resends and reconciliation answers included), by
+   * state, and the acknowledgements sent for them. */
+  uint64_t op_updates, op_finished, op_failed, op_unknown, op_pending, op_acks;
 } ms_sim_framework_stats;
 
 /* The fate of the tasks an ACCEPT-mode framework launched, by task id. Terminal
@@ -129,6 +140,16 @@ int ms_sim_framework_decline(ms_sim_framework *f, const char *offer_id, int64_t 
  * role). */
 int ms_sim_framework_launch(ms_sim_framework *f, const Meseta__V1__Offer *offer, const char *task_id,
                             const char *resources, ms_error **err);
+/* Accepts one offer with a RESERVE (DYNAMIC, to the offer's role) of `resources` with
+ * operation id op_id (NULL: none). */
+int ms_sim_framework_reserve(ms_sim_framework *f, const Meseta__V1__Offer *offer, const char *op_id,
+                             const char *resources, ms_error **err);
+/* The last operation status received for op_id (a copy, the caller's); NULL if none. */
+Meseta__V1__OperationStatus *ms_sim_framework_op_status(ms_sim_framework *f, const char *op_id);
+void ms_sim_framework_set_operation_acks(ms_sim_framework *f, bool ack);
+/* ReconcileOperations for these ids (n 0: implicit). */
+int ms_sim_framework_reconcile_operations(ms_sim_framework *f, const char *const *op_ids, size_t n,
+                                          ms_error **err);
 /* Ends the stream (unsubscribes by disconnecting). */
 void ms_sim_framework_disconnect(ms_sim_framework *f);
 void ms_sim_framework_free(ms_sim_framework *f); /* NULL is fine */
