@@ -1,0 +1,120 @@
+/* meseta-master-api: the public Scheduler and Operator APIs, relayed to the
+ * allocator leader and answered from a read view of its state. Stateless: run as
+ * many replicas as needed behind one address. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "meseta/alloc.h"
+#include "meseta/flags.h"
+#include "meseta/log.h"
+#include "meseta/loop.h"
+#include "meseta/service.h"
+
+#include "mapi-service.h"
+
+static ms_strv listen_addrs;
+static char *allocator, *name, *tls_cert, *tls_key, *tls_ca, *alloc_ca, *alloc_cert, *alloc_key, *log_level,
+    *log_format, *ready_file;
+static int64_t forwarders, call_timeout_ns, revision_wait_ns, backoff_ns, chunk_bytes, max_message, grace_ns;
+
+static const ms_flag flags[] = {
+    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5050",
+     "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
+    {"allocator", MS_FLAG_STRING, &allocator, NULL, "The allocator leader's address (required)", "ADDR"},
+    {"name", MS_FLAG_STRING, &name, NULL, "This replica's name, for the allocator's logs (default: hostname)",
+     "NAME"},
+    {"forwarders", MS_FLAG_INT, &forwarders, "8", "Threads relaying unary calls to the allocator", "N"},
+    {"call-timeout", MS_FLAG_DURATION, &call_timeout_ns, "30s",
+     "Deadline of a relayed call when the caller gave a longer one or none"},
+    {"max-revision-wait", MS_FLAG_DURATION, &revision_wait_ns, "60s",
+     "How long a read waits at most for its min_revision (its own deadline may be shorter)"},
+    {"max-backoff", MS_FLAG_DURATION, &backoff_ns, "5s",
+     "Longest wait between attempts to reach the allocator"},
+    {"state-chunk-bytes", MS_FLAG_BYTES, &chunk_bytes, "1MiB",
+     "Largest snapshot chunk asked of the allocator"},
+    {"allocator-ca", MS_FLAG_STRING, &alloc_ca, NULL,
+     "CA to verify the allocator's certificate (enables TLS)", "FILE"},
+    {"allocator-cert", MS_FLAG_STRING, &alloc_cert, NULL, "Client certificate for the allocator", "FILE"},
+    {"allocator-key", MS_FLAG_STRING, &alloc_key, NULL, "Client key for the allocator", "FILE"},
+    {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
+    {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
+    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
+     "FILE"},
+    {"max-message-bytes", MS_FLAG_BYTES, &max_message, "16MiB",
+     "Largest gRPC message accepted and sent (GetState answers can be large)"},
+    {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "5s", "How long calls may finish after SIGTERM"},
+    {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
+    {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
+    {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the bound addresses here once serving", "FILE"},
+};
+
+static const ms_flag_spec spec = {"meseta-master-api",
+                                  "Serves meseta's Scheduler and Operator APIs, relaying to the allocator.",
+                                  flags, MS_ARRAY_SIZE(flags), NULL};
+
+static void on_signal(ms_loop *loop, int signo, void *arg) {
+  (void)arg;
+  ms_log_info(NULL, "signal %d: shutting down", signo);
+  ms_loop_stop(loop);
+}
+
+static int run(ms_error **err) {
+  ms_log_level level;
+  ms_log_format format;
+  if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
+    return MS_ERR;
+  ms_log_init("meseta-master-api", level, format, 2);
+  if (!allocator)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--allocator`: required");
+  if (forwarders < 1 || forwarders > 256)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--forwarders`: %lld is not between 1 and 256",
+                        (long long)forwarders);
+  if (chunk_bytes < 0 || chunk_bytes > UINT32_MAX)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--state-chunk-bytes`: out of range");
+  char host[256] = "";
+  gethostname(host, sizeof(host) - 1);
+  ms_rpc_tls atls = {.cert_file = alloc_cert, .key_file = alloc_key, .ca_file = alloc_ca};
+  mapi_config cfg = {.allocator = allocator,
+                     .name = name ? name : host,
+                     .forwarders = (size_t)forwarders,
+                     .call_timeout_ms = call_timeout_ns / 1000000,
+                     .max_revision_wait_ms = revision_wait_ns / 1000000,
+                     .max_backoff_ms = backoff_ns / 1000000,
+                     .max_chunk_bytes = (uint32_t)chunk_bytes,
+                     .max_message_bytes = max_message,
+                     .allocator_tls = alloc_ca ? &atls : NULL};
+  ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
+  ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
+                              .n_listen = listen_addrs.n,
+                              .tls = tls_cert ? &tls : NULL,
+                              .max_message_bytes = max_message};
+  mapi_service *svc = NULL;
+  ms_rpc_server *srv = NULL;
+  ms_loop *loop = NULL;
+  int rc = MS_ERR;
+  if (!(loop = ms_loop_new(err)) || !(svc = mapi_service_new(&cfg, err)) ||
+      !(srv = ms_rpc_server_new(&so, err)) || mapi_service_add(svc, srv, err) < 0 ||
+      ms_rpc_server_start(srv, err) < 0 || mapi_service_start(svc, err) < 0)
+    goto out;
+  if (ready_file && ms_service_write_ready(ready_file, srv, err) < 0)
+    goto out;
+  ms_log_info(NULL, "serving on %s, allocator at %s", ms_rpc_server_address(srv, 0), allocator);
+  if (ms_loop_add_signal(loop, SIGTERM, on_signal, NULL, err) < 0 ||
+      ms_loop_add_signal(loop, SIGINT, on_signal, NULL, err) < 0)
+    goto out;
+  rc = ms_loop_run(loop, err);
+out:
+  mapi_service_close(svc); /* streams to the allocator cancelled, their callers answered */
+  if (srv)
+    ms_rpc_server_shutdown(srv, grace_ns / 1000000);
+  ms_rpc_server_free(srv);
+  mapi_service_free(svc);
+  ms_loop_free(loop);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  return ms_service_main(argc, argv, &spec, run);
+}

@@ -1,0 +1,246 @@
+/* Unary calls relayed to the allocator: Operator mutations as Allocator.OperatorCall,
+ * Scheduler calls as Allocator.SchedulerCall. The request goes inside the internal
+ * oneof as it came (after the checks below); the answer's payload, or its status and
+ * message unchanged, go back. The blocking call runs on the forwarding pool. */
+#include <string.h>
+
+#include "meseta/alloc.h"
+#include "meseta/log.h"
+#include "meseta/pb.h"
+#include "meseta/v1/operator.pb-c.h"
+#include "meseta/v1/scheduler.pb-c.h"
+
+#include "mapi-internal.h"
+
+Meseta__V1__Principal *mapi_principal(mapi_service *s, ms_rpc_call *call) {
+  Meseta__V1__Principal *p = ms_pb_new(&meseta__v1__principal__descriptor);
+  const char *who = call ? ms_rpc_call_peer_identity(call) : NULL;
+  p->name = ms_xstrdup(who ? who : "");
+  p->method = who ? MESETA__V1__PRINCIPAL__METHOD__MTLS : MESETA__V1__PRINCIPAL__METHOD__ANONYMOUS;
+  p->via = ms_xstrdup(s->cfg.name);
+  return p;
+}
+
+/* The member of a wrapper's oneof whose type is `payload`. */
+static const ProtobufCFieldDescriptor *oneof_member(const ProtobufCMessageDescriptor *wrapper,
+                                                    const ProtobufCMessageDescriptor *payload) {
+  for (unsigned i = 0; i < wrapper->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &wrapper->fields[i];
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == payload &&
+        (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+      return f;
+  }
+  return NULL;
+}
+
+#define MEMBER(msg, off, type) (*(type *)((char *)(msg) + (off)))
+
+typedef struct fwd_job {
+  mapi_service *s;
+  ms_rpc_call *call;
+  ProtobufCMessage *wrapped; /* OperatorCallRequest or SchedulerCallRequest; owned */
+  const char *path;          /* the Allocator method */
+  const ProtobufCMessageDescriptor *resp_wrapper, *resp_payload;
+  int64_t timeout_ms;
+} fwd_job;
+
+static void fwd_run(void *arg) {
+  fwd_job *j = arg;
+  ms_error *err = NULL;
+  ProtobufCMessage *resp = NULL;
+  ms_rpc_call_options co = {.timeout_ms = j->timeout_ms};
+  if (ms_rpc_call_is_done(j->call)) {
+    /* The caller left (deadline, cancel) while queued: forward nothing. */
+  } else if (ms_rpc_unary(j->s->alloc, j->path, j->wrapped, j->resp_wrapper, &co, &resp, &err) < 0) {
+    ms_rpc_call_finish_error(j->call, err); /* the allocator's status and message, unchanged */
+  } else {
+    const ProtobufCFieldDescriptor *f = oneof_member(j->resp_wrapper, j->resp_payload);
+    ProtobufCMessage *payload = NULL;
+    if (f && MEMBER(resp, f->quantifier_offset, uint32_t) == f->id)
+      payload = MEMBER(resp, f->offset, ProtobufCMessage *);
+    if (payload) {
+      if (ms_rpc_call_reply(j->call, payload, &err) < 0)
+        ms_log_debug(NULL, "%s: %s", ms_rpc_call_method(j->call), err->msg);
+    } else {
+      /* An answer without the payload: the payload's defaults (empty responses). */
+      ProtobufCMessage *empty = ms_pb_new(j->resp_payload);
+      if (ms_rpc_call_reply(j->call, empty, &err) < 0)
+        ms_log_debug(NULL, "%s: %s", ms_rpc_call_method(j->call), err->msg);
+      protobuf_c_message_free_unpacked(empty, NULL);
+    }
+  }
+  ms_error_free(err);
+  if (resp)
+    protobuf_c_message_free_unpacked(resp, NULL);
+  protobuf_c_message_free_unpacked(j->wrapped, NULL);
+  ms_rpc_call_unref(j->call);
+  free(j);
+}
+
+/* Wraps req (copied) into a new `wrapper` message with the principal, and queues the
+ * forward. */
+static int forward(ms_rpc_call *call, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *wrapper,
+                   const ProtobufCMessageDescriptor *resp_wrapper, const char *path, ms_error **err) {
+  mapi_service *s = ms_rpc_call_userdata(call);
+  const ProtobufCMessageDescriptor *in = req->descriptor;
+  const ProtobufCFieldDescriptor *f = oneof_member(wrapper, in);
+  /* The method's output type: the Response beside the Request. */
+  const ProtobufCServiceDescriptor *svc = wrapper == &meseta__v1__operator_call_request__descriptor
+                                              ? &meseta__v1__operator__descriptor
+                                              : &meseta__v1__scheduler__descriptor;
+  const ProtobufCMessageDescriptor *out = NULL;
+  const char *method = strrchr(ms_rpc_call_method(call), '/');
+  const ProtobufCMethodDescriptor *md =
+      method ? protobuf_c_service_descriptor_get_method_by_name(svc, method + 1) : NULL;
+  if (md)
+    out = md->output;
+  if (!f || !out)
+    return ms_error_set(err, MS_UNIMPLEMENTED, "%s: not relayed to the allocator", ms_rpc_call_method(call));
+  ProtobufCMessage *w = ms_pb_new(wrapper);
+  /* Both wrappers have `Principal principal = 1`. */
+  const ProtobufCFieldDescriptor *pf = protobuf_c_message_descriptor_get_field(wrapper, 1);
+  MEMBER(w, pf->offset, Meseta__V1__Principal *) = mapi_principal(s, call);
+  MEMBER(w, f->quantifier_offset, uint32_t) = f->id;
+  MEMBER(w, f->offset, ProtobufCMessage *) = ms_pb_dup(req);
+  fwd_job *j = ms_xmalloc(sizeof(*j));
+  int64_t left = ms_rpc_call_deadline_ms(call);
+  *j = (fwd_job){.s = s,
+                 .call = call,
+                 .wrapped = w,
+                 .path = path,
+                 .resp_wrapper = resp_wrapper,
+                 .resp_payload = out,
+                 .timeout_ms = left < s->cfg.call_timeout_ms || s->cfg.call_timeout_ms <= 0
+                                   ? left
+                                   : s->cfg.call_timeout_ms};
+  if (j->timeout_ms == INT64_MAX)
+    j->timeout_ms = 0;
+  if (j->timeout_ms < 0)
+    j->timeout_ms = 1;
+  ms_rpc_call_ref(call);
+  if (ms_workq_push(s->fwd, fwd_run, j, err) < 0) {
+    ms_rpc_call_unref(call);
+    protobuf_c_message_free_unpacked(w, NULL);
+    free(j);
+    return ms_error_prefix(err, "master-api busy");
+  }
+  return 0;
+}
+
+/* ---- checks before forwarding (what needs no state) ---- */
+
+static int need_id(const char *field, const void *idmsg, ms_error **err) {
+  const Meseta__V1__AgentID *id = idmsg; /* every id message is { string value = 1; } */
+  if (!id || !id->value || !*id->value)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "%s: required", field);
+  return 0;
+}
+
+static int check_operator(const ProtobufCMessage *req, ms_error **err) {
+  const ProtobufCMessageDescriptor *d = req->descriptor;
+  if (d == &meseta__v1__update_weights_request__descriptor) {
+    const Meseta__V1__UpdateWeightsRequest *r = (const void *)req;
+    if (!r->n_weight_infos)
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "weight_infos: at least one is required");
+    for (size_t i = 0; i < r->n_weight_infos; i++) {
+      if (!r->weight_infos[i]->role || !*r->weight_infos[i]->role)
+        return ms_error_set(err, MS_INVALID_ARGUMENT, "weight_infos[%zu].role: required", i);
+      if (!(r->weight_infos[i]->weight > 0))
+        return ms_error_set(err, MS_INVALID_ARGUMENT, "weight_infos[%zu].weight: %g is not above 0", i,
+                            r->weight_infos[i]->weight);
+    }
+  } else if (d == &meseta__v1__update_quota_request__descriptor) {
+    const Meseta__V1__UpdateQuotaRequest *r = (const void *)req;
+    if (!r->n_configs)
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "configs: at least one is required");
+    for (size_t i = 0; i < r->n_configs; i++)
+      if (!r->configs[i]->role || !*r->configs[i]->role)
+        return ms_error_set(err, MS_INVALID_ARGUMENT, "configs[%zu].role: required", i);
+  } else if (d == &meseta__v1__teardown_framework_request__descriptor) {
+    return need_id("framework_id", ((const Meseta__V1__TeardownFrameworkRequest *)req)->framework_id, err);
+  } else if (d == &meseta__v1__update_maintenance_schedule_request__descriptor ||
+             d == &meseta__v1__start_maintenance_request__descriptor ||
+             d == &meseta__v1__stop_maintenance_request__descriptor) {
+    return 0;
+  } else {
+    /* The agent calls: AgentID agent_id = 1. */
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, 1);
+    if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == &meseta__v1__agent_id__descriptor)
+      return need_id("agent_id", MEMBER(req, f->offset, const void *), err);
+  }
+  return 0;
+}
+
+static int operator_write(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  if (check_operator(req, err) < 0)
+    return MS_ERR;
+  return forward(call, req, &meseta__v1__operator_call_request__descriptor,
+                 &meseta__v1__operator_call_response__descriptor, "/meseta.v1.Allocator/OperatorCall", err);
+}
+
+/* Per-process calls: `component` (field 1) ALLOCATOR goes to the allocator. */
+static int per_process(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(req->descriptor, 1);
+  int component = f ? MEMBER(req, f->offset, int) : 0;
+  if (component == MESETA__V1__COMPONENT__COMPONENT_ALLOCATOR)
+    return operator_write(call, req, err);
+  return ms_error_set(err, MS_UNIMPLEMENTED, "%s for COMPONENT_MASTER_API: not implemented yet",
+                      ms_rpc_call_method(call));
+}
+
+const ms_rpc_method mapi_operator_writes[] = {
+    {.name = "UpdateWeights", .on_start = operator_write},
+    {.name = "UpdateQuota", .on_start = operator_write},
+    {.name = "ReserveResources", .on_start = operator_write},
+    {.name = "UnreserveResources", .on_start = operator_write},
+    {.name = "CreateVolumes", .on_start = operator_write},
+    {.name = "DestroyVolumes", .on_start = operator_write},
+    {.name = "GrowVolume", .on_start = operator_write},
+    {.name = "ShrinkVolume", .on_start = operator_write},
+    {.name = "UpdateMaintenanceSchedule", .on_start = operator_write},
+    {.name = "StartMaintenance", .on_start = operator_write},
+    {.name = "StopMaintenance", .on_start = operator_write},
+    {.name = "DrainAgent", .on_start = operator_write},
+    {.name = "DeactivateAgent", .on_start = operator_write},
+    {.name = "ReactivateAgent", .on_start = operator_write},
+    {.name = "MarkAgentGone", .on_start = operator_write},
+    {.name = "Teardown", .on_start = operator_write},
+    {.name = "GetVersion", .on_start = per_process},
+    {.name = "GetFlags", .on_start = per_process},
+    {.name = "GetMetrics", .on_start = per_process},
+    {.name = "GetLoggingLevel", .on_start = per_process},
+    {.name = "SetLoggingLevel", .on_start = per_process},
+};
+const size_t mapi_n_operator_writes = MS_ARRAY_SIZE(mapi_operator_writes);
+
+/* Every Scheduler request starts with FrameworkID framework_id = 1, string stream_id = 2. */
+static int scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  const ProtobufCFieldDescriptor *fid = protobuf_c_message_descriptor_get_field(req->descriptor, 1);
+  const ProtobufCFieldDescriptor *sid = protobuf_c_message_descriptor_get_field(req->descriptor, 2);
+  if (fid && need_id("framework_id", MEMBER(req, fid->offset, const void *), err) < 0)
+    return MS_ERR;
+  if (sid && sid->type == PROTOBUF_C_TYPE_STRING) {
+    const char *v = MEMBER(req, sid->offset, const char *);
+    if (!v || !*v)
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "stream_id: required (from the SUBSCRIBED event)");
+  }
+  return forward(call, req, &meseta__v1__scheduler_call_request__descriptor,
+                 &meseta__v1__scheduler_call_response__descriptor, "/meseta.v1.Allocator/SchedulerCall", err);
+}
+
+const ms_rpc_method mapi_scheduler_calls[] = {
+    {.name = "Teardown", .on_start = scheduler_call},
+    {.name = "Accept", .on_start = scheduler_call},
+    {.name = "Decline", .on_start = scheduler_call},
+    {.name = "Revive", .on_start = scheduler_call},
+    {.name = "Suppress", .on_start = scheduler_call},
+    {.name = "Kill", .on_start = scheduler_call},
+    {.name = "Shutdown", .on_start = scheduler_call},
+    {.name = "Acknowledge", .on_start = scheduler_call},
+    {.name = "AcknowledgeOperationStatus", .on_start = scheduler_call},
+    {.name = "Reconcile", .on_start = scheduler_call},
+    {.name = "ReconcileOperations", .on_start = scheduler_call},
+    {.name = "Message", .on_start = scheduler_call},
+    {.name = "UpdateFramework", .on_start = scheduler_call},
+};
+const size_t mapi_n_scheduler_calls = MS_ARRAY_SIZE(mapi_scheduler_calls);

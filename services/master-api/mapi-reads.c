@@ -1,0 +1,526 @@
+/* Operator reads, answered from the view: revisions, min_revision, pagination.
+ *
+ * A read whose min_revision (or page token's revision) is above the view's waits,
+ * parked, for the view to get there: the park thread answers it when the watch
+ * thread kicks it, or fails it with DEADLINE_EXCEEDED at the call's deadline or after
+ * --max-revision-wait. Answers are serialized under the view's read lock, from the
+ * view's own messages (no copies). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "meseta/alloc.h"
+#include "meseta/log.h"
+#include "meseta/pb.h"
+#include "meseta/time.h"
+#include "meseta/v1/operator.pb-c.h"
+
+#include "mapi-internal.h"
+
+#define PAGE_DEFAULT 500
+#define PAGE_MAX 5000
+#define TOKEN_TTL_MS (10 * 60 * 1000)
+
+#define MEMBER(msg, off, type) (*(type *)((char *)(msg) + (off)))
+
+typedef struct read_kind read_kind;
+/* Answers the read from st (under the read lock). */
+typedef int (*serve_fn)(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
+                        ms_error **err);
+
+struct read_kind {
+  const char *name;
+  serve_fn serve;
+};
+
+struct mapi_parked {
+  mapi_parked *next;
+  ms_rpc_call *call; /* referenced */
+  ProtobufCMessage *req;
+  const read_kind *kind;
+  int64_t need, until_ms;
+};
+
+/* ---- page tokens ---- */
+
+/* FNV-1a of the request without min_revision, page_size, page_token (fields 1-3):
+ * what binds a token to its filters. */
+static uint64_t filter_hash(const ProtobufCMessage *req) {
+  const ProtobufCMessageDescriptor *d = req->descriptor;
+  _cleanup_free_ void *copy = ms_xmalloc(d->sizeof_message);
+  memcpy(copy, req, d->sizeof_message);
+  for (unsigned n = 1; n <= 3; n++) {
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, n);
+    if (f && f->type == PROTOBUF_C_TYPE_STRING)
+      MEMBER(copy, f->offset, const char *) = "";
+    else if (f && f->type == PROTOBUF_C_TYPE_INT64)
+      MEMBER(copy, f->offset, int64_t) = 0;
+    else if (f && f->type == PROTOBUF_C_TYPE_UINT32)
+      MEMBER(copy, f->offset, uint32_t) = 0;
+  }
+  size_t len;
+  _cleanup_free_ uint8_t *buf = ms_pb_pack(copy, &len);
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < len; i++)
+    h = (h ^ buf[i]) * 1099511628211ULL;
+  for (const char *c = d->name; *c; c++) /* a token of one read is not another's */
+    h = (h ^ (uint8_t)*c) * 1099511628211ULL;
+  return h;
+}
+
+typedef struct page_req {
+  int64_t min_revision;
+  uint32_t page_size;
+  const char *token;
+  /* From the token: */
+  int64_t token_revision;
+  char *after; /* the last key of the previous page; owned */
+} page_req;
+
+static int unhex(const char *s, char **ret, ms_error **err) {
+  size_t n = strlen(s);
+  if (n % 2)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "page_token: not a token this server issued");
+  char *out = ms_xmalloc(n / 2 + 1);
+  for (size_t i = 0; i < n / 2; i++) {
+    unsigned v;
+    if (sscanf(s + 2 * i, "%2x", &v) != 1) {
+      free(out);
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "page_token: not a token this server issued");
+    }
+    out[i] = (char)v;
+  }
+  out[n / 2] = 0;
+  *ret = out;
+  return 0;
+}
+
+/* Reads min_revision, page_size, page_token (fields 1, 2, 3) and checks them. */
+static int page_parse(const ProtobufCMessage *req, page_req *p, ms_error **err) {
+  const ProtobufCMessageDescriptor *d = req->descriptor;
+  const ProtobufCFieldDescriptor *fr = protobuf_c_message_descriptor_get_field(d, 1);
+  const ProtobufCFieldDescriptor *fs = protobuf_c_message_descriptor_get_field(d, 2);
+  const ProtobufCFieldDescriptor *ft = protobuf_c_message_descriptor_get_field(d, 3);
+  *p = (page_req){.min_revision = fr ? MEMBER(req, fr->offset, int64_t) : 0};
+  if (p->min_revision < 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "min_revision: %" PRId64 " is negative", p->min_revision);
+  if (!fs || fs->type != PROTOBUF_C_TYPE_UINT32 || !ft)
+    return 0; /* not paginated */
+  p->page_size = MEMBER(req, fs->offset, uint32_t);
+  if (p->page_size > PAGE_MAX)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "page_size: %u is above the maximum, %d", p->page_size,
+                        PAGE_MAX);
+  if (!p->page_size)
+    p->page_size = PAGE_DEFAULT;
+  p->token = MEMBER(req, ft->offset, const char *);
+  if (!p->token || !*p->token)
+    return 0;
+  int64_t rev, issued;
+  uint64_t hash;
+  int used = 0;
+  if (sscanf(p->token, "r%" SCNd64 ".t%" SCNd64 ".f%" SCNx64 ".%n", &rev, &issued, &hash, &used) != 3 ||
+      !used)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "page_token: not a token this server issued");
+  if (hash != filter_hash(req))
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "page_token: the filters differ from those of the listing's first page");
+  if (ms_time_real_ms() - issued > TOKEN_TTL_MS)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "page_token: expired (valid for 10 minutes); list again");
+  if (unhex(p->token + used, &p->after, err) < 0)
+    return MS_ERR;
+  p->token_revision = rev;
+  return 0;
+}
+
+static char *token_make(const ProtobufCMessage *req, int64_t revision, const char *key) {
+  size_t n = strlen(key);
+  _cleanup_free_ char *hx = ms_xmalloc(2 * n + 1);
+  for (size_t i = 0; i < n; i++)
+    sprintf(hx + 2 * i, "%02x", (unsigned char)key[i]);
+  hx[2 * n] = 0;
+  return ms_xasprintf("r%" PRId64 ".t%" PRId64 ".f%" PRIx64 ".%s", revision, ms_time_real_ms(),
+                      filter_hash(req), hx);
+}
+
+/* ---- list reads ---- */
+
+typedef bool (*match_fn)(const ProtobufCMessage *item, const ProtobufCMessage *req);
+
+/* Answers one page of c: the response has revision = 1, next_page_token = 2 and the
+ * repeated items = 3. */
+static int list_reply(ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
+                      const mapi_coll *c, match_fn match, const ProtobufCMessageDescriptor *resp_desc,
+                      ms_error **err) {
+  page_req p;
+  if (page_parse(req, &p, err) < 0)
+    return MS_ERR;
+  _cleanup_free_ char *after = p.after;
+  _cleanup_free_ ProtobufCMessage **items = ms_xmalloc((p.page_size + 1) * sizeof(*items));
+  size_t n = 0, last = 0;
+  bool more = false;
+  for (size_t i = mapi_coll_after(c, after); i < c->n; i++) {
+    if (match && !match(c->items[i], req))
+      continue;
+    if (n == p.page_size) {
+      more = true;
+      break;
+    }
+    items[n++] = c->items[i];
+    last = i;
+  }
+  ProtobufCMessage *resp = ms_pb_new(resp_desc);
+  const ProtobufCFieldDescriptor *fr = protobuf_c_message_descriptor_get_field(resp_desc, 1);
+  const ProtobufCFieldDescriptor *ft = protobuf_c_message_descriptor_get_field(resp_desc, 2);
+  const ProtobufCFieldDescriptor *fi = protobuf_c_message_descriptor_get_field(resp_desc, 3);
+  MEMBER(resp, fr->offset, int64_t) = st->revision;
+  char *next = more ? token_make(req, st->revision, c->keys[last]) : NULL;
+  if (next)
+    MEMBER(resp, ft->offset, char *) = next;
+  MEMBER(resp, fi->quantifier_offset, size_t) = n;
+  MEMBER(resp, fi->offset, ProtobufCMessage **) = items;
+  int rc = ms_rpc_call_reply(call, resp, err);
+  free(next);
+  free(resp); /* its items are the view's; its strings freed above */
+  return rc;
+}
+
+static bool has_id(void *const *ids, size_t n, const char *id) {
+  if (!n)
+    return true;
+  for (size_t i = 0; i < n; i++) {
+    const Meseta__V1__AgentID *x = ids[i]; /* every id message is { string value = 1; } */
+    if (x->value && strcmp(x->value, id) == 0)
+      return true;
+  }
+  return false;
+}
+
+#define ID(m) ((m) && (m)->value ? (m)->value : "")
+
+static bool agent_match(const ProtobufCMessage *item, const ProtobufCMessage *r) {
+  const Meseta__V1__Agent *a = (const void *)item;
+  const Meseta__V1__GetAgentsRequest *q = (const void *)r;
+  bool state_ok = !q->n_states ? a->state != MESETA__V1__AGENT__STATE__GONE : false;
+  for (size_t i = 0; i < q->n_states; i++)
+    state_ok |= q->states[i] == a->state;
+  return state_ok &&
+         has_id((void *const *)q->agent_ids, q->n_agent_ids, a->agent_info ? ID(a->agent_info->id) : "");
+}
+
+static bool framework_match(const ProtobufCMessage *item, const ProtobufCMessage *r) {
+  const Meseta__V1__Framework *f = (const void *)item;
+  const Meseta__V1__GetFrameworksRequest *q = (const void *)r;
+  if (!q->include_completed && f->unregistered_time)
+    return false;
+  return has_id((void *const *)q->framework_ids, q->n_framework_ids,
+                f->framework_info ? ID(f->framework_info->id) : "");
+}
+
+static bool executor_match(const ProtobufCMessage *item, const ProtobufCMessage *r) {
+  const Meseta__V1__ExecutorState *e = (const void *)item;
+  const Meseta__V1__GetExecutorsRequest *q = (const void *)r;
+  if (q->framework_id &&
+      strcmp(ID(q->framework_id), e->executor_info ? ID(e->executor_info->framework_id) : ""))
+    return false;
+  return !q->agent_id || strcmp(ID(q->agent_id), ID(e->agent_id)) == 0;
+}
+
+static bool task_terminal(Meseta__V1__TaskState s) {
+  switch (s) {
+  case MESETA__V1__TASK_STATE__TASK_FINISHED:
+  case MESETA__V1__TASK_STATE__TASK_FAILED:
+  case MESETA__V1__TASK_STATE__TASK_KILLED:
+  case MESETA__V1__TASK_STATE__TASK_ERROR:
+  case MESETA__V1__TASK_STATE__TASK_DROPPED:
+  case MESETA__V1__TASK_STATE__TASK_GONE:
+  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
+    return true;
+  default:
+    return false;
+  }
+}
+
+static bool task_match(const ProtobufCMessage *item, const ProtobufCMessage *r) {
+  const Meseta__V1__Task *t = (const void *)item;
+  const Meseta__V1__GetTasksRequest *q = (const void *)r;
+  if (q->framework_id && strcmp(ID(q->framework_id), ID(t->framework_id)))
+    return false;
+  if (q->agent_id && strcmp(ID(q->agent_id), ID(t->agent_id)))
+    return false;
+  if (!q->include_completed && task_terminal(t->state))
+    return false;
+  bool state_ok = !q->n_states;
+  for (size_t i = 0; i < q->n_states; i++)
+    state_ok |= q->states[i] == t->state;
+  return state_ok;
+}
+
+static bool operation_match(const ProtobufCMessage *item, const ProtobufCMessage *r) {
+  const Meseta__V1__TrackedOperation *o = (const void *)item;
+  const Meseta__V1__GetOperationsRequest *q = (const void *)r;
+  if (q->framework_id && strcmp(ID(q->framework_id), ID(o->framework_id)))
+    return false;
+  return !q->agent_id || strcmp(ID(q->agent_id), ID(o->agent_id)) == 0;
+}
+
+static bool role_match(const ProtobufCMessage *item, const ProtobufCMessage *r) {
+  const Meseta__V1__Role *role = (const void *)item;
+  const Meseta__V1__GetRolesRequest *q = (const void *)r;
+  if (!q->parent || !*q->parent)
+    return true;
+  size_t n = strlen(q->parent);
+  return strncmp(role->name, q->parent, n) == 0 && role->name[n] == '/';
+}
+
+#define LIST_READ(fn, coll, match, resp)                                                                     \
+  static int fn(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,       \
+                ms_error **err) {                                                                            \
+    (void)s;                                                                                                 \
+    return list_reply(call, req, st, &st->coll, match, &resp, err);                                          \
+  }
+LIST_READ(get_agents, agents, agent_match, meseta__v1__get_agents_response__descriptor)
+LIST_READ(get_frameworks, frameworks, framework_match, meseta__v1__get_frameworks_response__descriptor)
+LIST_READ(get_executors, executors, executor_match, meseta__v1__get_executors_response__descriptor)
+LIST_READ(get_tasks, tasks, task_match, meseta__v1__get_tasks_response__descriptor)
+LIST_READ(get_operations, operations, operation_match, meseta__v1__get_operations_response__descriptor)
+LIST_READ(get_roles, roles, role_match, meseta__v1__get_roles_response__descriptor)
+
+/* ---- whole reads ---- */
+
+#define ITEMS(type, c) ((type **)(c).items)
+
+static int get_state(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
+                     ms_error **err) {
+  (void)s, (void)req;
+  Meseta__V1__State state = MESETA__V1__STATE__INIT;
+  state.agents = ITEMS(Meseta__V1__Agent, st->agents);
+  state.n_agents = st->agents.n;
+  state.frameworks = ITEMS(Meseta__V1__Framework, st->frameworks);
+  state.n_frameworks = st->frameworks.n;
+  state.tasks = ITEMS(Meseta__V1__Task, st->tasks);
+  state.n_tasks = st->tasks.n;
+  state.executors = ITEMS(Meseta__V1__ExecutorState, st->executors);
+  state.n_executors = st->executors.n;
+  state.operations = ITEMS(Meseta__V1__TrackedOperation, st->operations);
+  state.n_operations = st->operations.n;
+  state.roles = ITEMS(Meseta__V1__Role, st->roles);
+  state.n_roles = st->roles.n;
+  Meseta__V1__GetStateResponse resp = MESETA__V1__GET_STATE_RESPONSE__INIT;
+  resp.revision = st->revision;
+  resp.state = &state;
+  return ms_rpc_call_reply(call, &resp.base, err);
+}
+
+static int get_weights(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
+                       ms_error **err) {
+  (void)s, (void)req;
+  Meseta__V1__GetWeightsResponse resp = MESETA__V1__GET_WEIGHTS_RESPONSE__INIT;
+  resp.revision = st->revision;
+  resp.weight_infos = ITEMS(Meseta__V1__WeightInfo, st->weights);
+  resp.n_weight_infos = st->weights.n;
+  return ms_rpc_call_reply(call, &resp.base, err);
+}
+
+static int get_quota(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
+                     ms_error **err) {
+  (void)s, (void)req;
+  Meseta__V1__GetQuotaResponse resp = MESETA__V1__GET_QUOTA_RESPONSE__INIT;
+  resp.revision = st->revision;
+  resp.configs = ITEMS(Meseta__V1__QuotaConfig, st->quota);
+  resp.n_configs = st->quota.n;
+  return ms_rpc_call_reply(call, &resp.base, err);
+}
+
+static int get_schedule(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
+                        ms_error **err) {
+  (void)s, (void)req;
+  Meseta__V1__GetMaintenanceScheduleResponse resp = MESETA__V1__GET_MAINTENANCE_SCHEDULE_RESPONSE__INIT;
+  resp.revision = st->revision;
+  resp.schedule = st->schedule;
+  return ms_rpc_call_reply(call, &resp.base, err);
+}
+
+static int get_master(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
+                      ms_error **err) {
+  (void)s, (void)req;
+  Meseta__V1__GetMasterResponse resp = MESETA__V1__GET_MASTER_RESPONSE__INIT;
+  resp.revision = st->revision;
+  if (st->begin) {
+    resp.master_info = st->begin->master_info;
+    resp.leader_elected_time = st->begin->leader_elected_time;
+  }
+  return ms_rpc_call_reply(call, &resp.base, err);
+}
+
+/* ---- serving, parking ---- */
+
+/* 1: answered (or failed: the error set, MS_ERR); 0: the view is not there yet, with
+ * *need the revision to wait for. */
+static int try_serve(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const read_kind *k,
+                     int64_t *need, ms_error **err) {
+  page_req p;
+  if (page_parse(req, &p, err) < 0)
+    return MS_ERR;
+  free(p.after);
+  *need = p.min_revision > p.token_revision ? p.min_revision : p.token_revision;
+  const mapi_state *st = mapi_view_rdlock(s->view);
+  if (!st) {
+    if (*need > 0)
+      return 0;
+    return ms_error_set(err, MS_UNAVAILABLE, "no view of the cluster yet: allocator %s not reached; retry",
+                        s->cfg.allocator);
+  }
+  if (st->revision < *need) {
+    mapi_view_unlock(s->view);
+    return 0;
+  }
+  int rc = k->serve(s, call, req, st, err);
+  mapi_view_unlock(s->view);
+  return rc < 0 ? MS_ERR : 1;
+}
+
+static const read_kind kinds[] = {
+    {"GetState", get_state},           {"GetAgents", get_agents},
+    {"GetFrameworks", get_frameworks}, {"GetExecutors", get_executors},
+    {"GetTasks", get_tasks},           {"GetOperations", get_operations},
+    {"GetRoles", get_roles},           {"GetWeights", get_weights},
+    {"GetQuota", get_quota},           {"GetMaintenanceSchedule", get_schedule},
+    {"GetMaster", get_master},
+};
+
+static int read_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  mapi_service *s = ms_rpc_call_userdata(call);
+  const char *m = strrchr(ms_rpc_call_method(call), '/') + 1;
+  const read_kind *k = NULL;
+  for (size_t i = 0; i < MS_ARRAY_SIZE(kinds) && !k; i++)
+    if (strcmp(kinds[i].name, m) == 0)
+      k = &kinds[i];
+  if (!k)
+    return ms_error_set(err, MS_UNIMPLEMENTED, "%s: not implemented yet", m);
+  int64_t need = 0;
+  int r = try_serve(s, call, req, k, &need, err);
+  if (r != 0)
+    return r < 0 ? MS_ERR : 0;
+  /* Park until the view reaches `need`. */
+  int64_t wait = ms_rpc_call_deadline_ms(call);
+  if (s->cfg.max_revision_wait_ms > 0 && wait > s->cfg.max_revision_wait_ms)
+    wait = s->cfg.max_revision_wait_ms;
+  mapi_parked *pk = ms_xmalloc(sizeof(*pk));
+  *pk = (mapi_parked){.call = call,
+                      .req = ms_pb_dup(req),
+                      .kind = k,
+                      .need = need,
+                      .until_ms = wait == INT64_MAX ? INT64_MAX : ms_time_mono_ms() + wait};
+  pthread_mutex_lock(&s->mu);
+  if (atomic_load(&s->stopping)) {
+    pthread_mutex_unlock(&s->mu);
+    protobuf_c_message_free_unpacked(pk->req, NULL);
+    free(pk);
+    return ms_error_set(err, MS_UNAVAILABLE, "master-api is shutting down");
+  }
+  ms_rpc_call_ref(call);
+  pk->next = s->parked;
+  s->parked = pk;
+  pthread_cond_broadcast(&s->cond);
+  pthread_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static int get_health(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  (void)req;
+  mapi_service *s = ms_rpc_call_userdata(call);
+  Meseta__V1__GetHealthResponse resp = MESETA__V1__GET_HEALTH_RESPONSE__INIT;
+  resp.healthy = resp.leader_known = mapi_view_current(s->view);
+  return ms_rpc_call_reply(call, &resp.base, err);
+}
+
+const ms_rpc_method mapi_operator_reads[] = {
+    {.name = "GetHealth", .on_start = get_health},
+    {.name = "GetState", .on_start = read_start},
+    {.name = "GetAgents", .on_start = read_start},
+    {.name = "GetFrameworks", .on_start = read_start},
+    {.name = "GetExecutors", .on_start = read_start},
+    {.name = "GetTasks", .on_start = read_start},
+    {.name = "GetOperations", .on_start = read_start},
+    {.name = "GetRoles", .on_start = read_start},
+    {.name = "GetWeights", .on_start = read_start},
+    {.name = "GetQuota", .on_start = read_start},
+    {.name = "GetMaintenanceSchedule", .on_start = read_start},
+    {.name = "GetMaster", .on_start = read_start},
+};
+const size_t mapi_n_operator_reads = MS_ARRAY_SIZE(mapi_operator_reads);
+
+void mapi_reads_kick(mapi_service *s) {
+  pthread_mutex_lock(&s->mu);
+  if (s->parked)
+    pthread_cond_broadcast(&s->cond);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void parked_free(mapi_parked *pk) {
+  protobuf_c_message_free_unpacked(pk->req, NULL);
+  ms_rpc_call_unref(pk->call);
+  free(pk);
+}
+
+/* Serves, fails or keeps each parked read; returns those kept. */
+static mapi_parked *park_pass(mapi_service *s, mapi_parked *list, bool stopping) {
+  mapi_parked *keep = NULL;
+  int64_t now = ms_time_mono_ms();
+  while (list) {
+    mapi_parked *pk = list;
+    list = pk->next;
+    ms_error *err = NULL;
+    int64_t need = pk->need;
+    int r = 0;
+    if (ms_rpc_call_is_done(pk->call))
+      r = 1; /* the caller left: its deadline passed, or it cancelled */
+    else if ((r = try_serve(s, pk->call, pk->req, pk->kind, &need, &err)) == 0 &&
+             (stopping || now >= pk->until_ms))
+      r = stopping ? ms_error_set(&err, MS_UNAVAILABLE, "master-api is shutting down")
+                   : ms_error_set(&err, MS_DEADLINE_EXCEEDED,
+                                  "min_revision %lld not reached in time: the view is at revision %lld",
+                                  (long long)need, (long long)mapi_view_revision(s->view));
+    if (r < 0)
+      ms_rpc_call_finish_error(pk->call, err);
+    ms_error_free(err);
+    if (r != 0) {
+      parked_free(pk);
+    } else {
+      pk->next = keep;
+      keep = pk;
+    }
+  }
+  return keep;
+}
+
+void *mapi_park_main(void *arg) {
+  mapi_service *s = arg;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    bool stopping = atomic_load(&s->stopping);
+    mapi_parked *list = TAKE_PTR(s->parked);
+    pthread_mutex_unlock(&s->mu);
+    list = park_pass(s, list, stopping);
+    pthread_mutex_lock(&s->mu);
+    while (list) { /* back in front of what came meanwhile */
+      mapi_parked *pk = list;
+      list = pk->next;
+      pk->next = s->parked;
+      s->parked = pk;
+    }
+    if (stopping && !s->parked)
+      break;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += 100 * 1000000; /* deadlines are looked at ten times a second */
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
+    }
+    if (!atomic_load(&s->stopping))
+      pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
