@@ -58,6 +58,8 @@ struct ms_sim_framework {
   bool op_acks;
   Meseta__V1__OperationStatus **opst; /* the last status per operation id */
   size_t nopst;
+  Meseta__V1__TaskStatus **tst; /* the last status per task id */
+  size_t ntst;
   ms_sim_framework_stats stats;
 };
 
@@ -279,6 +281,16 @@ static bool ms_sim_terminal(Meseta__V1__TaskState s) {
 static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) {
   pthread_mutex_lock(&f->mu);
   f->stats.updates++;
+  if (st->task_id && st->task_id->value) {
+    size_t i = 0;
+    while (i < f->ntst && strcmp(f->tst[i]->task_id->value, st->task_id->value) != 0)
+      i++;
+    if (i == f->ntst)
+      f->tst = ms_xrealloc(f->tst, ++f->ntst * sizeof(*f->tst));
+    else
+      sim_free_msg(f->tst[i]);
+    f->tst[i] = (Meseta__V1__TaskStatus *)ms_pb_dup(&st->base);
+  }
   sim_ftask *t = st->task_id ? ft_find(f, st->task_id->value) : NULL;
   bool fresh = true; /* not a resend of a terminal update already seen */
   if (t && ms_sim_terminal(st->state)) {
@@ -453,6 +465,16 @@ Meseta__V1__OperationStatus *ms_sim_framework_op_status(ms_sim_framework *f, con
   for (size_t i = 0; i < f->nopst && !r; i++)
     if (strcmp(f->opst[i]->operation_id->value, op_id) == 0)
       r = (Meseta__V1__OperationStatus *)ms_pb_dup(&f->opst[i]->base);
+  pthread_mutex_unlock(&f->mu);
+  return r;
+}
+
+Meseta__V1__TaskStatus *ms_sim_framework_task_status(ms_sim_framework *f, const char *task_id) {
+  Meseta__V1__TaskStatus *r = NULL;
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->ntst && !r; i++)
+    if (strcmp(f->tst[i]->task_id->value, task_id) == 0)
+      r = (Meseta__V1__TaskStatus *)ms_pb_dup(&f->tst[i]->base);
   pthread_mutex_unlock(&f->mu);
   return r;
 }
@@ -713,6 +735,9 @@ void ms_sim_framework_free(ms_sim_framework *f) {
   for (size_t i = 0; i < f->nopst; i++)
     sim_free_msg(f->opst[i]);
   free(f->opst);
+  for (size_t i = 0; i < f->ntst; i++)
+    sim_free_msg(f->tst[i]);
+  free(f->tst);
   ms_resources_free(f->task_res);
   free(f->name);
   free(f->role);

@@ -147,6 +147,8 @@ int ms_sim_framework_reserve(ms_sim_framework *f, const Meseta__V1__Offer *offer
 /* The last operation status received for op_id (a copy, the caller's); NULL if none. */
 Meseta__V1__OperationStatus *ms_sim_framework_op_status(ms_sim_framework *f, const char *op_id);
 void ms_sim_framework_set_operation_acks(ms_sim_framework *f, bool ack);
+/* The last status received for task_id (a copy, the caller's); NULL if none. */
+Meseta__V1__TaskStatus *ms_sim_framework_task_status(ms_sim_framework *f, const char *task_id);
 /* ReconcileOperations for these ids (n 0: implicit). */
 int ms_sim_framework_reconcile_operations(ms_sim_framework *f, const char *const *op_ids, size_t n,
                                           ms_error **err);

@@ -1,0 +1,355 @@
+/* The agent: its identity (persisted under the work dir), registration over the link, and
+ * what the allocator asks of it. */
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "meseta/alloc.h"
+#include "meseta/log.h"
+#include "meseta/pb.h"
+
+#include "agent-internal.h"
+
+#define AGENT_VERSION "0.1.0"
+
+static char *xdup(const char *s) {
+  return s ? ms_xstrdup(s) : NULL;
+}
+
+static char *read_boot_id(void) {
+  char *s = agent_read_file("/proc/sys/kernel/random/boot_id", 64, NULL);
+  if (!s)
+    return ms_xstrdup("");
+  s[strcspn(s, "\n")] = '\0';
+  return s;
+}
+
+/* meta/agent.json: {"agent_id": "...", "boot_id": "..."}. */
+static void load_identity(agent *a) {
+  _cleanup_free_ char *path = ms_xasprintf("%s/meta/agent.json", a->work_dir);
+  ms_error *err = NULL;
+  _cleanup_free_ char *text = agent_read_file(path, 4096, &err);
+  if (!text) {
+    if (err->errnum != ENOENT)
+      ms_log_warn(NULL, "%s: registering as a new agent", err->msg);
+    ms_error_free(err);
+    return;
+  }
+  json_t *o = json_loads(text, 0, NULL);
+  const char *id = json_string_value(json_object_get(o, "agent_id"));
+  const char *boot = json_string_value(json_object_get(o, "boot_id"));
+  if (!id || !*id)
+    ms_log_warn(NULL, "file `%s`: no agent_id: registering as a new agent", path);
+  else if (!boot || strcmp(boot, a->boot_id) != 0)
+    ms_log_info(NULL, "agent %s: the host rebooted since: registering as a new agent", id);
+  else {
+    a->id = ms_xstrdup(id);
+    a->known_id = true;
+  }
+  json_decref(o);
+}
+
+static void save_identity(agent *a) {
+  _cleanup_free_ char *path = ms_xasprintf("%s/meta/agent.json", a->work_dir);
+  json_t *o = json_pack("{s:s, s:s}", "agent_id", a->id, "boot_id", a->boot_id);
+  _cleanup_free_ char *text = json_dumps(o, JSON_SORT_KEYS);
+  json_decref(o);
+  ms_error *err = NULL;
+  if (agent_write_file(path, text, &err) < 0) {
+    ms_log_error(NULL, "agent id not persisted (a restart registers a new agent): %s", err->msg);
+    ms_error_free(err);
+  }
+}
+
+void agent_send(agent *a, const Meseta__V1__AgentMessage *m) {
+  if (!a->gen) {
+    ms_log_debug(NULL, "not registered: message kept for later or dropped");
+    return;
+  }
+  ms_error *err = NULL;
+  if (agent_link_send(a->link, a->gen, m, &err) < 0) {
+    ms_log_debug(NULL, "send: %s", err->msg);
+    ms_error_free(err);
+  }
+}
+
+/* ---- registration ---- */
+
+/* The Task message for a task the agent holds (REREGISTER). Heap. */
+static Meseta__V1__Task *task_message(agent *a, const agent_task *t) {
+  Meseta__V1__Task *m = ms_pb_new(&meseta__v1__task__descriptor);
+  m->name = xdup(t->info->name ? t->info->name : "");
+  m->task_id = ms_pb_new(&meseta__v1__task_id__descriptor);
+  m->task_id->value = ms_xstrdup(t->task_id);
+  m->framework_id = ms_pb_new(&meseta__v1__framework_id__descriptor);
+  m->framework_id->value = ms_xstrdup(t->framework_id);
+  m->agent_id = ms_pb_new(&meseta__v1__agent_id__descriptor);
+  m->agent_id->value = ms_xstrdup(a->id);
+  m->state = t->state;
+  m->n_resources = t->info->n_resources;
+  m->resources = ms_xcalloc(t->info->n_resources + 1, sizeof(*m->resources));
+  for (size_t i = 0; i < t->info->n_resources; i++)
+    m->resources[i] = (Meseta__V1__Resource *)ms_pb_dup(&t->info->resources[i]->base);
+  return m;
+}
+
+static void on_open(agent *a, uint64_t gen) {
+  a->opened = gen;
+  ms_error *err = NULL;
+  Meseta__V1__AgentInfo *info = agent_info_new(a, &err);
+  if (!info) {
+    ms_log_error(NULL, "%s", err->msg);
+    ms_error_free(err);
+    return;
+  }
+  Meseta__V1__AgentMessage m = MESETA__V1__AGENT_MESSAGE__INIT;
+  Meseta__V1__AgentMessage__Register reg = MESETA__V1__AGENT_MESSAGE__REGISTER__INIT;
+  Meseta__V1__AgentMessage__Reregister rr = MESETA__V1__AGENT_MESSAGE__REREGISTER__INIT;
+  Meseta__V1__Task **tasks = NULL;
+  Meseta__V1__FrameworkInfo **fws = NULL;
+  size_t nt = 0, nf = 0;
+  if (!a->id) {
+    reg.agent_info = info;
+    reg.version = AGENT_VERSION;
+    reg.boot_id = a->boot_id;
+    m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER;
+    m.register_ = &reg;
+    ms_log_info(NULL, "registering with `%s` as %s", a->allocator, a->resources_text);
+  } else {
+    for (agent_task *t = a->tasks; t; t = t->next)
+      nt++;
+    tasks = ms_xcalloc(nt + 1, sizeof(*tasks));
+    fws = ms_xcalloc(nt + 1, sizeof(*fws));
+    nt = 0;
+    for (agent_task *t = a->tasks; t; t = t->next) {
+      tasks[nt++] = task_message(a, t);
+      bool seen = !t->framework;
+      for (size_t i = 0; i < nf && !seen; i++)
+        seen = fws[i]->id && strcmp(fws[i]->id->value, t->framework_id) == 0;
+      if (!seen)
+        fws[nf++] = t->framework;
+    }
+    rr.agent_info = info;
+    rr.version = AGENT_VERSION;
+    rr.boot_id = a->boot_id;
+    rr.n_tasks = nt;
+    rr.tasks = tasks;
+    rr.n_frameworks = nf;
+    rr.frameworks = fws;
+    m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_REREGISTER;
+    m.reregister = &rr;
+    ms_log_info(NULL, "agent %s: re-registering with `%s` (%zu tasks)", a->id, a->allocator, nt);
+  }
+  if (agent_link_send(a->link, gen, &m, &err) < 0) {
+    ms_log_warn(NULL, "registration: %s", err->msg);
+    ms_error_free(err);
+  }
+  for (size_t i = 0; i < nt; i++)
+    protobuf_c_message_free_unpacked(&tasks[i]->base, NULL);
+  free(tasks);
+  free(fws);
+  protobuf_c_message_free_unpacked(&info->base, NULL);
+}
+
+static void registered(agent *a, uint64_t gen, const char *id, bool re) {
+  if (!id || !*id) {
+    ms_log_error(NULL, "%s without an agent id ignored", re ? "REREGISTERED" : "REGISTERED");
+    return;
+  }
+  if (!a->id || strcmp(a->id, id) != 0) {
+    free(a->id);
+    a->id = ms_xstrdup(id);
+    save_identity(a);
+  } else if (!a->known_id) {
+    save_identity(a);
+  }
+  a->known_id = true;
+  a->gen = gen;
+  agent_link_reset_backoff(a->link);
+  ms_log_info(NULL, "agent %s: %s", id, re ? "re-registered" : "registered");
+  if (a->cfg.ready_file) {
+    _cleanup_free_ char *line = ms_xasprintf("%s\n", id);
+    ms_error *err = NULL;
+    if (agent_write_file(a->cfg.ready_file, line, &err) < 0) {
+      ms_log_error(NULL, "ready file: %s", err->msg);
+      ms_error_free(err);
+    }
+  }
+  agent_status_resend_all(a);
+}
+
+static void on_message(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *m) {
+  if (gen != a->opened) {
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    return;
+  }
+  bool reg = m->message_case == MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REGISTERED ||
+             m->message_case == MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REREGISTERED;
+  if (!reg && a->gen != gen) {
+    ms_log_warn(NULL, "message %d before registration ignored", (int)m->message_case);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    return;
+  }
+  switch (m->message_case) {
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REGISTERED:
+    registered(a, gen, m->registered->agent_id ? m->registered->agent_id->value : NULL, false);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REREGISTERED:
+    registered(a, gen, m->reregistered->agent_id ? m->reregistered->agent_id->value : NULL, true);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK:
+    agent_task_run(a, m->run_task);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_KILL_TASK:
+    if (m->kill_task->framework_id && m->kill_task->task_id)
+      agent_task_kill(a, m->kill_task->framework_id->value, m->kill_task->task_id->value);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS:
+    if (m->acknowledge_status->framework_id && m->acknowledge_status->task_id)
+      agent_status_ack(a, m->acknowledge_status->framework_id->value, m->acknowledge_status->task_id->value,
+                       m->acknowledge_status->uuid.data, m->acknowledge_status->uuid.len);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_FRAMEWORK:
+    if (m->shutdown_framework->framework_id)
+      agent_task_kill_all(a, m->shutdown_framework->framework_id->value);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_AGENT:
+    ms_log_warn(NULL, "the allocator shuts this agent down: %s", m->shutdown_agent->reason);
+    agent_begin_shutdown(a);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_PING: {
+    Meseta__V1__AgentMessage__Heartbeat hb = MESETA__V1__AGENT_MESSAGE__HEARTBEAT__INIT;
+    hb.sequence = m->ping->sequence;
+    Meseta__V1__AgentMessage out = MESETA__V1__AGENT_MESSAGE__INIT;
+    out.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_HEARTBEAT;
+    out.heartbeat = &hb;
+    agent_send(a, &out);
+    break;
+  }
+  default:
+    ms_log_warn(NULL, "allocator message %d not supported yet: ignored", (int)m->message_case);
+    break;
+  }
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+}
+
+static void on_closed(agent *a, uint64_t gen, const char *reason) {
+  if (gen == a->gen)
+    a->gen = 0;
+  ms_log_warn(NULL, "link to `%s` lost: %s; reconnecting", a->allocator, reason ? reason : "?");
+}
+
+/* ---- lifecycle ---- */
+
+static void on_sigchld(ms_loop *loop, int signo, void *arg) {
+  agent_task_reap(arg);
+}
+
+agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
+  agent *a = ms_xcalloc(1, sizeof(*a));
+  a->cfg = *cfg;
+  a->loop = loop;
+  a->work_dir = ms_xstrdup(cfg->work_dir);
+  a->allocator = ms_xstrdup(cfg->allocator);
+  a->runtime = ms_xstrdup(cfg->runtime);
+  a->seccomp_dir = ms_xstrdup(cfg->seccomp_dir);
+  a->seccomp_default = ms_xstrdup(cfg->seccomp_default);
+  a->cgroup_parent = ms_xstrdup(cfg->cgroup_parent);
+  a->attributes = xdup(cfg->attributes);
+  a->boot_id = read_boot_id();
+  if (cfg->hostname && *cfg->hostname) {
+    a->hostname = ms_xstrdup(cfg->hostname);
+  } else {
+    char h[256] = "";
+    gethostname(h, sizeof(h) - 1);
+    a->hostname = ms_xstrdup(h);
+  }
+  _cleanup_free_ char *meta = ms_xasprintf("%s/meta", a->work_dir);
+  _cleanup_free_ char *sb = ms_xasprintf("%s/sandboxes", a->work_dir);
+  _cleanup_free_ char *cs = ms_xasprintf("%s/containers", a->work_dir);
+  if (agent_mkdirs(meta, err) < 0 || agent_mkdirs(sb, err) < 0 || agent_mkdirs(cs, err) < 0)
+    goto fail;
+  if (cfg->resources && *cfg->resources)
+    a->resources_text = ms_xstrdup(cfg->resources);
+  else if (!(a->resources_text = agent_detect_resources(a->work_dir, cfg->reserve_mem_mb, err)))
+    goto fail;
+  Meseta__V1__AgentInfo *probe = agent_info_new(a, err); /* validates resources and attributes */
+  if (!probe)
+    goto fail;
+  protobuf_c_message_free_unpacked(&probe->base, NULL);
+  if (access(a->runtime, X_OK) < 0)
+    ms_log_warn(NULL, "runtime `%s`: %s (every launch will fail)", a->runtime, strerror(errno));
+  load_identity(a);
+  agent_link_events ev = {on_open, on_message, on_closed};
+  if (!(a->link = agent_link_new(a->allocator, loop, a, &ev, cfg->reconnect_backoff_ms, cfg->reconnect_max_ms,
+                                 err)))
+    goto fail;
+  return a;
+fail:
+  agent_free(a);
+  return NULL;
+}
+
+int agent_start(agent *a, ms_error **err) {
+  if (ms_loop_add_signal(a->loop, SIGCHLD, on_sigchld, a, err) < 0)
+    return MS_ERR;
+  return agent_link_start(a->link, err);
+}
+
+const char *agent_id(const agent *a) {
+  return a->id;
+}
+
+static void shutdown_timeout(ms_loop *loop, uint64_t id, void *arg) {
+  agent *a = arg;
+  a->shutdown_timer = 0;
+  ms_log_warn(NULL, "%zu containers still running after the shutdown grace: leaving them",
+              agent_task_live(a));
+  ms_loop_stop(loop);
+}
+
+void agent_begin_shutdown(agent *a) {
+  if (a->shutting_down)
+    return;
+  a->shutting_down = true;
+  size_t live = agent_task_live(a);
+  if (live)
+    ms_log_info(NULL, "stopping %zu containers", live);
+  agent_task_kill_all(a, NULL);
+  a->shutdown_timer = ms_loop_add_timer(a->loop, a->cfg.shutdown_grace_ms, 0, shutdown_timeout, a);
+  agent_maybe_done(a);
+}
+
+void agent_maybe_done(agent *a) {
+  if (a->shutting_down && agent_task_live(a) == 0) {
+    if (a->shutdown_timer)
+      ms_loop_cancel_timer(a->loop, a->shutdown_timer);
+    a->shutdown_timer = 0;
+    ms_loop_stop(a->loop);
+  }
+}
+
+void agent_free(agent *a) {
+  if (!a)
+    return;
+  agent_link_free(a->link); /* first: it runs what its thread posted */
+  while (a->tasks)
+    agent_task_forget(a, a->tasks);
+  if (a->shutdown_timer)
+    ms_loop_cancel_timer(a->loop, a->shutdown_timer);
+  free(a->work_dir);
+  free(a->allocator);
+  free(a->runtime);
+  free(a->seccomp_dir);
+  free(a->seccomp_default);
+  free(a->cgroup_parent);
+  free(a->attributes);
+  free(a->hostname);
+  free(a->resources_text);
+  free(a->boot_id);
+  free(a->id);
+  free(a);
+}

@@ -1,0 +1,64 @@
+/* Private to agent_core: the agent's and its tasks' structures (owner thread only). */
+#pragma once
+
+#include "agent.h"
+
+/* One status update waiting for its acknowledgement. */
+typedef struct agent_update {
+  struct agent_update *next;
+  Meseta__V1__AgentMessage__StatusUpdate *msg; /* heap (protobuf_c_message_free_unpacked) */
+} agent_update;
+
+struct agent_task {
+  agent_task *next;
+  agent *owner;
+  char *framework_id, *task_id;
+  char *container_id;                   /* names the container's cgroups and its directory */
+  char *sandbox;                        /* <work>/sandboxes/<framework>/<task> */
+  char *cdir;                           /* <work>/containers/<container> */
+  char *log_id;                         /* "task=<framework>/<task>" for log lines */
+  Meseta__V1__TaskInfo *info;           /* a copy of what RUN_TASK carried */
+  Meseta__V1__FrameworkInfo *framework; /* a copy; may be NULL */
+  pid_t pid;                            /* the runtime's; 0 when not running */
+  bool kill_requested;                  /* KILL_TASK / shutdown: report TASK_KILLED */
+  bool terminal;                        /* a terminal update is queued: no more after it */
+  Meseta__V1__TaskState state;          /* the latest state reported */
+  agent_update *head, *tail;            /* unacknowledged updates, oldest first */
+  int64_t retry_ms;
+  uint64_t retry_timer;
+};
+
+struct agent {
+  agent_config cfg; /* strings below are copies */
+  char *work_dir, *allocator, *runtime, *seccomp_dir, *seccomp_default, *cgroup_parent, *attributes;
+  char *hostname, *resources_text, *boot_id;
+  char *id;      /* NULL until REGISTERED (or read from meta/agent.json) */
+  bool known_id; /* the id came from a previous run: REREGISTER */
+  ms_loop *loop;
+  agent_link *link;
+  uint64_t gen;    /* the stream we are registered on, 0: none */
+  uint64_t opened; /* the last stream opened */
+  agent_task *tasks;
+  bool shutting_down;
+  uint64_t shutdown_timer;
+};
+
+/* agent-core.c: sends on the registered stream (dropped, with a debug line, when there is
+ * none: updates are resent after the next registration). */
+void agent_send(agent *a, const Meseta__V1__AgentMessage *m);
+/* Unlinks and frees a task (its updates too). */
+void agent_task_forget(agent *a, agent_task *t);
+agent_task *agent_task_find(agent *a, const char *framework_id, const char *task_id);
+void agent_task_free(agent_task *t);
+/* Stops the loop if shutting down and no container is left. */
+void agent_maybe_done(agent *a);
+
+/* agent-resources.c: AgentInfo for (RE)REGISTER: hostname, id, resources, attributes (a
+ * heap message, protobuf_c_message_free_unpacked). */
+Meseta__V1__AgentInfo *agent_info_new(const agent *a, ms_error **err);
+
+/* agent-resources.c: mkdir -p; atomic write; whole-file read. */
+int agent_mkdirs(const char *path, ms_error **err);
+int agent_write_file(const char *path, const char *text, ms_error **err);
+/* NULL with *err (NOT_FOUND when absent); the caller frees. */
+char *agent_read_file(const char *path, size_t max, ms_error **err);

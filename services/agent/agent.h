@@ -1,0 +1,118 @@
+/* meseta-agent's core (agent_core): one node's tasks, supervised through meseta-runtime, and
+ * the AgentLink stream to the allocator.
+ *
+ * Threads. The agent's state belongs to the thread that runs its ms_loop (the owner). The
+ * link has one thread of its own (agent-link.c) that opens the stream, receives and posts
+ * every message to the owner; the owner sends. Containers are started by posix_spawn of
+ * meseta-runtime (never fork: gRPC threads) and reaped on SIGCHLD through the loop's
+ * signalfd (SIGCHLD must be blocked in every thread, see ms_signals_block).
+ *
+ * Files under the work dir:
+ *   meta/agent.json                       agent id and boot id, once registered
+ *   sandboxes/<framework>/<task>/         the task's sandbox (stdout, stderr)
+ *   containers/<container>/               spec.json, status.json, runtime.out, runtime.log
+ *
+ * Ownership: an agent owns its config's copies, its tasks and their queued updates;
+ * agent_free() releases everything. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "meseta/error.h"
+#include "meseta/loop.h"
+#include "meseta/resources.h"
+#include "meseta/v1/agent_link.pb-c.h"
+
+typedef struct agent agent;
+typedef struct agent_link agent_link;
+
+typedef struct agent_config {
+  const char *work_dir;   /* absolute */
+  const char *allocator;  /* AgentLink target */
+  const char *hostname;   /* NULL: gethostname() */
+  const char *resources;  /* text form; NULL: detected (agent_detect_resources) */
+  const char *attributes; /* "rack:r1;zone:a" (TEXT, or SCALAR when numeric); NULL: none */
+  const char *runtime;    /* meseta-runtime's path */
+  const char *seccomp_dir;
+  const char *seccomp_default;
+  const char *cgroup_parent;    /* relative; where the runtime puts containers' cgroups */
+  bool switch_user;             /* run tasks as their CommandInfo / FrameworkInfo user */
+  int64_t max_kill_grace_ms;    /* caps KillPolicy.grace_period */
+  int64_t status_retry_ms;      /* first resend of an unacknowledged update; doubles */
+  int64_t status_retry_max_ms;  /* cap of that backoff */
+  int64_t reconnect_backoff_ms; /* first wait before reconnecting; doubles */
+  int64_t reconnect_max_ms;     /* cap */
+  int64_t shutdown_grace_ms;    /* at exit: how long containers get to end after SIGTERM */
+  int64_t reserve_mem_mb;       /* detection: memory left to the host */
+  const char *ready_file;       /* written (the agent id, one line) once registered; NULL: none */
+} agent_config;
+
+/* ---- agent-core.c ---- */
+
+/* Builds the agent (work dir layout, resources, persisted id). Runs nothing yet. */
+agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err);
+/* Starts the link thread and watches SIGCHLD on the loop. */
+int agent_start(agent *a, ms_error **err);
+/* Asks every container to end (SIGTERM through the runtime) and stops the loop once none
+ * is left or the shutdown grace passed. Owner thread. */
+void agent_begin_shutdown(agent *a);
+/* Stops the link thread and frees (containers still running are left alone). NULL is fine. */
+void agent_free(agent *a);
+/* The agent's id, NULL before REGISTERED. Owner thread. */
+const char *agent_id(const agent *a);
+
+/* ---- agent-resources.c ---- */
+
+/* Detects cpus (sysconf), mem (MemTotal minus reserve_mb, in MiB), disk (work dir's
+ * filesystem, MiB) and ports [31000-32000] as the text form. The caller frees. */
+char *agent_detect_resources(const char *work_dir, int64_t reserve_mb, ms_error **err);
+
+/* ---- agent-link.c ---- */
+
+typedef struct agent_link_events {
+  /* A new stream is open: send REGISTER / REREGISTER. `gen` names the stream. */
+  void (*on_open)(agent *a, uint64_t gen);
+  /* A message; the callee owns msg (protobuf_c_message_free_unpacked). */
+  void (*on_message)(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *msg);
+  /* The stream ended (reason: one line); a new one follows after a backoff. */
+  void (*on_closed)(agent *a, uint64_t gen, const char *reason);
+} agent_link_events;
+
+agent_link *agent_link_new(const char *target, ms_loop *loop, agent *a, const agent_link_events *ev,
+                           int64_t backoff_ms, int64_t max_backoff_ms, ms_error **err);
+int agent_link_start(agent_link *l, ms_error **err);
+/* Sends on stream `gen` if it is still the current one (any thread; blocks while gRPC
+ * takes the message). Fails with UNAVAILABLE otherwise. */
+int agent_link_send(agent_link *l, uint64_t gen, const Meseta__V1__AgentMessage *m, ms_error **err);
+/* The next reconnection waits the first backoff again (after a registration). */
+void agent_link_reset_backoff(agent_link *l);
+/* Cancels the stream, joins the thread, frees. NULL is fine. */
+void agent_link_free(agent_link *l);
+
+/* ---- agent-tasks.c ---- */
+
+typedef struct agent_task agent_task;
+
+/* RUN_TASK: sandbox, spec, spawn; TASK_STARTING / RUNNING, or TASK_FAILED / ERROR. */
+void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt);
+/* KILL_TASK: SIGTERM to the runtime (it forwards, SIGKILL after the grace). */
+void agent_task_kill(agent *a, const char *framework_id, const char *task_id);
+/* SHUTDOWN_FRAMEWORK (framework_id) or every task (NULL). */
+void agent_task_kill_all(agent *a, const char *framework_id);
+/* SIGCHLD: reap the runtimes that ended and report their tasks. */
+void agent_task_reap(agent *a);
+/* Containers still running. */
+size_t agent_task_live(const agent *a);
+
+/* ---- agent-status.c ---- */
+
+/* Queues a status update for the task (uuid, timestamp, agent id filled in) and sends it
+ * when it is the oldest unacknowledged one of its task. */
+void agent_status_push(agent *a, agent_task *t, Meseta__V1__TaskStatus *st);
+/* ACKNOWLEDGE_STATUS: drops the update, sends the task's next one. */
+void agent_status_ack(agent *a, const char *framework_id, const char *task_id, const uint8_t *uuid,
+                      size_t len);
+/* After (re)registration: resend the head of every task's queue. */
+void agent_status_resend_all(agent *a);

@@ -1,0 +1,139 @@
+/* meseta-agent: runs tasks on this machine for the allocator (docs/agent.md). */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "meseta/alloc.h"
+#include "meseta/flags.h"
+#include "meseta/log.h"
+#include "meseta/loop.h"
+#include "meseta/service.h"
+
+#include "agent.h"
+
+static char *work_dir, *resources, *attributes, *allocator, *hostname, *runtime, *seccomp_dir,
+    *seccomp_default, *cgroup_parent, *log_level, *log_format, *ready_file;
+static bool switch_user;
+static int64_t max_grace_ns, retry_ns, retry_max_ns, backoff_ns, backoff_max_ns, shutdown_ns, reserve_mem;
+
+static const ms_flag flags[] = {
+    {"work-dir", MS_FLAG_STRING, &work_dir, "/var/lib/meseta",
+     "Where sandboxes, containers and the agent's id live", "DIR"},
+    {"allocator", MS_FLAG_STRING, &allocator, "127.0.0.1:5053", "The allocator's AgentLink address", "ADDR"},
+    {"resources", MS_FLAG_STRING, &resources, NULL,
+     "Resources to offer, e.g. `cpus:4;mem:8192;disk:100000;ports:[31000-32000]` (default: detected)",
+     "TEXT"},
+    {"reserved-memory", MS_FLAG_BYTES, &reserve_mem, "1GiB", "Memory left to the host when mem is detected"},
+    {"attributes", MS_FLAG_STRING, &attributes, NULL,
+     "Attributes, e.g. `rack:r1;zone:a` (numbers are scalars)", "TEXT"},
+    {"hostname", MS_FLAG_STRING, &hostname, NULL, "The hostname to advertise (default: the system's)",
+     "NAME"},
+    {"runtime", MS_FLAG_STRING, &runtime, NULL, "meseta-runtime's path (default: next to this binary)",
+     "FILE"},
+    {"seccomp-dir", MS_FLAG_STRING, &seccomp_dir, "/etc/meseta/seccomp", "Directory of seccomp profiles",
+     "DIR"},
+    {"seccomp-default", MS_FLAG_STRING, &seccomp_default, "default",
+     "Seccomp profile of tasks (\"unconfined\": no filter)", "NAME"},
+    {"cgroup-parent", MS_FLAG_STRING, &cgroup_parent, "meseta", "Cgroup under which containers' cgroups go",
+     "PATH"},
+    {"switch-user", MS_FLAG_BOOL, &switch_user, "true", "Run tasks as their command's or framework's user"},
+    {"max-kill-grace-period", MS_FLAG_DURATION, &max_grace_ns, "30s",
+     "Cap of a task's SIGTERM → SIGKILL grace"},
+    {"status-update-retry", MS_FLAG_DURATION, &retry_ns, "10s",
+     "First resend of an unacknowledged status update (then doubling)"},
+    {"status-update-retry-max", MS_FLAG_DURATION, &retry_max_ns, "10m", "Longest wait between resends"},
+    {"reconnect-backoff", MS_FLAG_DURATION, &backoff_ns, "200ms",
+     "First wait before reconnecting (then doubling)"},
+    {"reconnect-backoff-max", MS_FLAG_DURATION, &backoff_max_ns, "10s", "Longest wait before reconnecting"},
+    {"shutdown-grace", MS_FLAG_DURATION, &shutdown_ns, "35s",
+     "At SIGTERM: how long containers get to end before the agent exits"},
+    {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
+    {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
+    {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the agent id here once registered", "FILE"},
+};
+
+static const ms_flag_spec spec = {"meseta-agent", "Runs tasks on this machine for the meseta allocator.",
+                                  flags, MS_ARRAY_SIZE(flags), NULL};
+
+/* meseta-runtime beside this binary (installed), or in runtime/ below it (build tree). */
+static char *default_runtime(void) {
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  if (n <= 0)
+    return ms_xstrdup("meseta-runtime");
+  self[n] = '\0';
+  char *slash = strrchr(self, '/');
+  *slash = '\0';
+  char *p = ms_xasprintf("%s/meseta-runtime", self);
+  if (access(p, X_OK) == 0)
+    return p;
+  free(p);
+  p = ms_xasprintf("%s/runtime/meseta-runtime", self);
+  if (access(p, X_OK) == 0)
+    return p;
+  free(p);
+  return ms_xasprintf("%s/meseta-runtime", self);
+}
+
+static void on_signal(ms_loop *loop, int signo, void *arg) {
+  agent *a = arg;
+  ms_log_info(NULL, "signal %d: shutting down", signo);
+  agent_begin_shutdown(a);
+}
+
+static int run(ms_error **err) {
+  ms_log_level level;
+  ms_log_format format;
+  if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
+    return MS_ERR;
+  ms_log_init("meseta-agent", level, format, 2);
+  /* SIGCHLD reaches the loop's signalfd only if no thread takes it: block it before gRPC
+   * starts its threads. */
+  static const int sigs[] = {SIGCHLD};
+  if (ms_signals_block(sigs, MS_ARRAY_SIZE(sigs), err) < 0)
+    return MS_ERR;
+  if (work_dir[0] != '/')
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--work-dir`: `%s` is not an absolute path",
+                        work_dir);
+  _cleanup_free_ char *rt = runtime ? ms_xstrdup(runtime) : default_runtime();
+  agent_config cfg = {.work_dir = work_dir,
+                      .allocator = allocator,
+                      .hostname = hostname,
+                      .resources = resources,
+                      .attributes = attributes,
+                      .runtime = rt,
+                      .seccomp_dir = seccomp_dir,
+                      .seccomp_default = seccomp_default,
+                      .cgroup_parent = cgroup_parent,
+                      .switch_user = switch_user,
+                      .max_kill_grace_ms = max_grace_ns / 1000000,
+                      .status_retry_ms = retry_ns / 1000000 > 0 ? retry_ns / 1000000 : 1,
+                      .status_retry_max_ms = retry_max_ns / 1000000 > 0 ? retry_max_ns / 1000000 : 1,
+                      .reconnect_backoff_ms = backoff_ns / 1000000,
+                      .reconnect_max_ms = backoff_max_ns / 1000000,
+                      .shutdown_grace_ms = shutdown_ns / 1000000,
+                      .reserve_mem_mb = reserve_mem / (1024 * 1024),
+                      .ready_file = ready_file};
+  ms_loop *loop = ms_loop_new(err);
+  if (!loop)
+    return MS_ERR;
+  int rc = MS_ERR;
+  agent *a = agent_new(&cfg, loop, err);
+  if (!a || agent_start(a, err) < 0 || ms_loop_add_signal(loop, SIGTERM, on_signal, a, err) < 0 ||
+      ms_loop_add_signal(loop, SIGINT, on_signal, a, err) < 0)
+    goto out;
+  ms_log_info(NULL, "work dir `%s`, runtime `%s`, allocator `%s`", work_dir, rt, allocator);
+  rc = ms_loop_run(loop, err);
+out:
+  agent_free(a);
+  ms_loop_free(loop);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  return ms_service_main(argc, argv, &spec, run);
+}
