@@ -4,10 +4,10 @@
 # everything it started. State lives under .state/ and is reused by the next run.
 #
 #   scripts/up.sh [--etcd-port N] [--etcd-peer-port N] [--registry-port N] [--allocator-port N]
-#                 [--state-dir DIR] [--no-build]
+#                 [--master-port N] [--state-dir DIR] [--no-build]
 #
 # Environment equivalents: MESETA_ETCD_PORT, MESETA_ETCD_PEER_PORT, MESETA_REGISTRY_PORT,
-# MESETA_ALLOCATOR_PORT, MESETA_STATE_DIR.
+# MESETA_ALLOCATOR_PORT, MESETA_MASTER_PORT, MESETA_STATE_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,6 +15,7 @@ ROOT=$(pwd)
 ETCD_PORT=${MESETA_ETCD_PORT:-2379}
 REGISTRY_PORT=${MESETA_REGISTRY_PORT:-5052}
 ALLOCATOR_PORT=${MESETA_ALLOCATOR_PORT:-5053}
+MASTER_PORT=${MESETA_MASTER_PORT:-5050}
 ETCD_PEER_PORT=${MESETA_ETCD_PEER_PORT:-2380}
 STATE_DIR=${MESETA_STATE_DIR:-$ROOT/.state}
 BUILD_DIR=$ROOT/build-up
@@ -27,6 +28,7 @@ while (($#)); do
   --etcd-peer-port) ETCD_PEER_PORT=$2; shift 2 ;;
   --registry-port) REGISTRY_PORT=$2; shift 2 ;;
   --allocator-port) ALLOCATOR_PORT=$2; shift 2 ;;
+  --master-port) MASTER_PORT=$2; shift 2 ;;
   --state-dir) STATE_DIR=$2; shift 2 ;;
   --no-build) DO_BUILD=0; shift ;;
   -h | --help) usage; exit 0 ;;
@@ -166,9 +168,30 @@ start_allocator() {
   wait_for "$name" 30 test -s "$ready"
 }
 
-# Later issues add, in this order: start_master_api, start_agent —
-# each a binary from $BUILD_DIR/services/... pointing at the registry and etcd, with its
-# work dir under $STATE_DIR.
+start_master_api() {
+  local name=master-api ready=$STATE_DIR/master-api.ready
+  if port_in_use "$MASTER_PORT"; then
+    log "port $MASTER_PORT is already in use; choose another with --master-port N"
+    exit 1
+  fi
+  rm -f "$ready"
+  spawn "$name" "meseta-master-api: the public API (Scheduler, Operator) on 127.0.0.1:$MASTER_PORT" \
+    "$BUILD_DIR/services/master-api/meseta-master-api" \
+    --listen "127.0.0.1:$MASTER_PORT" --allocator "127.0.0.1:$ALLOCATOR_PORT" --ready-file "$ready"
+  wait_for "$name" 30 test -s "$ready"
+}
+
+start_agent() {
+  local name=agent ready=$STATE_DIR/agent.ready
+  mkdir -p "$STATE_DIR/agent"
+  rm -f "$ready"
+  spawn "$name" "meseta-agent: runs tasks in containers, work dir $STATE_DIR/agent" \
+    "$BUILD_DIR/services/agent/meseta-agent" \
+    --work-dir "$STATE_DIR/agent" --allocator "127.0.0.1:$ALLOCATOR_PORT" \
+    --seccomp-dir "$ROOT/services/agent/runtime/profiles" --ready-file "$ready"
+  # A restarted allocator holds offers until its agents are back (at most 30 s).
+  wait_for "$name" 60 test -s "$ready"
+}
 
 # ---------------------------------------------------------------------------------------
 main() {
@@ -192,6 +215,8 @@ main() {
   start_etcd
   start_registry
   start_allocator
+  start_master_api
+  start_agent
 
   section "running"
   local i
@@ -204,10 +229,10 @@ main() {
   try:         etcdctl --endpoints $ETCD_URL endpoint status -w table
                etcdctl --endpoints $ETCD_URL get --prefix --keys-only /meseta/
   registry:    gRPC with server reflection on 127.0.0.1:$REGISTRY_PORT (meseta.v1.Registry)
-  allocator:   127.0.0.1:$ALLOCATOR_PORT (AgentLink, Allocator; health SERVING once it leads)
-
-  Not yet here: meseta-master-api (the public Scheduler and Operator API) and meseta-agent
-  will be started by this script as they land (see README "Status").
+  allocator:   127.0.0.1:$ALLOCATOR_PORT (internal: AgentLink, Allocator)
+  master-api:  127.0.0.1:$MASTER_PORT: meseta.v1.Scheduler and meseta.v1.Operator, with server
+               reflection (any gRPC client can list and call them)
+  agent:       id $(cat "$STATE_DIR/agent.ready" 2>/dev/null), sandboxes under $STATE_DIR/agent
 
   Press Ctrl-C to stop.
 MSG
