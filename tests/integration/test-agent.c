@@ -104,8 +104,6 @@ static void launch(const char *task_id, const char *command, bool shell) {
   Meseta__V1__Resources *rp = ms_resources_to_proto(r);
   ms_resources_free(r);
 
-  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-  fid.value = (char *)ms_sim_framework_id(fw);
   Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
   tid.value = (char *)task_id;
   Google__Protobuf__BoolValue sh = GOOGLE__PROTOBUF__BOOL_VALUE__INIT;
@@ -132,23 +130,7 @@ static void launch(const char *task_id, const char *command, bool shell) {
   Meseta__V1__Offer__Operation op = MESETA__V1__OFFER__OPERATION__INIT;
   op.operation_case = MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH;
   op.launch = &l;
-  Meseta__V1__Offer__Operation *ops[] = {&op};
-  Meseta__V1__OfferID *oids[] = {offer->id};
-  Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT; /* remainder offered again at once */
-  Meseta__V1__Filters filters = MESETA__V1__FILTERS__INIT;
-  filters.refuse_duration = &d;
-  Meseta__V1__AcceptRequest a = MESETA__V1__ACCEPT_REQUEST__INIT;
-  a.framework_id = &fid;
-  a.stream_id = (char *)ms_sim_framework_stream_id(fw);
-  a.n_offer_ids = 1;
-  a.offer_ids = oids;
-  a.n_operations = 1;
-  a.operations = ops;
-  a.filters = &filters;
-  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
-  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACCEPT;
-  c.accept = &a;
-  MS_ASSERT_OK(ms_sim_framework_call(fw, &c, &err), &err);
+  MS_ASSERT_OK(ms_sim_framework_accept(fw, offer, &op, 0, &err), &err); /* remainder offered again at once */
   ms_resources_proto_free(rp);
   protobuf_c_message_free_unpacked(&offer->base, NULL);
 }

@@ -123,6 +123,32 @@ int ms_sim_framework_revive(ms_sim_framework *f, ms_error **err) {
   return ms_sim_framework_call(f, &c, err);
 }
 
+int ms_sim_framework_accept(ms_sim_framework *f, const Meseta__V1__Offer *offer,
+                            Meseta__V1__Offer__Operation *op, int64_t refuse_ms, ms_error **err) {
+  Meseta__V1__FrameworkID fid;
+  fill_ids(f, &fid);
+  Meseta__V1__Offer__Operation *ops[] = {op};
+  Meseta__V1__OfferID *oids[] = {offer->id};
+  Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
+  d.seconds = refuse_ms > 0 ? refuse_ms / 1000 : 0;
+  d.nanos = refuse_ms > 0 ? (int32_t)(refuse_ms % 1000) * 1000000 : 0;
+  Meseta__V1__Filters filters = MESETA__V1__FILTERS__INIT;
+  filters.refuse_duration = refuse_ms >= 0 ? &d : NULL;
+  Meseta__V1__AcceptRequest a = MESETA__V1__ACCEPT_REQUEST__INIT;
+  a.framework_id = &fid;
+  a.stream_id = f->stream_id;
+  a.n_offer_ids = 1;
+  a.offer_ids = oids;
+  a.n_operations = 1;
+  a.operations = ops;
+  a.filters = &filters;
+  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACCEPT;
+  c.accept = &a;
+  sim_ledger_offer_gone(f->ledger, f, offer->id->value);
+  return ms_sim_framework_call(f, &c, err);
+}
+
 static int launch_set(ms_sim_framework *f, const Meseta__V1__Offer *offer, const char *task_id,
                       const ms_resources *res, ms_error **err) {
   ms_resources *r = ms_resources_clone(res);
@@ -150,26 +176,7 @@ static int launch_set(ms_sim_framework *f, const Meseta__V1__Offer *offer, const
   Meseta__V1__Offer__Operation op = MESETA__V1__OFFER__OPERATION__INIT;
   op.operation_case = MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH;
   op.launch = &l;
-  Meseta__V1__Offer__Operation *ops[] = {&op};
-  Meseta__V1__OfferID *oids[] = {offer->id};
-  Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
-  d.seconds = f->refuse_ms / 1000;
-  d.nanos = (int32_t)(f->refuse_ms % 1000) * 1000000;
-  Meseta__V1__Filters filters = MESETA__V1__FILTERS__INIT;
-  filters.refuse_duration = f->refuse_ms >= 0 ? &d : NULL;
-  Meseta__V1__AcceptRequest a = MESETA__V1__ACCEPT_REQUEST__INIT;
-  a.framework_id = &fid;
-  a.stream_id = f->stream_id;
-  a.n_offer_ids = 1;
-  a.offer_ids = oids;
-  a.n_operations = 1;
-  a.operations = ops;
-  a.filters = &filters;
-  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
-  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACCEPT;
-  c.accept = &a;
-  sim_ledger_offer_gone(f->ledger, f, offer->id->value);
-  int rc = ms_sim_framework_call(f, &c, err);
+  int rc = ms_sim_framework_accept(f, offer, &op, f->refuse_ms, err);
   ms_resources_proto_free(rp);
   return rc;
 }
@@ -515,24 +522,8 @@ int ms_sim_framework_reserve(ms_sim_framework *f, const Meseta__V1__Offer *offer
   op.id = op_id ? &oid : NULL;
   op.operation_case = MESETA__V1__OFFER__OPERATION__OPERATION_RESERVE;
   op.reserve = &rs;
-  Meseta__V1__Offer__Operation *ops[] = {&op};
-  Meseta__V1__OfferID *oids[] = {offer->id};
-  Google__Protobuf__Duration d = GOOGLE__PROTOBUF__DURATION__INIT;
-  Meseta__V1__Filters filters = MESETA__V1__FILTERS__INIT;
-  filters.refuse_duration = &d; /* 0: what is left comes back at once */
-  Meseta__V1__AcceptRequest a = MESETA__V1__ACCEPT_REQUEST__INIT;
-  a.framework_id = &fid;
-  a.stream_id = f->stream_id;
-  a.n_offer_ids = 1;
-  a.offer_ids = oids;
-  a.n_operations = 1;
-  a.operations = ops;
-  a.filters = &filters;
-  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
-  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACCEPT;
-  c.accept = &a;
-  sim_ledger_offer_gone(f->ledger, f, offer->id->value);
-  int rc = ms_sim_framework_call(f, &c, err);
+  /* refuse 0: what is left comes back at once */
+  int rc = ms_sim_framework_accept(f, offer, &op, 0, err);
   for (size_t i = 0; i < rp->n_resources; i++) {
     rp->resources[i]->reservations = own[i];
     rp->resources[i]->n_reservations = 0;

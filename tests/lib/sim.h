@@ -133,6 +133,10 @@ void ms_sim_framework_set_mode(ms_sim_framework *f, ms_sim_mode mode);
 Meseta__V1__Offer *ms_sim_framework_take_offer(ms_sim_framework *f);
 /* Unary SchedulerCall on the framework's behalf (ids are the caller's to fill). */
 int ms_sim_framework_call(ms_sim_framework *f, const Meseta__V1__SchedulerCallRequest *req, ms_error **err);
+/* Accepts one offer with one operation; refuse_ms < 0: no filter on what is left,
+ * 0: it is offered again at once. The offer is forgotten (ledger) either way. */
+int ms_sim_framework_accept(ms_sim_framework *f, const Meseta__V1__Offer *offer,
+                            Meseta__V1__Offer__Operation *op, int64_t refuse_ms, ms_error **err);
 /* Conveniences with the framework's own ids. */
 int ms_sim_framework_revive(ms_sim_framework *f, ms_error **err);
 int ms_sim_framework_decline(ms_sim_framework *f, const char *offer_id, int64_t refuse_ms, ms_error **err);
