@@ -175,6 +175,7 @@ static void grant(cycle *c, uint32_t fw, uint32_t role, ms_resources *res, int s
   if (o != ALLOC_NONE) {
     ms_resources_add(m->offers[o].res, res, NULL);
     ms_resources_add(a->offered, res, NULL);
+    alloc_agent_changed(m, c->agent);
     alloc_account(m, fw, role, res, 1);
     ms_resources_free(res);
   } else {

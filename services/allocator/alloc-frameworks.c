@@ -139,6 +139,7 @@ int alloc_model_remove_framework(alloc_model *m, const char *id, ms_error **err)
       }
       alloc_account(m, fi, a->uses[u].role, a->uses[u].res, -1);
       ms_resources_add(a->available, a->uses[u].res, NULL);
+      alloc_agent_changed(m, ai);
       ms_resources_free(a->uses[u].res);
       a->uses[u] = a->uses[--a->nuses];
     }
@@ -278,6 +279,7 @@ void alloc_use_add(alloc_model *m, alloc_agent *a, uint32_t fw, uint32_t role, c
   }
   ms_resources_add(u->res, res, NULL);
   alloc_account(m, fw, role, res, 1);
+  alloc_agent_changed(m, (uint32_t)(a - m->agents));
 }
 
 int alloc_model_allocate(alloc_model *m, const char *framework_id, const char *agent_id, const char *role,
@@ -304,6 +306,7 @@ int alloc_model_recover(alloc_model *m, const char *framework_id, const char *ag
     return ms_error_set(err, MS_FAILED_PRECONDITION,
                         "framework `%s` does not use those resources on agent `%s`", framework_id, agent_id);
   ms_resources_add(a->available, resources, NULL);
+  alloc_agent_changed(m, ai);
   alloc_account(m, fi, ri, resources, -1);
   if (ms_resources_is_empty(u->res)) {
     ms_resources_free(u->res);

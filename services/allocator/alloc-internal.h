@@ -30,6 +30,7 @@ typedef struct alloc_agent {
   alloc_attribute *attrs; /* strings owned */
   uint32_t nattrs;
   bool live, remote, has_reserved;
+  bool changed; /* in the model's changed_agents since the last take */
   alloc_agent_state state;
   int64_t unavail_start_ms, unavail_duration_ms;
   ms_resources *total, *available, *offered;
@@ -77,6 +78,7 @@ typedef struct alloc_role {
   ms_quantities reserved_q;               /* subtree: reserved on agents, allocated or not */
   ms_quantities alloc_unres_q;            /* subtree: unreserved allocated */
   bool has_guarantee, has_limit, bounded; /* bounded: it or an ancestor has a limit */
+  bool changed;                           /* in the model's changed_roles since the last take */
   uint32_t sat_wanting;                   /* > 0: out of this cycle's walk at its limits (its wanting_self) */
   ms_quantities guarantee;
   ms_quantity *limits; /* sorted by name; value may be 0 */
@@ -108,6 +110,8 @@ struct alloc_model {
   int64_t offer_timeout_ms;
   alloc_rescind_fn on_rescind;
   void *rescind_ctx;
+  void (*on_change)(void *ctx);
+  void *change_ctx;
   alloc_rng rng;
   bool trigger;
 
@@ -137,11 +141,28 @@ struct alloc_model {
   alloc_level s1; /* the cycle's roles below their guarantee */
 
   ms_quantities tmp_q, tmp_qu; /* scratch for accounting */
+
+  /* Agents whose resources (total, available, offered) and roles whose allocation or
+   * reservations changed, each once, for alloc_model_take_changes. */
+  uint32_t *changed_agents, nchanged_agents, capchanged_agents;
+  uint32_t *changed_roles, nchanged_roles, capchanged_roles;
 };
 
 /* ---- alloc-model.c ---- */
 uint32_t alloc_role_get(alloc_model *m, const char *name, bool create, ms_error **err);
 alloc_fwrole *alloc_fwrole_find(alloc_framework *f, uint32_t role);
+/* Remember that an agent's resources or a role's allocation changed (a flag test; the
+ * first time until the next take, a push). */
+void alloc_agent_record(alloc_model *m, uint32_t agent);
+void alloc_role_record(alloc_model *m, uint32_t role);
+static inline void alloc_agent_changed(alloc_model *m, uint32_t agent) {
+  if (!m->agents[agent].changed)
+    alloc_agent_record(m, agent);
+}
+static inline void alloc_role_changed(alloc_model *m, uint32_t role) {
+  if (!m->roles[role].changed && role != ALLOC_ROOT)
+    alloc_role_record(m, role);
+}
 /* Adds (sign 1) or removes (sign -1) res as allocated to (fw, role): framework, role
  * chain, unreserved consumption. Records the touch. */
 void alloc_account(alloc_model *m, uint32_t fw, uint32_t role, const ms_resources *res, int sign);

@@ -235,6 +235,7 @@ void alloc_account(alloc_model *m, uint32_t fw, uint32_t role, const ms_resource
   if (fr)
     qadd(&fr->alloc_q, &m->tmp_q, sign);
   qadd(&m->roles[role].self_alloc_q, &m->tmp_q, sign);
+  alloc_role_changed(m, role);
   for (uint32_t x = role; x != ALLOC_ROOT; x = m->roles[x].parent) {
     qadd(&m->roles[x].alloc_q, &m->tmp_q, sign);
     qadd(&m->roles[x].alloc_unres_q, &m->tmp_qu, sign);
@@ -262,6 +263,8 @@ static void agent_account(alloc_model *m, alloc_agent *a, int sign) {
       continue;
     ms_scalar v = r->v.scalar * ((r->unit && !ms_resource_is_shared(r)) ? (ms_scalar)r->count : 1);
     uint32_t role = alloc_role_get(m, ms_resource_role(r), true, NULL);
+    if (role != ALLOC_NONE)
+      alloc_role_changed(m, role);
     for (uint32_t x = role; x != ALLOC_NONE && x != ALLOC_ROOT; x = m->roles[x].parent) {
       ms_quantities *q = &m->roles[x].reserved_q;
       ms_quantities_set(q, r->name, ms_quantities_get(q, r->name) + sign * v);
@@ -273,6 +276,56 @@ void alloc_agent_retotal(alloc_model *m, alloc_agent *a, ms_resources *new_total
   agent_account(m, a, -1);
   ms_resources_swap(a->total, new_total);
   agent_account(m, a, 1);
+  alloc_agent_changed(m, (uint32_t)(a - m->agents));
+}
+
+static void note_change(alloc_model *m) {
+  if (m->on_change && m->nchanged_agents + m->nchanged_roles == 1)
+    m->on_change(m->change_ctx);
+}
+
+void alloc_agent_record(alloc_model *m, uint32_t agent) {
+  alloc_agent *a = &m->agents[agent];
+  a->changed = true;
+  if (m->nchanged_agents == m->capchanged_agents) {
+    m->capchanged_agents = m->capchanged_agents ? 2 * m->capchanged_agents : 16;
+    m->changed_agents =
+        ms_xrealloc(m->changed_agents, (size_t)m->capchanged_agents * sizeof(*m->changed_agents));
+  }
+  m->changed_agents[m->nchanged_agents++] = agent;
+  note_change(m);
+}
+
+void alloc_role_record(alloc_model *m, uint32_t role) {
+  alloc_role *r = &m->roles[role];
+  r->changed = true;
+  if (m->nchanged_roles == m->capchanged_roles) {
+    m->capchanged_roles = m->capchanged_roles ? 2 * m->capchanged_roles : 16;
+    m->changed_roles = ms_xrealloc(m->changed_roles, (size_t)m->capchanged_roles * sizeof(*m->changed_roles));
+  }
+  m->changed_roles[m->nchanged_roles++] = role;
+  note_change(m);
+}
+
+void alloc_model_take_changes(alloc_model *m, alloc_changed_fn agent_fn, alloc_changed_fn role_fn,
+                              void *ctx) {
+  /* Entries of agents removed since (or of a reused slot already taken) have changed == false. */
+  for (uint32_t i = 0; i < m->nchanged_agents; i++) {
+    alloc_agent *a = &m->agents[m->changed_agents[i]];
+    if (!a->changed)
+      continue;
+    a->changed = false;
+    if (a->live && agent_fn)
+      agent_fn(ctx, a->id);
+  }
+  m->nchanged_agents = 0;
+  for (uint32_t i = 0; i < m->nchanged_roles; i++) {
+    alloc_role *r = &m->roles[m->changed_roles[i]];
+    r->changed = false;
+    if (role_fn)
+      role_fn(ctx, r->name);
+  }
+  m->nchanged_roles = 0;
 }
 
 bool alloc_agent_in_maintenance(const alloc_agent *a, int64_t now_ms) {
@@ -290,6 +343,8 @@ int alloc_model_new(const alloc_config *cfg, alloc_model **ret, ms_error **err) 
   m->offer_timeout_ms = cfg->offer_timeout_ms;
   m->on_rescind = cfg->on_rescind;
   m->rescind_ctx = cfg->rescind_ctx;
+  m->on_change = cfg->on_change;
+  m->change_ctx = cfg->change_ctx;
   m->rng.s = cfg->seed;
   m->caproles = 16;
   m->roles = ms_xcalloc(m->caproles, sizeof(*m->roles));
@@ -378,6 +433,8 @@ void alloc_model_free(alloc_model *m) {
   free(m->free_offers.v);
   free(m->quota_roles);
   free(m->touched);
+  free(m->changed_agents);
+  free(m->changed_roles);
   alloc_level_release(&m->s1);
   alloc_names_release(&m->excluded);
   alloc_minalloc_release(&m->min_global);
@@ -494,6 +551,7 @@ int alloc_model_update_agent(alloc_model *m, const alloc_agent_spec *s, ms_error
   ms_resources_subtract(a->available, used, NULL);
   ms_resources_free(used);
   agent_describe(m, a, s);
+  alloc_agent_changed(m, i);
   m->trigger = true;
   return 0;
 }

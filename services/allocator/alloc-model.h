@@ -57,6 +57,10 @@ typedef struct alloc_config {
   uint64_t seed;                   /* the random sorter's generator */
   alloc_rescind_fn on_rescind;     /* called for each offer the model takes back; may be NULL */
   void *rescind_ctx;
+  /* Called when the first change since the last alloc_model_take_changes is recorded
+   * (so the caller can schedule the take); must not call into the model. May be NULL. */
+  void (*on_change)(void *ctx);
+  void *change_ctx;
 } alloc_config;
 
 /* Reads cfg (copies its strings). Fails on a malformed sorter or minimum. */
@@ -190,6 +194,13 @@ uint32_t alloc_model_expire_offers(alloc_model *m, int64_t now_ms);
 int alloc_model_apply_operator(alloc_model *m, const char *agent_id, const ms_operation *op, ms_error **err);
 
 /* ---- reading the model ---- */
+
+/* Agents whose total, available or offered resources changed, and roles whose
+ * allocation (offered + used) or reservations changed (the role itself, not its
+ * ancestors), since the last call: fn gets each id once (borrowed for the call).
+ * Agents removed since are left out. Clears the record. */
+typedef void (*alloc_changed_fn)(void *ctx, const char *id);
+void alloc_model_take_changes(alloc_model *m, alloc_changed_fn agent_fn, alloc_changed_fn role_fn, void *ctx);
 
 /* Whether something happened that deserves a cycle before the next tick (an agent
  * added, resources freed, a revive); reading it clears it. */

@@ -25,6 +25,7 @@ uint32_t alloc_offer_new(alloc_model *m, uint32_t fw, uint32_t agent, uint32_t r
   alloc_map_put(&m->offer_ids, of->id, o);
   m->live_offers++;
   ms_resources_add(m->agents[agent].offered, res, NULL);
+  alloc_agent_changed(m, agent);
   alloc_account(m, fw, role, res, 1);
   return o;
 }
@@ -45,6 +46,7 @@ static ms_resources *offer_unlink(alloc_model *m, uint32_t o, bool rescind) {
     m->on_rescind(m->rescind_ctx, &v);
   }
   ms_resources_subtract(m->agents[of->agent].offered, of->res, NULL);
+  alloc_agent_changed(m, of->agent);
   alloc_account(m, of->fw, of->role, of->res, -1);
   alloc_map_del(&m->offer_ids, of->id);
   free(of->id);

@@ -306,7 +306,9 @@ static int new_model(alloc_service *s, ms_error **err) {
                      .local_region = s->cfg.local_region,
                      .offer_timeout_ms = s->cfg.offer_timeout_ms,
                      .on_rescind = on_rescind,
-                     .rescind_ctx = s};
+                     .rescind_ctx = s,
+                     .on_change = svc_state_changed,
+                     .change_ctx = s};
   uint8_t rnd[16];
   svc_uuid_bytes(rnd);
   memcpy(&mc.seed, rnd, sizeof(mc.seed));
@@ -335,9 +337,17 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
                  cfg->recovery_agent_fraction);
     return NULL;
   }
-  if (cfg->registry_timeout_ms < 0 || cfg->recovery_timeout_ms < 0) {
+  if (cfg->registry_timeout_ms < 0 || cfg->recovery_timeout_ms < 0 || cfg->agent_reconnect_timeout_ms < 0) {
     ms_error_set(err, MS_INVALID_ARGUMENT, "flag `%s`: must not be negative",
-                 cfg->registry_timeout_ms < 0 ? "--registry-timeout" : "--recovery-timeout");
+                 cfg->registry_timeout_ms < 0   ? "--registry-timeout"
+                 : cfg->recovery_timeout_ms < 0 ? "--recovery-timeout"
+                                                : "--agent-reconnect-timeout");
+    return NULL;
+  }
+  if (cfg->max_completed_tasks_per_framework < 0 || cfg->max_completed_tasks < 0) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `%s`: must not be negative",
+                 cfg->max_completed_tasks < 0 ? "--max-completed-tasks"
+                                              : "--max-completed-tasks-per-framework");
     return NULL;
   }
   alloc_service *s = ms_xcalloc(1, sizeof(*s));
@@ -352,6 +362,12 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
     s->cfg.registry_timeout_ms = 5000;
   if (!s->cfg.recovery_timeout_ms)
     s->cfg.recovery_timeout_ms = 30000;
+  if (!s->cfg.agent_reconnect_timeout_ms)
+    s->cfg.agent_reconnect_timeout_ms = 75000;
+  if (!s->cfg.max_completed_tasks_per_framework)
+    s->cfg.max_completed_tasks_per_framework = 1000;
+  if (!s->cfg.max_completed_tasks)
+    s->cfg.max_completed_tasks = 10000;
   s->loop = loop;
   svc_uuid(s->id);
   if (new_model(s, err) < 0 || svc_reg_open(s, err) < 0) {
@@ -393,6 +409,8 @@ static void forget_all(alloc_service *s) {
   svc_frameworks_close(s);
   svc_agents_close(s);
   svc_tasks_free_all(s);
+  svc_completed_free_all(s);
+  svc_state_reset(s);
   svc_ops_free_all(s);
   for (uint32_t i = 0; i < s->torn_down.n; i++) {
     free(s->torn_down.v[i]->key);
@@ -487,6 +505,11 @@ void alloc_service_free(alloc_service *s) {
   svc_table_release(&s->frameworks);
   svc_table_release(&s->tasks);
   svc_table_release(&s->executors);
+  svc_table_release(&s->done_tasks);
+  svc_table_release(&s->done_fws);
+  svc_table_release(&s->shown_roles);
+  svc_table_release(&s->shown_agents);
+  svc_table_release(&s->pending_agents);
   alloc_model_free(s->model);
   free((char *)s->cfg.fair_share_excluded);
   free((char *)s->cfg.min_allocatable);

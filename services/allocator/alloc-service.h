@@ -49,6 +49,12 @@ typedef struct alloc_service_config {
   int64_t registry_timeout_ms;    /* one registry call's deadline; 0: 5 s */
   double recovery_agent_fraction; /* offers wait until this share of admitted agents is back */
   int64_t recovery_timeout_ms;    /* ... or this long has passed; 0: 30 s */
+  /* An agent whose stream ended keeps its tasks (no offers) this long before they are
+   * reported lost: time for it to reconnect or restart and re-attach. 0: 75 s. */
+  int64_t agent_reconnect_timeout_ms;
+  /* Completed tasks kept for WatchState (and so GetState / GetTasks): at most this many
+   * per framework and in all, the oldest forgotten first. 0: 1,000 and 10,000. */
+  int64_t max_completed_tasks_per_framework, max_completed_tasks;
 } alloc_service_config;
 
 /* Fails on a malformed sorter, minimum, interval or fraction (INVALID_ARGUMENT naming

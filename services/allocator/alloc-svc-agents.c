@@ -1,6 +1,7 @@
 /* AgentLink.Connect: agents register or re-register on one bidi stream, send status
  * updates and heartbeats, and receive launches, kills and acknowledgements. The stream
- * ending removes the agent (its offers rescinded, its tasks lost). */
+ * ending deactivates the agent until it reconnects (its offers rescinded, its tasks kept);
+ * past --agent-reconnect-timeout it is removed (its tasks lost). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ static void link_free(alloc_service *s, svc_link *l) {
 }
 
 static void agent_free(svc_agent *a) {
+  if (a->reconnect_timer)
+    ms_loop_cancel_timer(a->svc->loop, a->reconnect_timer);
   if (a->link)
     a->link->agent = NULL;
   if (a->info)
@@ -83,6 +86,9 @@ static void agent_spec(alloc_service *s, const Meseta__V1__AgentInfo *info, cons
                              .region = fd && fd->region && *fd->region->name ? fd->region->name : NULL,
                              .zone = fd && fd->zone && *fd->zone->name ? fd->zone->name : NULL,
                              .state = svc_agent_wanted_state(s, id)};
+  svc_agent *known = svc_table_get(&s->agents, id);
+  if (known && known->reconnect_timer)
+    spec->state = ALLOC_AGENT_DEACTIVATED; /* disconnected: nothing to offer */
   (void)svc_agent_window(s, info, &spec->unavailable_start_ms, &spec->unavailable_duration_ms, NULL);
 }
 
@@ -118,6 +124,7 @@ static svc_agent *add_agent(alloc_service *s, const Meseta__V1__AgentInfo *info,
   if (rc < 0)
     return NULL;
   svc_agent *a = ms_xcalloc(1, sizeof(*a));
+  a->svc = s;
   a->e.key = ms_xstrdup(id);
   a->info = (Meseta__V1__AgentInfo *)ms_pb_dup(&info->base);
   Meseta__V1__AgentID *aid = ms_xmalloc(sizeof(*aid));
@@ -281,9 +288,132 @@ static void readopt_tasks(alloc_service *s, svc_agent *a, const Meseta__V1__Agen
   }
 }
 
+static bool same_info(const Meseta__V1__AgentInfo *x, const Meseta__V1__AgentInfo *y) {
+  size_t nx = protobuf_c_message_get_packed_size(&x->base), ny = protobuf_c_message_get_packed_size(&y->base);
+  if (nx != ny)
+    return false;
+  _cleanup_free_ uint8_t *bx = ms_xmalloc(nx + 1), *by = ms_xmalloc(ny + 1);
+  protobuf_c_message_pack(&x->base, bx);
+  protobuf_c_message_pack(&y->base, by);
+  return memcmp(bx, by, nx) == 0;
+}
+
+/* A known agent re-registered with another AgentInfo: what its reconfiguration policy let
+ * through. Resources may only grow (the growth is added to the model's total, which keeps
+ * dynamic reservations); attributes and the fault domain are replaced. */
+static int reconfigure(alloc_service *s, svc_agent *a, const Meseta__V1__AgentInfo *info, ms_error **err) {
+  if (same_info(a->info, info))
+    return 0;
+  ms_resources *was = NULL, *now = NULL, *total = NULL;
+  alloc_agent_view v;
+  int rc = MS_ERR;
+  if (ms_resources_from_proto(a->info->resources, a->info->n_resources, &was, err) < 0 ||
+      ms_resources_from_proto(info->resources, info->n_resources, &now, err) < 0) {
+    ms_error_prefix(err, "`reregister.agent_info.resources`");
+    goto out;
+  }
+  if (!ms_resources_contains(now, was)) {
+    _cleanup_free_ char *w = ms_resources_describe(was), *n = ms_resources_describe(now);
+    ms_error_set(
+        err, MS_FAILED_PRECONDITION,
+        "`reregister.agent_info.resources`: `%s` does not hold `%s`, which agent `%s` registered with: "
+        "an agent may only add resources (else it must register anew)",
+        n, w, a->e.key);
+    goto out;
+  }
+  if (alloc_model_agent(s->model, a->e.key, &v, err) < 0)
+    goto out;
+  total = ms_resources_clone(v.total);
+  ms_resources_subtract(now, was, NULL);
+  if (ms_resources_add(total, now, err) < 0)
+    goto out;
+  alloc_agent_spec spec;
+  alloc_attribute *attrs;
+  char(*bufs)[32];
+  agent_spec(s, info, a->e.key, total, &spec, &attrs, &bufs);
+  rc = alloc_model_update_agent(s->model, &spec, err);
+  free(attrs);
+  free(bufs);
+  if (rc < 0)
+    goto out;
+  Meseta__V1__AgentInfo *copy = (Meseta__V1__AgentInfo *)ms_pb_dup(&info->base);
+  protobuf_c_message_free_unpacked(&a->info->base, NULL);
+  a->info = copy;
+  if (svc_durable(s))
+    svc_reg_agent_state(s, a->e.key, copy, MESETA__V1__AGENT_RECORD__STATE__ADMITTED, NULL, NULL);
+  svc_state_emit_agent(s, a->e.key, SVC_UPDATED);
+  ms_log_info(a->e.key, "agent reconfigured: its info and resources were updated");
+out:
+  ms_resources_free(was);
+  ms_resources_free(now);
+  ms_resources_free(total);
+  return rc;
+}
+
+static bool reported(const Meseta__V1__AgentMessage__Reregister *r, const svc_task *t) {
+  for (size_t i = 0; i < r->n_tasks; i++) {
+    const Meseta__V1__Task *x = r->tasks[i];
+    if (x->task_id && x->framework_id && strcmp(x->task_id->value, t->task_id) == 0 &&
+        strcmp(x->framework_id->value, t->framework_id) == 0)
+      return true;
+  }
+  return false;
+}
+
+/* Tells the task's framework that the allocator (not the agent) ends it. */
+static void end_task_for_agent(alloc_service *s, svc_agent *a, svc_task *t, Meseta__V1__TaskState state,
+                               Meseta__V1__TaskStatus__Reason reason, const char *why) {
+  Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
+  tid.value = t->task_id;
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = a->e.key;
+  Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
+  st.task_id = &tid;
+  st.agent_id = &aid;
+  st.state = state;
+  st.source = MESETA__V1__TASK_STATUS__SOURCE__SOURCE_MASTER;
+  st.reason = reason;
+  st.message = (char *)why;
+  svc_send_update(s, svc_table_get(&s->frameworks, t->framework_id), &st);
+  t->state = st.state;
+  svc_state_emit_task(s, t, SVC_UPDATED);
+}
+
+/* A known agent re-registered: tasks we hold there that it does not report are gone (it
+ * lost its checkpoint, or a launch never reached it). Their frameworks get TASK_LOST. */
+static void drop_unreported(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__Reregister *r) {
+  for (uint32_t i = 0; i < s->tasks.n;) {
+    svc_task *t = (svc_task *)s->tasks.v[i];
+    if (strcmp(t->agent_id, a->e.key) != 0 || reported(r, t)) {
+      i++;
+      continue;
+    }
+    ms_log_warn(a->e.key, "task `%s` of `%s`: not reported by the re-registered agent: lost", t->task_id,
+                t->framework_id);
+    end_task_for_agent(s, a, t, MESETA__V1__TASK_STATE__TASK_LOST,
+                       MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_REREGISTERED,
+                       "the agent re-registered without this task");
+    svc_task_end(s, t); /* swaps the last task into slot i */
+  }
+}
+
 static int reregistered_ok(alloc_service *s, svc_link *l, const Meseta__V1__AgentMessage__Reregister *r,
                            const char *id, ms_error **err) {
   svc_agent *a = svc_table_get(&s->agents, id);
+  bool was_away = a && a->reconnect_timer;
+  if (was_away) {
+    ms_loop_cancel_timer(s->loop, a->reconnect_timer);
+    a->reconnect_timer = 0;
+  }
+  if (a && reconfigure(s, a, r->agent_info, err) < 0)
+    return MS_ERR;
+  ms_error *e2 = NULL;
+  if (was_away && svc_agent_respec(s, a, &e2) < 0) { /* offered again */
+    ms_log_warn(id, "%s", e2->msg);
+    ms_error_free(e2);
+  }
+  if (a)
+    drop_unreported(s, a, r);
   if (a) {
     /* A newer stream of a known agent replaces the old one; the model stays. */
     if (a->link && a->link != l) {
@@ -368,6 +498,11 @@ static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCM
                         l->agent->e.key);
     else if (l->pending)
       rc = ms_error_set(&err, MS_FAILED_PRECONDITION, "this stream's registration is already in progress");
+    else if (svc_maint_refuse(s, call,
+                              m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER
+                                  ? m->register_->agent_info
+                                  : m->reregister->agent_info))
+      break; /* its machine is DOWN for maintenance */
     else if (m->message_case == MESETA__V1__AGENT_MESSAGE__MESSAGE_REGISTER)
       rc = on_register(s, l, m, &err);
     else
@@ -399,6 +534,7 @@ static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCM
 void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
   ms_log_info(a->e.key, "agent removed: %s", why);
   bool gone = svc_agent_rec_state(s, a->e.key) == MESETA__V1__AGENT_RECORD__STATE__GONE;
+  svc_ops_agent_removed(s, a->e.key, gone, why); /* its unsettled operations: UNREACHABLE / GONE */
   /* Its tasks are lost: tell their frameworks; the model forgets their resources. */
   for (uint32_t i = 0; i < s->tasks.n;) {
     svc_task *t = (svc_task *)s->tasks.v[i];
@@ -406,21 +542,11 @@ void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
       i++;
       continue;
     }
-    Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
-    tid.value = t->task_id;
-    Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
-    aid.value = a->e.key;
-    Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
-    st.task_id = &tid;
-    st.agent_id = &aid;
-    st.state = gone ? MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR : MESETA__V1__TASK_STATE__TASK_LOST;
-    st.source = MESETA__V1__TASK_STATUS__SOURCE__SOURCE_MASTER;
-    st.reason = gone ? MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_REMOVED_BY_OPERATOR
-                     : MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_DISCONNECTED;
-    st.message = (char *)why;
-    svc_send_update(s, svc_table_get(&s->frameworks, t->framework_id), &st);
-    t->state = st.state;
-    svc_state_emit_task(s, t, SVC_UPDATED);
+    end_task_for_agent(
+        s, a, t, gone ? MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR : MESETA__V1__TASK_STATE__TASK_LOST,
+        gone ? MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_REMOVED_BY_OPERATOR
+             : MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_DISCONNECTED,
+        why);
     ms_resources_clear(t->res); /* the model forgets them with the agent */
     if (t->executor)
       ms_resources_clear(t->executor->res);
@@ -441,11 +567,36 @@ void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
   agent_free(a);
 }
 
+static void reconnect_expired(ms_loop *loop, uint64_t id, void *arg) {
+  (void)loop;
+  (void)id;
+  svc_agent *a = arg;
+  a->reconnect_timer = 0;
+  _cleanup_free_ char *why = ms_xasprintf("it did not reconnect within %lld ms of losing its stream",
+                                          (long long)a->svc->cfg.agent_reconnect_timeout_ms);
+  svc_agent_remove(a->svc, a, why);
+}
+
+/* Its stream ended: the agent may be restarting (its containers keep running) or cut off
+ * for a moment. Its tasks stay as they are and nothing is offered on it until it comes
+ * back (REREGISTER) or the timeout passes (then they are lost). */
+static void agent_away(alloc_service *s, svc_agent *a) {
+  a->link = NULL;
+  a->reconnect_timer = ms_loop_add_timer(s->loop, s->cfg.agent_reconnect_timeout_ms, 0, reconnect_expired, a);
+  ms_error *err = NULL;
+  if (svc_agent_respec(s, a, &err) < 0) {
+    ms_log_warn(a->e.key, "%s", err->msg);
+    ms_error_free(err);
+  }
+  ms_log_info(a->e.key, "agent stream ended: waiting up to %lld ms for it to reconnect",
+              (long long)s->cfg.agent_reconnect_timeout_ms);
+}
+
 static void link_closed(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)msg;
   svc_link *l = data;
   if (l->agent && l->agent->link == l && !s->closing)
-    svc_agent_remove(s, l->agent, "its stream ended");
+    agent_away(s, l->agent);
   if (l->agent)
     l->agent->link = NULL;
   if (l->prev)

@@ -6,8 +6,11 @@
 #include <string.h>
 
 #include "meseta/alloc.h"
+#include "meseta/buf.h"
 #include "meseta/log.h"
+#include "meseta/pb.h"
 #include "meseta/resources-io.h"
+#include "meseta/roles.h"
 
 #include "alloc-svc-internal.h"
 
@@ -245,6 +248,8 @@ static void dispatch(alloc_service *s, svc_framework *fw, const Meseta__V1__Acce
         svc_outbox_add(&box, &m);
         ms_log_debug(fw->e.key, "task `%s` launched on agent `%s`", t->task_id->value, a->e.key);
       }
+      if (o->id && o->id->value && *o->id->value)
+        svc_op_track_launch(s, fw->e.key, a->e.key, o); /* settled by its tasks' statuses */
     } else if (o->operation_case == MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH_GROUP) {
       Meseta__V1__Offer__Operation__LaunchGroup *g = o->launch_group;
       ms_resources *x = NULL;
@@ -259,6 +264,8 @@ static void dispatch(alloc_service *s, svc_framework *fw, const Meseta__V1__Acce
         ms_resources_free(res);
       }
       ms_resources_free(x);
+      if (o->id && o->id->value && *o->id->value)
+        svc_op_track_launch(s, fw->e.key, a->e.key, o); /* settled by its tasks' statuses */
       Meseta__V1__AllocatorMessage__RunTaskGroup rg = MESETA__V1__ALLOCATOR_MESSAGE__RUN_TASK_GROUP__INIT;
       rg.framework_info = fw->info;
       rg.executor = g->executor;
@@ -343,6 +350,8 @@ static int do_decline(alloc_service *s, const call_req *c, ms_error **err) {
   svc_framework *fw = svc_framework_check(s, "decline", r->framework_id, r->stream_id, err);
   if (!fw)
     return MS_ERR;
+  if (r->n_offer_ids == 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`decline.offer_ids` is empty");
   /* All or nothing: every offer is checked before any is declined. */
   for (size_t i = 0; i < r->n_offer_ids; i++) {
     alloc_offer_view v;
@@ -517,12 +526,329 @@ static int do_reconcile_operations(alloc_service *s, const call_req *c, ms_error
   return svc_op_reconcile(s, c->reconcile_operations, err);
 }
 
+/* ---- executors: shutdown and messages ---- */
+
+/* The agent a call names, and whether the framework has the executor there (a named
+ * executor, or a command task's own executor, whose id is the task's). NOT_FOUND
+ * names which one is unknown. */
+static svc_agent *executor_agent(alloc_service *s, svc_framework *fw, const char *what,
+                                 const Meseta__V1__AgentID *aid, const Meseta__V1__ExecutorID *eid,
+                                 ms_error **err) {
+  if (!aid || !aid->value || !*aid->value) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.agent_id` is missing", what);
+    return NULL;
+  }
+  if (!eid || !eid->value || !*eid->value) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.executor_id` is missing", what);
+    return NULL;
+  }
+  svc_agent *a = svc_table_get(&s->agents, aid->value);
+  if (!a) {
+    ms_error_set(err, MS_NOT_FOUND, "`%s.agent_id`: agent `%s` is not registered", what, aid->value);
+    return NULL;
+  }
+  if (svc_executor_known(s, a->e.key, fw->e.key, eid->value))
+    return a;
+  svc_task *t = svc_task_get(s, fw->e.key, eid->value);
+  if (t && !t->executor && strcmp(t->agent_id, a->e.key) == 0)
+    return a;
+  ms_error_set(err, MS_NOT_FOUND, "`%s.executor_id`: framework `%s` has no executor `%s` on agent `%s`", what,
+               fw->e.key, eid->value, a->e.key);
+  return NULL;
+}
+
+static int do_shutdown(alloc_service *s, const call_req *c, ms_error **err) {
+  const Meseta__V1__ShutdownRequest *r = c->shutdown;
+  svc_framework *fw = svc_framework_check(s, "shutdown", r->framework_id, r->stream_id, err);
+  svc_agent *a = fw ? executor_agent(s, fw, "shutdown", r->agent_id, r->executor_id, err) : NULL;
+  if (!a)
+    return MS_ERR;
+  /* The agent kills the executor's tasks (their updates recover the resources). */
+  Meseta__V1__AllocatorMessage__ShutdownExecutor sd = MESETA__V1__ALLOCATOR_MESSAGE__SHUTDOWN_EXECUTOR__INIT;
+  sd.framework_id = r->framework_id;
+  sd.executor_id = r->executor_id;
+  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_EXECUTOR;
+  m.shutdown_executor = &sd;
+  svc_send_agent(s, a, &m);
+  ms_log_info(fw->e.key, "executor `%s` on agent `%s`: shutdown asked", r->executor_id->value, a->e.key);
+  return 0;
+}
+
+#define MESSAGE_MAX (1u << 20)
+
+static int do_message(alloc_service *s, const call_req *c, ms_error **err) {
+  const Meseta__V1__MessageRequest *r = c->message;
+  svc_framework *fw = svc_framework_check(s, "message", r->framework_id, r->stream_id, err);
+  if (!fw)
+    return MS_ERR;
+  if (r->data.len > MESSAGE_MAX)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`message.data`: %zu bytes, above the maximum of 1 MiB",
+                        r->data.len);
+  svc_agent *a = executor_agent(s, fw, "message", r->agent_id, r->executor_id, err);
+  if (!a)
+    return MS_ERR;
+  Meseta__V1__AllocatorMessage__FrameworkToExecutor fe =
+      MESETA__V1__ALLOCATOR_MESSAGE__FRAMEWORK_TO_EXECUTOR__INIT;
+  fe.framework_id = r->framework_id;
+  fe.executor_id = r->executor_id;
+  fe.data = r->data;
+  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_FRAMEWORK_TO_EXECUTOR;
+  m.framework_to_executor = &fe;
+  svc_send_agent(s, a, &m); /* best effort, as in Mesos */
+  return 0;
+}
+
+/* ---- update framework ---- */
+
+static const char *str0(const char *x) {
+  return x ? x : "";
+}
+
+/* A role's OfferFilters as the engine's minimum text ("cpus:1,mem:32|disk:64"; "" for
+ * no minimum), checked. The caller frees. */
+static char *min_spec(const Meseta__V1__OfferFilters *f, const char *role, ms_error **err) {
+  const Meseta__V1__OfferFilters__MinAllocatableResources *m = f->min_allocatable_resources;
+  ms_buf b = MS_BUF_INIT(64 * 1024);
+  for (size_t i = 0; m && i < m->n_quantities; i++) {
+    const Meseta__V1__OfferFilters__ResourceQuantities *q = m->quantities[i];
+    if (i && ms_buf_appends(&b, "|", NULL) < 0)
+      break;
+    for (size_t k = 0; k < q->n_quantities; k++) {
+      const char *name = str0(q->quantities[k]->key);
+      double v = q->quantities[k]->value ? q->quantities[k]->value->value : 0;
+      if (!*name || strpbrk(name, ",|:")) {
+        ms_buf_release(&b);
+        ms_error_set(err, MS_INVALID_ARGUMENT,
+                     "`update_framework.framework_info.offer_filters[%s]`: resource name `%s` is not valid",
+                     role, name);
+        return NULL;
+      }
+      if (ms_buf_appendf(&b, NULL, "%s%s:%.3f", k ? "," : "", name, v) < 0) {
+        ms_buf_release(&b);
+        ms_error_set(err, MS_INVALID_ARGUMENT,
+                     "`update_framework.framework_info.offer_filters[%s]`: above 64 KiB as text", role);
+        return NULL;
+      }
+    }
+  }
+  char *text = ms_buf_steal(&b, NULL);
+  alloc_minalloc ma;
+  if (alloc_minalloc_parse(text, &ma, err) < 0) {
+    free(text);
+    ms_error_prefix(err, "`update_framework.framework_info.offer_filters[%s]`", role);
+    return NULL;
+  }
+  alloc_minalloc_release(&ma);
+  return text;
+}
+
+static bool has_str(char *const *v, size_t n, const char *x) {
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i], x) == 0)
+      return true;
+  return false;
+}
+
+/* Agents running something of the framework get its new info. */
+static void send_info_to_agents(alloc_service *s, svc_framework *fw) {
+  Meseta__V1__AllocatorMessage__UpdateFramework u = MESETA__V1__ALLOCATOR_MESSAGE__UPDATE_FRAMEWORK__INIT;
+  u.framework_info = fw->info;
+  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_UPDATE_FRAMEWORK;
+  m.update_framework = &u;
+  for (uint32_t i = 0; i < s->agents.n; i++) {
+    svc_agent *a = (svc_agent *)s->agents.v[i];
+    bool runs = false;
+    for (uint32_t k = 0; k < s->tasks.n && !runs; k++) {
+      const svc_task *t = (const svc_task *)s->tasks.v[k];
+      runs = strcmp(t->framework_id, fw->e.key) == 0 && strcmp(t->agent_id, a->e.key) == 0;
+    }
+    if (runs)
+      svc_send_agent(s, a, &m);
+  }
+}
+
+/* The framework's new info: the request's, with the framework's id and (when the
+ * request leaves it empty) its principal. The caller frees. */
+static Meseta__V1__FrameworkInfo *new_info(const svc_framework *fw, const Meseta__V1__FrameworkInfo *info) {
+  Meseta__V1__FrameworkInfo *ni = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
+  if (ni->id)
+    protobuf_c_message_free_unpacked(&ni->id->base, NULL);
+  ni->id = (Meseta__V1__FrameworkID *)ms_pb_dup(&fw->info->id->base);
+  if (!*str0(ni->principal) && *str0(fw->info->principal)) {
+    if (ni->principal != protobuf_c_empty_string)
+      free(ni->principal);
+    ni->principal = ms_xstrdup(fw->info->principal);
+  }
+  return ni;
+}
+
+/* Checks an UpdateFramework (everything the engine would refuse included) and, when
+ * `apply`, applies it to the live framework. */
+static int update_framework(alloc_service *s, const call_req *c, bool apply, ms_error **err) {
+  const Meseta__V1__UpdateFrameworkRequest *r = c->update_framework;
+  svc_framework *fw = svc_framework_check(s, "update_framework", r->framework_id, r->stream_id, err);
+  if (!fw)
+    return MS_ERR;
+  const Meseta__V1__FrameworkInfo *info = r->framework_info;
+  if (!info)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "`update_framework.framework_info` is missing");
+  if (info->id && *str0(info->id->value) && strcmp(info->id->value, fw->e.key) != 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "`update_framework.framework_info.id`: `%s` is not this framework (`%s`)",
+                        info->id->value, fw->e.key);
+  if (strcmp(str0(info->user), str0(fw->info->user)) != 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "`update_framework.framework_info.user`: cannot change (`%s`, was `%s`)",
+                        str0(info->user), str0(fw->info->user));
+  if (*str0(info->principal) && strcmp(info->principal, str0(fw->info->principal)) != 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "`update_framework.framework_info.principal`: cannot change (`%s`, was `%s`)",
+                        info->principal, str0(fw->info->principal));
+  if (info->checkpoint != fw->info->checkpoint)
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "`update_framework.framework_info.checkpoint`: cannot change");
+  size_t nroles = info->n_roles ? info->n_roles : 1;
+  char *star = "*";
+  char *const *roles = info->n_roles ? info->roles : &star;
+  for (size_t i = 0; i < info->n_roles; i++) {
+    if (ms_role_validate(info->roles[i], err) < 0)
+      return ms_error_prefix(err, "`update_framework.framework_info.roles[%zu]`", i);
+    if (has_str(info->roles, i, info->roles[i]))
+      return ms_error_set(err, MS_INVALID_ARGUMENT,
+                          "`update_framework.framework_info.roles[%zu]`: `%s` is listed twice", i,
+                          info->roles[i]);
+  }
+  for (size_t i = 0; i < r->n_suppressed_roles; i++)
+    if (!has_str(roles, nroles, r->suppressed_roles[i]))
+      return ms_error_set(
+          err, MS_INVALID_ARGUMENT,
+          "`update_framework.suppressed_roles[%zu]`: `%s` is not one of the framework's roles", i,
+          r->suppressed_roles[i]);
+  uint32_t caps = 0;
+  for (size_t i = 0; i < info->n_capabilities; i++)
+    switch (info->capabilities[i]->type) {
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__REGION_AWARE:
+      caps |= ALLOC_CAP_REGION_AWARE;
+      break;
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__RESERVATION_REFINEMENT:
+      caps |= ALLOC_CAP_RESERVATION_REFINEMENT;
+      break;
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__MULTI_ROLE:
+      caps |= ALLOC_CAP_MULTI_ROLE;
+      break;
+    default:
+      break;
+    }
+  alloc_min_override *mins = ms_xcalloc(info->n_offer_filters + 1, sizeof(*mins));
+  uint32_t nmins = 0;
+  int rc = 0;
+  for (size_t i = 0; i < info->n_offer_filters && rc == 0; i++) {
+    const char *role = str0(info->offer_filters[i]->key);
+    if (!has_str(roles, nroles, role)) {
+      rc = ms_error_set(
+          err, MS_INVALID_ARGUMENT,
+          "`update_framework.framework_info.offer_filters[%s]`: not one of the framework's roles", role);
+      break;
+    }
+    if (!info->offer_filters[i]->value || !info->offer_filters[i]->value->min_allocatable_resources)
+      continue; /* no override: the cluster's minimum */
+    char *spec = min_spec(info->offer_filters[i]->value, role, err);
+    if (!spec)
+      rc = MS_ERR;
+    else
+      mins[nmins++] = (alloc_min_override){.role = role, .spec = spec};
+  }
+  if (rc == 0) {
+    const Google__Protobuf__Duration *ft = info->failover_timeout;
+    alloc_framework_spec spec = {.id = fw->e.key,
+                                 .roles = (const char *const *)roles,
+                                 .nroles = (uint32_t)nroles,
+                                 .capabilities = caps,
+                                 .min_allocatable = mins,
+                                 .nmin_allocatable = nmins,
+                                 .suppressed_roles = (const char *const *)r->suppressed_roles,
+                                 .nsuppressed = (uint32_t)r->n_suppressed_roles,
+                                 .failover_timeout_s = ft ? ft->seconds + ft->nanos / 1e9 : 0};
+    if (apply)
+      rc = alloc_model_update_framework(s->model, &spec, err);
+    if (rc < 0)
+      ms_error_prefix(err, "update_framework");
+  }
+  for (uint32_t i = 0; i < nmins; i++)
+    free((char *)mins[i].spec);
+  free(mins);
+  if (rc < 0 || !apply)
+    return rc;
+  Meseta__V1__FrameworkInfo *ni = new_info(fw, info);
+  protobuf_c_message_free_unpacked(&fw->info->base, NULL);
+  fw->info = ni;
+  send_info_to_agents(s, fw);
+  svc_state_emit_framework(s, fw->e.key, SVC_UPDATED);
+  ms_log_info(fw->e.key, "framework updated: %zu roles, %zu suppressed", nroles, r->n_suppressed_roles);
+  svc_want_cycle(s);
+  return 0;
+}
+
+static void reply_ok(alloc_service *s, ms_rpc_call *call, const call_req *c);
+
+typedef struct update_wait {
+  ms_rpc_call *call; /* referenced */
+  call_req *req;     /* a copy */
+} update_wait;
+
+/* The new info is durable: now the live framework takes it, then the caller hears. */
+static void update_persisted(alloc_service *s, void *ctx, const ms_error *err, bool current) {
+  update_wait *w = ctx;
+  ms_error *e2 = NULL;
+  if (!current)
+    ms_rpc_call_finish(w->call, MS_UNAVAILABLE, "this allocator is no longer the leader");
+  else if (err)
+    ms_rpc_call_finish(w->call, err->code == MS_CANCELLED ? MS_UNAVAILABLE : err->code, err->msg);
+  else if (ms_rpc_call_is_done(w->call))
+    ; /* the caller left: it will see the framework as recorded */
+  else if (update_framework(s, w->req, true, &e2) < 0)
+    ms_rpc_call_finish_error(w->call, e2); /* changed meanwhile (a newer stream, removed) */
+  else
+    reply_ok(s, w->call, w->req);
+  ms_error_free(e2);
+  ms_rpc_call_unref(w->call);
+  protobuf_c_message_free_unpacked(&w->req->base, NULL);
+  free(w);
+}
+
+/* Persist first, then apply: with a registry the framework's record gets the new info
+ * before the live framework does, and the call is answered then. */
+static int do_update_framework(alloc_service *s, ms_rpc_call *call, const call_req *c, ms_error **err) {
+  if (!svc_durable(s)) {
+    if (update_framework(s, c, true, err) < 0)
+      return MS_ERR;
+    reply_ok(s, call, c);
+    return 0;
+  }
+  if (update_framework(s, c, false, err) < 0)
+    return MS_ERR;
+  svc_framework *fw = svc_table_get(&s->frameworks, c->update_framework->framework_id->value);
+  Meseta__V1__FrameworkInfo *ni = new_info(fw, c->update_framework->framework_info);
+  update_wait *w = ms_xmalloc(sizeof(*w));
+  w->call = call;
+  ms_rpc_call_ref(call);
+  w->req = (call_req *)ms_pb_dup(&c->base);
+  svc_reg_update_framework(s, ni, update_persisted, w); /* copies */
+  protobuf_c_message_free_unpacked(&ni->base, NULL);
+  return 0;
+}
+
 /* ---- the table ---- */
 
 typedef struct call_row {
   Meseta__V1__SchedulerCallRequest__CallCase call;
   const ProtobufCMessageDescriptor *resp; /* the (empty) response's type */
   int (*fn)(alloc_service *s, const call_req *c, ms_error **err);
+  /* Instead of fn: a call that answers itself (now, or once a write is durable). */
+  int (*start)(alloc_service *s, ms_rpc_call *call, const call_req *c, ms_error **err);
 } call_row;
 
 static const call_row rows[] = {
@@ -542,7 +868,33 @@ static const call_row rows[] = {
      &meseta__v1__acknowledge_operation_status_response__descriptor, do_acknowledge_operation},
     {MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_RECONCILE_OPERATIONS,
      &meseta__v1__reconcile_operations_response__descriptor, do_reconcile_operations},
+    {MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_SHUTDOWN, &meseta__v1__shutdown_response__descriptor,
+     do_shutdown},
+    {MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_MESSAGE, &meseta__v1__message_response__descriptor, do_message},
+    {MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_UPDATE_FRAMEWORK,
+     &meseta__v1__update_framework_response__descriptor, NULL, do_update_framework},
 };
+
+/* Identity: a framework with a recorded principal answers only to that principal
+ * (docs/master-api.md). Anonymous callers (authentication off at their replica) are
+ * not compared. Every call's request starts with FrameworkID framework_id = 1. */
+static int check_principal(alloc_service *s, const call_req *c, ms_error **err) {
+  const Meseta__V1__Principal *p = c->principal;
+  if (!p || (p->method != MESETA__V1__PRINCIPAL__METHOD__MTLS &&
+             p->method != MESETA__V1__PRINCIPAL__METHOD__BEARER_TOKEN))
+    return 0;
+  const ProtobufCMessage *payload = &c->accept->base; /* the oneof's member, whichever it is */
+  const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(payload->descriptor, 1);
+  if (!f || f->descriptor != &meseta__v1__framework_id__descriptor)
+    return 0;
+  const Meseta__V1__FrameworkID *id = *(Meseta__V1__FrameworkID *const *)((const char *)payload + f->offset);
+  svc_framework *fw = id && id->value && *id->value ? svc_table_get(&s->frameworks, id->value) : NULL;
+  const char *recorded = fw && fw->info->principal && *fw->info->principal ? fw->info->principal : NULL;
+  if (recorded && strcmp(recorded, p->name ? p->name : "") != 0)
+    return ms_error_set(err, MS_PERMISSION_DENIED, "framework `%s` belongs to principal `%s`, not `%s`",
+                        id->value, recorded, p->name ? p->name : "");
+  return 0;
+}
 
 void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
@@ -563,12 +915,25 @@ void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, Protobu
     return;
   }
   ms_error *err = NULL;
-  if (row->fn(s, c, &err) < 0) {
+  int rc = check_principal(s, c, &err);
+  if (rc == 0)
+    rc = row->start ? row->start(s, call, c, &err) : row->fn(s, c, &err);
+  if (rc < 0) {
     ms_log_debug(NULL, "scheduler call refused: %s", err->msg);
     ms_rpc_call_finish_error(call, err);
     ms_error_free(err);
     return;
   }
+  if (!row->start)
+    reply_ok(s, call, c);
+}
+
+static void reply_ok(alloc_service *s, ms_rpc_call *call, const call_req *c) {
+  const call_row *row = NULL;
+  for (size_t i = 0; i < MS_ARRAY_SIZE(rows) && !row; i++)
+    if (rows[i].call == c->call_case)
+      row = &rows[i];
+  ms_error *err = NULL;
   /* Every response payload is an empty message; the oneof's cases match the call's. */
   _Alignas(max_align_t) uint8_t body[64];
   protobuf_c_message_init(row->resp, body);

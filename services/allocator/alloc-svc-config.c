@@ -120,6 +120,16 @@ void svc_operator_load(alloc_service *s, const Meseta__V1__Record *r) {
     if (s->schedule)
       protobuf_c_message_free_unpacked(&s->schedule->base, NULL);
     s->schedule = (Meseta__V1__MaintenanceSchedule *)ms_pb_dup(&r->maintenance->schedule->base);
+    if (s->down)
+      protobuf_c_message_free_unpacked(&s->down->base, NULL);
+    s->down = NULL;
+    if (r->maintenance->n_down_machines) {
+      s->down = ms_pb_new(&meseta__v1__down_machines__descriptor);
+      s->down->n_machines = r->maintenance->n_down_machines;
+      s->down->machines = ms_xcalloc(s->down->n_machines, sizeof(*s->down->machines));
+      for (size_t i = 0; i < s->down->n_machines; i++)
+        s->down->machines[i] = (Meseta__V1__MachineID *)ms_pb_dup(&r->maintenance->down_machines[i]->base);
+    }
   }
   if (rc < 0) {
     ms_log_warn(r->id, "registry record not loaded: %s", err->msg);
@@ -143,6 +153,9 @@ void svc_operator_reset(alloc_service *s) {
   if (s->schedule)
     protobuf_c_message_free_unpacked(&s->schedule->base, NULL);
   s->schedule = NULL;
+  if (s->down)
+    protobuf_c_message_free_unpacked(&s->down->base, NULL);
+  s->down = NULL;
 }
 
 /* ---- maintenance windows ---- */
@@ -313,14 +326,17 @@ Meseta__V1__BatchRequest *svc_config_batch(alloc_service *s, const op_req *r) {
       rec->quota->config = (Meseta__V1__QuotaConfig *)ms_pb_dup(&q->base);
       batch_put(b, rec);
     }
-  } else if (r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_MAINTENANCE_SCHEDULE) {
-    Meseta__V1__Record *rec = record_new("schedule");
-    rec->body_case = MESETA__V1__RECORD__BODY_MAINTENANCE;
-    rec->maintenance = ms_pb_new(&meseta__v1__maintenance_record__descriptor);
-    const Meseta__V1__MaintenanceSchedule *sc = r->update_maintenance_schedule->schedule;
-    rec->maintenance->schedule = sc ? (Meseta__V1__MaintenanceSchedule *)ms_pb_dup(&sc->base)
-                                    : ms_pb_new(&meseta__v1__maintenance_schedule__descriptor);
-    batch_put(b, rec);
+  } else if (r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_MAINTENANCE_SCHEDULE ||
+             r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_START_MAINTENANCE ||
+             r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_STOP_MAINTENANCE) {
+    /* The schedule and the DOWN machines as they will be, in one record. */
+    Meseta__V1__MaintenanceRecord *mr = svc_maint_record(s, r);
+    if (mr) {
+      Meseta__V1__Record *rec = record_new("schedule");
+      rec->body_case = MESETA__V1__RECORD__BODY_MAINTENANCE;
+      rec->maintenance = mr;
+      batch_put(b, rec);
+    }
   }
   if (b->n_writes == 0) {
     protobuf_c_message_free_unpacked(&b->base, NULL);

@@ -93,6 +93,34 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
   svc_check_trigger(s);
 }
 
+typedef struct fw_offers {
+  const char *framework_id;
+  char **ids;
+  uint32_t n;
+} fw_offers;
+
+static void collect_fw_offer(void *ctx, const alloc_offer_view *o) {
+  fw_offers *c = ctx;
+  if (strcmp(o->framework_id, c->framework_id) != 0)
+    return;
+  c->ids = ms_xrealloc(c->ids, (c->n + 1) * sizeof(*c->ids));
+  c->ids[c->n++] = ms_xstrdup(o->id);
+}
+
+/* Offers sent on a framework's previous stream: rescinded (their resources are offered
+ * again), so a re-subscribed scheduler is not left waiting for them to expire. */
+static void rescind_framework_offers(alloc_service *s, const char *framework_id) {
+  fw_offers c = {framework_id, NULL, 0};
+  alloc_model_each_offer(s->model, collect_fw_offer, &c);
+  for (uint32_t i = 0; i < c.n; i++) {
+    (void)alloc_model_rescind(s->model, c.ids[i], NULL);
+    free(c.ids[i]);
+  }
+  free(c.ids);
+  if (c.n)
+    ms_log_info(framework_id, "%u offers of its previous stream rescinded", c.n);
+}
+
 static void failover_tick(ms_loop *loop, uint64_t id, void *arg) {
   (void)loop;
   (void)id;
@@ -176,10 +204,41 @@ static void send_subscribed(alloc_service *s, svc_framework *fw) {
 }
 
 /* id: the framework's id (asked or assigned). */
+/* Identity (docs/master-api.md): an authenticated caller subscribes only as its own
+ * principal, and not to another principal's framework; an empty
+ * framework_info.principal is filled in (the caller's name, else the one recorded) so
+ * the framework's record keeps it. Anonymous callers (authentication off at their
+ * replica) are not compared, but cannot change a recorded principal. */
+static int subscribe_principal(alloc_service *s, const Meseta__V1__Principal *p,
+                               Meseta__V1__FrameworkInfo *info, const char *id, ms_error **err) {
+  bool authed = p && (p->method == MESETA__V1__PRINCIPAL__METHOD__MTLS ||
+                      p->method == MESETA__V1__PRINCIPAL__METHOD__BEARER_TOKEN);
+  const char *who = authed && p->name && *p->name ? p->name : NULL;
+  const char *declared = info->principal && *info->principal ? info->principal : NULL;
+  svc_framework *fw = svc_table_get(&s->frameworks, id);
+  const char *recorded = fw && fw->info->principal && *fw->info->principal ? fw->info->principal : NULL;
+  if (who && declared && strcmp(who, declared) != 0)
+    return ms_error_set(err, MS_PERMISSION_DENIED,
+                        "`request.framework_info.principal` `%s` is not the caller's principal `%s`",
+                        declared, who);
+  const char *claim = who ? who : declared;
+  if (recorded && claim && strcmp(recorded, claim) != 0)
+    return ms_error_set(err, MS_PERMISSION_DENIED, "framework `%s` belongs to principal `%s`, not `%s`", id,
+                        recorded, claim);
+  if (!declared && (who || recorded)) {
+    if (info->principal != protobuf_c_empty_string)
+      free(info->principal);
+    info->principal = ms_xstrdup(who ? who : recorded);
+  }
+  return 0;
+}
+
 static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__FrameworkSubscription *sub,
                      const char *id, ms_error **err) {
   const Meseta__V1__SubscribeRequest *req = sub->request;
   Meseta__V1__FrameworkInfo *info = req->framework_info;
+  if (subscribe_principal(s, sub->principal, info, id, err) < 0) /* again: the record was being written */
+    return MS_ERR;
   const char **roles = ms_xcalloc(info->n_roles + 1, sizeof(*roles));
   uint32_t caps;
   alloc_framework_spec spec;
@@ -200,6 +259,7 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
     if (fw->failover_timer)
       ms_loop_cancel_timer(s->loop, fw->failover_timer);
     fw->failover_timer = 0;
+    rescind_framework_offers(s, id);
     protobuf_c_message_free_unpacked(&fw->info->base, NULL);
   } else {
     fw = ms_xcalloc(1, sizeof(*fw));
@@ -290,6 +350,13 @@ static void subscribe_job(alloc_service *s, ms_rpc_call *call, void *data, Proto
   if (!*asked)
     snprintf(idbuf, sizeof(idbuf), "%s-%04llu", s->id, (unsigned long long)s->next_framework++);
   const char *id = *asked ? asked : idbuf;
+  ms_error *perr = NULL;
+  if (subscribe_principal(s, sub->principal, info, id, &perr) < 0) { /* before the record is written */
+    ms_log_info(id, "subscribe refused: %s", perr->msg);
+    ms_rpc_call_finish_error(call, perr);
+    ms_error_free(perr);
+    return;
+  }
   if (!svc_durable(s) || svc_table_get(&s->frameworks, id)) {
     subscribe_or_refuse(s, call, sub, id);
     return;
@@ -454,7 +521,10 @@ int svc_frameworks_add(alloc_service *s, ms_rpc_server *srv, ms_error **err) {
       {.name = "SubscribeFramework", .on_start = on_subscribe, .on_done = on_subscribe_done},
       {.name = "SchedulerCall", .on_start = on_scheduler_call},
       {.name = "OperatorCall", .on_start = on_operator_call},
-      {.name = "WatchState", .on_start = on_watch_state, .on_done = on_watch_done},
+      {.name = "WatchState",
+       .on_start = on_watch_state,
+       .on_drain = svc_state_watch_drained,
+       .on_done = on_watch_done},
   };
   return ms_rpc_server_add_service(srv, &meseta__v1__allocator__descriptor, methods, MS_ARRAY_SIZE(methods),
                                    s, err);

@@ -57,6 +57,8 @@ typedef struct svc_agent {
   svc_link *link;
   Meseta__V1__AgentInfo *info; /* a copy, id set */
   uint64_t ping_seq;
+  struct alloc_service *svc; /* for the reconnect timer */
+  uint64_t reconnect_timer;  /* set while its stream is gone: removal when it fires */
 } svc_agent;
 
 typedef struct svc_framework {
@@ -113,6 +115,8 @@ typedef struct svc_quota {
 typedef struct svc_watcher {
   ms_rpc_call *call; /* referenced */
   char *name;
+  uint32_t queued;       /* sends since its queue was last seen empty (on_drain) */
+  int64_t full_since_ms; /* holding changes back since (svc_now_ms); 0: not */
   struct svc_watcher *next;
 } svc_watcher;
 
@@ -130,7 +134,7 @@ struct alloc_service {
   bool recovering; /* leading, loaded, waiting for agents: no offers */
   uint64_t term;   /* bumped on every change of leadership: older registry results are stale */
   svc_table agents, frameworks, tasks, executors, torn_down;
-  svc_table operations; /* svc_operation: framework resource operations with an id */
+  svc_table operations; /* svc_operation: framework operations with an id (launches too) */
   svc_table agent_recs; /* svc_agent_rec, while durable */
   svc_table expected;   /* ADMITTED agents not re-registered yet (recovery) */
   uint32_t nexpected;   /* how many were expected when recovery began */
@@ -141,11 +145,29 @@ struct alloc_service {
    * leading. */
   svc_table weights, quotas;
   Meseta__V1__MaintenanceSchedule *schedule; /* NULL: none */
+  Meseta__V1__DownMachines *down;            /* machines DOWN (StartMaintenance); NULL: none */
   /* WatchState (alloc-svc-state.c). */
   int64_t revision;   /* of the last change; starts above the previous leader's */
   int64_t elected_ms; /* wall clock, ms */
   svc_watcher *watchers;
+  /* What WatchState last showed of each agent and role (svc_shown), and agents whose
+   * resources changed and are not shown yet (svc_entry). */
+  svc_table shown_agents, shown_roles, pending_agents;
+  bool flush_posted;    /* a svc_state_flush is queued on the loop */
+  uint64_t stall_timer; /* checks watchers that hold agent changes back */
+  bool roles_stale;     /* frameworks, weights or quota changed: check every role */
+  /* Completed tasks (alloc-svc-completed.c), oldest first. */
+  svc_table done_tasks, done_fws;
+  struct svc_done_task *done_head, *done_tail;
+  uint32_t ndone; /* in the lists */
 };
+
+/* What WatchState last showed of something: its encoding (alloc-svc-state.c). */
+typedef struct svc_shown {
+  svc_entry e;
+  uint8_t *bytes;
+  size_t len;
+} svc_shown;
 
 /* ---- posting from the server thread ---- */
 
@@ -212,6 +234,10 @@ void svc_reg_add_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *in
 /* Marks a framework's record completed (completed_time). done may be NULL. */
 void svc_reg_complete_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
                                 void *ctx);
+/* Replaces the info in a framework's record (read, then write at the read revision;
+ * created when missing). done may be NULL. */
+void svc_reg_update_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
+                              void *ctx);
 /* The owner's view of an agent's record: STATE_UNKNOWN when there is none. */
 Meseta__V1__AgentRecord__State svc_agent_rec_state(alloc_service *s, const char *id);
 void svc_agent_rec_set(alloc_service *s, const char *id, Meseta__V1__AgentRecord__State state);
@@ -283,14 +309,16 @@ bool svc_executor_known(alloc_service *s, const char *agent_id, const char *fram
                         const char *executor_id);
 void svc_tasks_free_all(alloc_service *s);
 
-/* ---- resource operations with feedback (alloc-svc-operations.c) ----
+/* ---- operations with feedback (alloc-svc-operations.c) ----
  *
  * An accepted resource operation with Offer.Operation.id is tracked from the accept
  * (OPERATION_PENDING; the model already holds its result) until the framework
  * acknowledges a terminal status. With a registry its OperationRecord (record id: the
  * operation's uuid) is written before APPLY_OPERATION leaves, updated on each status,
  * and deleted on the acknowledgement. A FAILED / ERROR / DROPPED status undoes the
- * operation in the model (its inverse on the agent's unallocated resources). */
+ * operation in the model (its inverse on the agent's unallocated resources). A LAUNCH /
+ * LAUNCH_GROUP with an id is tracked the same way, its record written before its
+ * RUN_TASK(s) leave; its statuses are the allocator's own (from its tasks' statuses). */
 
 typedef struct svc_operation {
   svc_entry e; /* framework \x1f operation id */
@@ -302,6 +330,12 @@ typedef struct svc_operation {
   Meseta__V1__OperationState state;
   ms_operation undo; /* the inverse, on unallocated resources; MS_OP_UNKNOWN: none */
   bool undone;
+  /* A LAUNCH / LAUNCH_GROUP (op NULL, no undo, nothing sent to the agent for it): the
+   * allocator settles it from its tasks' first statuses. */
+  bool launch;
+  char **tasks;  /* its task ids, owned */
+  bool *started; /* per task: reported launched */
+  size_t ntasks, nwaiting;
 } svc_operation;
 
 /* Messages for one agent, held until the accept's operation records are durable. */
@@ -314,7 +348,7 @@ void svc_outbox_add(svc_outbox *o, const Meseta__V1__AllocatorMessage *m);
  * among them when durable. Takes o's contents. */
 void svc_outbox_flush(alloc_service *s, const char *agent_id, svc_outbox *o);
 
-/* The ids of an accept's resource operations: each set one must be new to the
+/* The ids of an accept's operations (launches too): each set one must be new to the
  * framework (no other non-acknowledged operation) and appear once. */
 int svc_ops_check_ids(alloc_service *s, const char *framework_id, const Meseta__V1__AcceptRequest *r,
                       ms_error **err);
@@ -322,6 +356,17 @@ int svc_ops_check_ids(alloc_service *s, const char *framework_id, const Meseta__
 svc_operation *svc_op_track(alloc_service *s, const char *framework_id, const char *agent_id,
                             const Meseta__V1__Offer__Operation *info, const Meseta__V1__Operation *op,
                             const ms_operation *mop, const uint8_t uuid[16]);
+/* Starts tracking an accepted LAUNCH / LAUNCH_GROUP with an id (PENDING), after its
+ * tasks were added. info is copied. */
+svc_operation *svc_op_track_launch(alloc_service *s, const char *framework_id, const char *agent_id,
+                                   const Meseta__V1__Offer__Operation *info);
+/* A task's status from its agent (svc_task_status): settles the launch operation that
+ * waits for it, if any. */
+void svc_ops_task_status(alloc_service *s, const char *agent_id, const char *framework_id,
+                         const Meseta__V1__TaskStatus *st);
+/* The agent is being removed: its operations not settled yet become
+ * OPERATION_GONE_BY_OPERATOR (gone) or OPERATION_UNREACHABLE. */
+void svc_ops_agent_removed(alloc_service *s, const char *agent_id, bool gone, const char *why);
 /* An agent's OPERATION_STATUS_UPDATE. */
 void svc_op_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__OperationStatusUpdate *u);
 /* The framework (re-)subscribed: statuses waiting for its acknowledgement again. */
@@ -374,6 +419,14 @@ void svc_operator_load(alloc_service *s, const Meseta__V1__Record *r);
 /* Forgets weights, quota and the schedule (lost lead, shutdown). */
 void svc_operator_reset(alloc_service *s);
 
+/* Maintenance (alloc-svc-operator.c). The registry record an UpdateMaintenanceSchedule,
+ * StartMaintenance or StopMaintenance writes (schedule and DOWN machines as they will
+ * be), NULL when the call is refused. The caller frees. */
+Meseta__V1__MaintenanceRecord *svc_maint_record(alloc_service *s, const Meseta__V1__OperatorCallRequest *r);
+/* An agent registering from a DOWN machine: SHUTDOWN_AGENT, the link ends
+ * FAILED_PRECONDITION; true when refused. */
+bool svc_maint_refuse(alloc_service *s, ms_rpc_call *link, const Meseta__V1__AgentInfo *info);
+
 /* alloc-svc-config.c: weights, quota and the maintenance schedule. */
 void svc_config_weight(alloc_service *s, const char *role, double w);
 int svc_config_quota_apply(alloc_service *s, const Meseta__V1__QuotaConfig *q, ms_error **err);
@@ -392,6 +445,9 @@ Meseta__V1__BatchRequest *svc_config_batch(alloc_service *s, const Meseta__V1__O
 
 void svc_state_watch(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
 void svc_state_watch_done(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
+/* The watcher's send queue emptied (the server's thread): agent changes held back for
+ * it may go (posted to the owner). */
+void svc_state_watch_drained(ms_rpc_call *call);
 /* A new term begins (leading): the revision moves above every earlier one. */
 void svc_state_begin_term(alloc_service *s);
 /* Ends every watcher's stream. */
@@ -405,5 +461,51 @@ int64_t svc_state_emit_role(alloc_service *s, const char *role);
 int64_t svc_state_emit_quota(alloc_service *s);
 int64_t svc_state_emit_weights(alloc_service *s);
 int64_t svc_state_emit_maintenance(alloc_service *s);
+int64_t svc_state_emit_down(alloc_service *s); /* the DOWN machines changed */
 /* A tracked operation added or updated (SVC_ADDED / SVC_UPDATED) or removed. */
 int64_t svc_state_emit_operation(alloc_service *s, const svc_operation *op, svc_change what);
+int64_t svc_state_emit_task_removed(alloc_service *s, const char *framework_id, const char *task_id);
+
+/* The engine's on_change: schedules svc_state_flush on the loop (once). */
+void svc_state_changed(void *ctx);
+/* Emits an agent update for every agent whose resources changed since the last flush
+ * (tasks, offers: the engine's record), and a role update (or removal) for every role
+ * whose Role differs from the one last shown; unchanged ones are not sent. Agent
+ * updates wait while a watcher has many sends queued (a cycle may touch every agent),
+ * and go on when its queue drains. Runs before every snapshot; a snapshot shows agents
+ * as last shown, so at revision R it holds what the changes up to R built. */
+void svc_state_flush(alloc_service *s);
+void svc_state_reset(alloc_service *s); /* forgets what was shown (lost lead, shutdown) */
+
+/* ---- completed tasks (alloc-svc-completed.c) ----
+ *
+ * A task that ended is kept, as WatchState last showed it (terminal), so a snapshot
+ * holds what a view that saw it end holds: at most cfg.max_completed_tasks_per_framework
+ * per framework and cfg.max_completed_tasks in all, the oldest evicted first with a
+ * task_removed change. A task that leaves without a terminal state (its framework
+ * removed) is removed at once; a framework's removal removes its completed tasks. */
+typedef struct svc_done_task {
+  svc_entry e;           /* framework \x1f task id */
+  Meseta__V1__Task *msg; /* owned */
+  struct svc_done_fw *fw;
+  struct svc_done_task *prev, *next;   /* all, oldest first */
+  struct svc_done_task *fprev, *fnext; /* its framework's */
+} svc_done_task;
+
+typedef struct svc_done_fw {
+  svc_entry e; /* the framework id */
+  svc_done_task *head, *tail;
+  uint32_t n;
+} svc_done_fw;
+
+/* svc_state_emit_task showed the task terminal: msg (taken) is what it showed. */
+void svc_completed_shown(alloc_service *s, const svc_task *t, Meseta__V1__Task *msg);
+/* The task leaves the live table (svc_task_end): kept as completed, or removed. */
+void svc_completed_add(alloc_service *s, const svc_task *t);
+/* A task with the key (framework \x1f task id) is added again: the completed one is
+ * forgotten silently (the view's TASK_ADDED replaces it). */
+void svc_completed_replaced(alloc_service *s, const char *key);
+/* At close: frees every completed task. */
+void svc_completed_free_all(alloc_service *s);
+/* A Task built from a live task (alloc-svc-state.c); the caller frees. */
+Meseta__V1__Task *svc_state_build_task(const svc_task *t);

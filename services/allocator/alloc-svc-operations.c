@@ -1,8 +1,17 @@
-/* Feedback for framework resource operations (RESERVE, UNRESERVE, CREATE, DESTROY,
- * GROW / SHRINK_VOLUME, CREATE / DESTROY_DISK accepted with an Offer.Operation.id):
- * tracking from the accept to the framework's acknowledgement of a terminal status,
- * statuses forwarded as UPDATE_OPERATION_STATUS (again on re-subscription while not
- * acknowledged), reconciliation, and the model's undo of a failed operation.
+/* Feedback for framework operations accepted with an Offer.Operation.id: resource
+ * operations (RESERVE, UNRESERVE, CREATE, DESTROY, GROW / SHRINK_VOLUME, CREATE /
+ * DESTROY_DISK) and launches (LAUNCH, LAUNCH_GROUP): tracking from the accept to the
+ * framework's acknowledgement of a terminal status, statuses sent as
+ * UPDATE_OPERATION_STATUS (again on re-subscription while not acknowledged),
+ * reconciliation, the model's undo of a failed resource operation, and what becomes of
+ * operations whose agent is removed (UNREACHABLE, or GONE_BY_OPERATOR).
+ *
+ * A resource operation's statuses come from the agent (APPLY_OPERATION, then
+ * OPERATION_STATUS_UPDATE). A launch is not an operation to the agent (it gets RUN_TASK
+ * / RUN_TASK_GROUP as without an id): the allocator settles it from its tasks' first
+ * statuses — FINISHED once each task reported a state that shows it was launched,
+ * FAILED as soon as one reports that it was not (see launch_verdict_of) — and makes the
+ * status itself (a fresh uuid). Nothing is acknowledged to the agent for it.
  *
  * The model applies an operation at accept time (optimistically, as Mesos' master); the
  * agent's FAILED / ERROR / DROPPED answer applies the inverse to the agent's unallocated
@@ -12,8 +21,10 @@
  *
  * Registry: one OperationRecord per tracked operation, its id the operation's uuid
  * (hex), written with Expect any (only the leader writes them): created before
- * APPLY_OPERATION is sent, updated with each status, deleted on the acknowledgement of a
- * terminal status. Nothing reads them back yet (a new leader does not recover them). */
+ * APPLY_OPERATION (a launch: its RUN_TASKs) is sent, updated with each status, deleted on
+ * the acknowledgement of a terminal status. A launch's record has an empty `operation`
+ * (TYPE_UNSPECIFIED; the registry wants one). Nothing reads them back yet (a new leader
+ * does not recover them). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,12 +66,6 @@ static const char *info_id(const Meseta__V1__Offer__Operation *o) {
   return o->id && o->id->value && *o->id->value ? o->id->value : NULL;
 }
 
-static bool is_resource_op(const Meseta__V1__Offer__Operation *o) {
-  return o->operation_case != MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH &&
-         o->operation_case != MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH_GROUP &&
-         o->operation_case != MESETA__V1__OFFER__OPERATION__OPERATION__NOT_SET;
-}
-
 static svc_operation *op_by_uuid(alloc_service *s, const uint8_t *u, size_t len) {
   if (len != 16)
     return NULL;
@@ -92,6 +97,10 @@ static void op_free(svc_operation *op) {
   if (op->latest)
     protobuf_c_message_free_unpacked(&op->latest->base, NULL);
   ms_operation_release(&op->undo);
+  for (size_t i = 0; i < op->ntasks; i++)
+    free(op->tasks[i]);
+  free(op->tasks);
+  free(op->started);
   free(op);
 }
 
@@ -121,7 +130,8 @@ static Meseta__V1__Write *write_new(const svc_operation *op, bool del) {
   r->framework_id->value = ms_xstrdup(op->framework_id);
   r->agent_id = ms_pb_new(&meseta__v1__agent_id__descriptor);
   r->agent_id->value = ms_xstrdup(op->agent_id);
-  r->operation = (Meseta__V1__Operation *)ms_pb_dup(&op->op->base);
+  r->operation = op->op ? (Meseta__V1__Operation *)ms_pb_dup(&op->op->base)
+                        : ms_pb_new(&meseta__v1__operation__descriptor); /* a launch */
   r->state = op->state;
   r->message = ms_xstrdup(op->latest && op->latest->message ? op->latest->message : "");
   rec->operation = r;
@@ -180,6 +190,37 @@ static void ack_agent(alloc_service *s, svc_agent *a, const uint8_t *op_uuid,
   svc_send_agent(s, a, &m);
 }
 
+/* Replaces op's latest status with one of the allocator's own (a fresh uuid, to be
+ * acknowledged by the framework). */
+static void own_status(svc_operation *op, Meseta__V1__OperationState state, const char *message) {
+  Meseta__V1__OperationStatus *st = ms_pb_new(&meseta__v1__operation_status__descriptor);
+  st->operation_id = ms_pb_new(&meseta__v1__operation_id__descriptor);
+  st->operation_id->value = ms_xstrdup(op->op_id);
+  st->agent_id = ms_pb_new(&meseta__v1__agent_id__descriptor);
+  st->agent_id->value = ms_xstrdup(op->agent_id);
+  st->state = state;
+  st->message = ms_xstrdup(message);
+  st->uuid.data = ms_xmalloc(16);
+  st->uuid.len = 16;
+  svc_uuid_bytes(st->uuid.data);
+  if (op->latest)
+    protobuf_c_message_free_unpacked(&op->latest->base, NULL);
+  op->latest = st;
+  op->state = state;
+}
+
+/* The allocator decided op's state: recorded, watched, told to the framework. */
+static void settle(alloc_service *s, svc_operation *op, Meseta__V1__OperationState state,
+                   const char *message) {
+  own_status(op, state, message);
+  ms_log_info(op->framework_id, "operation `%s` on agent `%s`: %s%s%s", op->op_id, op->agent_id,
+              protobuf_c_enum_descriptor_get_value(&meseta__v1__operation_state__descriptor, state)->name,
+              *message ? ": " : "", message);
+  persist(s, op, false);
+  svc_state_emit_operation(s, op, SVC_UPDATED);
+  send_status(s, op, op->latest);
+}
+
 /* ---- the model ---- */
 
 static ms_resources *unallocated(const ms_resources *r) {
@@ -223,7 +264,7 @@ static void inverse(const ms_operation *mop, ms_operation *inv) {
 
 /* The agent did not apply it: the model gives back what it was before. */
 static void undo(alloc_service *s, svc_operation *op) {
-  if (op->undone)
+  if (op->undone || op->launch) /* a launch's tasks give their resources back themselves */
     return;
   op->undone = true;
   if (op->undo.type == MS_OP_UNKNOWN) {
@@ -263,11 +304,6 @@ int svc_ops_check_ids(alloc_service *s, const char *framework_id, const Meseta__
     const char *id = info_id(o);
     if (!id)
       continue;
-    if (!is_resource_op(o))
-      return ms_error_set(err, MS_INVALID_ARGUMENT,
-                          "`accept.operations[%zu].id`: only resource operations take an id (launches "
-                          "report through task statuses)",
-                          k);
     if (op_get(s, framework_id, id))
       return ms_error_set(
           err, MS_INVALID_ARGUMENT,
@@ -312,12 +348,162 @@ static void op_drop(alloc_service *s, svc_operation *op, bool delete_record) {
   op_free(op);
 }
 
+/* ---- launches ---- */
+
+svc_operation *svc_op_track_launch(alloc_service *s, const char *framework_id, const char *agent_id,
+                                   const Meseta__V1__Offer__Operation *info) {
+  svc_operation *t = ms_xcalloc(1, sizeof(*t));
+  t->framework_id = ms_xstrdup(framework_id);
+  t->agent_id = ms_xstrdup(agent_id);
+  t->op_id = ms_xstrdup(info_id(info));
+  t->e.key = svc_key2(framework_id, t->op_id);
+  svc_uuid_bytes(t->uuid);
+  t->info = (Meseta__V1__Offer__Operation *)ms_pb_dup(&info->base);
+  t->state = MESETA__V1__OPERATION_STATE__OPERATION_PENDING;
+  t->launch = true;
+  Meseta__V1__TaskInfo **v = NULL;
+  if (info->operation_case == MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH) {
+    v = info->launch->task_infos;
+    t->ntasks = info->launch->n_task_infos;
+  } else if (info->launch_group->task_group) {
+    v = info->launch_group->task_group->tasks;
+    t->ntasks = info->launch_group->task_group->n_tasks;
+  }
+  t->tasks = ms_xcalloc(t->ntasks + 1, sizeof(*t->tasks));
+  t->started = ms_xcalloc(t->ntasks + 1, sizeof(*t->started));
+  for (size_t i = 0; i < t->ntasks; i++)
+    t->tasks[i] = ms_xstrdup(v[i]->task_id->value);
+  t->nwaiting = t->ntasks;
+  svc_table_put(&s->operations, &t->e);
+  ms_log_debug(framework_id, "operation `%s` (launch of %zu task(s)) pending on agent `%s`", t->op_id,
+               t->ntasks, agent_id);
+  svc_state_emit_operation(s, t, SVC_ADDED);
+  if (t->ntasks == 0)
+    settle(s, t, MESETA__V1__OPERATION_STATE__OPERATION_FINISHED, "nothing to launch");
+  return t;
+}
+
+/* The unsettled launch of the framework that holds task tid (its index in *ret_i); with
+ * agent_id, one on that agent still waiting for the task (a task id may be reused while
+ * an older launch of it is UNREACHABLE). Linear: launches wait for their first statuses
+ * only for a moment. */
+static svc_operation *launch_of(alloc_service *s, const char *framework_id, const char *tid,
+                                const char *agent_id, size_t *ret_i) {
+  for (uint32_t i = 0; i < s->operations.n; i++) {
+    svc_operation *op = (svc_operation *)s->operations.v[i];
+    if (!op->launch || state_terminal(op->state) || strcmp(op->framework_id, framework_id) != 0 ||
+        (agent_id && strcmp(op->agent_id, agent_id) != 0))
+      continue;
+    for (size_t j = 0; j < op->ntasks; j++)
+      if (strcmp(op->tasks[j], tid) == 0 && !(agent_id && op->started[j])) {
+        *ret_i = j;
+        return op;
+      }
+  }
+  return NULL;
+}
+
+typedef enum launch_verdict { LAUNCH_UNSURE, LAUNCH_DONE, LAUNCH_NOT_DONE } launch_verdict;
+
+/* Reasons for a TASK_FAILED before the task's command ran. */
+static bool launch_reason(Meseta__V1__TaskStatus__Reason r) {
+  switch (r) {
+  case MESETA__V1__TASK_STATUS__REASON__REASON_CONTAINER_LAUNCH_FAILED:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_TASK_GROUP_INVALID:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_TASK_UNAUTHORIZED:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_TASK_GROUP_UNAUTHORIZED:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_RESTARTED:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_REMOVED:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_EXECUTOR_REGISTRATION_TIMEOUT:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_INVALID_FRAMEWORKID:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_INVALID_OFFERS:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_RESOURCES_UNKNOWN:
+  case MESETA__V1__TASK_STATUS__REASON__REASON_TASK_KILLED_DURING_LAUNCH:
+    return true;
+  default:
+    return false;
+  }
+}
+
+/* What a task's first informative status says of its launch. STARTING, RUNNING and
+ * what can only follow them (KILLING, FINISHED, KILLED, FAILED of the command itself,
+ * e.g. REASON_COMMAND_EXECUTOR_FAILED) mean it was launched; ERROR, DROPPED, LOST,
+ * GONE, a FAILED with a launch reason or a kill during the launch mean it was not;
+ * STAGING and UNREACHABLE say nothing yet. */
+static launch_verdict launch_verdict_of(const Meseta__V1__TaskStatus *st) {
+  switch (st->state) {
+  case MESETA__V1__TASK_STATE__TASK_STARTING:
+  case MESETA__V1__TASK_STATE__TASK_RUNNING:
+  case MESETA__V1__TASK_STATE__TASK_KILLING:
+  case MESETA__V1__TASK_STATE__TASK_FINISHED:
+    return LAUNCH_DONE;
+  case MESETA__V1__TASK_STATE__TASK_KILLED:
+  case MESETA__V1__TASK_STATE__TASK_FAILED:
+    return launch_reason(st->reason) ? LAUNCH_NOT_DONE : LAUNCH_DONE;
+  case MESETA__V1__TASK_STATE__TASK_ERROR:
+  case MESETA__V1__TASK_STATE__TASK_DROPPED:
+  case MESETA__V1__TASK_STATE__TASK_LOST:
+  case MESETA__V1__TASK_STATE__TASK_GONE:
+  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
+    return LAUNCH_NOT_DONE;
+  default:
+    return LAUNCH_UNSURE;
+  }
+}
+
+void svc_ops_task_status(alloc_service *s, const char *agent_id, const char *framework_id,
+                         const Meseta__V1__TaskStatus *st) {
+  if (!st->task_id || !st->task_id->value)
+    return;
+  size_t i = 0;
+  svc_operation *op = launch_of(s, framework_id, st->task_id->value, agent_id, &i);
+  if (!op)
+    return;
+  switch (launch_verdict_of(st)) {
+  case LAUNCH_UNSURE:
+    return;
+  case LAUNCH_DONE:
+    op->started[i] = true;
+    if (--op->nwaiting == 0)
+      settle(s, op, MESETA__V1__OPERATION_STATE__OPERATION_FINISHED, "launched");
+    return;
+  case LAUNCH_NOT_DONE: {
+    const char *state =
+        protobuf_c_enum_descriptor_get_value(&meseta__v1__task_state__descriptor, st->state)->name;
+    _cleanup_free_ char *msg =
+        ms_xasprintf("task `%s` was not launched: %s%s%s", op->tasks[i], state,
+                     st->message && *st->message ? ": " : "", st->message ? st->message : "");
+    settle(s, op, MESETA__V1__OPERATION_STATE__OPERATION_FAILED, msg);
+    return;
+  }
+  }
+}
+
+/* ---- agents removed ---- */
+
+void svc_ops_agent_removed(alloc_service *s, const char *agent_id, bool gone, const char *why) {
+  if (s->closing)
+    return;
+  Meseta__V1__OperationState to = gone ? MESETA__V1__OPERATION_STATE__OPERATION_GONE_BY_OPERATOR
+                                       : MESETA__V1__OPERATION_STATE__OPERATION_UNREACHABLE;
+  for (uint32_t i = 0; i < s->operations.n; i++) {
+    svc_operation *op = (svc_operation *)s->operations.v[i];
+    if (strcmp(op->agent_id, agent_id) != 0 || state_terminal(op->state) || op->state == to)
+      continue;
+    /* UNREACHABLE is not terminal: an agent that comes back (through the registry) may
+     * still report the operation, or the launch's tasks. */
+    _cleanup_free_ char *msg = ms_xasprintf("agent `%s` was removed: %s", agent_id, why ? why : "");
+    settle(s, op, to, msg);
+  }
+}
+
 void svc_op_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__OperationStatusUpdate *u) {
   const Meseta__V1__OperationStatus *st = u->status;
   if (!st)
     return;
   svc_operation *op = op_by_uuid(s, u->operation_uuid.data, u->operation_uuid.len);
-  if (!op || strcmp(op->agent_id, a->e.key) != 0) {
+  if (!op || op->launch || strcmp(op->agent_id, a->e.key) != 0) {
     /* An operator's operation, or one already acknowledged (a resend): nobody waits. */
     if (u->operation_uuid.len == 16 && st->uuid.len)
       ack_agent(s, a, u->operation_uuid.data, st->uuid);
@@ -387,7 +573,8 @@ int svc_op_acknowledge(alloc_service *s, const Meseta__V1__AcknowledgeOperationS
     return ms_error_set(err, MS_NOT_FOUND,
                         "`acknowledge_operation_status.uuid`: operation `%s` has no status with this uuid",
                         id);
-  ack_agent(s, svc_table_get(&s->agents, op->agent_id), op->uuid, r->uuid);
+  if (!op->launch) /* the agent knows nothing of a launch's operation */
+    ack_agent(s, svc_table_get(&s->agents, op->agent_id), op->uuid, r->uuid);
   ms_log_debug(fw->e.key, "operation `%s`: status acknowledged", id);
   if (state_terminal(op->state)) {
     op_drop(s, op, true);
@@ -470,10 +657,64 @@ typedef struct outbox_wait {
   svc_outbox box;
 } outbox_wait;
 
-static svc_operation *apply_op(alloc_service *s, const Meseta__V1__AllocatorMessage *m) {
-  if (m->message_case != MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_APPLY_OPERATION)
+/* The tracked operation a message carries: an APPLY_OPERATION's, or the launch a
+ * RUN_TASK / RUN_TASK_GROUP belongs to. */
+static svc_operation *msg_op(alloc_service *s, const Meseta__V1__AllocatorMessage *m) {
+  const Meseta__V1__FrameworkInfo *fi = NULL;
+  const Meseta__V1__TaskInfo *t = NULL;
+  switch (m->message_case) {
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_APPLY_OPERATION:
+    return op_by_uuid(s, m->apply_operation->operation_uuid.data, m->apply_operation->operation_uuid.len);
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK:
+    fi = m->run_task->framework_info;
+    t = m->run_task->task;
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK_GROUP:
+    fi = m->run_task_group->framework_info;
+    if (m->run_task_group->task_group && m->run_task_group->task_group->n_tasks)
+      t = m->run_task_group->task_group->tasks[0];
+    break;
+  default:
     return NULL;
-  return op_by_uuid(s, m->apply_operation->operation_uuid.data, m->apply_operation->operation_uuid.len);
+  }
+  if (!fi || !fi->id || !t || !t->task_id)
+    return NULL;
+  size_t i;
+  return launch_of(s, fi->id->value, t->task_id->value, NULL, &i);
+}
+
+/* A launch's record could not be written: its tasks in m never leave; the framework
+ * hears TASK_LOST (as for a task lost with its agent) and their resources come back. */
+static void lose_tasks(alloc_service *s, const Meseta__V1__AllocatorMessage *m, const char *why) {
+  const char *fid = NULL;
+  Meseta__V1__TaskInfo **v = NULL;
+  size_t n = 0;
+  if (m->message_case == MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK) {
+    fid = m->run_task->framework_info->id->value;
+    v = &m->run_task->task;
+    n = 1;
+  } else {
+    fid = m->run_task_group->framework_info->id->value;
+    v = m->run_task_group->task_group->tasks;
+    n = m->run_task_group->task_group->n_tasks;
+  }
+  for (size_t i = 0; i < n; i++) {
+    svc_task *t = svc_task_get(s, fid, v[i]->task_id->value);
+    if (!t)
+      continue;
+    Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+    aid.value = t->agent_id;
+    Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
+    st.task_id = v[i]->task_id;
+    st.agent_id = &aid;
+    st.state = MESETA__V1__TASK_STATE__TASK_LOST;
+    st.source = MESETA__V1__TASK_STATUS__SOURCE__SOURCE_MASTER;
+    st.message = (char *)why;
+    svc_send_update(s, svc_table_get(&s->frameworks, fid), &st);
+    t->state = st.state;
+    svc_state_emit_task(s, t, SVC_UPDATED);
+    svc_task_end(s, t);
+  }
 }
 
 static void box_release(svc_outbox *o) {
@@ -493,34 +734,31 @@ static void box_send(alloc_service *s, const char *agent_id, svc_outbox *o) {
 }
 
 /* The registry refused the records: those operations end in OPERATION_ERROR (undone,
- * the framework told), the rest of the accept goes out. */
+ * the framework told; a launch's tasks are lost), the rest of the accept goes out. */
 static void persisted(alloc_service *s, void *ctx, const ms_error *err, bool current) {
   outbox_wait *w = ctx;
   if (current && err) {
+    _cleanup_free_ char *why = ms_xasprintf("the operation could not be recorded: %s", err->msg);
+    /* Each message's operation first: erroring one ends its search for the others. */
+    svc_operation **ops = ms_xcalloc(w->box.n + 1, sizeof(*ops));
+    for (size_t i = 0; i < w->box.n; i++)
+      ops[i] = msg_op(s, w->box.v[i]);
     for (size_t i = 0; i < w->box.n; i++) {
-      svc_operation *op = apply_op(s, w->box.v[i]);
+      svc_operation *op = ops[i];
       if (!op)
         continue;
+      if (op->launch)
+        lose_tasks(s, w->box.v[i], why);
       protobuf_c_message_free_unpacked(&w->box.v[i]->base, NULL);
       w->box.v[i] = NULL;
-      Meseta__V1__OperationStatus *st = ms_pb_new(&meseta__v1__operation_status__descriptor);
-      st->operation_id = ms_pb_new(&meseta__v1__operation_id__descriptor);
-      st->operation_id->value = ms_xstrdup(op->op_id);
-      st->agent_id = ms_pb_new(&meseta__v1__agent_id__descriptor);
-      st->agent_id->value = ms_xstrdup(op->agent_id);
-      st->state = MESETA__V1__OPERATION_STATE__OPERATION_ERROR;
-      char buf[512];
-      snprintf(buf, sizeof(buf), "the operation could not be recorded: %s", err->msg);
-      st->message = ms_xstrdup(buf);
-      st->uuid.data = ms_xmalloc(16);
-      st->uuid.len = 16;
-      svc_uuid_bytes(st->uuid.data);
-      op->latest = st;
-      op->state = st->state;
+      if (state_terminal(op->state))
+        continue; /* another of its messages did it */
+      own_status(op, MESETA__V1__OPERATION_STATE__OPERATION_ERROR, why);
       undo(s, op);
       svc_state_emit_operation(s, op, SVC_UPDATED);
-      send_status(s, op, st);
+      send_status(s, op, op->latest);
     }
+    free(ops);
   }
   if (current)
     box_send(s, w->agent_id, &w->box);
@@ -531,14 +769,21 @@ static void persisted(alloc_service *s, void *ctx, const ms_error *err, bool cur
 
 void svc_outbox_flush(alloc_service *s, const char *agent_id, svc_outbox *o) {
   Meseta__V1__BatchRequest *b = NULL;
+  svc_operation **seen = ms_xcalloc(o->n + 1, sizeof(*seen));
+  size_t nseen = 0;
   for (size_t i = 0; svc_durable(s) && i < o->n; i++) {
-    svc_operation *op = apply_op(s, o->v[i]);
-    if (!op)
+    svc_operation *op = msg_op(s, o->v[i]);
+    bool dup = false;
+    for (size_t j = 0; op && j < nseen; j++)
+      dup |= seen[j] == op; /* a launch's several RUN_TASKs: one record */
+    if (!op || dup)
       continue;
+    seen[nseen++] = op;
     if (!b)
       b = batch_new();
     batch_add(b, write_new(op, false));
   }
+  free(seen);
   if (!b) {
     box_send(s, agent_id, o);
     return;

@@ -32,6 +32,7 @@ typedef enum job_kind {
   J_AGENT_STATE,
   J_FW_ADD,
   J_FW_COMPLETE,
+  J_FW_UPDATE, /* UpdateFramework: the record's info replaced */
   J_LOAD,
   J_BATCH,
   J_AGENT_PATCH
@@ -175,7 +176,13 @@ static int fw_complete(alloc_service *s, reg_job *j, ms_error **err) {
   Meseta__V1__Record *w = cur ? cur : j->rec;
   if (!w->framework)
     return ms_error_set(err, MS_INTERNAL, "framework record `%s` has no framework body", j->rec->id);
-  set_ts(&w->framework->completed_time);
+  if (j->kind == J_FW_UPDATE && cur) {
+    if (cur->framework->info)
+      protobuf_c_message_free_unpacked(&cur->framework->info->base, NULL);
+    cur->framework->info = TAKE_PTR(j->rec->framework->info);
+  } else if (j->kind == J_FW_COMPLETE) {
+    set_ts(&w->framework->completed_time);
+  }
   int rc = cur ? put_at(s, cur, cur->revision, err) : put_absent(s, j->rec, err);
   if (cur)
     protobuf_c_message_free_unpacked(&cur->base, NULL);
@@ -266,6 +273,7 @@ static void job_run(void *arg) {
     (void)agent_state(s, j, &j->err);
     break;
   case J_FW_COMPLETE:
+  case J_FW_UPDATE:
     (void)fw_complete(s, j, &j->err);
     break;
   case J_BATCH:
@@ -420,6 +428,16 @@ void svc_reg_complete_framework(alloc_service *s, const Meseta__V1__FrameworkInf
                                 void *ctx) {
   reg_job *j = ms_xcalloc(1, sizeof(*j));
   j->kind = J_FW_COMPLETE;
+  j->rec = fw_record(info);
+  j->done = done;
+  j->ctx = ctx;
+  push(s, j);
+}
+
+void svc_reg_update_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
+                              void *ctx) {
+  reg_job *j = ms_xcalloc(1, sizeof(*j));
+  j->kind = J_FW_UPDATE;
   j->rec = fw_record(info);
   j->done = done;
   j->ctx = ctx;

@@ -1,7 +1,8 @@
 /* Tasks and executors the allocator launched or re-adopted: where they run, in which
- * role, what they hold. Status updates from agents go to the framework's stream; a
- * terminal one gives the task's resources back to the model (and its executor's,
- * when it was the executor's last task). */
+ * role, what they hold. Status updates from agents go to the framework's stream (and
+ * to the launch operation that waits for them, alloc-svc-operations.c); a terminal one
+ * gives the task's resources back to the model (and its executor's, when it was the
+ * executor's last task). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -99,6 +100,7 @@ static void recover(alloc_service *s, const char *fw, const char *agent, const c
 }
 
 void svc_task_end(alloc_service *s, svc_task *t) {
+  svc_completed_add(s, t); /* kept as completed (terminal) or removed from the views */
   recover(s, t->framework_id, t->agent_id, t->role, t->res);
   svc_executor *x = t->executor;
   if (x && --x->ntasks == 0) {
@@ -138,6 +140,8 @@ void svc_task_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMess
   }
   t->state = u->status->state;
   svc_state_emit_task(s, t, SVC_UPDATED);
+  /* A launch accepted with an operation id settles from its tasks' first statuses. */
+  svc_ops_task_status(s, a->e.key, fid, u->status);
   if (svc_task_state_terminal(u->status->state)) {
     ms_log_debug(fid, "task `%s` ended (%d): resources recovered", tid, (int)u->status->state);
     svc_task_end(s, t);

@@ -21,7 +21,7 @@ static char *advertise, *role_sorter, *framework_sorter, *excluded, *min_alloc, 
 static char *etcd_ca, *etcd_cert, *etcd_key, *tls_cert, *tls_key, *tls_ca, *log_level, *log_format,
     *ready_file, *registry;
 static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_message, etcd_timeout_ns, lease_ns,
-    registry_timeout_ns, recovery_timeout_ns;
+    registry_timeout_ns, recovery_timeout_ns, agent_reconnect_ns, max_done_per_fw, max_done, stream_queue;
 static double recovery_fraction;
 
 static const ms_flag flags[] = {
@@ -61,11 +61,20 @@ static const ms_flag flags[] = {
     {"recovery-agent-fraction", MS_FLAG_DOUBLE, &recovery_fraction, "0.8",
      "A new leader makes no offer until this share of the admitted agents has re-registered...", "FRACTION"},
     {"recovery-timeout", MS_FLAG_DURATION, &recovery_timeout_ns, "30s", "... or this long has passed"},
+    {"agent-reconnect-timeout", MS_FLAG_DURATION, &agent_reconnect_ns, "75s",
+     "How long an agent whose stream ended keeps its tasks (offering nothing) before they are lost"},
+    {"max-completed-tasks-per-framework", MS_FLAG_INT, &max_done_per_fw, "1000",
+     "Completed tasks kept per framework for the operator API (oldest forgotten first)", "N"},
+    {"max-completed-tasks", MS_FLAG_INT, &max_done, "10000", "Completed tasks kept in all", "N"},
     {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
     {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
     {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
      "FILE"},
     {"max-message-bytes", MS_FLAG_BYTES, &max_message, "4MiB", "Largest gRPC message accepted"},
+    {"stream-queue", MS_FLAG_INT, &stream_queue, "65536",
+     "Messages a stream (framework, agent, state watcher) may have waiting to be sent before it is "
+     "ended as too slow: bursts (e.g. many tasks ending at once) must fit",
+     "N"},
     {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "5s", "How long calls may finish after SIGTERM"},
     {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
     {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
@@ -146,7 +155,10 @@ static int run(ms_error **err) {
                               .registry = registry,
                               .registry_timeout_ms = registry_timeout_ns / 1000000,
                               .recovery_agent_fraction = recovery_fraction,
-                              .recovery_timeout_ms = recovery_timeout_ns / 1000000};
+                              .recovery_timeout_ms = recovery_timeout_ns / 1000000,
+                              .agent_reconnect_timeout_ms = agent_reconnect_ns / 1000000,
+                              .max_completed_tasks_per_framework = max_done_per_fw,
+                              .max_completed_tasks = max_done};
   if (alloc_sorter_parse(role_sorter, "--role-sorter", &cfg.role_sorter, err) < 0 ||
       alloc_sorter_parse(framework_sorter, "--framework-sorter", &cfg.framework_sorter, err) < 0)
     return MS_ERR;
@@ -160,7 +172,8 @@ static int run(ms_error **err) {
   ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
                               .n_listen = listen_addrs.n,
                               .tls = tls_cert ? &tls : NULL,
-                              .max_message_bytes = max_message};
+                              .max_message_bytes = max_message,
+                              .max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0};
   if (!(a.loop = ms_loop_new(err)) || !(srv = ms_rpc_server_new(&so, err)))
     goto out;
   cfg.advertise_address = advertise ? advertise : ms_rpc_server_address(srv, 0);

@@ -156,7 +156,12 @@ static int v_provider(const reg_record *r, ms_error **err) {
 
 static int v_operation(const reg_record *r, ms_error **err) {
   const Meseta__V1__OperationRecord *o = r->operation;
-  if (want_id(o->id ? o->id->value : NULL, r->id, "operation.id", err) < 0)
+  /* A framework's operation id is unique only within the framework: its record is
+   * named by meseta's uuid for the operation instead. */
+  bool framework_op = o->framework_id && o->framework_id->value && *o->framework_id->value;
+  if (framework_op && (!o->id || !o->id->value || !*o->id->value))
+    return fail(err, "operation.id", "is required", NULL);
+  if (!framework_op && want_id(o->id ? o->id->value : NULL, r->id, "operation.id", err) < 0)
     return MS_ERR;
   if (!o->operation)
     return fail(err, "operation.operation", "is required", NULL);

@@ -329,6 +329,63 @@ static bool ag_reached(void *ctx) {
     CU_ASSERT_FATAL(ms_sim_wait(ag_reached, &_w, WAIT_MS));                                                  \
   } while (0)
 
+/* An agent whose stream breaks keeps its tasks while it is away: it reconnects, and the
+ * framework never hears of a lost task; offers on it resume. */
+static void test_agent_away_keeps_tasks(void) {
+  const char *extra[] = {"--agent-reconnect-timeout", "1h", NULL};
+  allocator al = start_allocator("agent-away", extra);
+  ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 3600 * 1000);
+  ms_sim_framework_options fo = {
+      .name = "keeper", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:128", .max_tasks = 1};
+  ms_sim_framework *f = framework(&al, &fo);
+  WAIT_FW(f, running, 1);
+  uint64_t offers = fw_stat(f, offsetof(ms_sim_framework_stats, offer_events));
+  ms_sim_agent_cut(a); /* it re-registers by itself */
+  ag_at_least w = {a, offsetof(ms_sim_agent_stats, reregistrations), 1};
+  CU_ASSERT_FATAL(ms_sim_wait(ag_reached, &w, WAIT_MS));
+  WAIT_FW(f, offer_events, offers + 1); /* offered again once back */
+  CU_ASSERT_EQUAL(fw_stat(f, offsetof(ms_sim_framework_stats, lost)), 0);
+  ms_sim_agent_stats as;
+  ms_sim_agent_stats_get(a, &as);
+  CU_ASSERT_EQUAL(as.running, 1);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+/* A framework that fails over (re-subscribes with its id on a new stream) gets the
+ * resources its old stream held in offers: those offers are rescinded, not left to expire. */
+static void test_failover_rescinds_old_offers(void) {
+  allocator al = start_allocator("fw-failover-offers", NULL);
+  ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 0);
+  ms_sim_framework_options fo = {.name = "holder", .mode = MS_SIM_HOLD};
+  ms_sim_framework *f = framework(&al, &fo);
+  WAIT_FW(f, offers, 1); /* held: never answered */
+  ms_sim_framework_options fo2 = {
+      .name = "holder", .mode = MS_SIM_HOLD, .framework_id = ms_sim_framework_id(f)};
+  ms_sim_framework *f2 = framework(&al, &fo2);
+  WAIT_FW(f2, offers, 1); /* the agent's only resources, offered again on the new stream */
+  ms_sim_framework_free(f2);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  stop_allocator(&al);
+}
+
+/* ... but one that stays away past --agent-reconnect-timeout has its tasks lost. */
+static void test_agent_away_too_long_loses_tasks(void) {
+  const char *extra[] = {"--agent-reconnect-timeout", "300ms", NULL};
+  allocator al = start_allocator("agent-away-long", extra);
+  ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 3600 * 1000);
+  ms_sim_framework_options fo = {
+      .name = "loser", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:128", .max_tasks = 1};
+  ms_sim_framework *f = framework(&al, &fo);
+  WAIT_FW(f, running, 1);
+  ms_sim_agent_free(a); /* gone for good */
+  WAIT_FW(f, lost, 1);
+  ms_sim_framework_free(f);
+  stop_allocator(&al);
+}
+
 /* cpus in an offer: unreserved and reserved. */
 static void offer_cpus(const Meseta__V1__Offer *o, double *unres, double *res) {
   *unres = *res = 0;
@@ -466,6 +523,9 @@ int main(int argc, char **argv) {
       {"offer_timeout", test_offer_timeout},
       {"bad_calls", test_bad_calls},
       {"agent_gone_rescinds", test_agent_gone_rescinds},
+      {"agent_away_keeps_tasks", test_agent_away_keeps_tasks},
+      {"failover_rescinds_old_offers", test_failover_rescinds_old_offers},
+      {"agent_away_too_long_loses_tasks", test_agent_away_too_long_loses_tasks},
       {"operation_finished", test_operation_finished},
       {"operation_failed", test_operation_failed},
       {NULL, NULL},

@@ -118,3 +118,25 @@ int ms_test_cluster_wait_leader(ms_test_cluster *c, int64_t timeout_ms) {
   }
   return -1;
 }
+
+ms_status ms_test_call(const char *addr, const ms_rpc_channel_options *co, const char *const *md,
+                       const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
+                       int64_t timeout_ms, ProtobufCMessage **resp, char **msg) {
+  ms_error *err = NULL;
+  ms_rpc_channel *ch = ms_rpc_channel_new(addr, co, &err);
+  ms_status code = MS_OK;
+  ProtobufCMessage *r = NULL;
+  ms_rpc_call_options o = {.timeout_ms = timeout_ms, .metadata = md};
+  if (!ch || ms_rpc_unary(ch, method, req, rd, &o, &r, &err) < 0) {
+    code = err->code;
+    if (msg)
+      *msg = ms_xstrdup(err->msg);
+    ms_error_free(err);
+  } else if (resp) {
+    *resp = r;
+  } else {
+    protobuf_c_message_free_unpacked(r, NULL);
+  }
+  ms_rpc_channel_free(ch);
+  return code;
+}

@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include "meseta/rpc.h"
+
 #include "etcd-harness.h"
 #include "proc.h"
 
@@ -28,6 +30,14 @@ void ms_test_cluster_stop(ms_test_cluster *c);
 
 /* grpc.health.v1 of a server as a whole: 1 SERVING, 0 not, -1 no answer. */
 int ms_test_health(const char *addr);
+
+/* One unary call on a fresh channel to addr: `co` its options (NULL: plaintext), `md` the
+ * request metadata (key, value, ..., NULL; NULL: none). Returns the status; on OK *resp
+ * gets the answer (resp NULL: it is freed), else *msg the error's message (msg NULL:
+ * dropped); both are the caller's. */
+ms_status ms_test_call(const char *addr, const ms_rpc_channel_options *co, const char *const *md,
+                       const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
+                       int64_t timeout_ms, ProtobufCMessage **resp, char **msg);
 
 /* The index of the one allocator that serves while every other live one does not;
  * -1 while that is not so. */

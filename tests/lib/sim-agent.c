@@ -66,7 +66,8 @@ struct ms_sim_agent {
   size_t nupd, capupd;
   sim_opupd *opu;
   size_t nopu;
-  char *fail_next; /* the next APPLY_OPERATION fails with this message */
+  char *fail_next;                  /* the next APPLY_OPERATION fails with this message */
+  ms_sim_launch_answer next_launch; /* for the next task to run */
   ms_sim_agent_stats stats;
 };
 
@@ -170,6 +171,12 @@ void ms_sim_agent_fail_next_operation(ms_sim_agent *a, const char *message) {
   pthread_mutex_unlock(&a->mu);
 }
 
+void ms_sim_agent_next_launch(ms_sim_agent *a, ms_sim_launch_answer how) {
+  pthread_mutex_lock(&a->mu);
+  a->next_launch = how;
+  pthread_mutex_unlock(&a->mu);
+}
+
 /* A new status, kept until acknowledged; the lock is held. */
 static void agent_status(ms_sim_agent *a, const char *fw, const char *task, Meseta__V1__TaskState state) {
   if (a->nupd == a->capupd) {
@@ -211,6 +218,13 @@ static void agent_drop_task(ms_sim_agent *a, size_t i) {
 static void agent_launch(ms_sim_agent *a, const char *fw, const Meseta__V1__TaskInfo *t) {
   const char *tid = t->task_id ? t->task_id->value : "";
   a->stats.run_tasks++;
+  if (a->next_launch != MS_SIM_LAUNCH_RUN) {
+    bool error = a->next_launch == MS_SIM_LAUNCH_ERROR;
+    a->next_launch = MS_SIM_LAUNCH_RUN;
+    if (error)
+      agent_status(a, fw, tid, MESETA__V1__TASK_STATE__TASK_ERROR);
+    return;
+  }
   if (a->ntasks == a->cap) {
     a->cap = a->cap ? 2 * a->cap : 16;
     a->tasks = ms_xrealloc(a->tasks, a->cap * sizeof(*a->tasks));
@@ -322,6 +336,26 @@ static void agent_on_message(ms_sim_agent *a, const Meseta__V1__AllocatorMessage
         break;
       }
     agent_status(a, fw, tid, MESETA__V1__TASK_STATE__TASK_KILLED);
+    break;
+  }
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_EXECUTOR:
+    a->stats.executor_shutdowns++;
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_FRAMEWORK_TO_EXECUTOR: {
+    a->stats.framework_messages++;
+    size_t n = m->framework_to_executor->data.len;
+    if (n >= sizeof(a->stats.last_message))
+      n = sizeof(a->stats.last_message) - 1;
+    if (n)
+      memcpy(a->stats.last_message, m->framework_to_executor->data.data, n);
+    a->stats.last_message[n] = 0;
+    break;
+  }
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_UPDATE_FRAMEWORK: {
+    a->stats.framework_updates++;
+    const Meseta__V1__FrameworkInfo *fi = m->update_framework->framework_info;
+    snprintf(a->stats.last_framework_name, sizeof(a->stats.last_framework_name), "%s",
+             fi && fi->name ? fi->name : "");
     break;
   }
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS:
@@ -470,6 +504,14 @@ void ms_sim_agent_stats_get(ms_sim_agent *a, ms_sim_agent_stats *ret) {
 void ms_sim_agent_disconnect(ms_sim_agent *a) {
   pthread_mutex_lock(&a->mu);
   a->stop = true; /* for good: no reconnection */
+  if (a->st)
+    ms_rpc_stream_cancel(a->st);
+  pthread_mutex_unlock(&a->mu);
+}
+
+void ms_sim_agent_cut(ms_sim_agent *a) {
+  pthread_mutex_lock(&a->mu);
+  a->reconnect = true;
   if (a->st)
     ms_rpc_stream_cancel(a->st);
   pthread_mutex_unlock(&a->mu);

@@ -19,6 +19,7 @@
 #define CONNECT "/meseta.v1.AgentLink/Connect"
 #define SUBSCRIBE "/meseta.v1.Allocator/SubscribeFramework"
 #define SCHED_CALL "/meseta.v1.Allocator/SchedulerCall"
+#define PUBLIC_SUBSCRIBE "/meseta.v1.Scheduler/Subscribe"
 #define START_TIMEOUT_MS 10000
 /* ---- frameworks ---- */
 
@@ -36,6 +37,8 @@ struct ms_sim_framework {
   ms_rpc_channel **chs;
   size_t ntargets, cur;
   bool reconnect, stop, connected;
+  bool public_api;
+  int64_t failover_timeout_ms;
   ms_sim_ledger *ledger;
   uint64_t epoch; /* subscriptions so far */
   sim_ftask *ft;
@@ -68,12 +71,38 @@ static void fill_ids(ms_sim_framework *f, Meseta__V1__FrameworkID *fid) {
   fid->value = f->id;
 }
 
+/* The public API: the request inside the wrapper's oneof, to the Scheduler method
+ * that takes it. */
+static int public_call(ms_rpc_channel *ch, const Meseta__V1__SchedulerCallRequest *req,
+                       const ms_rpc_call_options *co, ms_error **err) {
+  const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field(
+      &meseta__v1__scheduler_call_request__descriptor, req->call_case);
+  const ProtobufCServiceDescriptor *svc = &meseta__v1__scheduler__descriptor;
+  const ProtobufCMethodDescriptor *md = NULL;
+  for (unsigned i = 0; fd && i < svc->n_methods && !md; i++)
+    if (svc->methods[i].input == fd->descriptor)
+      md = &svc->methods[i];
+  if (!md)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "simulated framework: call %d has no Scheduler method",
+                        (int)req->call_case);
+  const ProtobufCMessage *inner = *(const ProtobufCMessage *const *)((const char *)req + fd->offset);
+  char path[128];
+  snprintf(path, sizeof(path), "/%s/%s", svc->name, md->name);
+  ProtobufCMessage *resp = NULL;
+  if (ms_rpc_unary(ch, path, inner, md->output, co, &resp, err) < 0)
+    return MS_ERR;
+  sim_free_msg(resp);
+  return 0;
+}
+
 int ms_sim_framework_call(ms_sim_framework *f, const Meseta__V1__SchedulerCallRequest *req, ms_error **err) {
   ProtobufCMessage *resp = NULL;
   ms_rpc_call_options co = {.timeout_ms = 10000};
   pthread_mutex_lock(&f->mu);
   ms_rpc_channel *ch = f->chs[f->cur];
   pthread_mutex_unlock(&f->mu);
+  if (f->public_api)
+    return public_call(ch, req, &co, err);
   if (ms_rpc_unary(ch, SCHED_CALL, &req->base, &meseta__v1__scheduler_call_response__descriptor, &co, &resp,
                    err) < 0)
     return MS_ERR;
@@ -572,8 +601,14 @@ static ms_rpc_stream *fw_open(ms_sim_framework *f) {
   info.n_roles = 1;
   info.roles = roles;
   info.id = f->id ? &fid : NULL; /* the same framework after a failover */
+  Google__Protobuf__Duration fot = GOOGLE__PROTOBUF__DURATION__INIT;
+  fot.seconds = f->failover_timeout_ms / 1000;
+  fot.nanos = (int32_t)(f->failover_timeout_ms % 1000) * 1000000;
+  info.failover_timeout = f->failover_timeout_ms > 0 ? &fot : NULL;
   Meseta__V1__SubscribeRequest req = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
   req.framework_info = &info;
+  if (f->public_api)
+    return ms_rpc_stream_open(f->chs[f->cur], PUBLIC_SUBSCRIBE, &req.base, NULL, NULL);
   Meseta__V1__FrameworkSubscription sub = MESETA__V1__FRAMEWORK_SUBSCRIPTION__INIT;
   sub.request = &req;
   return ms_rpc_stream_open(f->chs[f->cur], SUBSCRIBE, &sub.base, NULL, NULL);
@@ -628,6 +663,8 @@ ms_sim_framework *ms_sim_framework_start(const char *target, const ms_sim_framew
   f->max_tasks = o->max_tasks;
   f->refuse_ms = o->refuse_ms;
   f->reconnect = o->more_targets != NULL;
+  f->public_api = o->public_api;
+  f->failover_timeout_ms = o->failover_timeout_ms;
   f->ledger = o->ledger;
   f->op_acks = !o->no_operation_acks;
   f->id = o->framework_id ? ms_xstrdup(o->framework_id) : NULL;

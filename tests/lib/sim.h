@@ -7,8 +7,9 @@
  * killed); KILL_TASK gets TASK_KILLED; PING gets HEARTBEAT. Each agent has a receiving
  * thread and a ticker thread (timed finishes).
  *
- * A simulated framework subscribes through Allocator.SubscribeFramework and reacts to
- * its events on its own thread: offers are held (HOLD: for the test to use), accepted
+ * A simulated framework subscribes through Allocator.SubscribeFramework (or, with
+ * public_api, through a master-api's Scheduler.Subscribe) and reacts to its events
+ * on its own thread: offers are held (HOLD: for the test to use), accepted
  * (ACCEPT: one task of `task_resources` per offer that holds it, the rest declined
  * with `refuse_ms`) or declined (DECLINE); updates with a uuid are acknowledged;
  * everything is counted.
@@ -67,6 +68,10 @@ typedef struct ms_sim_agent_stats {
   uint64_t apply_operations; /* APPLY_OPERATION received (each answered with a status) */
   uint64_t op_acks;          /* ACKNOWLEDGE_OPERATION_STATUS received */
   uint64_t op_unacked;       /* operation statuses not acknowledged yet (resent every second) */
+  /* SHUTDOWN_EXECUTOR, FRAMEWORK_TO_EXECUTOR and UPDATE_FRAMEWORK received; the last
+   * message's data (NUL-terminated, cut to fit) and the last updated framework's name. */
+  uint64_t executor_shutdowns, framework_messages, framework_updates;
+  char last_message[64], last_framework_name[64];
 } ms_sim_agent_stats;
 
 /* Connects and registers; returns once REGISTERED came (at most 10 s). */
@@ -76,8 +81,18 @@ void ms_sim_agent_stats_get(ms_sim_agent *a, ms_sim_agent_stats *ret);
 /* The next APPLY_OPERATION is answered OPERATION_FAILED with this message (the others
  * OPERATION_FINISHED). */
 void ms_sim_agent_fail_next_operation(ms_sim_agent *a, const char *message);
+/* How the agent answers the next task it is to run: TASK_ERROR (it never runs), or not
+ * at all (it stays STAGING, unknown to the agent); the others get TASK_RUNNING. */
+typedef enum ms_sim_launch_answer {
+  MS_SIM_LAUNCH_RUN = 0,
+  MS_SIM_LAUNCH_ERROR,
+  MS_SIM_LAUNCH_SILENT
+} ms_sim_launch_answer;
+void ms_sim_agent_next_launch(ms_sim_agent *a, ms_sim_launch_answer how);
 /* Ends the agent's stream (as a crash would); the handle stays until freed. */
 void ms_sim_agent_disconnect(ms_sim_agent *a);
+/* Ends the agent's stream as a network cut would: it reconnects and re-registers. */
+void ms_sim_agent_cut(ms_sim_agent *a);
 void ms_sim_agent_free(ms_sim_agent *a); /* NULL is fine */
 
 /* ---- frameworks ---- */
@@ -97,6 +112,12 @@ typedef struct ms_sim_framework_options {
   ms_sim_ledger *ledger;           /* NULL: none */
   const char *framework_id;        /* subscribe as this framework (a failover); NULL: a new one */
   bool no_operation_acks;          /* do not acknowledge operation statuses */
+  /* Targets are master-api replicas: the public meseta.v1.Scheduler API (Subscribe
+   * and the unary calls) instead of Allocator.SubscribeFramework / SchedulerCall. A
+   * stream that breaks is subscribed again on the next target with the framework's
+   * id (a framework failover). */
+  bool public_api;
+  int64_t failover_timeout_ms; /* framework_info.failover_timeout; 0: removed as soon as its stream ends */
 } ms_sim_framework_options;
 
 typedef struct ms_sim_framework_stats {
