@@ -27,34 +27,42 @@ static char *read_boot_id(void) {
   return s;
 }
 
-/* meta/agent.json: {"agent_id": "...", "boot_id": "..."}. */
-static void load_identity(agent *a) {
+/* meta/agent.json: {"agent_id", "boot_id", "hostname", "resources", "attributes"}: the
+ * identity, and what it was registered with (for the reconfiguration policy). */
+static int load_identity(agent *a, ms_error **err) {
   _cleanup_free_ char *path = ms_xasprintf("%s/meta/agent.json", a->work_dir);
-  ms_error *err = NULL;
-  _cleanup_free_ char *text = agent_read_file(path, 4096, &err);
+  ms_error *e2 = NULL;
+  _cleanup_free_ char *text = agent_read_file(path, 1 << 20, &e2);
   if (!text) {
-    if (err->errnum != ENOENT)
-      ms_log_warn(NULL, "%s: registering as a new agent", err->msg);
-    ms_error_free(err);
-    return;
+    if (e2->errnum != ENOENT)
+      ms_log_warn(NULL, "%s: registering as a new agent", e2->msg);
+    ms_error_free(e2);
+    return 0;
   }
   json_t *o = json_loads(text, 0, NULL);
   const char *id = json_string_value(json_object_get(o, "agent_id"));
   const char *boot = json_string_value(json_object_get(o, "boot_id"));
-  if (!id || !*id)
+  int rc = 0;
+  if (!id || !*id) {
     ms_log_warn(NULL, "file `%s`: no agent_id: registering as a new agent", path);
-  else if (!boot || strcmp(boot, a->boot_id) != 0)
+  } else if (!boot || strcmp(boot, a->boot_id) != 0) {
     ms_log_info(NULL, "agent %s: the host rebooted since: registering as a new agent", id);
-  else {
+  } else {
     a->id = ms_xstrdup(id);
     a->known_id = true;
+    rc = agent_check_reconfiguration(a, json_string_value(json_object_get(o, "resources")),
+                                     json_string_value(json_object_get(o, "attributes")),
+                                     json_string_value(json_object_get(o, "hostname")), err);
   }
   json_decref(o);
+  return rc;
 }
 
 static void save_identity(agent *a) {
   _cleanup_free_ char *path = ms_xasprintf("%s/meta/agent.json", a->work_dir);
-  json_t *o = json_pack("{s:s, s:s}", "agent_id", a->id, "boot_id", a->boot_id);
+  json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "agent_id", a->id, "boot_id", a->boot_id, "hostname",
+                        a->hostname, "resources", a->resources_text, "attributes",
+                        a->attributes ? a->attributes : "");
   _cleanup_free_ char *text = json_dumps(o, JSON_SORT_KEYS);
   json_decref(o);
   ms_error *err = NULL;
@@ -162,10 +170,8 @@ static void registered(agent *a, uint64_t gen, const char *id, bool re) {
   if (!a->id || strcmp(a->id, id) != 0) {
     free(a->id);
     a->id = ms_xstrdup(id);
-    save_identity(a);
-  } else if (!a->known_id) {
-    save_identity(a);
   }
+  save_identity(a); /* also records what it registered with (the policy checks it) */
   a->known_id = true;
   a->gen = gen;
   agent_link_reset_backoff(a->link);
@@ -216,9 +222,22 @@ static void on_message(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *m) 
     if (m->shutdown_framework->framework_id)
       agent_task_kill_all(a, m->shutdown_framework->framework_id->value);
     break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_EXECUTOR:
+    /* A command task is its own executor: the executor id is the task id. */
+    if (m->shutdown_executor->framework_id && m->shutdown_executor->executor_id)
+      agent_task_kill(a, m->shutdown_executor->framework_id->value, m->shutdown_executor->executor_id->value);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_FRAMEWORK_TO_EXECUTOR:
+    ms_log_info(NULL, "framework message for executor `%s` dropped: command tasks take no messages",
+                m->framework_to_executor->executor_id ? m->framework_to_executor->executor_id->value : "");
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_UPDATE_FRAMEWORK:
+    if (m->update_framework->framework_info)
+      agent_task_update_framework(a, m->update_framework->framework_info);
+    break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_AGENT:
     ms_log_warn(NULL, "the allocator shuts this agent down: %s", m->shutdown_agent->reason);
-    agent_begin_shutdown(a);
+    agent_begin_shutdown(a, true);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_PING: {
     Meseta__V1__AgentMessage__Heartbeat hb = MESETA__V1__AGENT_MESSAGE__HEARTBEAT__INIT;
@@ -244,8 +263,27 @@ static void on_closed(agent *a, uint64_t gen, const char *reason) {
 
 /* ---- lifecycle ---- */
 
-static void on_sigchld(ms_loop *loop, int signo, void *arg) {
-  agent_task_reap(arg);
+static int parse_isolation(agent *a, const char *list, ms_error **err) {
+  if (!list)
+    list = "linux/seccomp,cgroups/pids";
+  _cleanup_free_ char *copy = ms_xstrdup(list);
+  char *save = NULL;
+  for (char *p = strtok_r(copy, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+    while (*p == ' ')
+      p++;
+    if (strcmp(p, "linux/seccomp") == 0)
+      a->iso_seccomp = true;
+    else if (strcmp(p, "cgroups/pids") == 0)
+      a->iso_pids = true;
+    else if (strcmp(p, "network/none") == 0)
+      a->iso_net_none = true;
+    else if (*p)
+      return ms_error_set(err, MS_INVALID_ARGUMENT,
+                          "flag `--isolation`: unknown isolator `%s` (known: linux/seccomp, cgroups/pids, "
+                          "network/none)",
+                          p);
+  }
+  return 0;
 }
 
 agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
@@ -270,7 +308,10 @@ agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
   _cleanup_free_ char *meta = ms_xasprintf("%s/meta", a->work_dir);
   _cleanup_free_ char *sb = ms_xasprintf("%s/sandboxes", a->work_dir);
   _cleanup_free_ char *cs = ms_xasprintf("%s/containers", a->work_dir);
+  a->tasks_dir = ms_xasprintf("%s/meta/tasks", a->work_dir);
   if (agent_mkdirs(meta, err) < 0 || agent_mkdirs(sb, err) < 0 || agent_mkdirs(cs, err) < 0)
+    goto fail;
+  if (parse_isolation(a, cfg->isolation, err) < 0)
     goto fail;
   if (cfg->resources && *cfg->resources)
     a->resources_text = ms_xstrdup(cfg->resources);
@@ -282,10 +323,15 @@ agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
   protobuf_c_message_free_unpacked(&probe->base, NULL);
   if (access(a->runtime, X_OK) < 0)
     ms_log_warn(NULL, "runtime `%s`: %s (every launch will fail)", a->runtime, strerror(errno));
-  load_identity(a);
+  if (load_identity(a, err) < 0 || agent_recover(a, err) < 0)
+    goto fail;
   agent_link_events ev = {on_open, on_message, on_closed};
-  if (!(a->link = agent_link_new(a->allocator, loop, a, &ev, cfg->reconnect_backoff_ms, cfg->reconnect_max_ms,
-                                 err)))
+  ms_rpc_tls tls = {.ca_file = cfg->tls_ca,
+                    .cert_file = cfg->tls_cert,
+                    .key_file = cfg->tls_key,
+                    .server_name = cfg->tls_server_name};
+  if (!(a->link = agent_link_new(a->allocator, cfg->tls_ca ? &tls : NULL, loop, a, &ev,
+                                 cfg->reconnect_backoff_ms, cfg->reconnect_max_ms, err)))
     goto fail;
   return a;
 fail:
@@ -294,9 +340,11 @@ fail:
 }
 
 int agent_start(agent *a, ms_error **err) {
-  if (ms_loop_add_signal(a->loop, SIGCHLD, on_sigchld, a, err) < 0)
-    return MS_ERR;
   return agent_link_start(a->link, err);
+}
+
+void agent_set_operator_port(agent *a, int port) {
+  a->operator_port = port;
 }
 
 const char *agent_id(const agent *a) {
@@ -311,11 +359,17 @@ static void shutdown_timeout(ms_loop *loop, uint64_t id, void *arg) {
   ms_loop_stop(loop);
 }
 
-void agent_begin_shutdown(agent *a) {
+void agent_begin_shutdown(agent *a, bool kill_containers) {
   if (a->shutting_down)
     return;
   a->shutting_down = true;
   size_t live = agent_task_live(a);
+  if (!kill_containers) {
+    if (live)
+      ms_log_info(NULL, "leaving %zu containers running: the next start re-attaches them", live);
+    ms_loop_stop(a->loop);
+    return;
+  }
   if (live)
     ms_log_info(NULL, "stopping %zu containers", live);
   agent_task_kill_all(a, NULL);
@@ -350,6 +404,7 @@ void agent_free(agent *a) {
   free(a->hostname);
   free(a->resources_text);
   free(a->boot_id);
+  free(a->tasks_dir);
   free(a->id);
   free(a);
 }

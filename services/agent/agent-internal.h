@@ -20,6 +20,10 @@ struct agent_task {
   Meseta__V1__TaskInfo *info;           /* a copy of what RUN_TASK carried */
   Meseta__V1__FrameworkInfo *framework; /* a copy; may be NULL */
   pid_t pid;                            /* the runtime's; 0 when not running */
+  uint64_t start_time;                  /* the runtime's, /proc/<pid>/stat field 22 */
+  int pidfd;                            /* watches the runtime on the loop; -1: none */
+  bool child;                           /* spawned by this process: waitpid gives its status */
+  bool launched;                        /* spawn attempted (checkpointed before it) */
   bool kill_requested;                  /* KILL_TASK / shutdown: report TASK_KILLED */
   bool terminal;                        /* a terminal update is queued: no more after it */
   Meseta__V1__TaskState state;          /* the latest state reported */
@@ -41,6 +45,9 @@ struct agent {
   agent_task *tasks;
   bool shutting_down;
   uint64_t shutdown_timer;
+  char *tasks_dir;                          /* <work>/meta/tasks: the checkpoints */
+  bool iso_seccomp, iso_pids, iso_net_none; /* from cfg.isolation */
+  int operator_port;                        /* AgentInfo.port; 0: none */
 };
 
 /* agent-core.c: sends on the registered stream (dropped, with a debug line, when there is
@@ -57,8 +64,36 @@ void agent_maybe_done(agent *a);
  * heap message, protobuf_c_message_free_unpacked). */
 Meseta__V1__AgentInfo *agent_info_new(const agent *a, ms_error **err);
 
-/* agent-resources.c: mkdir -p; atomic write; whole-file read. */
+/* agent-resources.c: mkdir -p; atomic write (tmp + rename; fsync'ed when `sync`);
+ * whole-file read. */
 int agent_mkdirs(const char *path, ms_error **err);
-int agent_write_file(const char *path, const char *text, ms_error **err);
+int agent_write_bytes(const char *path, const void *data, size_t len, bool sync, ms_error **err);
+int agent_write_file(const char *path, const char *text, ms_error **err); /* synced */
 /* NULL with *err (NOT_FOUND when absent); the caller frees. */
 char *agent_read_file(const char *path, size_t max, ms_error **err);
+
+/* agent-tasks.c: a new task (not yet in a->tasks); recovery builds tasks with it too. */
+agent_task *agent_task_new(agent *a, const char *framework_id, const char *task_id);
+/* agent-tasks.c: watch the runtime t->pid through a pidfd (t->pid stays 0 on failure,
+ * which the caller reports). */
+int agent_task_watch(agent *a, agent_task *t, ms_error **err);
+/* agent-tasks.c: the runtime of t ended: report from its status file (ws: its wait status
+ * when known, else -1). */
+void agent_task_ended(agent *a, agent_task *t, int ws);
+/* agent-tasks.c: queues TASK_FAILED with the reason and message. */
+void agent_task_fail(agent *a, agent_task *t, Meseta__V1__TaskStatus__Reason reason, const char *msg);
+/* agent-tasks.c: start time (/proc/<pid>/stat field 22) of a process; 0 if it is gone. */
+uint64_t agent_proc_start_time(pid_t pid);
+
+/* agent-checkpoint.c: writes t's checkpoint (logs on failure: the task goes on). */
+void agent_checkpoint_task(agent *a, agent_task *t);
+/* agent-checkpoint.c: removes t's checkpoint (its terminal update was acknowledged). */
+void agent_checkpoint_remove(agent *a, agent_task *t);
+/* agent-checkpoint.c: reads every checkpoint into a->tasks and re-attaches to the
+ * runtimes still running; tasks whose container ended meanwhile get their terminal
+ * update queued. Drops the checkpoints when the agent is new (no id or a reboot). */
+int agent_recover(agent *a, ms_error **err);
+/* agent-checkpoint.c: checks the AgentInfo checkpointed in meta/agent.json against the
+ * current one under the reconfiguration policy; FAILED_PRECONDITION naming what changed. */
+int agent_check_reconfiguration(agent *a, const char *old_resources, const char *old_attributes,
+                                const char *old_hostname, ms_error **err);

@@ -76,12 +76,22 @@ static bool nap(agent_link *l, int64_t ms) {
   return go;
 }
 
+static bool stopped(agent_link *l) {
+  pthread_mutex_lock(&l->mu);
+  bool s = l->stop;
+  pthread_mutex_unlock(&l->mu);
+  return s;
+}
+
 static void *link_main(void *arg) {
   agent_link *l = arg;
   for (;;) {
     ms_error *err = NULL;
-    ms_rpc_call_options co = {.wait_for_ready = true};
-    ms_rpc_stream *st = ms_rpc_stream_open(l->ch, CONNECT, NULL, &co, &err);
+    /* Wait for the connection in short steps: an open with wait-for-ready would block
+     * until the allocator answers, and agent_link_free could not interrupt it. */
+    while (!stopped(l) && ms_rpc_channel_wait_ready(l->ch, 250, NULL) < 0)
+      ;
+    ms_rpc_stream *st = stopped(l) ? NULL : ms_rpc_stream_open(l->ch, CONNECT, NULL, NULL, &err);
     uint64_t gen = 0;
     pthread_mutex_lock(&l->mu);
     if (l->stop) {
@@ -126,9 +136,10 @@ static void *link_main(void *arg) {
   return NULL;
 }
 
-agent_link *agent_link_new(const char *target, ms_loop *loop, agent *a, const agent_link_events *ev,
-                           int64_t backoff_ms, int64_t max_backoff_ms, ms_error **err) {
-  ms_rpc_channel_options o = {.initial_backoff_ms = backoff_ms, .max_backoff_ms = max_backoff_ms};
+agent_link *agent_link_new(const char *target, const ms_rpc_tls *tls, ms_loop *loop, agent *a,
+                           const agent_link_events *ev, int64_t backoff_ms, int64_t max_backoff_ms,
+                           ms_error **err) {
+  ms_rpc_channel_options o = {.tls = tls, .initial_backoff_ms = backoff_ms, .max_backoff_ms = max_backoff_ms};
   ms_rpc_channel *ch = ms_rpc_channel_new(target, &o, err);
   if (!ch)
     return NULL;

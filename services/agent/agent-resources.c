@@ -32,12 +32,13 @@ int agent_mkdirs(const char *path, ms_error **err) {
   return 0;
 }
 
-int agent_write_file(const char *path, const char *text, ms_error **err) {
+int agent_write_bytes(const char *path, const void *data, size_t len, bool sync, ms_error **err) {
   _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return ms_error_set_errno(err, errno, "file `%s`", tmp);
-  size_t len = strlen(text), off = 0;
+  const char *text = data;
+  size_t off = 0;
   while (off < len) {
     ssize_t n = write(fd, text + off, len - off);
     if (n < 0 && errno == EINTR)
@@ -50,15 +51,22 @@ int agent_write_file(const char *path, const char *text, ms_error **err) {
     }
     off += (size_t)n;
   }
-  if (fsync(fd) < 0 || close(fd) < 0) {
+  int e = sync && fsync(fd) < 0 ? errno : 0;
+  if (close(fd) < 0 && !e)
+    e = errno;
+  if (e) {
     unlink(tmp);
-    return ms_error_set_errno(err, errno, "file `%s`", tmp);
+    return ms_error_set_errno(err, e, "file `%s`", tmp);
   }
   if (rename(tmp, path) < 0) {
     unlink(tmp);
     return ms_error_set_errno(err, errno, "file `%s`", path);
   }
   return 0;
+}
+
+int agent_write_file(const char *path, const char *text, ms_error **err) {
+  return agent_write_bytes(path, text, strlen(text), true, err);
 }
 
 char *agent_read_file(const char *path, size_t max, ms_error **err) {
@@ -160,6 +168,7 @@ Meseta__V1__AgentInfo *agent_info_new(const agent *a, ms_error **err) {
   }
   Meseta__V1__AgentInfo *info = ms_pb_new(&meseta__v1__agent_info__descriptor);
   info->hostname = ms_xstrdup(a->hostname);
+  info->port = a->operator_port;
   Meseta__V1__Resources *rp = ms_resources_to_proto(res);
   ms_resources_free(res);
   info->n_resources = rp->n_resources;
@@ -170,6 +179,16 @@ Meseta__V1__AgentInfo *agent_info_new(const agent *a, ms_error **err) {
   if (a->id) {
     info->id = ms_pb_new(&meseta__v1__agent_id__descriptor);
     info->id->value = ms_xstrdup(a->id);
+  }
+  if (a->cfg.region || a->cfg.zone) {
+    info->domain = ms_pb_new(&meseta__v1__domain_info__descriptor);
+    info->domain->fault_domain = ms_pb_new(&meseta__v1__domain_info__fault_domain__descriptor);
+    info->domain->fault_domain->region =
+        ms_pb_new(&meseta__v1__domain_info__fault_domain__region_info__descriptor);
+    info->domain->fault_domain->region->name = ms_xstrdup(a->cfg.region ? a->cfg.region : "");
+    info->domain->fault_domain->zone =
+        ms_pb_new(&meseta__v1__domain_info__fault_domain__zone_info__descriptor);
+    info->domain->fault_domain->zone->name = ms_xstrdup(a->cfg.zone ? a->cfg.zone : "");
   }
   if (a->attributes && add_attributes(a->attributes, info, err) < 0) {
     protobuf_c_message_free_unpacked(&info->base, NULL);

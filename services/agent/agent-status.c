@@ -1,5 +1,7 @@
 /* Task status updates: one queue per task, the oldest sent and resent (with backoff) until
- * ACKNOWLEDGE_STATUS names its uuid, then the next. Kept in memory (checkpointing: next). */
+ * ACKNOWLEDGE_STATUS names its uuid, then the next. The queue is checkpointed with its task
+ * before anything is sent, so a restarted agent resends what was not acknowledged (with the
+ * same uuids: receivers drop duplicates). */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -82,6 +84,7 @@ void agent_status_push(agent *a, agent_task *t, Meseta__V1__TaskStatus *st) {
   else
     t->head = u;
   t->tail = u;
+  agent_checkpoint_task(a, t);
   if (first) {
     t->retry_ms = a->cfg.status_retry_ms;
     send_head(a, t);
@@ -105,12 +108,16 @@ void agent_status_ack(agent *a, const char *framework_id, const char *task_id, c
   if (t->retry_timer)
     ms_loop_cancel_timer(a->loop, t->retry_timer);
   t->retry_timer = 0;
+  if (t->terminal && !t->pid && !t->head) {
+    ms_log_debug(t->log_id, "terminal update acknowledged: forgotten");
+    agent_checkpoint_remove(a, t);
+    agent_task_forget(a, t);
+    return;
+  }
+  agent_checkpoint_task(a, t);
   if (t->head) {
     t->retry_ms = a->cfg.status_retry_ms;
     send_head(a, t);
-  } else if (t->terminal && !t->pid) {
-    ms_log_debug(t->log_id, "terminal update acknowledged: forgotten");
-    agent_task_forget(a, t);
   }
 }
 

@@ -1,5 +1,5 @@
-/* Command tasks: a sandbox, a runtime spec, `posix_spawn` of meseta-runtime, reaping on
- * SIGCHLD and the status that the runtime's status file maps to. */
+/* Command tasks: a sandbox, a runtime spec, `posix_spawn` of meseta-runtime, a pidfd that
+ * tells when it ended, and the status that the runtime's status file maps to. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,6 +57,10 @@ static void fail(agent *a, agent_task *t, reason_t reason, const char *msg) {
   report(a, t, MESETA__V1__TASK_STATE__TASK_FAILED, reason, msg, NULL, NULL);
 }
 
+void agent_task_fail(agent *a, agent_task *t, reason_t reason, const char *msg) {
+  fail(a, t, reason, msg);
+}
+
 /* ---- tasks ---- */
 
 agent_task *agent_task_find(agent *a, const char *framework_id, const char *task_id) {
@@ -78,6 +83,10 @@ void agent_task_free(agent_task *t) {
     protobuf_c_message_free_unpacked(&t->info->base, NULL);
   if (t->framework)
     protobuf_c_message_free_unpacked(&t->framework->base, NULL);
+  if (t->pidfd >= 0) {
+    ms_loop_del_fd(t->owner->loop, t->pidfd, NULL);
+    close(t->pidfd);
+  }
   free(t->framework_id);
   free(t->task_id);
   free(t->container_id);
@@ -212,7 +221,35 @@ static char *build_spec(agent *a, agent_task *t, ms_error **err) {
   ms_resources_free(res);
   json_object_set_new(spec, "cpus", request_limit(cpus, limit_of(ti, "cpus"), 1));
   json_object_set_new(spec, "memory", request_limit(mem, limit_of(ti, "mem"), 1024.0 * 1024.0));
-  json_object_set_new(spec, "seccomp_profile", json_string(a->seccomp_default));
+  const Meseta__V1__SeccompInfo *sc =
+      ti->container && ti->container->linux_info ? ti->container->linux_info->seccomp : NULL;
+  const char *profile = a->iso_seccomp ? a->seccomp_default : "unconfined";
+  if (sc && sc->profile_case == MESETA__V1__SECCOMP_INFO__PROFILE_PROFILE_NAME) {
+    profile = sc->profile_name;
+    if (!path_safe(profile)) {
+      json_decref(spec);
+      ms_error_set(err, MS_INVALID_ARGUMENT,
+                   "`task.container.linux_info.seccomp.profile_name`: `%s` is not a profile name (one file "
+                   "name, without `/`)",
+                   profile ? profile : "");
+      return NULL;
+    }
+  } else if (sc && sc->profile_case == MESETA__V1__SECCOMP_INFO__PROFILE_UNCONFINED) {
+    if (!sc->unconfined) {
+      json_decref(spec);
+      ms_error_set(
+          err, MS_INVALID_ARGUMENT,
+          "`task.container.linux_info.seccomp.unconfined`: false is invalid (leave `seccomp` out for "
+          "the agent's default)");
+      return NULL;
+    }
+    profile = "unconfined";
+  }
+  json_object_set_new(spec, "seccomp_profile", json_string(profile));
+  if (a->iso_pids && a->cfg.pids_limit > 0)
+    json_object_set_new(spec, "pids_limit", json_integer(a->cfg.pids_limit));
+  if (a->iso_net_none)
+    json_object_set_new(spec, "network", json_string("none"));
   json_object_set_new(spec, "cgroup_parent", json_string(a->cgroup_parent));
   int64_t grace = DEFAULT_GRACE_MS;
   if (ti->kill_policy && ti->kill_policy->grace_period)
@@ -225,6 +262,70 @@ static char *build_spec(agent *a, agent_task *t, ms_error **err) {
   char *text = json_dumps(spec, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(spec);
   return text;
+}
+
+/* ---- resources ---- */
+
+/* A set as the agent compares it: no reservations, no allocation. */
+static int plain_set(Meseta__V1__Resource *const *r, size_t n, ms_resources **ret, ms_error **err) {
+  ms_resources *set = NULL;
+  if (ms_resources_from_proto(r, n, &set, err) < 0)
+    return MS_ERR;
+  *ret = ms_resources_to_unreserved(set);
+  ms_resources_free(set);
+  return ms_resources_allocate(*ret, NULL, NULL);
+}
+
+/* The agent's last line of defence against an allocator that lost track: the task's
+ * resources (quantities, and ports by value) must fit in what no other live task uses. */
+static int check_resources(agent *a, const agent_task *t, ms_error **err) {
+  ms_resources *total = NULL, *want = NULL, *used = ms_resources_new();
+  int rc = MS_ERR;
+  if (ms_resources_parse_text(a->resources_text, NULL, &total, err) < 0)
+    goto out;
+  if (plain_set(t->info->resources, t->info->n_resources, &want, err) < 0) {
+    ms_error_prefix(err, "`task.resources`");
+    goto out;
+  }
+  for (agent_task *o = a->tasks; o; o = o->next) {
+    ms_resources *r = NULL;
+    if (o == t || !o->info || (o->terminal && !o->pid) ||
+        plain_set(o->info->resources, o->info->n_resources, &r, NULL) < 0)
+      continue;
+    ms_resources_add(used, r, NULL);
+    ms_resources_free(r);
+  }
+  ms_quantities qt = {0}, qu = {0}, qw = {0};
+  ms_quantities_of(&qt, total);
+  ms_quantities_of(&qu, used);
+  ms_quantities_of(&qw, want);
+  ms_quantities_subtract(&qt, &qu);
+  ms_resources *want_ports = ms_resources_named(want, "ports"),
+               *free_ports = ms_resources_named(total, "ports");
+  ms_resources *used_ports = ms_resources_named(used, "ports");
+  bool ports_ok = ms_resources_contains(free_ports, used_ports) &&
+                  ms_resources_subtract(free_ports, used_ports, NULL) == 0 &&
+                  ms_resources_contains(free_ports, want_ports);
+  if (!ms_quantities_contains(&qt, &qw) || !ports_ok) {
+    _cleanup_free_ char *w = ms_resources_describe(want);
+    ms_resources_subtract(total, used, NULL);
+    _cleanup_free_ char *f = ms_resources_describe(total);
+    ms_error_set(err, MS_INVALID_ARGUMENT, "`task.resources`: `%s` is more than this agent has free (`%s`)",
+                 w, f);
+  } else {
+    rc = 0;
+  }
+  ms_resources_free(want_ports);
+  ms_resources_free(free_ports);
+  ms_resources_free(used_ports);
+  ms_quantities_release(&qt);
+  ms_quantities_release(&qu);
+  ms_quantities_release(&qw);
+out:
+  ms_resources_free(total);
+  ms_resources_free(want);
+  ms_resources_free(used);
+  return rc;
 }
 
 /* ---- spawning ---- */
@@ -266,6 +367,27 @@ static int spawn_runtime(agent *a, agent_task *t, const char *spec_path, pid_t *
   return 0;
 }
 
+agent_task *agent_task_new(agent *a, const char *framework_id, const char *task_id) {
+  agent_task *t = ms_xcalloc(1, sizeof(*t));
+  t->owner = a;
+  t->pidfd = -1;
+  t->framework_id = ms_xstrdup(framework_id);
+  t->task_id = ms_xstrdup(task_id);
+  t->log_id = ms_xasprintf("task=%s/%s", framework_id, task_id);
+  t->state = MESETA__V1__TASK_STATE__TASK_STAGING;
+  return t;
+}
+
+/* A container id: random, so it can name cgroups whatever the task id holds. */
+static char *new_container_id(void) {
+  uint8_t rnd[8];
+  if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+    for (size_t i = 0; i < sizeof(rnd); i++)
+      rnd[i] = (uint8_t)rand();
+  return ms_xasprintf("c-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5],
+                      rnd[6], rnd[7]);
+}
+
 void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
   const Meseta__V1__TaskInfo *ti = rt->task;
   const char *fid = rt->framework_info && rt->framework_info->id ? rt->framework_info->id->value : NULL;
@@ -278,14 +400,11 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
     ms_log_warn(NULL, "task=%s/%s: RUN_TASK for a task already here ignored", fid, tid);
     return;
   }
-  agent_task *t = ms_xcalloc(1, sizeof(*t));
-  t->owner = a;
-  t->framework_id = ms_xstrdup(fid);
-  t->task_id = ms_xstrdup(tid);
-  t->log_id = ms_xasprintf("task=%s/%s", fid, tid);
+  agent_task *t = agent_task_new(a, fid, tid);
   t->info = (Meseta__V1__TaskInfo *)ms_pb_dup(&ti->base);
   t->framework = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&rt->framework_info->base);
-  t->state = MESETA__V1__TASK_STATE__TASK_STAGING;
+  t->container_id = new_container_id();
+  t->cdir = ms_xasprintf("%s/containers/%s", a->work_dir, t->container_id);
   t->next = a->tasks;
   a->tasks = t;
 
@@ -305,15 +424,15 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
            NULL, NULL);
     return;
   }
-  uint8_t rnd[8];
-  if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-    memset(rnd, 0, sizeof(rnd));
-  t->container_id = ms_xasprintf("c-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
-                                 rnd[5], rnd[6], rnd[7]);
   t->sandbox = ms_xasprintf("%s/sandboxes/%s/%s", a->work_dir, fid, tid);
-  t->cdir = ms_xasprintf("%s/containers/%s", a->work_dir, t->container_id);
 
   ms_error *err = NULL;
+  if (check_resources(a, t, &err) < 0) {
+    report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,
+           err->msg, NULL, NULL);
+    ms_error_free(err);
+    return;
+  }
   _cleanup_free_ char *spec_path = ms_xasprintf("%s/spec.json", t->cdir);
   _cleanup_free_ char *spec = NULL;
   pid_t pid = 0;
@@ -322,14 +441,34 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
   } else if (!(spec = build_spec(a, t, &err))) {
     report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,
            err->msg, NULL, NULL);
-  } else if (agent_write_file(spec_path, spec, &err) < 0 || spawn_runtime(a, t, spec_path, &pid, &err) < 0) {
+  } else if (agent_write_file(spec_path, spec, &err) < 0) {
     fail(a, t, MESETA__V1__TASK_STATUS__REASON__REASON_CONTAINER_LAUNCH_FAILED, err->msg);
   } else {
-    t->pid = pid;
-    ms_log_info(t->log_id, "container %s: runtime pid %d, sandbox `%s`", t->container_id, (int)pid,
-                t->sandbox);
-    report(a, t, MESETA__V1__TASK_STATE__TASK_STARTING, 0, NULL, NULL, NULL);
-    report(a, t, MESETA__V1__TASK_STATE__TASK_RUNNING, 0, NULL, NULL, NULL);
+    /* Checkpointed before the spawn: an agent that dies right after it finds the
+     * runtime again by its spec path (agent-checkpoint.c). */
+    t->launched = true;
+    agent_checkpoint_task(a, t);
+    if (spawn_runtime(a, t, spec_path, &pid, &err) < 0) {
+      fail(a, t, MESETA__V1__TASK_STATUS__REASON__REASON_CONTAINER_LAUNCH_FAILED, err->msg);
+    } else {
+      t->pid = pid;
+      t->child = true;
+      t->start_time = agent_proc_start_time(pid);
+      if (agent_task_watch(a, t, &err) < 0) {
+        /* Unwatched, it would never be reported: stop it (the runtime cleans up). */
+        ms_log_error(t->log_id, "%s: stopping the container", err->msg);
+        kill(pid, SIGKILL);
+        int ws = 0;
+        waitpid(pid, &ws, 0);
+        t->pid = 0;
+        fail(a, t, MESETA__V1__TASK_STATUS__REASON__REASON_CONTAINER_LAUNCH_FAILED, err->msg);
+      } else {
+        ms_log_info(t->log_id, "container %s: runtime pid %d, sandbox `%s`", t->container_id, (int)pid,
+                    t->sandbox);
+        report(a, t, MESETA__V1__TASK_STATE__TASK_STARTING, 0, NULL, NULL, NULL);
+        report(a, t, MESETA__V1__TASK_STATE__TASK_RUNNING, 0, NULL, NULL, NULL);
+      }
+    }
   }
   ms_error_free(err);
 }
@@ -340,6 +479,7 @@ static void kill_one(agent *a, agent_task *t) {
   if (!t->pid || t->kill_requested)
     return;
   t->kill_requested = true;
+  agent_checkpoint_task(a, t);
   ms_log_info(t->log_id, "killing: SIGTERM to runtime pid %d", (int)t->pid);
   if (kill(t->pid, SIGTERM) < 0)
     ms_log_warn(t->log_id, "SIGTERM to runtime pid %d: %s", (int)t->pid, strerror(errno));
@@ -356,6 +496,19 @@ void agent_task_kill(agent *a, const char *framework_id, const char *task_id) {
     return;
   }
   kill_one(a, t);
+}
+
+void agent_task_update_framework(agent *a, const Meseta__V1__FrameworkInfo *info) {
+  if (!info->id || !info->id->value)
+    return;
+  for (agent_task *t = a->tasks; t; t = t->next) {
+    if (strcmp(t->framework_id, info->id->value) != 0)
+      continue;
+    if (t->framework)
+      protobuf_c_message_free_unpacked(&t->framework->base, NULL);
+    t->framework = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
+    agent_checkpoint_task(a, t);
+  }
 }
 
 void agent_task_kill_all(agent *a, const char *framework_id) {
@@ -396,9 +549,10 @@ static char *last_line(const char *path) {
   return r;
 }
 
-/* The runtime ended with wait status `ws`: read its status file and report. */
-static void finished(agent *a, agent_task *t, int ws) {
+void agent_task_ended(agent *a, agent_task *t, int ws) {
   t->pid = 0;
+  t->start_time = 0;
+  t->child = false;
   _cleanup_free_ char *path = ms_xasprintf("%s/status.json", t->cdir);
   _cleanup_free_ char *text = agent_read_file(path, STATUS_MAX, NULL);
   json_t *st = text ? json_loads(text, 0, NULL) : NULL;
@@ -409,7 +563,8 @@ static void finished(agent *a, agent_task *t, int ws) {
     _cleanup_free_ char *log = ms_xasprintf("%s/runtime.log", t->cdir);
     _cleanup_free_ char *line = last_line(log);
     _cleanup_free_ char *msg =
-        WIFSIGNALED(ws)
+        ws < 0 ? ms_xasprintf("meseta-runtime ended without a status while the agent was away: %s", line)
+        : WIFSIGNALED(ws)
             ? ms_xasprintf("meseta-runtime killed by signal %d", WTERMSIG(ws))
             : ms_xasprintf("meseta-runtime exited with %d without a status: %s", WEXITSTATUS(ws), line);
     if (t->kill_requested)
@@ -455,24 +610,49 @@ static void finished(agent *a, agent_task *t, int ws) {
   json_decref(st);
 }
 
-void agent_task_reap(agent *a) {
-  bool again = true;
-  while (again) {
-    again = false;
-    for (agent_task *t = a->tasks; t; t = t->next) {
-      if (!t->pid)
-        continue;
-      int ws = 0;
-      pid_t r = waitpid(t->pid, &ws, WNOHANG);
-      if (r == t->pid || (r < 0 && errno == ECHILD)) {
-        if (r < 0)
-          ws = 0;
-        ms_log_debug(t->log_id, "runtime pid %d ended (wait status %#x)", (int)t->pid, ws);
-        finished(a, t, ws); /* may forget other tasks? no: only pushes updates */
-        again = true;       /* the list may have changed under us (acks never run here) */
-        break;
-      }
-    }
+/* The pidfd is readable: the runtime ended. */
+static void on_runtime_end(ms_loop *loop, int fd, uint32_t events, void *arg) {
+  agent_task *t = arg;
+  agent *a = t->owner;
+  ms_loop_del_fd(loop, fd, NULL);
+  close(fd);
+  t->pidfd = -1;
+  int ws = -1;
+  if (t->child) {
+    int st = 0;
+    pid_t r;
+    while ((r = waitpid(t->pid, &st, 0)) < 0 && errno == EINTR)
+      ;
+    if (r == t->pid)
+      ws = st;
   }
+  ms_log_debug(t->log_id, "runtime pid %d ended (wait status %#x)", (int)t->pid, ws);
+  agent_task_ended(a, t, ws);
   agent_maybe_done(a);
+}
+
+int agent_task_watch(agent *a, agent_task *t, ms_error **err) {
+  int fd = (int)syscall(SYS_pidfd_open, t->pid, 0);
+  if (fd < 0)
+    return ms_error_set_errno(err, errno, "pidfd_open of runtime pid %d (Linux 5.3 or later is needed)",
+                              (int)t->pid);
+  if (ms_loop_add_fd(a->loop, fd, EPOLLIN, on_runtime_end, t, err) < 0) {
+    close(fd);
+    return MS_ERR;
+  }
+  t->pidfd = fd;
+  return 0;
+}
+
+uint64_t agent_proc_start_time(pid_t pid) {
+  _cleanup_free_ char *path = ms_xasprintf("/proc/%d/stat", (int)pid);
+  _cleanup_free_ char *text = agent_read_file(path, 4096, NULL);
+  /* Field 2 is the command in parentheses and may hold anything: count from the last ')'. */
+  char *p = text ? strrchr(text, ')') : NULL;
+  if (!p)
+    return 0;
+  p++;
+  for (int field = 3; field < 22 && p; field++)
+    p = strchr(p + 1, ' ');
+  return p ? strtoull(p + 1, NULL, 10) : 0;
 }

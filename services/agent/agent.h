@@ -8,7 +8,8 @@
  * signalfd (SIGCHLD must be blocked in every thread, see ms_signals_block).
  *
  * Files under the work dir:
- *   meta/agent.json                       agent id and boot id, once registered
+ *   meta/agent.json                       agent id, boot id and the AgentInfo registered
+ *   meta/tasks/<container>.pb             a TaskCheckpoint per task (agent_state.proto)
  *   sandboxes/<framework>/<task>/         the task's sandbox (stdout, stderr)
  *   containers/<container>/               spec.json, status.json, runtime.out, runtime.log
  *
@@ -23,6 +24,7 @@
 #include "meseta/error.h"
 #include "meseta/loop.h"
 #include "meseta/resources.h"
+#include "meseta/rpc.h"
 #include "meseta/v1/agent_link.pb-c.h"
 
 typedef struct agent agent;
@@ -47,19 +49,39 @@ typedef struct agent_config {
   int64_t shutdown_grace_ms;    /* at exit: how long containers get to end after SIGTERM */
   int64_t reserve_mem_mb;       /* detection: memory left to the host */
   const char *ready_file;       /* written (the agent id, one line) once registered; NULL: none */
+  /* "equal" (default) or "additive": what a restart with a known id may change (resources
+   * and attributes may only grow with additive; anything else is refused). */
+  const char *reconfiguration_policy;
+  bool kill_on_exit;         /* SIGTERM/SIGINT end the containers too (else they keep running) */
+  const char *region, *zone; /* fault domain; NULL: none */
+  /* Optional isolators, comma-separated (agent_new refuses unknown ones): "linux/seccomp"
+   * (the default profile; without it tasks are unconfined unless they name a profile),
+   * "cgroups/pids" (pids_limit per container), "network/none" (a network namespace with
+   * only loopback). pid, mount, ipc, uts and cgroup namespaces and cpu/memory cgroups are
+   * always on. */
+  const char *isolation;
+  int64_t pids_limit; /* with cgroups/pids */
+  /* TLS to the allocator: ca verifies it; cert+key are the agent's identity (mutual TLS).
+   * NULL ca: plaintext. */
+  const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
 } agent_config;
 
 /* ---- agent-core.c ---- */
 
 /* Builds the agent (work dir layout, resources, persisted id). Runs nothing yet. */
 agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err);
-/* Starts the link thread and watches SIGCHLD on the loop. */
+/* Starts the link thread. */
 int agent_start(agent *a, ms_error **err);
-/* Asks every container to end (SIGTERM through the runtime) and stops the loop once none
- * is left or the shutdown grace passed. Owner thread. */
-void agent_begin_shutdown(agent *a);
+/* Stops the agent. With kill_containers, asks every container to end (SIGTERM through the
+ * runtime) and stops the loop once none is left or the shutdown grace passed; without,
+ * stops the loop at once and leaves the containers running, checkpointed for the next
+ * start to re-attach. Owner thread. */
+void agent_begin_shutdown(agent *a, bool kill_containers);
 /* Stops the link thread and frees (containers still running are left alone). NULL is fine. */
 void agent_free(agent *a);
+/* The TCP port AgentOperator listens on, advertised in AgentInfo.port (0: none). Before
+ * agent_start. */
+void agent_set_operator_port(agent *a, int port);
 /* The agent's id, NULL before REGISTERED. Owner thread. */
 const char *agent_id(const agent *a);
 
@@ -80,8 +102,10 @@ typedef struct agent_link_events {
   void (*on_closed)(agent *a, uint64_t gen, const char *reason);
 } agent_link_events;
 
-agent_link *agent_link_new(const char *target, ms_loop *loop, agent *a, const agent_link_events *ev,
-                           int64_t backoff_ms, int64_t max_backoff_ms, ms_error **err);
+/* tls: NULL for plaintext (copied by the channel). */
+agent_link *agent_link_new(const char *target, const ms_rpc_tls *tls, ms_loop *loop, agent *a,
+                           const agent_link_events *ev, int64_t backoff_ms, int64_t max_backoff_ms,
+                           ms_error **err);
 int agent_link_start(agent_link *l, ms_error **err);
 /* Sends on stream `gen` if it is still the current one (any thread; blocks while gRPC
  * takes the message). Fails with UNAVAILABLE otherwise. */
@@ -99,10 +123,10 @@ typedef struct agent_task agent_task;
 void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt);
 /* KILL_TASK: SIGTERM to the runtime (it forwards, SIGKILL after the grace). */
 void agent_task_kill(agent *a, const char *framework_id, const char *task_id);
+/* UPDATE_FRAMEWORK: the framework's tasks keep (and checkpoint) the new FrameworkInfo. */
+void agent_task_update_framework(agent *a, const Meseta__V1__FrameworkInfo *info);
 /* SHUTDOWN_FRAMEWORK (framework_id) or every task (NULL). */
 void agent_task_kill_all(agent *a, const char *framework_id);
-/* SIGCHLD: reap the runtimes that ended and report their tasks. */
-void agent_task_reap(agent *a);
 /* Containers still running. */
 size_t agent_task_live(const agent *a);
 

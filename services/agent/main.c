@@ -13,17 +13,23 @@
 #include "meseta/loop.h"
 #include "meseta/service.h"
 
+#include "agent-files.h"
 #include "agent.h"
 
 static char *work_dir, *resources, *attributes, *allocator, *hostname, *runtime, *seccomp_dir,
-    *seccomp_default, *cgroup_parent, *log_level, *log_format, *ready_file;
-static bool switch_user;
+    *seccomp_default, *cgroup_parent, *log_level, *log_format, *ready_file, *reconfiguration_policy;
+static bool switch_user, kill_on_exit;
+static char *region, *zone, *tls_ca, *tls_cert, *tls_key, *tls_server_name, *isolation;
+static int64_t pids_limit;
+static ms_strv listen_addrs;
 static int64_t max_grace_ns, retry_ns, retry_max_ns, backoff_ns, backoff_max_ns, shutdown_ns, reserve_mem;
 
 static const ms_flag flags[] = {
     {"work-dir", MS_FLAG_STRING, &work_dir, "/var/lib/meseta",
      "Where sandboxes, containers and the agent's id live", "DIR"},
     {"allocator", MS_FLAG_STRING, &allocator, "127.0.0.1:5053", "The allocator's AgentLink address", "ADDR"},
+    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5051",
+     "Addresses to serve AgentOperator (sandbox files) on: host:port or unix:PATH; \"\": none", "ADDR"},
     {"resources", MS_FLAG_STRING, &resources, NULL,
      "Resources to offer, e.g. `cpus:4;mem:8192;disk:100000;ports:[31000-32000]` (default: detected)",
      "TEXT"},
@@ -50,10 +56,30 @@ static const ms_flag flags[] = {
      "First wait before reconnecting (then doubling)"},
     {"reconnect-backoff-max", MS_FLAG_DURATION, &backoff_max_ns, "10s", "Longest wait before reconnecting"},
     {"shutdown-grace", MS_FLAG_DURATION, &shutdown_ns, "35s",
-     "At SIGTERM: how long containers get to end before the agent exits"},
+     "When containers are ended at exit: how long they get before the agent exits anyway"},
     {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
     {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
     {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the agent id here once registered", "FILE"},
+    {"reconfiguration-policy", MS_FLAG_STRING, &reconfiguration_policy, "equal",
+     "What a restart may change and keep the agent id: `equal` (nothing) or `additive` (add resources "
+     "and attributes)",
+     "POLICY"},
+    {"isolation", MS_FLAG_STRING, &isolation, "linux/seccomp,cgroups/pids",
+     "Optional isolators: linux/seccomp (the default profile), cgroups/pids, network/none (loopback only); "
+     "namespaces and cpu/memory cgroups are always on",
+     "LIST"},
+    {"container-pids-limit", MS_FLAG_INT, &pids_limit, "4096", "Processes per container (cgroups/pids)", "N"},
+    {"region", MS_FLAG_STRING, &region, NULL, "Fault domain: the region (with --zone)", "NAME"},
+    {"zone", MS_FLAG_STRING, &zone, NULL, "Fault domain: the zone within the region", "NAME"},
+    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that the allocator's certificate must chain to; enables TLS",
+     "FILE"},
+    {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "This agent's certificate (PEM), for mutual TLS", "FILE"},
+    {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "This agent's key (PEM)", "FILE"},
+    {"tls-server-name", MS_FLAG_STRING, &tls_server_name, NULL,
+     "Name to verify the allocator's certificate against (default: from --allocator)", "NAME"},
+    {"kill-containers-on-exit", MS_FLAG_BOOL, &kill_on_exit, "false",
+     "At SIGTERM/SIGINT, end the containers too (default: leave them running for the next start to "
+     "re-attach)"},
 };
 
 static const ms_flag_spec spec = {"meseta-agent", "Runs tasks on this machine for the meseta allocator.",
@@ -82,7 +108,7 @@ static char *default_runtime(void) {
 static void on_signal(ms_loop *loop, int signo, void *arg) {
   agent *a = arg;
   ms_log_info(NULL, "signal %d: shutting down", signo);
-  agent_begin_shutdown(a);
+  agent_begin_shutdown(a, kill_on_exit);
 }
 
 static int run(ms_error **err) {
@@ -91,14 +117,18 @@ static int run(ms_error **err) {
   if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
     return MS_ERR;
   ms_log_init("meseta-agent", level, format, 2);
-  /* SIGCHLD reaches the loop's signalfd only if no thread takes it: block it before gRPC
-   * starts its threads. */
-  static const int sigs[] = {SIGCHLD};
-  if (ms_signals_block(sigs, MS_ARRAY_SIZE(sigs), err) < 0)
-    return MS_ERR;
   if (work_dir[0] != '/')
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--work-dir`: `%s` is not an absolute path",
                         work_dir);
+  if (strcmp(reconfiguration_policy, "equal") != 0 && strcmp(reconfiguration_policy, "additive") != 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "flag `--reconfiguration-policy`: `%s` is not `equal` or `additive`",
+                        reconfiguration_policy);
+  if (!!region != !!zone)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flags `--region` and `--zone`: give both or neither");
+  if (!!tls_cert != !!tls_key || (tls_cert && !tls_ca))
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "flags `--tls-cert` / `--tls-key`: give both, with `--tls-ca` to verify the allocator");
   _cleanup_free_ char *rt = runtime ? ms_xstrdup(runtime) : default_runtime();
   agent_config cfg = {.work_dir = work_dir,
                       .allocator = allocator,
@@ -117,18 +147,47 @@ static int run(ms_error **err) {
                       .reconnect_max_ms = backoff_max_ns / 1000000,
                       .shutdown_grace_ms = shutdown_ns / 1000000,
                       .reserve_mem_mb = reserve_mem / (1024 * 1024),
-                      .ready_file = ready_file};
+                      .ready_file = ready_file,
+                      .reconfiguration_policy = reconfiguration_policy,
+                      .kill_on_exit = kill_on_exit,
+                      .isolation = isolation,
+                      .pids_limit = pids_limit,
+                      .region = region,
+                      .zone = zone,
+                      .tls_ca = tls_ca,
+                      .tls_cert = tls_cert,
+                      .tls_key = tls_key,
+                      .tls_server_name = tls_server_name};
   ms_loop *loop = ms_loop_new(err);
   if (!loop)
     return MS_ERR;
   int rc = MS_ERR;
   agent *a = agent_new(&cfg, loop, err);
+  ms_rpc_server *srv = NULL; /* AgentOperator: sandbox files (agent-files.c) */
+  if (a && listen_addrs.n) {
+    if (!(srv = agent_operator_serve(work_dir, (const char *const *)listen_addrs.v, listen_addrs.n, err))) {
+      ms_error_prefix(err, "flag `--listen`");
+      goto out;
+    }
+    ms_log_info(NULL, "serving AgentOperator on %s", ms_rpc_server_address(srv, 0));
+    /* Advertised in AgentInfo.port, for clients that reach sandboxes (meseta task logs). */
+    for (size_t i = 0; ms_rpc_server_address(srv, i); i++) {
+      const char *addr = ms_rpc_server_address(srv, i), *colon = strrchr(addr, ':');
+      if (strncmp(addr, "unix:", 5) != 0 && colon) {
+        agent_set_operator_port(a, atoi(colon + 1));
+        break;
+      }
+    }
+  }
   if (!a || agent_start(a, err) < 0 || ms_loop_add_signal(loop, SIGTERM, on_signal, a, err) < 0 ||
       ms_loop_add_signal(loop, SIGINT, on_signal, a, err) < 0)
     goto out;
   ms_log_info(NULL, "work dir `%s`, runtime `%s`, allocator `%s`", work_dir, rt, allocator);
   rc = ms_loop_run(loop, err);
 out:
+  if (srv)
+    ms_rpc_server_shutdown(srv, 1000);
+  ms_rpc_server_free(srv);
   agent_free(a);
   ms_loop_free(loop);
   return rc;

@@ -1,0 +1,43 @@
+/* Sandbox files: AgentOperator.ListFiles and ReadFile (proto/meseta/v1/agent_operator.proto).
+ *
+ * A task's sandbox is <work_dir>/sandboxes/<framework_id>/<task_id>/. Paths are resolved
+ * by the kernel beneath the sandbox (openat2 with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS):
+ * `..` past the root, absolute paths and symbolic links leading outside are refused, links
+ * that stay inside are followed. No file descriptor outlives a call.
+ *
+ * Threads. Nothing here touches the agent's state: the functions need only the work dir,
+ * keep no state between calls and run on any thread (the gRPC server's).
+ *
+ * Ownership. Requests are borrowed. A response (*ret_resp) is a heap message that the
+ * caller frees with protobuf_c_message_free_unpacked(&resp->base, NULL). */
+#pragma once
+
+#include <stddef.h>
+
+#include "meseta/error.h"
+#include "meseta/rpc.h"
+#include "meseta/v1/agent_operator.pb-c.h"
+
+#define AGENT_FILES_DEFAULT_PAGE 500
+#define AGENT_FILES_MAX_PAGE 5000
+#define AGENT_FILES_MAX_PAGE_BYTES (3 * 1024 * 1024) /* a page ends before its answer passes this */
+#define AGENT_FILES_DEFAULT_READ (64 * 1024)
+#define AGENT_FILES_MAX_READ (1024 * 1024)
+
+/* ListFiles: one page of a sandbox directory's entries, sorted by name. */
+int agent_files_list(const char *work_dir, const Meseta__V1__ListFilesRequest *req,
+                     Meseta__V1__ListFilesResponse **ret_resp, ms_error **err);
+
+/* ReadFile: up to `length` bytes of a regular file from `offset`, its size and eof. */
+int agent_files_read(const char *work_dir, const Meseta__V1__ReadFileRequest *req,
+                     Meseta__V1__ReadFileResponse **ret_resp, ms_error **err);
+
+/* Hosts meseta.v1.AgentOperator (its file methods; the others answer UNIMPLEMENTED) on
+ * srv. work_dir is borrowed: it must outlive the server. */
+int agent_files_add_service(ms_rpc_server *srv, const char *work_dir, ms_error **err);
+
+/* A started server on the `n` addresses of `listen` hosting AgentOperator (and health and
+ * reflection). The caller shuts it down and frees it (ms_rpc_server_free); work_dir is
+ * borrowed as above. */
+ms_rpc_server *agent_operator_serve(const char *work_dir, const char *const *listen, size_t n,
+                                    ms_error **err);
