@@ -322,24 +322,20 @@ static void start_recv_locked(ms_rpc_call *c) {
   }
 }
 
-int ms_rpc_call_send(ms_rpc_call *c, const ProtobufCMessage *msg, ms_error **err) {
-  pthread_mutex_lock(&c->mu);
-  if (c->done || c->finishing) {
-    pthread_mutex_unlock(&c->mu);
+/* Whether c can queue one more message of `size` bytes (mu held; NULL msg: the size
+ * is known), making room in the ring for it. */
+static int send_room_locked(ms_rpc_call *c, const ProtobufCMessage *msg, size_t *size, ms_error **err) {
+  if (c->done || c->finishing)
     return ms_error_set(err, MS_CANCELLED, "call `%s` is over", c->m ? c->m->path : "?");
-  }
-  if (c->qlen >= c->max_queued) {
-    pthread_mutex_unlock(&c->mu);
+  if (c->qlen >= c->max_queued)
     return ms_error_set(err, MS_RESOURCE_EXHAUSTED, "call `%s`: %zu messages already wait to be sent",
                         c->m->path, c->qlen);
-  }
-  size_t size = protobuf_c_message_get_packed_size(msg);
-  if ((int64_t)size > c->max_msg) {
-    pthread_mutex_unlock(&c->mu);
+  if (msg)
+    *size = protobuf_c_message_get_packed_size(msg);
+  if ((int64_t)*size > c->max_msg)
     return ms_error_set(err, MS_RESOURCE_EXHAUSTED,
-                        "call `%s`: a %zu-byte message is over the %lld-byte limit", c->m->path, size,
+                        "call `%s`: a %zu-byte message is over the %lld-byte limit", c->m->path, *size,
                         (long long)c->max_msg);
-  }
   if (c->qlen == c->qcap) {
     size_t ncap = c->qcap ? c->qcap * 2 : 8;
     grpc_byte_buffer **nq = ms_xmalloc(ncap * sizeof(*nq));
@@ -351,7 +347,38 @@ int ms_rpc_call_send(ms_rpc_call *c, const ProtobufCMessage *msg, ms_error **err
     c->qcap = ncap;
     c->qhead = 0;
   }
+  return 0;
+}
+
+int ms_rpc_call_send(ms_rpc_call *c, const ProtobufCMessage *msg, ms_error **err) {
+  pthread_mutex_lock(&c->mu);
+  size_t size;
+  if (send_room_locked(c, msg, &size, err) < 0) {
+    pthread_mutex_unlock(&c->mu);
+    return MS_ERR;
+  }
   c->q[(c->qhead + c->qlen) % c->qcap] = ms_rpc__pack_sized(msg, size);
+  c->qlen++;
+  pump_locked(c);
+  pthread_mutex_unlock(&c->mu);
+  return 0;
+}
+
+int ms_rpc_call_send_bytes(ms_rpc_call *c, const uint8_t *head, size_t head_len, const uint8_t *data,
+                           size_t len, void (*release)(void *arg), void *arg, ms_error **err) {
+  grpc_slice parts[2] = {grpc_slice_from_copied_buffer((const char *)head, head_len),
+                         grpc_slice_new_with_user_data((void *)data, len, release, arg)};
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(parts, 2); /* takes its own references */
+  grpc_slice_unref(parts[0]);
+  grpc_slice_unref(parts[1]);
+  pthread_mutex_lock(&c->mu);
+  size_t size = head_len + len;
+  if (send_room_locked(c, NULL, &size, err) < 0) {
+    pthread_mutex_unlock(&c->mu);
+    grpc_byte_buffer_destroy(bb); /* releases data */
+    return MS_ERR;
+  }
+  c->q[(c->qhead + c->qlen) % c->qcap] = bb;
   c->qlen++;
   pump_locked(c);
   pthread_mutex_unlock(&c->mu);

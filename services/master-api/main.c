@@ -12,17 +12,27 @@
 #include "meseta/loop.h"
 #include "meseta/service.h"
 
+#include "mapi-auth.h"
 #include "mapi-service.h"
 
 static ms_strv listen_addrs;
-static char *allocator, *name, *tls_cert, *tls_key, *tls_ca, *alloc_ca, *alloc_cert, *alloc_key, *log_level,
-    *log_format, *ready_file;
+static char *allocator, *registry, *name, *tls_cert, *tls_key, *tls_ca, *alloc_ca, *alloc_cert, *alloc_key,
+    *log_level, *log_format, *ready_file;
 static int64_t forwarders, call_timeout_ns, revision_wait_ns, backoff_ns, chunk_bytes, max_message, grace_ns;
+
+static int64_t subscriber_queue; /* Operator.Subscribe */
+static int64_t stream_queue;     /* any stream's send queue, in messages */
+
+static char *tokens_file; /* Identity (mapi-auth.h) */
+static bool require_auth;
 
 static const ms_flag flags[] = {
     {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5050",
      "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
-    {"allocator", MS_FLAG_STRING, &allocator, NULL, "The allocator leader's address (required)", "ADDR"},
+    {"allocator", MS_FLAG_STRING, &allocator, NULL,
+     "A fixed allocator address (e.g. a Service routing to the leader); or --registry", "ADDR"},
+    {"registry", MS_FLAG_STRING, &registry, NULL,
+     "Follow the allocator leader through this registry's WatchLeader; or --allocator", "ADDR"},
     {"name", MS_FLAG_STRING, &name, NULL, "This replica's name, for the allocator's logs (default: hostname)",
      "NAME"},
     {"forwarders", MS_FLAG_INT, &forwarders, "8", "Threads relaying unary calls to the allocator", "N"},
@@ -34,6 +44,8 @@ static const ms_flag flags[] = {
      "Longest wait between attempts to reach the allocator"},
     {"state-chunk-bytes", MS_FLAG_BYTES, &chunk_bytes, "1MiB",
      "Largest snapshot chunk asked of the allocator"},
+    {"subscriber-queue-bytes", MS_FLAG_BYTES, &subscriber_queue, "8MiB",
+     "Operator.Subscribe: events one subscriber may leave waiting before its stream is cut"},
     {"allocator-ca", MS_FLAG_STRING, &alloc_ca, NULL,
      "CA to verify the allocator's certificate (enables TLS)", "FILE"},
     {"allocator-cert", MS_FLAG_STRING, &alloc_cert, NULL, "Client certificate for the allocator", "FILE"},
@@ -42,8 +54,16 @@ static const ms_flag flags[] = {
     {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
     {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
      "FILE"},
+    {"tokens-file", MS_FLAG_STRING, &tokens_file, NULL,
+     "Bearer tokens, JSON {\"tokens\":[{\"token\",\"principal\",\"claims\"}]}; re-read on SIGHUP", "FILE"},
+    {"require-auth", MS_FLAG_BOOL, &require_auth, "false",
+     "Refuse anonymous callers (UNAUTHENTICATED): a bearer token or a client certificate is required"},
     {"max-message-bytes", MS_FLAG_BYTES, &max_message, "16MiB",
      "Largest gRPC message accepted and sent (GetState answers can be large)"},
+    {"stream-queue", MS_FLAG_INT, &stream_queue, "65536",
+     "Messages a stream (a scheduler's events) may have waiting to be sent before it is ended as too "
+     "slow",
+     "N"},
     {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "5s", "How long calls may finish after SIGTERM"},
     {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
     {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
@@ -60,14 +80,27 @@ static void on_signal(ms_loop *loop, int signo, void *arg) {
   ms_loop_stop(loop);
 }
 
+/* SIGHUP: the tokens file again; a bad file keeps the tokens in use. */
+static void on_hup(ms_loop *loop, int signo, void *arg) {
+  (void)loop, (void)signo;
+  ms_error *err = NULL;
+  if (!tokens_file)
+    ms_log_info(NULL, "SIGHUP: no --tokens-file to reload");
+  else if (mapi_auth_reload(arg, &err) < 0)
+    ms_log_error(NULL, "SIGHUP: %s; the tokens loaded before stay in use", err->msg);
+  else
+    ms_log_info(NULL, "SIGHUP: %zu bearer tokens loaded from `%s`", mapi_auth_count(arg), tokens_file);
+  ms_error_free(err);
+}
+
 static int run(ms_error **err) {
   ms_log_level level;
   ms_log_format format;
   if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
     return MS_ERR;
   ms_log_init("meseta-master-api", level, format, 2);
-  if (!allocator)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--allocator`: required");
+  if (!allocator == !registry)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flags `--allocator` and `--registry`: give exactly one");
   if (forwarders < 1 || forwarders > 256)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--forwarders`: %lld is not between 1 and 256",
                         (long long)forwarders);
@@ -77,6 +110,7 @@ static int run(ms_error **err) {
   gethostname(host, sizeof(host) - 1);
   ms_rpc_tls atls = {.cert_file = alloc_cert, .key_file = alloc_key, .ca_file = alloc_ca};
   mapi_config cfg = {.allocator = allocator,
+                     .registry = registry,
                      .name = name ? name : host,
                      .forwarders = (size_t)forwarders,
                      .call_timeout_ms = call_timeout_ns / 1000000,
@@ -84,12 +118,20 @@ static int run(ms_error **err) {
                      .max_backoff_ms = backoff_ns / 1000000,
                      .max_chunk_bytes = (uint32_t)chunk_bytes,
                      .max_message_bytes = max_message,
+                     .subscriber_queue_bytes = (size_t)subscriber_queue,
                      .allocator_tls = alloc_ca ? &atls : NULL};
   ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
   ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
                               .n_listen = listen_addrs.n,
                               .tls = tls_cert ? &tls : NULL,
-                              .max_message_bytes = max_message};
+                              .max_message_bytes = max_message,
+                              .max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0};
+  mapi_auth *auth = mapi_auth_new(tokens_file, require_auth, err);
+  if (!auth)
+    return MS_ERR;
+  cfg.auth = auth;
+  if (!tls_ca && !tokens_file && require_auth)
+    ms_log_warn(NULL, "--require-auth without --tokens-file or --tls-ca: every call will be refused");
   mapi_service *svc = NULL;
   ms_rpc_server *srv = NULL;
   ms_loop *loop = NULL;
@@ -100,10 +142,15 @@ static int run(ms_error **err) {
     goto out;
   if (ready_file && ms_service_write_ready(ready_file, srv, err) < 0)
     goto out;
-  ms_log_info(NULL, "serving on %s, allocator at %s", ms_rpc_server_address(srv, 0), allocator);
+  ms_log_info(NULL, "serving on %s, allocator %s %s", ms_rpc_server_address(srv, 0),
+              allocator ? "at" : "leader from the registry at", allocator ? allocator : registry);
   if (ms_loop_add_signal(loop, SIGTERM, on_signal, NULL, err) < 0 ||
-      ms_loop_add_signal(loop, SIGINT, on_signal, NULL, err) < 0)
+      ms_loop_add_signal(loop, SIGINT, on_signal, NULL, err) < 0 ||
+      ms_loop_add_signal(loop, SIGHUP, on_hup, auth, err) < 0)
     goto out;
+  ms_log_info(NULL, "identity: %zu bearer tokens, %s, anonymous callers %s", mapi_auth_count(auth),
+              tls_ca ? "client certificates" : "no client certificates",
+              require_auth ? "refused" : "allowed");
   rc = ms_loop_run(loop, err);
 out:
   mapi_service_close(svc); /* streams to the allocator cancelled, their callers answered */
@@ -111,10 +158,15 @@ out:
     ms_rpc_server_shutdown(srv, grace_ns / 1000000);
   ms_rpc_server_free(srv);
   mapi_service_free(svc);
+  mapi_auth_free(auth);
   ms_loop_free(loop);
   return rc;
 }
 
 int main(int argc, char **argv) {
+  /* SIGHUP reloads the tokens file (a signalfd): blocked before any thread starts. */
+  static const int hup[] = {SIGHUP};
+  if (ms_signals_block(hup, 1, NULL) < 0)
+    return 1;
   return ms_service_main(argc, argv, &spec, run);
 }

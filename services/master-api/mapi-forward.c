@@ -10,15 +10,17 @@
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
 
+#include "mapi-auth.h"
 #include "mapi-internal.h"
 
-Meseta__V1__Principal *mapi_principal(mapi_service *s, ms_rpc_call *call) {
-  Meseta__V1__Principal *p = ms_pb_new(&meseta__v1__principal__descriptor);
-  const char *who = call ? ms_rpc_call_peer_identity(call) : NULL;
-  p->name = ms_xstrdup(who ? who : "");
-  p->method = who ? MESETA__V1__PRINCIPAL__METHOD__MTLS : MESETA__V1__PRINCIPAL__METHOD__ANONYMOUS;
+int mapi_principal(mapi_service *s, ms_rpc_call *call, Meseta__V1__Principal **ret, ms_error **err) {
+  Meseta__V1__Principal *p = NULL;
+  if (mapi_auth_call(s->cfg.auth, call, &p, err) < 0) /* mapi-auth.c */
+    return MS_ERR;
+  free(p->via == protobuf_c_empty_string ? NULL : p->via);
   p->via = ms_xstrdup(s->cfg.name);
-  return p;
+  *ret = p;
+  return 0;
 }
 
 /* The member of a wrapper's oneof whose type is `payload`. */
@@ -44,16 +46,34 @@ typedef struct fwd_job {
   int64_t timeout_ms;
 } fwd_job;
 
+/* An accept or decline went through: the scheduler's relays here stop tracking those
+ * offers (they need no RESCIND after a failover). */
+static void offers_used(mapi_service *s, const ProtobufCMessage *wrapped) {
+  if (wrapped->descriptor != &meseta__v1__scheduler_call_request__descriptor)
+    return;
+  const Meseta__V1__SchedulerCallRequest *c = (const Meseta__V1__SchedulerCallRequest *)wrapped;
+  if (c->call_case == MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_ACCEPT && c->accept->framework_id)
+    mapi_relays_offers_gone(s, c->accept->framework_id->value, c->accept->offer_ids, c->accept->n_offer_ids);
+  else if (c->call_case == MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_DECLINE && c->decline->framework_id)
+    mapi_relays_offers_gone(s, c->decline->framework_id->value, c->decline->offer_ids,
+                            c->decline->n_offer_ids);
+}
+
 static void fwd_run(void *arg) {
   fwd_job *j = arg;
   ms_error *err = NULL;
   ProtobufCMessage *resp = NULL;
   ms_rpc_call_options co = {.timeout_ms = j->timeout_ms};
+  mapi_chan *ch = NULL;
   if (ms_rpc_call_is_done(j->call)) {
     /* The caller left (deadline, cancel) while queued: forward nothing. */
-  } else if (ms_rpc_unary(j->s->alloc, j->path, j->wrapped, j->resp_wrapper, &co, &resp, &err) < 0) {
-    ms_rpc_call_finish_error(j->call, err); /* the allocator's status and message, unchanged */
+  } else if (!(ch = mapi_alloc_get(j->s, &err)) ||
+             ms_rpc_unary(ch->ch, j->path, j->wrapped, j->resp_wrapper, &co, &resp, &err) < 0) {
+    /* The allocator's status and message, unchanged; UNAVAILABLE while no leader is
+     * known or the leader is unreachable (a failover: the caller retries). */
+    ms_rpc_call_finish_error(j->call, err);
   } else {
+    offers_used(j->s, j->wrapped);
     const ProtobufCFieldDescriptor *f = oneof_member(j->resp_wrapper, j->resp_payload);
     ProtobufCMessage *payload = NULL;
     if (f && MEMBER(resp, f->quantifier_offset, uint32_t) == f->id)
@@ -69,6 +89,7 @@ static void fwd_run(void *arg) {
       protobuf_c_message_free_unpacked(empty, NULL);
     }
   }
+  mapi_alloc_put(ch);
   ms_error_free(err);
   if (resp)
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -99,7 +120,12 @@ static int forward(ms_rpc_call *call, const ProtobufCMessage *req, const Protobu
   ProtobufCMessage *w = ms_pb_new(wrapper);
   /* Both wrappers have `Principal principal = 1`. */
   const ProtobufCFieldDescriptor *pf = protobuf_c_message_descriptor_get_field(wrapper, 1);
-  MEMBER(w, pf->offset, Meseta__V1__Principal *) = mapi_principal(s, call);
+  Meseta__V1__Principal *who = NULL;
+  if (mapi_principal(s, call, &who, err) < 0) {
+    protobuf_c_message_free_unpacked(w, NULL);
+    return MS_ERR;
+  }
+  MEMBER(w, pf->offset, Meseta__V1__Principal *) = who;
   MEMBER(w, f->quantifier_offset, uint32_t) = f->id;
   MEMBER(w, f->offset, ProtobufCMessage *) = ms_pb_dup(req);
   fwd_job *j = ms_xmalloc(sizeof(*j));

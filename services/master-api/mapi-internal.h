@@ -9,17 +9,37 @@
 #include "meseta/v1/allocator.pb-c.h"
 #include "meseta/workq.h"
 
+#include "mapi-events.h"
 #include "mapi-service.h"
 #include "mapi-view.h"
 
 typedef struct mapi_parked mapi_parked;
 typedef struct mapi_relay mapi_relay;
 
+/* A channel to one allocator address, shared by the calls and streams that use it:
+ * each holds a reference (mapi_alloc_get / mapi_alloc_put), so a leader change never
+ * frees a channel under a stream still open on it. */
+typedef struct mapi_chan {
+  ms_rpc_channel *ch;
+  char *addr;
+  atomic_int refs;
+} mapi_chan;
+
 struct mapi_service {
   mapi_config cfg; /* strings owned */
   ms_rpc_server *srv;
-  ms_rpc_channel *alloc;
+  /* The allocator to talk to: the fixed --allocator, or the leader the registry
+   * reports (NULL while none is known). Under mu; `leader_gen` grows at each change. */
+  mapi_chan *alloc;
+  bool leader_absent; /* the registry says no leader: calls answer UNAVAILABLE */
+  uint64_t leader_gen;
+  /* --registry: the channel, the thread following WatchLeader and its stream. */
+  ms_rpc_channel *reg;
+  pthread_t leader_thread;
+  bool leader_started;
+  ms_rpc_stream *leader_st; /* under mu while open */
   mapi_view *view;
+  mapi_events *events; /* Operator.Subscribe (mapi-events.c) */
   ms_workq *fwd;
   atomic_bool stopping;
 
@@ -27,6 +47,7 @@ struct mapi_service {
   pthread_t watch_thread;
   bool watch_started;
   ms_rpc_stream *watch;
+  mapi_chan *watch_chan; /* the channel `watch` is open on */
 
   /* Reads parked on min_revision, and the thread serving them. */
   pthread_t park_thread;
@@ -41,7 +62,13 @@ struct mapi_service {
   pthread_cond_t cond; /* the view advanced, a relay ended, or stopping */
 };
 
-/* mapi-watch.c */
+/* mapi-service.c: the allocator channel. A reference to the current one, or NULL
+ * with UNAVAILABLE while no leader is known; dropped with mapi_alloc_put. */
+mapi_chan *mapi_alloc_get(mapi_service *s, ms_error **err);
+void mapi_alloc_put(mapi_chan *c); /* NULL is fine */
+/* Sleeps ms unless stopping or the leader changes from `gen`; false when stopping. */
+bool mapi_nap(mapi_service *s, int64_t ms, uint64_t gen);
+/* mapi-service.c: the watch thread (WatchState) and the leader thread (WatchLeader). */
 void *mapi_watch_main(void *arg);
 /* mapi-reads.c */
 extern const ms_rpc_method mapi_operator_reads[];
@@ -54,12 +81,22 @@ extern const ms_rpc_method mapi_operator_writes[];
 extern const size_t mapi_n_operator_writes;
 extern const ms_rpc_method mapi_scheduler_calls[];
 extern const size_t mapi_n_scheduler_calls;
-/* The Principal of a call (anonymous for now), with via = this replica; heap. */
-Meseta__V1__Principal *mapi_principal(mapi_service *s, ms_rpc_call *call);
+/* The Principal of a call, authenticated (mapi-auth.h), with via = this replica;
+ * *ret is the caller's. UNAUTHENTICATED when the caller's credentials are refused. */
+int mapi_principal(mapi_service *s, ms_rpc_call *call, Meseta__V1__Principal **ret, ms_error **err);
+/* mapi-auth.c: a read's caller authenticated (refused as mapi_principal would). */
+int mapi_read_auth(mapi_service *s, ms_rpc_call *call, ms_error **err);
 /* mapi-subscribe.c */
 int mapi_subscribe_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err);
 void mapi_subscribe_done(ms_rpc_call *call, bool cancelled);
 /* Cancels every relay and waits (bounded) for their threads to end. */
 void mapi_relays_close(mapi_service *s);
+/* The leader moved: relays whose upstream is open on another channel than `now`
+ * re-open it there (mu held). */
+void mapi_relays_move(mapi_service *s, const mapi_chan *now);
+/* Offers a scheduler used or declined through this replica: its relays stop
+ * tracking them (they will not be rescinded after a failover). */
+void mapi_relays_offers_gone(mapi_service *s, const char *framework_id, Meseta__V1__OfferID *const *ids,
+                             size_t n);
 /* Health of the whole server and its two services. */
 void mapi_set_health(mapi_service *s, bool serving);

@@ -3,8 +3,9 @@
  * A read whose min_revision (or page token's revision) is above the view's waits,
  * parked, for the view to get there: the park thread answers it when the watch
  * thread kicks it, or fails it with DEADLINE_EXCEEDED at the call's deadline or after
- * --max-revision-wait. Answers are serialized under the view's read lock, from the
- * view's own messages (no copies). */
+ * --max-revision-wait. Answers are assembled from the items' bytes the view keeps
+ * (mapi-encode.h), not packed again: pages under the view's read lock, GetState from
+ * its State encoded once per revision, shared, and sent outside the lock. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -24,9 +25,10 @@
 #define MEMBER(msg, off, type) (*(type *)((char *)(msg) + (off)))
 
 typedef struct read_kind read_kind;
-/* Answers the read from st (under the read lock). */
+/* Answers the read from st, under the read lock. One that may send without it
+ * (what it sends is its own) unlocks the view itself and sets *unlocked. */
 typedef int (*serve_fn)(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
-                        ms_error **err);
+                        bool *unlocked, ms_error **err);
 
 struct read_kind {
   const char *name;
@@ -147,7 +149,9 @@ static char *token_make(const ProtobufCMessage *req, int64_t revision, const cha
 typedef bool (*match_fn)(const ProtobufCMessage *item, const ProtobufCMessage *req);
 
 /* Answers one page of c: the response has revision = 1, next_page_token = 2 and the
- * repeated items = 3. */
+ * repeated items = 3, the last field, so the items go as unknown fields (packed
+ * after the known ones, in order): their bytes from the view, byte for byte what
+ * packing the messages gives. */
 static int list_reply(ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
                       const mapi_coll *c, match_fn match, const ProtobufCMessageDescriptor *resp_desc,
                       ms_error **err) {
@@ -155,7 +159,10 @@ static int list_reply(ms_rpc_call *call, const ProtobufCMessage *req, const mapi
   if (page_parse(req, &p, err) < 0)
     return MS_ERR;
   _cleanup_free_ char *after = p.after;
-  _cleanup_free_ ProtobufCMessage **items = ms_xmalloc((p.page_size + 1) * sizeof(*items));
+  const ProtobufCFieldDescriptor *fr = protobuf_c_message_descriptor_get_field(resp_desc, 1);
+  const ProtobufCFieldDescriptor *ft = protobuf_c_message_descriptor_get_field(resp_desc, 2);
+  const ProtobufCFieldDescriptor *fi = protobuf_c_message_descriptor_get_field(resp_desc, 3);
+  _cleanup_free_ ProtobufCMessageUnknownField *items = ms_xmalloc((p.page_size + 1) * sizeof(*items));
   size_t n = 0, last = 0;
   bool more = false;
   for (size_t i = mapi_coll_after(c, after); i < c->n; i++) {
@@ -165,19 +172,19 @@ static int list_reply(ms_rpc_call *call, const ProtobufCMessage *req, const mapi
       more = true;
       break;
     }
-    items[n++] = c->items[i];
+    items[n++] = (ProtobufCMessageUnknownField){.tag = fi->id,
+                                                .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
+                                                .len = c->enc[i].len,
+                                                .data = c->enc[i].data};
     last = i;
   }
   ProtobufCMessage *resp = ms_pb_new(resp_desc);
-  const ProtobufCFieldDescriptor *fr = protobuf_c_message_descriptor_get_field(resp_desc, 1);
-  const ProtobufCFieldDescriptor *ft = protobuf_c_message_descriptor_get_field(resp_desc, 2);
-  const ProtobufCFieldDescriptor *fi = protobuf_c_message_descriptor_get_field(resp_desc, 3);
   MEMBER(resp, fr->offset, int64_t) = st->revision;
   char *next = more ? token_make(req, st->revision, c->keys[last]) : NULL;
   if (next)
     MEMBER(resp, ft->offset, char *) = next;
-  MEMBER(resp, fi->quantifier_offset, size_t) = n;
-  MEMBER(resp, fi->offset, ProtobufCMessage **) = items;
+  resp->n_unknown_fields = n;
+  resp->unknown_fields = items;
   int rc = ms_rpc_call_reply(call, resp, err);
   free(next);
   free(resp); /* its items are the view's; its strings freed above */
@@ -274,8 +281,8 @@ static bool role_match(const ProtobufCMessage *item, const ProtobufCMessage *r) 
 
 #define LIST_READ(fn, coll, match, resp)                                                                     \
   static int fn(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,       \
-                ms_error **err) {                                                                            \
-    (void)s;                                                                                                 \
+                bool *unlocked, ms_error **err) {                                                            \
+    (void)s, (void)unlocked;                                                                                 \
     return list_reply(call, req, st, &st->coll, match, &resp, err);                                          \
   }
 LIST_READ(get_agents, agents, agent_match, meseta__v1__get_agents_response__descriptor)
@@ -289,31 +296,34 @@ LIST_READ(get_roles, roles, role_match, meseta__v1__get_roles_response__descript
 
 #define ITEMS(type, c) ((type **)(c).items)
 
+static void bytes_release(void *b) {
+  mapi_bytes_unref(b);
+}
+
+/* The answer is the response's revision (packed here), the State's tag (field 2, the
+ * last), then the view's shared encoding of the State, which gRPC sends from where it
+ * is, without a copy, holding a reference until it is done (any thread). Outside the
+ * lock. */
 static int get_state(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
-                     ms_error **err) {
-  (void)s, (void)req;
-  Meseta__V1__State state = MESETA__V1__STATE__INIT;
-  state.agents = ITEMS(Meseta__V1__Agent, st->agents);
-  state.n_agents = st->agents.n;
-  state.frameworks = ITEMS(Meseta__V1__Framework, st->frameworks);
-  state.n_frameworks = st->frameworks.n;
-  state.tasks = ITEMS(Meseta__V1__Task, st->tasks);
-  state.n_tasks = st->tasks.n;
-  state.executors = ITEMS(Meseta__V1__ExecutorState, st->executors);
-  state.n_executors = st->executors.n;
-  state.operations = ITEMS(Meseta__V1__TrackedOperation, st->operations);
-  state.n_operations = st->operations.n;
-  state.roles = ITEMS(Meseta__V1__Role, st->roles);
-  state.n_roles = st->roles.n;
+                     bool *unlocked, ms_error **err) {
+  (void)req;
+  mapi_bytes *b = mapi_view_state_bytes(s->view, st);
   Meseta__V1__GetStateResponse resp = MESETA__V1__GET_STATE_RESPONSE__INIT;
   resp.revision = st->revision;
-  resp.state = &state;
-  return ms_rpc_call_reply(call, &resp.base, err);
+  mapi_view_unlock(s->view);
+  *unlocked = true;
+  uint8_t head[16];
+  size_t n = protobuf_c_message_pack(&resp.base, head);
+  head[n++] = (2 << 3) | PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
+  if (ms_rpc_call_send_bytes(call, head, n, b->data, b->len, bytes_release, b, err) < 0)
+    return MS_ERR; /* b released */
+  ms_rpc_call_finish(call, MS_OK, NULL);
+  return 0;
 }
 
 static int get_weights(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
-                       ms_error **err) {
-  (void)s, (void)req;
+                       bool *unlocked, ms_error **err) {
+  (void)s, (void)req, (void)unlocked;
   Meseta__V1__GetWeightsResponse resp = MESETA__V1__GET_WEIGHTS_RESPONSE__INIT;
   resp.revision = st->revision;
   resp.weight_infos = ITEMS(Meseta__V1__WeightInfo, st->weights);
@@ -322,8 +332,8 @@ static int get_weights(mapi_service *s, ms_rpc_call *call, const ProtobufCMessag
 }
 
 static int get_quota(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
-                     ms_error **err) {
-  (void)s, (void)req;
+                     bool *unlocked, ms_error **err) {
+  (void)s, (void)req, (void)unlocked;
   Meseta__V1__GetQuotaResponse resp = MESETA__V1__GET_QUOTA_RESPONSE__INIT;
   resp.revision = st->revision;
   resp.configs = ITEMS(Meseta__V1__QuotaConfig, st->quota);
@@ -332,17 +342,96 @@ static int get_quota(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage 
 }
 
 static int get_schedule(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
-                        ms_error **err) {
-  (void)s, (void)req;
+                        bool *unlocked, ms_error **err) {
+  (void)s, (void)req, (void)unlocked;
   Meseta__V1__GetMaintenanceScheduleResponse resp = MESETA__V1__GET_MAINTENANCE_SCHEDULE_RESPONSE__INIT;
   resp.revision = st->revision;
   resp.schedule = st->schedule;
   return ms_rpc_call_reply(call, &resp.base, err);
 }
 
+/* A machine is its hostname, or its ip compared with the agent's hostname (as the
+ * allocator matches maintenance windows). */
+static bool machine_is_agent(const Meseta__V1__MachineID *m, const Meseta__V1__Agent *a) {
+  const char *h = a->agent_info ? a->agent_info->hostname : NULL;
+  if (!h || !*h)
+    return false;
+  return (m->hostname && *m->hostname && strcmp(m->hostname, h) == 0) ||
+         (m->ip && *m->ip && strcmp(m->ip, h) == 0);
+}
+
+static bool machine_down(const mapi_state *st, const Meseta__V1__MachineID *m) {
+  for (size_t i = 0; st->down && i < st->down->n_machines; i++) {
+    const Meseta__V1__MachineID *d = st->down->machines[i];
+    if (strcmp(d->hostname ? d->hostname : "", m->hostname ? m->hostname : "") == 0 &&
+        strcmp(d->ip ? d->ip : "", m->ip ? m->ip : "") == 0)
+      return true;
+  }
+  return false;
+}
+
+/* Scheduled machines whose window has not ended and that are not DOWN: draining, with
+ * their agents and the tasks still running there; then the DOWN machines. */
+static int get_maintenance_status(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req,
+                                  const mapi_state *st, bool *unlocked, ms_error **err) {
+  (void)s, (void)req, (void)unlocked;
+  typedef Meseta__V1__GetMaintenanceStatusResponse__DrainingMachine draining;
+  size_t cap = 0;
+  for (size_t i = 0; st->schedule && i < st->schedule->n_windows; i++)
+    cap += st->schedule->windows[i]->n_machine_ids;
+  _cleanup_free_ draining *dm = ms_xcalloc(cap + 1, sizeof(*dm));
+  _cleanup_free_ draining **dp = ms_xcalloc(cap + 1, sizeof(*dp));
+  size_t n = 0;
+  int64_t now = ms_time_real_ms();
+  for (size_t i = 0; st->schedule && i < st->schedule->n_windows; i++) {
+    const Meseta__V1__MaintenanceWindow *w = st->schedule->windows[i];
+    const Meseta__V1__Unavailability *u = w->unavailability;
+    int64_t end_ms = u && u->start && u->duration ? (u->start->seconds + u->duration->seconds) * 1000 +
+                                                        (u->start->nanos + u->duration->nanos) / 1000000
+                                                  : INT64_MAX;
+    if (end_ms <= now)
+      continue; /* the window ended */
+    for (size_t k = 0; k < w->n_machine_ids; k++) {
+      const Meseta__V1__MachineID *m = w->machine_ids[k];
+      if (machine_down(st, m))
+        continue;
+      draining *d = &dm[n];
+      meseta__v1__get_maintenance_status_response__draining_machine__init(d);
+      d->id = (Meseta__V1__MachineID *)m;
+      for (size_t a = 0; a < st->agents.n; a++) {
+        const Meseta__V1__Agent *ag = (const Meseta__V1__Agent *)st->agents.items[a];
+        if (!machine_is_agent(m, ag) || !ag->agent_info->id)
+          continue;
+        d->agent_ids = ms_xrealloc(d->agent_ids, (d->n_agent_ids + 1) * sizeof(*d->agent_ids));
+        d->agent_ids[d->n_agent_ids++] = ag->agent_info->id;
+        for (size_t t = 0; t < st->tasks.n; t++) {
+          const Meseta__V1__Task *task = (const Meseta__V1__Task *)st->tasks.items[t];
+          if (!task_terminal(task->state) && task->agent_id && task->agent_id->value &&
+              strcmp(task->agent_id->value, ag->agent_info->id->value) == 0)
+            d->running_tasks++;
+        }
+      }
+      dp[n] = d;
+      n++;
+    }
+  }
+  Meseta__V1__GetMaintenanceStatusResponse resp = MESETA__V1__GET_MAINTENANCE_STATUS_RESPONSE__INIT;
+  resp.revision = st->revision;
+  resp.draining_machines = dp;
+  resp.n_draining_machines = n;
+  if (st->down) {
+    resp.down_machines = st->down->machines;
+    resp.n_down_machines = st->down->n_machines;
+  }
+  int rc = ms_rpc_call_reply(call, &resp.base, err);
+  for (size_t i = 0; i < n; i++)
+    free(dm[i].agent_ids);
+  return rc;
+}
+
 static int get_master(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
-                      ms_error **err) {
-  (void)s, (void)req;
+                      bool *unlocked, ms_error **err) {
+  (void)s, (void)req, (void)unlocked;
   Meseta__V1__GetMasterResponse resp = MESETA__V1__GET_MASTER_RESPONSE__INIT;
   resp.revision = st->revision;
   if (st->begin) {
@@ -368,14 +457,16 @@ static int try_serve(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage 
     if (*need > 0)
       return 0;
     return ms_error_set(err, MS_UNAVAILABLE, "no view of the cluster yet: allocator %s not reached; retry",
-                        s->cfg.allocator);
+                        s->cfg.allocator ? s->cfg.allocator : "leader");
   }
   if (st->revision < *need) {
     mapi_view_unlock(s->view);
     return 0;
   }
-  int rc = k->serve(s, call, req, st, err);
-  mapi_view_unlock(s->view);
+  bool unlocked = false;
+  int rc = k->serve(s, call, req, st, &unlocked, err);
+  if (!unlocked)
+    mapi_view_unlock(s->view);
   return rc < 0 ? MS_ERR : 1;
 }
 
@@ -385,11 +476,13 @@ static const read_kind kinds[] = {
     {"GetTasks", get_tasks},           {"GetOperations", get_operations},
     {"GetRoles", get_roles},           {"GetWeights", get_weights},
     {"GetQuota", get_quota},           {"GetMaintenanceSchedule", get_schedule},
-    {"GetMaster", get_master},
+    {"GetMaster", get_master},         {"GetMaintenanceStatus", get_maintenance_status},
 };
 
 static int read_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   mapi_service *s = ms_rpc_call_userdata(call);
+  if (mapi_read_auth(s, call, err) < 0) /* a bad token, or anonymous with --require-auth */
+    return MS_ERR;
   const char *m = strrchr(ms_rpc_call_method(call), '/') + 1;
   const read_kind *k = NULL;
   for (size_t i = 0; i < MS_ARRAY_SIZE(kinds) && !k; i++)
@@ -447,6 +540,11 @@ const ms_rpc_method mapi_operator_reads[] = {
     {.name = "GetQuota", .on_start = read_start},
     {.name = "GetMaintenanceSchedule", .on_start = read_start},
     {.name = "GetMaster", .on_start = read_start},
+    {.name = "Subscribe",
+     .on_start = mapi_events_subscribe,
+     .on_drain = mapi_events_drain,
+     .on_done = mapi_events_done},
+    {.name = "GetMaintenanceStatus", .on_start = read_start},
 };
 const size_t mapi_n_operator_reads = MS_ARRAY_SIZE(mapi_operator_reads);
 

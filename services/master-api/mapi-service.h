@@ -4,7 +4,9 @@
  *
  * Threads: the gRPC server's thread runs the handlers (never blocking); one watch
  * thread keeps the view; one thread serves reads parked on `min_revision`; a pool
- * forwards unary calls; each Scheduler.Subscribe has a relay thread.
+ * forwards unary calls; each Scheduler.Subscribe has a relay thread; with a
+ * registry, one thread follows Registry.WatchLeader and moves every stream to the
+ * new leader.
  *
  * Lifetime: mapi_service_new, mapi_service_add (before the server starts),
  * mapi_service_start (the watch begins); at the end mapi_service_close (streams
@@ -19,7 +21,8 @@
 #include "meseta/rpc.h"
 
 typedef struct mapi_config {
-  const char *allocator;           /* the allocator's address */
+  const char *allocator;           /* a fixed allocator address (e.g. a Service routing to the leader) */
+  const char *registry;            /* or: follow the leader through this registry's WatchLeader */
   const char *name;                /* this replica, for logs and Principal.via */
   size_t forwarders;               /* threads forwarding unary calls (>= 1) */
   int64_t call_timeout_ms;         /* deadline of a forwarded call when the caller set none */
@@ -28,6 +31,8 @@ typedef struct mapi_config {
   uint32_t max_chunk_bytes;        /* WatchStateRequest.max_chunk_bytes (0: the allocator's default) */
   int64_t max_message_bytes;       /* of the channel to the allocator */
   const ms_rpc_tls *allocator_tls; /* NULL: plaintext */
+  size_t subscriber_queue_bytes;   /* Operator.Subscribe: events waiting per subscriber (0: 8 MiB) */
+  struct mapi_auth *auth;          /* who calls (mapi-auth.h); borrowed; NULL: mTLS or anonymous */
 } mapi_config;
 
 typedef struct mapi_service mapi_service;

@@ -19,6 +19,13 @@ struct mapi_view {
   mapi_state *building;
   Meseta__V1__StateEvent **pending;
   size_t n_pending, cap_pending;
+  const mapi_view_hooks *hooks;
+  void *hooks_arg;
+  /* GetState's State at state_seq (mapi_view_state_bytes); NULL: none. Under
+   * cache_mu, which readers take inside the read lock. */
+  pthread_mutex_t cache_mu;
+  mapi_bytes *state;
+  uint64_t state_seq;
 };
 
 /* ---- collections ---- */
@@ -49,17 +56,29 @@ size_t mapi_coll_after(const mapi_coll *c, const char *key) {
   return found ? i + 1 : i;
 }
 
+ProtobufCMessage *mapi_coll_get(const mapi_coll *c, const char *key) {
+  bool found;
+  size_t i = coll_find(c, key ? key : "", &found);
+  return found ? c->items[i] : NULL;
+}
+
 /* Puts m under key (both taken), replacing what was there. NULL m is ignored. */
 static void coll_put(mapi_coll *c, char *key, ProtobufCMessage *m) {
   if (!m) {
     free(key);
     return;
   }
+  ProtobufCBinaryData enc;
+  mapi_enc_item(m, &enc); /* once here, not at every read */
+  c->enc_bytes += enc.len;
   bool found;
   size_t i = coll_find(c, key, &found);
   if (found) {
     protobuf_c_message_free_unpacked(c->items[i], NULL);
     c->items[i] = m;
+    c->enc_bytes -= c->enc[i].len;
+    free(c->enc[i].data);
+    c->enc[i] = enc;
     free(key);
     return;
   }
@@ -67,11 +86,14 @@ static void coll_put(mapi_coll *c, char *key, ProtobufCMessage *m) {
     c->cap = c->cap ? 2 * c->cap : 16;
     c->keys = ms_xrealloc(c->keys, c->cap * sizeof(*c->keys));
     c->items = ms_xrealloc(c->items, c->cap * sizeof(*c->items));
+    c->enc = ms_xrealloc(c->enc, c->cap * sizeof(*c->enc));
   }
   memmove(c->keys + i + 1, c->keys + i, (c->n - i) * sizeof(*c->keys));
   memmove(c->items + i + 1, c->items + i, (c->n - i) * sizeof(*c->items));
+  memmove(c->enc + i + 1, c->enc + i, (c->n - i) * sizeof(*c->enc));
   c->keys[i] = key;
   c->items[i] = m;
+  c->enc[i] = enc;
   c->n++;
 }
 
@@ -82,8 +104,11 @@ static void coll_del(mapi_coll *c, const char *key) {
     return;
   free(c->keys[i]);
   protobuf_c_message_free_unpacked(c->items[i], NULL);
+  c->enc_bytes -= c->enc[i].len;
+  free(c->enc[i].data);
   memmove(c->keys + i, c->keys + i + 1, (c->n - i - 1) * sizeof(*c->keys));
   memmove(c->items + i, c->items + i + 1, (c->n - i - 1) * sizeof(*c->items));
+  memmove(c->enc + i, c->enc + i + 1, (c->n - i - 1) * sizeof(*c->enc));
   c->n--;
 }
 
@@ -91,9 +116,11 @@ static void coll_clear(mapi_coll *c) {
   for (size_t i = 0; i < c->n; i++) {
     free(c->keys[i]);
     protobuf_c_message_free_unpacked(c->items[i], NULL);
+    free(c->enc[i].data);
   }
   free(c->keys);
   free(c->items);
+  free(c->enc);
   *c = (mapi_coll){0};
 }
 
@@ -106,6 +133,8 @@ static void state_free(mapi_state *st) {
     coll_clear(cs[i]);
   if (st->schedule)
     protobuf_c_message_free_unpacked(&st->schedule->base, NULL);
+  if (st->down)
+    protobuf_c_message_free_unpacked(&st->down->base, NULL);
   if (st->begin)
     protobuf_c_message_free_unpacked(&st->begin->base, NULL);
   free(st);
@@ -256,6 +285,11 @@ static void apply_change(mapi_state *st, Meseta__V1__StateChange *c) {
       protobuf_c_message_free_unpacked(&st->schedule->base, NULL);
     st->schedule = TAKE_PTR(c->maintenance_schedule_changed);
     break;
+  case MESETA__V1__STATE_CHANGE__CHANGE_DOWN_MACHINES_CHANGED:
+    if (st->down)
+      protobuf_c_message_free_unpacked(&st->down->base, NULL);
+    st->down = TAKE_PTR(c->down_machines_changed);
+    break;
   default:
     /* Offers are not kept apart from their frameworks (Framework.offers); a change
      * this replica does not know is skipped. */
@@ -273,7 +307,13 @@ mapi_view *mapi_view_new(void) {
   pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
   pthread_rwlock_init(&v->lock, &attr);
   pthread_rwlockattr_destroy(&attr);
+  pthread_mutex_init(&v->cache_mu, NULL);
   return v;
+}
+
+void mapi_view_set_hooks(mapi_view *v, const mapi_view_hooks *hooks, void *arg) {
+  v->hooks = hooks;
+  v->hooks_arg = arg;
 }
 
 static void drop_pending(mapi_view *v) {
@@ -289,12 +329,23 @@ void mapi_view_free(mapi_view *v) {
   free(v->pending);
   state_free(v->building);
   state_free(v->live);
+  mapi_bytes_unref(v->state);
+  pthread_mutex_destroy(&v->cache_mu);
   pthread_rwlock_destroy(&v->lock);
   free(v);
 }
 
 static void publish_revision(mapi_view *v, int64_t rev) {
   atomic_store(&v->revision, rev);
+}
+
+/* Frees GetState's bytes once the view moved past them (readers still sending
+ * them hold their own references): the writer's, outside the view's lock. */
+static void drop_stale(mapi_view *v) {
+  pthread_mutex_lock(&v->cache_mu);
+  mapi_bytes *b = v->state && (!v->live || v->state_seq != v->live->seq) ? TAKE_PTR(v->state) : NULL;
+  pthread_mutex_unlock(&v->cache_mu);
+  mapi_bytes_unref(b);
 }
 
 bool mapi_view_apply(mapi_view *v, Meseta__V1__StateEvent *ev) {
@@ -319,6 +370,8 @@ bool mapi_view_apply(mapi_view *v, Meseta__V1__StateEvent *ev) {
       STEAL_ALL(&v->building->weights, ev->chunk->weights, ev->chunk->n_weights, weight_key);
     if (ev->chunk->maintenance_schedule && !v->building->schedule)
       v->building->schedule = TAKE_PTR(ev->chunk->maintenance_schedule);
+    if (ev->chunk->down_machines && !v->building->down)
+      v->building->down = TAKE_PTR(ev->chunk->down_machines);
     break;
   case MESETA__V1__STATE_EVENT__EVENT_SNAPSHOT_END: {
     if (!v->building) {
@@ -331,13 +384,17 @@ bool mapi_view_apply(mapi_view *v, Meseta__V1__StateEvent *ev) {
     v->live = TAKE_PTR(v->building);
     if (ev->revision > v->live->revision)
       v->live->revision = ev->revision;
+    v->live->seq = old ? old->seq + 1 : 1;
     publish_revision(v, v->live->revision);
     pthread_rwlock_unlock(&v->lock);
     atomic_store(&v->current, true);
     ms_log_info(NULL, "view: snapshot at revision %lld: %zu agents, %zu frameworks, %zu tasks, %zu roles",
                 (long long)v->live->revision, v->live->agents.n, v->live->frameworks.n, v->live->tasks.n,
                 v->live->roles.n);
+    if (v->hooks && v->hooks->after_swap)
+      v->hooks->after_swap(v->hooks_arg, old, v->live);
     state_free(old); /* outside the lock: readers need not wait for it */
+    drop_stale(v);
     advanced = true;
     break;
   }
@@ -349,17 +406,25 @@ bool mapi_view_apply(mapi_view *v, Meseta__V1__StateEvent *ev) {
     v->pending[v->n_pending++] = ev;
     if (!ev->last_of_revision)
       return false; /* held until its revision is complete */
+    void *prepared = NULL;
+    bool hook = v->live && v->hooks && v->hooks->before_changes;
+    if (hook) /* before: applying moves the messages out of the changes */
+      prepared = v->hooks->before_changes(v->hooks_arg, v->live, v->pending, v->n_pending);
     pthread_rwlock_wrlock(&v->lock);
     if (v->live) {
       for (size_t i = 0; i < v->n_pending; i++)
         apply_change(v->live, v->pending[i]->change);
       if (ev->revision > v->live->revision)
         v->live->revision = ev->revision;
+      v->live->seq++;
       publish_revision(v, v->live->revision);
       advanced = true;
     }
     pthread_rwlock_unlock(&v->lock);
+    if (hook && v->hooks->after_changes)
+      v->hooks->after_changes(v->hooks_arg, prepared, v->live);
     drop_pending(v); /* frees ev too */
+    drop_stale(v);
     return advanced;
   case MESETA__V1__STATE_EVENT__EVENT_HEARTBEAT:
     /* Every change up to the heartbeat's revision has come. */
@@ -403,4 +468,18 @@ bool mapi_view_current(mapi_view *v) {
 
 int64_t mapi_view_revision(mapi_view *v) {
   return atomic_load(&v->revision);
+}
+
+mapi_bytes *mapi_view_state_bytes(mapi_view *v, const mapi_state *st) {
+  /* Readers at one seq wait for the first to build it rather than each build it. */
+  pthread_mutex_lock(&v->cache_mu);
+  if (!v->state || v->state_seq != st->seq) {
+    mapi_bytes *old = v->state;
+    v->state = mapi_encode_state(st);
+    v->state_seq = st->seq;
+    mapi_bytes_unref(old);
+  }
+  mapi_bytes *b = mapi_bytes_ref(v->state);
+  pthread_mutex_unlock(&v->cache_mu);
+  return b;
 }

@@ -29,24 +29,7 @@ static char *dir;
 static ms_status call(const char *addr, const char *method, const ProtobufCMessage *req,
                       const ProtobufCMessageDescriptor *rd, int64_t timeout_ms, ProtobufCMessage **resp,
                       char **msg) {
-  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
-  ms_error *err = NULL;
-  ProtobufCMessage *r = NULL;
-  ms_rpc_call_options co = {.timeout_ms = timeout_ms};
-  ms_status code = MS_OK;
-  if (ms_rpc_unary(ch, method, req, rd, &co, &r, &err) < 0) {
-    code = err->code;
-    if (msg)
-      *msg = ms_xstrdup(err->msg);
-    ms_error_free(err);
-  } else if (resp) {
-    *resp = r;
-  } else {
-    protobuf_c_message_free_unpacked(r, NULL);
-  }
-  ms_rpc_channel_free(ch);
-  return code;
+  return ms_test_call(addr, NULL, NULL, method, req, rd, timeout_ms, resp, msg);
 }
 
 static Meseta__V1__GetAgentsResponse *get_agents(const char *mapi, uint32_t page_size, const char *token,

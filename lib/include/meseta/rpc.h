@@ -123,6 +123,12 @@ const ms_descdb *ms_rpc_server_descdb(const ms_rpc_server *srv);
 /* Queues a message (serialized now). Thread-safe. Fails with CANCELLED once the
  * call is over, and with RESOURCE_EXHAUSTED when max_queued_sends are waiting. */
 int ms_rpc_call_send(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err);
+/* Queues a message already encoded: `head` (copied) then the `len` bytes at `data`,
+ * which are not copied: they must stay unchanged until release(arg), which the layer
+ * calls exactly once (from any thread, also when this fails) when it is done with
+ * them. For big answers shared by many calls. Thread-safe; fails as ms_rpc_call_send. */
+int ms_rpc_call_send_bytes(ms_rpc_call *call, const uint8_t *head, size_t head_len, const uint8_t *data,
+                           size_t len, void (*release)(void *arg), void *arg, ms_error **err);
 
 /* Ends the call with a status after what is queued has been sent. Thread-safe;
  * only the first finish counts. `message` may be NULL. */
