@@ -20,6 +20,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/resources-io.h"
+#include "meseta/task-state.h"
 #include "meseta/time.h"
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
@@ -323,21 +324,10 @@ static bool fits(const Meseta__V1__Offer *offer, const ms_resources *want) {
   return ok;
 }
 
+/* A state after which no update comes for the task; UNKNOWN too (reconciliation says the
+ * task does not exist). */
 static bool terminal(Meseta__V1__TaskState s) {
-  switch (s) {
-  case MESETA__V1__TASK_STATE__TASK_FINISHED:
-  case MESETA__V1__TASK_STATE__TASK_FAILED:
-  case MESETA__V1__TASK_STATE__TASK_KILLED:
-  case MESETA__V1__TASK_STATE__TASK_ERROR:
-  case MESETA__V1__TASK_STATE__TASK_LOST:
-  case MESETA__V1__TASK_STATE__TASK_DROPPED:
-  case MESETA__V1__TASK_STATE__TASK_GONE:
-  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
-  case MESETA__V1__TASK_STATE__TASK_UNKNOWN:
-    return true;
-  default:
-    return false;
-  }
+  return ms_task_state_terminal(s) || s == MESETA__V1__TASK_STATE__TASK_UNKNOWN;
 }
 
 /* The exit code a task's last status means. */
@@ -363,12 +353,6 @@ static int exit_code(const run *r, const Meseta__V1__TaskStatus *st) {
   }
 }
 
-static const char *state_name(Meseta__V1__TaskState s) {
-  const ProtobufCEnumValue *v =
-      protobuf_c_enum_descriptor_get_value(&meseta__v1__task_state__descriptor, (int)s);
-  return v ? v->name : "?";
-}
-
 /* Handles one status; *ret_done with the exit code when it is the last. */
 static void on_update(run *r, const Meseta__V1__TaskStatus *st, bool *ret_done, int *ret_code) {
   if (!st || !st->task_id || strcmp(st->task_id->value, r->task_id) != 0)
@@ -378,7 +362,7 @@ static void on_update(run *r, const Meseta__V1__TaskStatus *st, bool *ret_done, 
   if (!f_quiet ||
       (end && st->state != MESETA__V1__TASK_STATE__TASK_FINISHED &&
        st->state != MESETA__V1__TASK_STATE__TASK_FAILED && st->state != MESETA__V1__TASK_STATE__TASK_KILLED))
-    fprintf(stderr, "meseta: task %s: %s%s%s\n", r->task_id, state_name(st->state), msg ? ": " : "",
+    fprintf(stderr, "meseta: task %s: %s%s%s\n", r->task_id, ms_task_state_name(st->state), msg ? ": " : "",
             msg ? msg : "");
   if (st->uuid.len) {
     Meseta__V1__AcknowledgeRequest ack = MESETA__V1__ACKNOWLEDGE_REQUEST__INIT;

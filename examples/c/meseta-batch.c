@@ -41,6 +41,7 @@
 #include "meseta/alloc.h"
 #include "meseta/flags.h"
 #include "meseta/rpc.h"
+#include "meseta/task-state.h"
 #include "meseta/time.h"
 #include "meseta/v1/scheduler.pb-c.h"
 
@@ -338,27 +339,6 @@ static int on_offers(batch *b, const Meseta__V1__Event__Offers *ev, ms_error **e
 
 /* ---- updates ---- */
 
-static bool terminal(Meseta__V1__TaskState s) {
-  switch (s) {
-  case MESETA__V1__TASK_STATE__TASK_FINISHED:
-  case MESETA__V1__TASK_STATE__TASK_FAILED:
-  case MESETA__V1__TASK_STATE__TASK_KILLED:
-  case MESETA__V1__TASK_STATE__TASK_ERROR:
-  case MESETA__V1__TASK_STATE__TASK_LOST:
-  case MESETA__V1__TASK_STATE__TASK_DROPPED:
-  case MESETA__V1__TASK_STATE__TASK_GONE:
-  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
-    return true;
-  default:
-    return false;
-  }
-}
-
-static const char *state_name(Meseta__V1__TaskState s) {
-  const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&meseta__v1__task_state__descriptor, s);
-  return v ? v->name : "?";
-}
-
 /* The index of one of our task ids (<name>-<i>), -1 for anything else. */
 static int64_t task_index(const char *id) {
   size_t n = strlen(f_name);
@@ -372,7 +352,7 @@ static int64_t task_index(const char *id) {
 static void on_update(batch *b, const Meseta__V1__TaskStatus *st) {
   const char *id = st->task_id && st->task_id->value ? st->task_id->value : "";
   if (f_verbose)
-    printf("task %s: %s%s%s\n", id, state_name(st->state), st->message && *st->message ? ": " : "",
+    printf("task %s: %s%s%s\n", id, ms_task_state_name(st->state), st->message && *st->message ? ": " : "",
            st->message ? st->message : "");
   if (st->uuid.len > 0)
     ack_queue(b, st);
@@ -382,12 +362,12 @@ static void on_update(batch *b, const Meseta__V1__TaskStatus *st) {
     b->errors++;
     return;
   }
-  if (!terminal(st->state))
+  if (!ms_task_state_terminal(st->state))
     return;
   if (b->end[i] != 0) {
     if (b->end[i] != st->state) {
-      fprintf(stderr, "error: task %s ended twice: %s, then %s\n", id, state_name(b->end[i]),
-              state_name(st->state));
+      fprintf(stderr, "error: task %s ended twice: %s, then %s\n", id, ms_task_state_name(b->end[i]),
+              ms_task_state_name(st->state));
       b->errors++;
     }
     return; /* the same terminal update again (a resend): counted already */
@@ -399,7 +379,7 @@ static void on_update(batch *b, const Meseta__V1__TaskStatus *st) {
     b->finished++;
   } else {
     b->failed++;
-    fprintf(stderr, "failed: task %s: %s: %s\n", id, state_name(st->state),
+    fprintf(stderr, "failed: task %s: %s: %s\n", id, ms_task_state_name(st->state),
             st->message && *st->message ? st->message : "(no message)");
   }
 }

@@ -9,6 +9,7 @@
 #include "meseta/alloc.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
+#include "meseta/task-state.h"
 #include "meseta/time.h"
 
 #include "agent-internal.h"
@@ -20,10 +21,7 @@ static void retry_tick(ms_loop *loop, uint64_t id, void *arg) {
   t->retry_timer = 0;
   if (!t->head)
     return;
-  ms_log_debug(
-      t->log_id, "resending %s (not acknowledged)",
-      protobuf_c_enum_descriptor_get_value(&meseta__v1__task_state__descriptor, t->head->msg->status->state)
-          ->name);
+  ms_log_debug(t->log_id, "resending %s (not acknowledged)", ms_task_state_name(t->head->msg->status->state));
   int64_t next = t->retry_ms * 2;
   t->retry_ms = next > t->owner->cfg.status_retry_max_ms ? t->owner->cfg.status_retry_max_ms : next;
   send_head(t->owner, t);
@@ -75,9 +73,8 @@ void agent_status_push(agent *a, agent_task *t, Meseta__V1__TaskStatus *st) {
   agent_update *u = ms_xcalloc(1, sizeof(*u));
   u->msg = (Meseta__V1__AgentMessage__StatusUpdate *)ms_pb_dup(&su.base);
   t->state = st->state;
-  ms_log_info(t->log_id, "%s%s%s",
-              protobuf_c_enum_descriptor_get_value(&meseta__v1__task_state__descriptor, st->state)->name,
-              st->message && *st->message ? ": " : "", st->message ? st->message : "");
+  ms_log_info(t->log_id, "%s%s%s", ms_task_state_name(st->state), st->message && *st->message ? ": " : "",
+              st->message ? st->message : "");
   bool first = !t->head;
   if (t->tail)
     t->tail->next = u;

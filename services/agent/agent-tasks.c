@@ -17,6 +17,7 @@
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
+#include "meseta/task-state.h"
 
 #include "agent-internal.h"
 
@@ -27,18 +28,6 @@ extern char **environ;
 
 typedef Meseta__V1__TaskStatus__Reason reason_t;
 
-static const char *task_state_name(Meseta__V1__TaskState s) {
-  const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&meseta__v1__task_state__descriptor, s);
-  return v ? v->name : "?";
-}
-
-static bool terminal_state(Meseta__V1__TaskState s) {
-  return s == MESETA__V1__TASK_STATE__TASK_FINISHED || s == MESETA__V1__TASK_STATE__TASK_FAILED ||
-         s == MESETA__V1__TASK_STATE__TASK_KILLED || s == MESETA__V1__TASK_STATE__TASK_ERROR ||
-         s == MESETA__V1__TASK_STATE__TASK_LOST || s == MESETA__V1__TASK_STATE__TASK_DROPPED ||
-         s == MESETA__V1__TASK_STATE__TASK_GONE;
-}
-
 /* Sends a status of the task (and marks it terminal when it is). */
 static void report(agent *a, agent_task *t, Meseta__V1__TaskState state, reason_t reason, const char *msg,
                    const Meseta__V1__ExitStatus *exit, Meseta__V1__TaskResourceLimitation *limitation) {
@@ -48,7 +37,7 @@ static void report(agent *a, agent_task *t, Meseta__V1__TaskState state, reason_
   st.message = (char *)(msg ? msg : "");
   st.exit_status = (Meseta__V1__ExitStatus *)exit;
   st.limitation = limitation;
-  if (terminal_state(state))
+  if (ms_task_state_terminal(state))
     t->terminal = true;
   agent_status_push(a, t, &st);
 }
@@ -492,7 +481,7 @@ void agent_task_kill(agent *a, const char *framework_id, const char *task_id) {
     return; /* the allocator answers kills of unknown tasks itself */
   }
   if (t->terminal) {
-    ms_log_debug(t->log_id, "KILL_TASK for a task already %s", task_state_name(t->state));
+    ms_log_debug(t->log_id, "KILL_TASK for a task already %s", ms_task_state_name(t->state));
     return;
   }
   kill_one(a, t);

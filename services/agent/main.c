@@ -71,8 +71,8 @@ static const ms_flag flags[] = {
     {"container-pids-limit", MS_FLAG_INT, &pids_limit, "4096", "Processes per container (cgroups/pids)", "N"},
     {"region", MS_FLAG_STRING, &region, NULL, "Fault domain: the region (with --zone)", "NAME"},
     {"zone", MS_FLAG_STRING, &zone, NULL, "Fault domain: the zone within the region", "NAME"},
-    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that the allocator's certificate must chain to; enables TLS",
-     "FILE"},
+    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL,
+     "CA that the allocator's certificate must chain to; enables TLS", "FILE"},
     {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "This agent's certificate (PEM), for mutual TLS", "FILE"},
     {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "This agent's key (PEM)", "FILE"},
     {"tls-server-name", MS_FLAG_STRING, &tls_server_name, NULL,
@@ -127,8 +127,9 @@ static int run(ms_error **err) {
   if (!!region != !!zone)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flags `--region` and `--zone`: give both or neither");
   if (!!tls_cert != !!tls_key || (tls_cert && !tls_ca))
-    return ms_error_set(err, MS_INVALID_ARGUMENT,
-                        "flags `--tls-cert` / `--tls-key`: give both, with `--tls-ca` to verify the allocator");
+    return ms_error_set(
+        err, MS_INVALID_ARGUMENT,
+        "flags `--tls-cert` / `--tls-key`: give both, with `--tls-ca` to verify the allocator");
   _cleanup_free_ char *rt = runtime ? ms_xstrdup(runtime) : default_runtime();
   agent_config cfg = {.work_dir = work_dir,
                       .allocator = allocator,

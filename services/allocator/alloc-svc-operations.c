@@ -33,6 +33,7 @@
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
+#include "meseta/task-state.h"
 
 #include "alloc-svc-internal.h"
 
@@ -469,8 +470,7 @@ void svc_ops_task_status(alloc_service *s, const char *agent_id, const char *fra
       settle(s, op, MESETA__V1__OPERATION_STATE__OPERATION_FINISHED, "launched");
     return;
   case LAUNCH_NOT_DONE: {
-    const char *state =
-        protobuf_c_enum_descriptor_get_value(&meseta__v1__task_state__descriptor, st->state)->name;
+    const char *state = ms_task_state_name(st->state);
     _cleanup_free_ char *msg =
         ms_xasprintf("task `%s` was not launched: %s%s%s", op->tasks[i], state,
                      st->message && *st->message ? ": " : "", st->message ? st->message : "");

@@ -8,23 +8,12 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/task-state.h"
 
 #include "alloc-svc-internal.h"
 
 bool svc_task_state_terminal(Meseta__V1__TaskState st) {
-  switch (st) {
-  case MESETA__V1__TASK_STATE__TASK_FINISHED:
-  case MESETA__V1__TASK_STATE__TASK_FAILED:
-  case MESETA__V1__TASK_STATE__TASK_KILLED:
-  case MESETA__V1__TASK_STATE__TASK_ERROR:
-  case MESETA__V1__TASK_STATE__TASK_LOST:
-  case MESETA__V1__TASK_STATE__TASK_DROPPED:
-  case MESETA__V1__TASK_STATE__TASK_GONE:
-  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
-    return true;
-  default:
-    return false;
-  }
+  return ms_task_state_terminal(st);
 }
 
 svc_task *svc_task_get(alloc_service *s, const char *framework_id, const char *task_id) {

@@ -85,46 +85,15 @@ static ms_sim_framework *framework(const char *addr, const char *framework_id, b
 
 /* ---- waiting ---- */
 
-typedef struct fw_at_least {
-  ms_sim_framework *f;
-  size_t field; /* offsetof in ms_sim_framework_stats */
-  uint64_t n;
-} fw_at_least;
-
-static bool fw_reached(void *ctx) {
-  fw_at_least *w = ctx;
-  ms_sim_framework_stats st;
-  ms_sim_framework_stats_get(w->f, &st);
-  return *(uint64_t *)((char *)&st + w->field) >= w->n;
-}
-
 #define WAIT_FW(fw, fieldname, count)                                                                        \
-  do {                                                                                                       \
-    fw_at_least _w = {(fw), offsetof(ms_sim_framework_stats, fieldname), (count)};                           \
-    CU_ASSERT_FATAL(ms_sim_wait(fw_reached, &_w, WAIT_MS));                                                  \
-  } while (0)
-
-static uint64_t fw_stat(ms_sim_framework *f, size_t field) {
-  ms_sim_framework_stats st;
-  ms_sim_framework_stats_get(f, &st);
-  return *(uint64_t *)((char *)&st + field);
-}
-#define FW_STAT(fw, fieldname) fw_stat((fw), offsetof(ms_sim_framework_stats, fieldname))
-
-typedef struct take_ctx {
-  ms_sim_framework *f;
-  Meseta__V1__Offer *offer;
-} take_ctx;
-
-static bool took_offer(void *ctx) {
-  take_ctx *t = ctx;
-  return (t->offer = ms_sim_framework_take_offer(t->f)) != NULL;
-}
+  CU_ASSERT_FATAL(                                                                                           \
+      ms_sim_framework_wait_stat((fw), offsetof(ms_sim_framework_stats, fieldname), (count), WAIT_MS))
+#define FW_STAT(fw, fieldname) MS_SIM_FW_STAT(fw, fieldname)
 
 static Meseta__V1__Offer *wait_offer(ms_sim_framework *f) {
-  take_ctx t = {f, NULL};
-  CU_ASSERT_FATAL(ms_sim_wait(took_offer, &t, WAIT_MS));
-  return t.offer;
+  Meseta__V1__Offer *o = ms_sim_framework_wait_offer(f, WAIT_MS);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+  return o;
 }
 
 static void free_msg(void *m) {

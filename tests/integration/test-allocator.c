@@ -66,46 +66,15 @@ static ms_sim_framework *framework(const allocator *al, const ms_sim_framework_o
 
 /* ---- predicates for ms_sim_wait ---- */
 
-typedef struct fw_at_least {
-  ms_sim_framework *f;
-  size_t field; /* offsetof in ms_sim_framework_stats */
-  uint64_t n;
-} fw_at_least;
-
-static bool fw_reached(void *ctx) {
-  fw_at_least *w = ctx;
-  ms_sim_framework_stats st;
-  ms_sim_framework_stats_get(w->f, &st);
-  return *(uint64_t *)((char *)&st + w->field) >= w->n;
-}
-
 #define WAIT_FW(fw, fieldname, count)                                                                        \
-  do {                                                                                                       \
-    fw_at_least _w = {(fw), offsetof(ms_sim_framework_stats, fieldname), (count)};                           \
-    CU_ASSERT_FATAL(ms_sim_wait(fw_reached, &_w, WAIT_MS));                                                  \
-  } while (0)
-
-static uint64_t fw_stat(ms_sim_framework *f, size_t field) {
-  ms_sim_framework_stats st;
-  ms_sim_framework_stats_get(f, &st);
-  return *(uint64_t *)((char *)&st + field);
-}
-#define FW_STAT(fw, fieldname) fw_stat((fw), offsetof(ms_sim_framework_stats, fieldname))
-
-typedef struct take_ctx {
-  ms_sim_framework *f;
-  Meseta__V1__Offer *offer;
-} take_ctx;
-
-static bool took_offer(void *ctx) {
-  take_ctx *t = ctx;
-  return (t->offer = ms_sim_framework_take_offer(t->f)) != NULL;
-}
+  CU_ASSERT_FATAL(                                                                                           \
+      ms_sim_framework_wait_stat((fw), offsetof(ms_sim_framework_stats, fieldname), (count), WAIT_MS))
+#define FW_STAT(fw, fieldname) MS_SIM_FW_STAT(fw, fieldname)
 
 static Meseta__V1__Offer *wait_offer(ms_sim_framework *f) {
-  take_ctx t = {f, NULL};
-  CU_ASSERT_FATAL(ms_sim_wait(took_offer, &t, WAIT_MS));
-  return t.offer;
+  Meseta__V1__Offer *o = ms_sim_framework_wait_offer(f, WAIT_MS);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+  return o;
 }
 
 static double offer_scalar(const Meseta__V1__Offer *o, const char *name) {
@@ -310,24 +279,8 @@ static void test_agent_gone_rescinds(void) {
 
 /* ---- resource operations with feedback ---- */
 
-typedef struct ag_at_least {
-  ms_sim_agent *a;
-  size_t field; /* offsetof in ms_sim_agent_stats */
-  uint64_t n;
-} ag_at_least;
-
-static bool ag_reached(void *ctx) {
-  ag_at_least *w = ctx;
-  ms_sim_agent_stats st;
-  ms_sim_agent_stats_get(w->a, &st);
-  return *(uint64_t *)((char *)&st + w->field) >= w->n;
-}
-
 #define WAIT_AG(ag, fieldname, count)                                                                        \
-  do {                                                                                                       \
-    ag_at_least _w = {(ag), offsetof(ms_sim_agent_stats, fieldname), (count)};                               \
-    CU_ASSERT_FATAL(ms_sim_wait(ag_reached, &_w, WAIT_MS));                                                  \
-  } while (0)
+  CU_ASSERT_FATAL(ms_sim_agent_wait_stat((ag), offsetof(ms_sim_agent_stats, fieldname), (count), WAIT_MS))
 
 /* An agent whose stream breaks keeps its tasks while it is away: it reconnects, and the
  * framework never hears of a lost task; offers on it resume. */
@@ -339,12 +292,11 @@ static void test_agent_away_keeps_tasks(void) {
       .name = "keeper", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:128", .max_tasks = 1};
   ms_sim_framework *f = framework(&al, &fo);
   WAIT_FW(f, running, 1);
-  uint64_t offers = fw_stat(f, offsetof(ms_sim_framework_stats, offer_events));
+  uint64_t offers = FW_STAT(f, offer_events);
   ms_sim_agent_cut(a); /* it re-registers by itself */
-  ag_at_least w = {a, offsetof(ms_sim_agent_stats, reregistrations), 1};
-  CU_ASSERT_FATAL(ms_sim_wait(ag_reached, &w, WAIT_MS));
+  WAIT_AG(a, reregistrations, 1);
   WAIT_FW(f, offer_events, offers + 1); /* offered again once back */
-  CU_ASSERT_EQUAL(fw_stat(f, offsetof(ms_sim_framework_stats, lost)), 0);
+  CU_ASSERT_EQUAL(FW_STAT(f, lost), 0);
   ms_sim_agent_stats as;
   ms_sim_agent_stats_get(a, &as);
   CU_ASSERT_EQUAL(as.running, 1);

@@ -72,8 +72,10 @@ static char *slurp(const char *path) {
  * `where`; stdout and stderr go to files in the test's directory (index *ret_k). */
 static pid_t cli_start(const char *const *args, bool where, int *ret_k) {
   _cleanup_free_ char *bin = ms_test_binary("cli/meseta");
+  /* The agent advertises its AgentOperator port: --agent-port only once it is known
+   * (a test passing its own comes later and wins). */
   const char *argv[32] = {bin, "--master", mapi_addr, "--agent-port", agent_port};
-  size_t n = where ? 5 : 1;
+  size_t n = where ? (agent_port ? 5 : 3) : 1, first = n;
   for (size_t i = 0; args[i] && n < MS_ARRAY_SIZE(argv) - 1; i++)
     argv[n++] = args[i];
   argv[n] = NULL;
@@ -89,7 +91,7 @@ static pid_t cli_start(const char *const *args, bool where, int *ret_k) {
   posix_spawn_file_actions_destroy(&fa);
   CU_ASSERT_EQUAL_FATAL(rc, 0);
   fprintf(stderr, "[%d] meseta", k);
-  for (size_t i = where ? 5 : 1; argv[i]; i++)
+  for (size_t i = first; argv[i]; i++)
     fprintf(stderr, " %s", argv[i]);
   fputc('\n', stderr);
   return pid;
@@ -164,6 +166,10 @@ static bool agent_listed(void *ctx) {
   const char *id =
       json_string_value(json_object_get(json_object_get(json_object_get(a, "agent_info"), "id"), "value"));
   bool ok = id && strcmp(id, agent_id) == 0 && json_array_size(json_object_get(doc, "agents")) == 1;
+  json_int_t port = json_integer_value(json_object_get(json_object_get(a, "agent_info"), "port"));
+  if (ok && port > 0 && !agent_port)
+    agent_port = ms_xasprintf("%lld", (long long)port); /* as it advertises it */
+  ok = ok && agent_port;
   json_decref(doc);
   result_release(&r);
   return ok;
@@ -185,8 +191,8 @@ static void up(void) {
   mapi_addr = ms_xstrdup(ms_test_proc_address(mapi_proc));
   CU_ASSERT_FATAL(ms_sim_wait(serving, mapi_addr, WAIT_MS));
 
-  agent_port = free_port();
-  _cleanup_free_ char *listen = ms_xasprintf("127.0.0.1:%s", agent_port);
+  /* Port 0: no race for a free port; the agent advertises the one it got. */
+  const char *listen = "127.0.0.1:0";
   _cleanup_free_ char *bin = ms_test_binary("services/agent/meseta-agent");
   _cleanup_free_ char *rt = ms_test_binary("services/agent/runtime/meseta-runtime");
   const char *src = getenv("MESETA_SOURCE_DIR");

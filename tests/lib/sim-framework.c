@@ -10,6 +10,7 @@
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
 #include "meseta/rpc.h"
+#include "meseta/task-state.h"
 #include "meseta/time.h"
 #include "meseta/v1/agent_link.pb-c.h"
 
@@ -298,22 +299,6 @@ static void fw_ack(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) {
     count_failure(f);
 }
 
-static bool ms_sim_terminal(Meseta__V1__TaskState s) {
-  switch (s) {
-  case MESETA__V1__TASK_STATE__TASK_FINISHED:
-  case MESETA__V1__TASK_STATE__TASK_FAILED:
-  case MESETA__V1__TASK_STATE__TASK_KILLED:
-  case MESETA__V1__TASK_STATE__TASK_ERROR:
-  case MESETA__V1__TASK_STATE__TASK_LOST:
-  case MESETA__V1__TASK_STATE__TASK_DROPPED:
-  case MESETA__V1__TASK_STATE__TASK_GONE:
-  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
-    return true;
-  default:
-    return false;
-  }
-}
-
 static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) {
   pthread_mutex_lock(&f->mu);
   f->stats.updates++;
@@ -329,7 +314,7 @@ static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) 
   }
   sim_ftask *t = st->task_id ? ft_find(f, st->task_id->value) : NULL;
   bool fresh = true; /* not a resend of a terminal update already seen */
-  if (t && ms_sim_terminal(st->state)) {
+  if (t && ms_task_state_terminal(st->state)) {
     if (t->nterminal && st->uuid.len == 16 && memcmp(t->uuid, st->uuid.data, 16) == 0) {
       fresh = false;
     } else {

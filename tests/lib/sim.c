@@ -32,6 +32,60 @@ bool ms_sim_wait(bool (*pred)(void *ctx), void *ctx, int64_t timeout_ms) {
   return true;
 }
 
+uint64_t ms_sim_framework_stat(ms_sim_framework *f, size_t offset) {
+  ms_sim_framework_stats st;
+  ms_sim_framework_stats_get(f, &st);
+  return *(uint64_t *)((char *)&st + offset);
+}
+
+uint64_t ms_sim_agent_stat(ms_sim_agent *a, size_t offset) {
+  ms_sim_agent_stats st;
+  ms_sim_agent_stats_get(a, &st);
+  return *(uint64_t *)((char *)&st + offset);
+}
+
+typedef struct stat_wait {
+  void *who;
+  size_t offset;
+  uint64_t n;
+} stat_wait;
+
+static bool fw_reached(void *ctx) {
+  stat_wait *w = ctx;
+  return ms_sim_framework_stat(w->who, w->offset) >= w->n;
+}
+
+static bool agent_reached(void *ctx) {
+  stat_wait *w = ctx;
+  return ms_sim_agent_stat(w->who, w->offset) >= w->n;
+}
+
+bool ms_sim_framework_wait_stat(ms_sim_framework *f, size_t offset, uint64_t n, int64_t timeout_ms) {
+  stat_wait w = {f, offset, n};
+  return ms_sim_wait(fw_reached, &w, timeout_ms);
+}
+
+bool ms_sim_agent_wait_stat(ms_sim_agent *a, size_t offset, uint64_t n, int64_t timeout_ms) {
+  stat_wait w = {a, offset, n};
+  return ms_sim_wait(agent_reached, &w, timeout_ms);
+}
+
+typedef struct offer_wait {
+  ms_sim_framework *f;
+  Meseta__V1__Offer *offer;
+} offer_wait;
+
+static bool took_offer(void *ctx) {
+  offer_wait *w = ctx;
+  return (w->offer = ms_sim_framework_take_offer(w->f)) != NULL;
+}
+
+Meseta__V1__Offer *ms_sim_framework_wait_offer(ms_sim_framework *f, int64_t timeout_ms) {
+  offer_wait w = {f, NULL};
+  ms_sim_wait(took_offer, &w, timeout_ms);
+  return w.offer;
+}
+
 void sim_free_msg(void *m) {
   if (m)
     protobuf_c_message_free_unpacked(m, NULL);

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "meseta/error.h"
@@ -186,3 +187,15 @@ void ms_sim_framework_free(ms_sim_framework *f); /* NULL is fine */
 /* Polls pred(ctx) every 10 ms until true or timeout_ms passed (a hang guard, not a
  * timing assertion). */
 bool ms_sim_wait(bool (*pred)(void *ctx), void *ctx, int64_t timeout_ms);
+
+/* A counter of the stats (a uint64_t at `offset`: offsetof(ms_sim_framework_stats, x) or
+ * offsetof(ms_sim_agent_stats, x)), and waits (ms_sim_wait) for it to reach n. */
+uint64_t ms_sim_framework_stat(ms_sim_framework *f, size_t offset);
+uint64_t ms_sim_agent_stat(ms_sim_agent *a, size_t offset);
+bool ms_sim_framework_wait_stat(ms_sim_framework *f, size_t offset, uint64_t n, int64_t timeout_ms);
+bool ms_sim_agent_wait_stat(ms_sim_agent *a, size_t offset, uint64_t n, int64_t timeout_ms);
+#define MS_SIM_FW_STAT(f, field) ms_sim_framework_stat((f), offsetof(ms_sim_framework_stats, field))
+#define MS_SIM_AGENT_STAT(a, field) ms_sim_agent_stat((a), offsetof(ms_sim_agent_stats, field))
+/* The next offer a HOLD framework got (the caller frees it), waiting at most timeout_ms;
+ * NULL if none came. */
+Meseta__V1__Offer *ms_sim_framework_wait_offer(ms_sim_framework *f, int64_t timeout_ms);
