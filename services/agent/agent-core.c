@@ -211,7 +211,11 @@ static void on_message(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *m) 
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_KILL_TASK:
     if (m->kill_task->framework_id && m->kill_task->task_id)
-      agent_task_kill(a, m->kill_task->framework_id->value, m->kill_task->task_id->value);
+      agent_task_kill(a, m->kill_task->framework_id->value, m->kill_task->task_id->value,
+                      m->kill_task->kill_policy && m->kill_task->kill_policy->grace_period
+                          ? m->kill_task->kill_policy->grace_period->seconds * 1000 +
+                                m->kill_task->kill_policy->grace_period->nanos / 1000000
+                          : -1);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS:
     if (m->acknowledge_status->framework_id && m->acknowledge_status->task_id)
@@ -225,7 +229,8 @@ static void on_message(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *m) 
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_EXECUTOR:
     /* A command task is its own executor: the executor id is the task id. */
     if (m->shutdown_executor->framework_id && m->shutdown_executor->executor_id)
-      agent_task_kill(a, m->shutdown_executor->framework_id->value, m->shutdown_executor->executor_id->value);
+      agent_task_kill(a, m->shutdown_executor->framework_id->value, m->shutdown_executor->executor_id->value,
+                      -1);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_FRAMEWORK_TO_EXECUTOR:
     ms_log_info(NULL, "framework message for executor `%s` dropped: command tasks take no messages",

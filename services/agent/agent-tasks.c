@@ -464,17 +464,32 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
 
 /* ---- kills ---- */
 
-static void kill_one(agent *a, agent_task *t) {
-  if (!t->pid || t->kill_requested)
+/* SIGTERM to the runtime, which forwards it and SIGKILLs after the grace. grace_ms >= 0
+ * overrides the task's own: it travels as the signal's value (sigqueue), and the runtime
+ * keeps the shorter of what it has; a later kill may shorten a grace already running. */
+static void kill_one(agent *a, agent_task *t, int64_t grace_ms) {
+  if (!t->pid || (t->kill_requested && grace_ms < 0))
     return;
-  t->kill_requested = true;
-  agent_checkpoint_task(a, t);
-  ms_log_info(t->log_id, "killing: SIGTERM to runtime pid %d", (int)t->pid);
-  if (kill(t->pid, SIGTERM) < 0)
+  if (!t->kill_requested) {
+    t->kill_requested = true;
+    agent_checkpoint_task(a, t);
+  }
+  int rc;
+  if (grace_ms >= 0) {
+    if (grace_ms > a->cfg.max_kill_grace_ms)
+      grace_ms = a->cfg.max_kill_grace_ms;
+    ms_log_info(t->log_id, "killing: SIGTERM to runtime pid %d, grace %lld ms", (int)t->pid,
+                (long long)grace_ms);
+    rc = sigqueue(t->pid, SIGTERM, (union sigval){.sival_int = (int)grace_ms});
+  } else {
+    ms_log_info(t->log_id, "killing: SIGTERM to runtime pid %d", (int)t->pid);
+    rc = kill(t->pid, SIGTERM);
+  }
+  if (rc < 0)
     ms_log_warn(t->log_id, "SIGTERM to runtime pid %d: %s", (int)t->pid, strerror(errno));
 }
 
-void agent_task_kill(agent *a, const char *framework_id, const char *task_id) {
+void agent_task_kill(agent *a, const char *framework_id, const char *task_id, int64_t grace_ms) {
   agent_task *t = agent_task_find(a, framework_id, task_id);
   if (!t) {
     ms_log_info(NULL, "task=%s/%s: KILL_TASK for an unknown task", framework_id, task_id);
@@ -484,7 +499,7 @@ void agent_task_kill(agent *a, const char *framework_id, const char *task_id) {
     ms_log_debug(t->log_id, "KILL_TASK for a task already %s", ms_task_state_name(t->state));
     return;
   }
-  kill_one(a, t);
+  kill_one(a, t, grace_ms);
 }
 
 void agent_task_update_framework(agent *a, const Meseta__V1__FrameworkInfo *info) {
@@ -503,7 +518,7 @@ void agent_task_update_framework(agent *a, const Meseta__V1__FrameworkInfo *info
 void agent_task_kill_all(agent *a, const char *framework_id) {
   for (agent_task *t = a->tasks; t; t = t->next)
     if (!framework_id || strcmp(framework_id, t->framework_id) == 0)
-      kill_one(a, t);
+      kill_one(a, t, -1);
 }
 
 /* ---- reaping ---- */

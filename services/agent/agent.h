@@ -121,8 +121,10 @@ typedef struct agent_task agent_task;
 
 /* RUN_TASK: sandbox, spec, spawn; TASK_STARTING / RUNNING, or TASK_FAILED / ERROR. */
 void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt);
-/* KILL_TASK: SIGTERM to the runtime (it forwards, SIGKILL after the grace). */
-void agent_task_kill(agent *a, const char *framework_id, const char *task_id);
+/* KILL_TASK: SIGTERM to the runtime (it forwards, SIGKILL after the grace: grace_ms,
+ * capped by --max-kill-grace-period, when >= 0 — a KillPolicy in the kill — else the
+ * task's own). */
+void agent_task_kill(agent *a, const char *framework_id, const char *task_id, int64_t grace_ms);
 /* UPDATE_FRAMEWORK: the framework's tasks keep (and checkpoint) the new FrameworkInfo. */
 void agent_task_update_framework(agent *a, const Meseta__V1__FrameworkInfo *info);
 /* SHUTDOWN_FRAMEWORK (framework_id) or every task (NULL). */

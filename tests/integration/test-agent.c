@@ -75,6 +75,8 @@ static ms_test_proc *try_agent(const char *name, const char *resources, const ch
                         "", /* no AgentOperator server: port 5051 may be taken */
                         "--status-update-retry",
                         "1s",
+                        "--max-kill-grace-period",
+                        "10m",
                         "--shutdown-grace",
                         "10s",
                         "--log-level",
@@ -122,7 +124,7 @@ static bool took_offer(void *ctx) {
 /* Accepts the next offer with one command task of `resources`, under the seccomp profile
  * `profile` (NULL: the agent's default); the accept's result. */
 static int launch_with(const char *task_id, const char *command, bool shell, const char *resources,
-                       const char *profile, ms_error **ret_err) {
+                       const char *profile, int64_t grace_s, ms_error **ret_err) {
   take_ctx tc = {NULL};
   CU_ASSERT_FATAL(ms_sim_wait(took_offer, &tc, WAIT_MS));
   Meseta__V1__Offer *offer = tc.offer;
@@ -164,6 +166,13 @@ static int launch_with(const char *task_id, const char *command, bool shell, con
     ci.linux_info = &li;
     t.container = &ci;
   }
+  Google__Protobuf__Duration gd = GOOGLE__PROTOBUF__DURATION__INIT;
+  Meseta__V1__KillPolicy kp = MESETA__V1__KILL_POLICY__INIT;
+  if (grace_s > 0) { /* the task's own grace */
+    gd.seconds = grace_s;
+    kp.grace_period = &gd;
+    t.kill_policy = &kp;
+  }
   Meseta__V1__TaskInfo *tis[] = {&t};
   Meseta__V1__Offer__Operation__Launch l = MESETA__V1__OFFER__OPERATION__LAUNCH__INIT;
   l.n_task_infos = 1;
@@ -182,7 +191,7 @@ static int launch_with(const char *task_id, const char *command, bool shell, con
 /* Accepts the next offer with one command task of cpus:0.1;mem:64. */
 static void launch(const char *task_id, const char *command, bool shell) {
   ms_error *err = NULL;
-  MS_ASSERT_OK(launch_with(task_id, command, shell, "cpus:0.1;mem:64", NULL, &err), &err);
+  MS_ASSERT_OK(launch_with(task_id, command, shell, "cpus:0.1;mem:64", NULL, 0, &err), &err);
 }
 
 typedef struct state_ctx {
@@ -327,7 +336,8 @@ static void test_missing_binary_fails_clearly(void) {
   free_status(st);
 }
 
-static void kill_task(const char *task_id) {
+/* Kills through the scheduler API; grace_ms >= 0 overrides the task's KillPolicy. */
+static void kill_task_grace(const char *task_id, int64_t grace_ms) {
   Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
   fid.value = (char *)ms_sim_framework_id(fw);
   Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
@@ -336,11 +346,40 @@ static void kill_task(const char *task_id) {
   k.framework_id = &fid;
   k.stream_id = (char *)ms_sim_framework_stream_id(fw);
   k.task_id = &tid;
+  Google__Protobuf__Duration gd = GOOGLE__PROTOBUF__DURATION__INIT;
+  Meseta__V1__KillPolicy kp = MESETA__V1__KILL_POLICY__INIT;
+  if (grace_ms >= 0) {
+    gd.seconds = grace_ms / 1000;
+    gd.nanos = (int32_t)(grace_ms % 1000) * 1000000;
+    kp.grace_period = &gd;
+    k.kill_policy = &kp;
+  }
   Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
   c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_KILL;
   c.kill = &k;
   ms_error *err = NULL;
   MS_ASSERT_OK(ms_sim_framework_call(fw, &c, &err), &err);
+}
+
+static void kill_task(const char *task_id) {
+  kill_task_grace(task_id, -1);
+}
+
+/* A kill's KillPolicy overrides the task's: a task that ignores SIGTERM, with a grace of
+ * ten minutes of its own, killed with a grace of 0 is SIGKILLed at once (the wait below is
+ * a hang guard far below the task's grace). */
+static void test_kill_policy_override(void) {
+  up();
+  ms_error *err = NULL;
+  MS_ASSERT_OK(launch_with("stubborn", "trap '' TERM; while true; do sleep 0.2; done", true,
+                           "cpus:0.1;mem:64", NULL, 600, &err),
+               &err);
+  free_status(wait_state("stubborn", MESETA__V1__TASK_STATE__TASK_RUNNING));
+  kill_task_grace("stubborn", 0);
+  Meseta__V1__TaskStatus *st = wait_state("stubborn", MESETA__V1__TASK_STATE__TASK_KILLED);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(st->exit_status);
+  CU_ASSERT_EQUAL(st->exit_status->signal, SIGKILL);
+  free_status(st);
 }
 
 static void test_kill_sleep(void) {
@@ -727,7 +766,7 @@ static void test_mutual_tls_link(void) {
 static void test_resources_the_agent_lacks(void) {
   up();
   ms_error *err = NULL;
-  CU_ASSERT(launch_with("too-big", "true", true, "cpus:64;mem:64", NULL, &err) < 0);
+  CU_ASSERT(launch_with("too-big", "true", true, "cpus:64;mem:64", NULL, 0, &err) < 0);
   CU_ASSERT_PTR_NOT_NULL_FATAL(err);
   fprintf(stderr, "too big: %s\n", err->msg);
   CU_ASSERT_EQUAL(err->code, MS_INVALID_ARGUMENT);
@@ -741,19 +780,49 @@ static void test_resources_the_agent_lacks(void) {
  * with a message naming the profile, and leaves no process, cgroup or mount. */
 static void test_unknown_seccomp_profile(void) {
   up();
-  launch_with("no-such-profile", "true", true, "cpus:0.1;mem:64", "meseta-no-such-profile", NULL);
+  launch_with("no-such-profile", "true", true, "cpus:0.1;mem:64", "meseta-no-such-profile", 0, NULL);
   Meseta__V1__TaskStatus *st = wait_state("no-such-profile", MESETA__V1__TASK_STATE__TASK_FAILED);
   fprintf(stderr, "unknown profile: %s\n", st->message);
   CU_ASSERT_PTR_NOT_NULL(strstr(st->message, "meseta-no-such-profile"));
   CU_ASSERT_EQUAL(st->reason, MESETA__V1__TASK_STATUS__REASON__REASON_CONTAINER_LAUNCH_FAILED);
   free_status(st);
-  launch_with("profile-path", "true", true, "cpus:0.1;mem:64", "../../etc/passwd", NULL);
+  launch_with("profile-path", "true", true, "cpus:0.1;mem:64", "../../etc/passwd", 0, NULL);
   st = wait_state("profile-path", MESETA__V1__TASK_STATE__TASK_ERROR);
   fprintf(stderr, "profile path: %s\n", st->message);
   CU_ASSERT_PTR_NOT_NULL(strstr(st->message, "seccomp.profile_name"));
   free_status(st);
   CU_ASSERT(ms_sim_wait(nothing_left, NULL, WAIT_MS));
   CU_ASSERT_EQUAL(mounts_in_work(), 0);
+}
+
+/* After a failed case: containers the agent left running (SIGTERM keeps them) are killed
+ * through their cgroups, then their runtimes, so nothing outlives the test. */
+static void kill_leftovers(void) {
+  static const char *const roots[] = {"/sys/fs/cgroup/pids/meseta", "/sys/fs/cgroup/memory/meseta",
+                                      "/sys/fs/cgroup/meseta"};
+  int n = 0;
+  for (size_t i = 0; i < MS_ARRAY_SIZE(roots); i++) {
+    DIR *d = opendir(roots[i]);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+      if (strncmp(e->d_name, "c-", 2) != 0)
+        continue;
+      _cleanup_free_ char *spec = ms_xasprintf("%s/containers/%s/spec.json", work, e->d_name);
+      if (access(spec, F_OK) != 0)
+        continue; /* another test's */
+      _cleanup_free_ char *procs = ms_xasprintf("%s/%s/cgroup.procs", roots[i], e->d_name);
+      FILE *f = fopen(procs, "re");
+      int pid;
+      while (f && fscanf(f, "%d", &pid) == 1)
+        n += kill(pid, SIGKILL) == 0;
+      if (f)
+        fclose(f);
+    }
+    if (d)
+      closedir(d);
+  }
+  if (n)
+    fprintf(stderr, "test-agent: killed %d processes of containers left by failed cases\n", n);
 }
 
 int main(int argc, char **argv) {
@@ -766,6 +835,7 @@ int main(int argc, char **argv) {
       {"exit_code_fails", test_exit_code_fails},
       {"missing_binary_fails_clearly", test_missing_binary_fails_clearly},
       {"kill_sleep", test_kill_sleep},
+      {"kill_policy_override", test_kill_policy_override},
       {"isolators", test_isolators},
       {"shutdown_executor", test_shutdown_executor},
       {"nothing_left_and_restart_keeps_id", test_nothing_left_and_restart_keeps_id},
@@ -785,6 +855,7 @@ int main(int argc, char **argv) {
       rc = 1;
     ms_test_proc_free(agent_proc);
   }
+  kill_leftovers(); /* the runtimes then end by themselves and remove their cgroups */
   if (alloc_proc) {
     if (ms_test_proc_stop(alloc_proc, SIGTERM) != 0)
       rc = 1;

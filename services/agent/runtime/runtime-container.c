@@ -259,10 +259,18 @@ static int supervise(pid_t init, const rt_spec *s, bool *ret_killed) {
       sig = sigtimedwait(&set, &si, &ts);
     }
     if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+      /* A grace sent with the signal (sigqueue: the agent's KillPolicy override) replaces
+       * the spec's; a later kill may only shorten it. */
+      int64_t grace = s->kill_grace_ms;
+      if (si.si_code == SI_QUEUE && si.si_value.sival_int >= 0)
+        grace = si.si_value.sival_int;
+      int64_t want = now_ms() + grace;
       if (!*ret_killed) {
         *ret_killed = true;
         kill(init, SIGTERM);
-        deadline = now_ms() + s->kill_grace_ms;
+        deadline = want;
+      } else if (want < deadline) {
+        deadline = want;
       }
     }
   }
