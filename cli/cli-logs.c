@@ -5,6 +5,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/pb.h"
+#include "meseta/task-state.h"
 #include "meseta/v1/agent_operator.pb-c.h"
 #include "meseta/v1/operator.pb-c.h"
 
@@ -125,13 +126,6 @@ static const ms_flag logs_flags[] = {
     {"follow", MS_FLAG_BOOL, &logs_follow, "false", "Keep printing what is written until the task ends"},
 };
 
-static bool task_terminal(int state) {
-  return state == MESETA__V1__TASK_STATE__TASK_FINISHED || state == MESETA__V1__TASK_STATE__TASK_FAILED ||
-         state == MESETA__V1__TASK_STATE__TASK_KILLED || state == MESETA__V1__TASK_STATE__TASK_ERROR ||
-         state == MESETA__V1__TASK_STATE__TASK_DROPPED || state == MESETA__V1__TASK_STATE__TASK_GONE ||
-         state == MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR || state == MESETA__V1__TASK_STATE__TASK_LOST;
-}
-
 static int logs(cli *c, const char *task_id) {
   ms_error *err = NULL;
   Meseta__V1__Task *t = NULL;
@@ -140,7 +134,7 @@ static int logs(cli *c, const char *task_id) {
   _cleanup_free_ char *fw = ms_xstrdup(t->framework_id ? t->framework_id->value : "");
   _cleanup_free_ char *addr = NULL;
   ms_rpc_channel *agent = cli_agent_channel(c, t->agent_id ? t->agent_id->value : "", &addr, &err);
-  bool done = task_terminal(t->state);
+  bool done = ms_task_state_terminal(t->state);
   protobuf_c_message_free_unpacked(&t->base, NULL);
   if (!agent)
     return cli_fail(c, "task logs", err);
@@ -162,7 +156,7 @@ static int logs(cli *c, const char *task_id) {
       rc = cli_fail(c, "task logs", err);
       break;
     }
-    done = task_terminal(t->state);
+    done = ms_task_state_terminal(t->state);
     protobuf_c_message_free_unpacked(&t->base, NULL);
   }
   ms_rpc_channel_free(agent);
@@ -181,22 +175,62 @@ int cli_cmd_task_logs(cli *c, int argc, char **argv) {
   return rc;
 }
 
+static char *kill_fw;
+static int64_t kill_grace = -1;
+static const ms_flag kill_flags[] = {
+    {"framework", MS_FLAG_STRING, &kill_fw, NULL, "The task's framework (when several have such a task)",
+     "ID"},
+    {"grace", MS_FLAG_DURATION, &kill_grace, NULL,
+     "SIGTERM to SIGKILL grace (default: the task's kill policy)", "DURATION"},
+};
+
+/* Through the task's agent (AgentOperator.KillTask): the framework sees the usual
+ * updates, TASK_KILLED at the end. */
 int cli_cmd_task_kill(cli *c, int argc, char **argv) {
-  static const ms_flag none[] = {
-      {"framework", MS_FLAG_STRING, &desc_fw, NULL, "The task's framework", "ID"},
-  };
-  ms_flag_spec spec = {"meseta task kill", "Kills a task.", none, MS_ARRAY_SIZE(none), "TASK_ID"};
+  ms_flag_spec spec = {"meseta task kill", "Kills a task (SIGTERM, then SIGKILL after the grace).",
+                       kill_flags, MS_ARRAY_SIZE(kill_flags), "TASK_ID"};
   char **pos;
   int npos;
   int rc = cli_args(c, &spec, argc, argv, 1, 1, &pos, &npos);
-  if (rc < 0) {
-    /* Only a task's framework may kill it (Scheduler.Kill, on its own stream); the
-     * Operator API has no call for one task yet. Say so rather than pretend. */
-    fprintf(stderr, "meseta: task kill: UNIMPLEMENTED: the Operator API cannot kill one task yet; its "
-                    "framework can (for `meseta run`: Ctrl-C), or `meseta teardown FRAMEWORK_ID` ends the "
-                    "framework and all its tasks\n");
-    rc = CLI_EXIT_REFUSED;
+  if (rc >= 0) {
+    cli_args_free(&spec);
+    return rc;
   }
+  ms_error *err = NULL;
+  Meseta__V1__Task *t = NULL;
+  if (cli_find_task(c, pos[0], kill_fw, (ProtobufCMessage **)&t, &err) < 0) {
+    cli_args_free(&spec);
+    return cli_fail(c, "task kill", err);
+  }
+  _cleanup_free_ char *addr = NULL;
+  ms_rpc_channel *agent = cli_agent_channel(c, t->agent_id ? t->agent_id->value : "", &addr, &err);
+  if (!agent) {
+    rc = cli_fail(c, "task kill", err);
+  } else {
+    Google__Protobuf__Duration gd = GOOGLE__PROTOBUF__DURATION__INIT;
+    Meseta__V1__KillPolicy kp = MESETA__V1__KILL_POLICY__INIT;
+    Meseta__V1__KillTaskRequest req = MESETA__V1__KILL_TASK_REQUEST__INIT;
+    req.framework_id = t->framework_id;
+    req.task_id = t->task_id;
+    if (kill_grace >= 0) {
+      gd.seconds = kill_grace / 1000000000;
+      gd.nanos = (int32_t)(kill_grace % 1000000000);
+      kp.grace_period = &gd;
+      req.kill_policy = &kp;
+    }
+    ProtobufCMessage *resp = NULL;
+    if (cli_call(c, agent, "AgentOperator", "KillTask", &req.base,
+                 &meseta__v1__kill_task_response__descriptor, &resp, &err) < 0) {
+      ms_error_prefix(&err, "agent %s", addr);
+      rc = cli_fail(c, "task kill", err);
+    } else {
+      protobuf_c_message_free_unpacked(resp, NULL);
+      fprintf(stderr, "meseta: task %s: kill sent to agent %s\n", pos[0], addr);
+      rc = CLI_EXIT_OK;
+    }
+    ms_rpc_channel_free(agent);
+  }
+  protobuf_c_message_free_unpacked(&t->base, NULL);
   cli_args_free(&spec);
   return rc;
 }

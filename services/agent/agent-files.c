@@ -406,7 +406,8 @@ static void log_refusal(const char *method, const Meseta__V1__FrameworkID *fw, c
 static int on_list(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const Meseta__V1__ListFilesRequest *req = (const Meseta__V1__ListFilesRequest *)msg;
   Meseta__V1__ListFilesResponse *resp = NULL;
-  if (agent_files_list(ms_rpc_call_userdata(call), req, &resp, err) < 0) {
+  const agent_operator_ctx *ctx = ms_rpc_call_userdata(call);
+  if (agent_files_list(ctx->work_dir, req, &resp, err) < 0) {
     log_refusal("ListFiles", req->framework_id, req->task_id, *err);
     return MS_ERR;
   }
@@ -418,7 +419,8 @@ static int on_list(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **er
 static int on_read(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const Meseta__V1__ReadFileRequest *req = (const Meseta__V1__ReadFileRequest *)msg;
   Meseta__V1__ReadFileResponse *resp = NULL;
-  if (agent_files_read(ms_rpc_call_userdata(call), req, &resp, err) < 0) {
+  const agent_operator_ctx *ctx = ms_rpc_call_userdata(call);
+  if (agent_files_read(ctx->work_dir, req, &resp, err) < 0) {
     log_refusal("ReadFile", req->framework_id, req->task_id, *err);
     return MS_ERR;
   }
@@ -427,23 +429,24 @@ static int on_read(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **er
   return rc;
 }
 
-int agent_files_add_service(ms_rpc_server *srv, const char *work_dir, ms_error **err) {
+int agent_files_add_service(ms_rpc_server *srv, const agent_operator_ctx *ctx, ms_error **err) {
   static const ms_rpc_method methods[] = {
       {.name = "ListFiles", .on_start = on_list},
       {.name = "ReadFile", .on_start = on_read},
+      {.name = "KillTask", .on_start = agent_operator_kill},
   };
   return ms_rpc_server_add_service(srv, &meseta__v1__agent_operator__descriptor, methods,
-                                   MS_ARRAY_SIZE(methods), (void *)work_dir, err);
+                                   MS_ARRAY_SIZE(methods), (void *)ctx, err);
 }
 
-ms_rpc_server *agent_operator_serve(const char *work_dir, const char *const *listen, size_t n,
+ms_rpc_server *agent_operator_serve(const agent_operator_ctx *ctx, const char *const *listen, size_t n,
                                     ms_error **err) {
   /* The default 4 MiB message holds a 1 MiB read or a full page of entries. */
   ms_rpc_server_options so = {.listen = listen, .n_listen = n};
   ms_rpc_server *srv = ms_rpc_server_new(&so, err);
   if (!srv)
     return NULL;
-  if (agent_files_add_service(srv, work_dir, err) < 0 || ms_rpc_server_start(srv, err) < 0) {
+  if (agent_files_add_service(srv, ctx, err) < 0 || ms_rpc_server_start(srv, err) < 0) {
     ms_rpc_server_free(srv);
     return NULL;
   }

@@ -18,6 +18,8 @@
 #include "meseta/rpc.h"
 #include "meseta/v1/agent_operator.pb-c.h"
 
+#include "agent.h"
+
 #define AGENT_FILES_DEFAULT_PAGE 500
 #define AGENT_FILES_MAX_PAGE 5000
 #define AGENT_FILES_MAX_PAGE_BYTES (3 * 1024 * 1024) /* a page ends before its answer passes this */
@@ -32,12 +34,23 @@ int agent_files_list(const char *work_dir, const Meseta__V1__ListFilesRequest *r
 int agent_files_read(const char *work_dir, const Meseta__V1__ReadFileRequest *req,
                      Meseta__V1__ReadFileResponse **ret_resp, ms_error **err);
 
-/* Hosts meseta.v1.AgentOperator (its file methods; the others answer UNIMPLEMENTED) on
- * srv. work_dir is borrowed: it must outlive the server. */
-int agent_files_add_service(ms_rpc_server *srv, const char *work_dir, ms_error **err);
+/* What AgentOperator's handlers use (borrowed: it must outlive the server). The file
+ * methods need only work_dir; KillTask posts to the agent's loop (a NULL agent: KillTask
+ * answers UNAVAILABLE). */
+typedef struct agent_operator_ctx {
+  const char *work_dir;
+  agent *a;
+  ms_loop *loop;
+} agent_operator_ctx;
+
+/* KillTask (agent-operator.c): checks the ids here, does the rest on the agent's loop. */
+int agent_operator_kill(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err);
+
+/* Hosts meseta.v1.AgentOperator on srv. */
+int agent_files_add_service(ms_rpc_server *srv, const agent_operator_ctx *ctx, ms_error **err);
 
 /* A started server on the `n` addresses of `listen` hosting AgentOperator (and health and
  * reflection). The caller shuts it down and frees it (ms_rpc_server_free); work_dir is
  * borrowed as above. */
-ms_rpc_server *agent_operator_serve(const char *work_dir, const char *const *listen, size_t n,
+ms_rpc_server *agent_operator_serve(const agent_operator_ctx *ctx, const char *const *listen, size_t n,
                                     ms_error **err);

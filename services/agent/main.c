@@ -22,6 +22,7 @@ static bool switch_user, kill_on_exit;
 static char *region, *zone, *tls_ca, *tls_cert, *tls_key, *tls_server_name, *isolation;
 static int64_t pids_limit;
 static ms_strv listen_addrs;
+static agent_operator_ctx op_ctx; /* outlives the AgentOperator server */
 static int64_t max_grace_ns, retry_ns, retry_max_ns, backoff_ns, backoff_max_ns, shutdown_ns, reserve_mem;
 
 static const ms_flag flags[] = {
@@ -166,7 +167,8 @@ static int run(ms_error **err) {
   agent *a = agent_new(&cfg, loop, err);
   ms_rpc_server *srv = NULL; /* AgentOperator: sandbox files (agent-files.c) */
   if (a && listen_addrs.n) {
-    if (!(srv = agent_operator_serve(work_dir, (const char *const *)listen_addrs.v, listen_addrs.n, err))) {
+    op_ctx = (agent_operator_ctx){.work_dir = work_dir, .a = a, .loop = loop};
+    if (!(srv = agent_operator_serve(&op_ctx, (const char *const *)listen_addrs.v, listen_addrs.n, err))) {
       ms_error_prefix(err, "flag `--listen`");
       goto out;
     }
@@ -188,6 +190,9 @@ static int run(ms_error **err) {
 out:
   if (srv)
     ms_rpc_server_shutdown(srv, 1000);
+  /* KillTask calls wait on the loop: run what they posted, so the server's references go. */
+  while (srv && ms_loop_run_once(loop, 0, NULL) > 0)
+    ;
   ms_rpc_server_free(srv);
   agent_free(a);
   ms_loop_free(loop);

@@ -231,6 +231,34 @@ static void test_errors(void) {
   expect(read_file(FW, "stdout", -5, 0, NULL, &msg), &msg, MS_INVALID_ARGUMENT, "`offset`");
 }
 
+/* KillTask: missing ids and a negative grace are refused naming the field; a task the
+ * agent does not run is NOT_FOUND. (Killing a running task: test-cli's task_kill.) */
+static void test_kill_task_refusals(void) {
+  up();
+  Meseta__V1__FrameworkID f = MESETA__V1__FRAMEWORK_ID__INIT;
+  Meseta__V1__TaskID t = MESETA__V1__TASK_ID__INIT;
+  f.value = FW;
+  t.value = "not-running-here";
+  Meseta__V1__KillTaskRequest req = MESETA__V1__KILL_TASK_REQUEST__INIT;
+  char *msg = NULL;
+  expect(call("KillTask", &req.base, &meseta__v1__kill_task_response__descriptor, NULL, &msg), &msg,
+         MS_INVALID_ARGUMENT, "`framework_id`");
+  req.framework_id = &f;
+  expect(call("KillTask", &req.base, &meseta__v1__kill_task_response__descriptor, NULL, &msg), &msg,
+         MS_INVALID_ARGUMENT, "`task_id`");
+  req.task_id = &t;
+  Google__Protobuf__Duration gd = GOOGLE__PROTOBUF__DURATION__INIT;
+  gd.seconds = -1;
+  Meseta__V1__KillPolicy kp = MESETA__V1__KILL_POLICY__INIT;
+  kp.grace_period = &gd;
+  req.kill_policy = &kp;
+  expect(call("KillTask", &req.base, &meseta__v1__kill_task_response__descriptor, NULL, &msg), &msg,
+         MS_INVALID_ARGUMENT, "`kill_policy.grace_period`");
+  req.kill_policy = NULL;
+  expect(call("KillTask", &req.base, &meseta__v1__kill_task_response__descriptor, NULL, &msg), &msg,
+         MS_NOT_FOUND, "is not on this agent");
+}
+
 static int count_fds(pid_t pid) {
   _cleanup_free_ char *p = ms_xasprintf("/proc/%d/fd", (int)pid);
   DIR *d = opendir(p);
@@ -270,6 +298,7 @@ int main(int argc, char **argv) {
       {"health", test_health},
       {"list_and_read", test_list_and_read},
       {"errors", test_errors},
+      {"kill_task_refusals", test_kill_task_refusals},
       {"no_fd_growth", test_no_fd_growth},
       {"stops_cleanly", test_stops_cleanly},
       {NULL, NULL},

@@ -444,6 +444,30 @@ static void test_run_interrupted(void) {
   result_release(&r);
 }
 
+/* `meseta task kill` reaches the task through its agent: the running `meseta run` sees
+ * TASK_KILLED and exits 128 + SIGTERM. */
+static void test_task_kill(void) {
+  up();
+  running w;
+  pid_t pid = cli_start((const char *[]){"run", "--shell", "echo started; exec sleep 600", NULL}, true, &w.k);
+  CU_ASSERT_FATAL(ms_sim_wait(output_streamed, &w, WAIT_MS));
+  result so_far = {0, NULL, cli_file(w.k, "err")};
+  _cleanup_free_ char *task = task_id_of(&so_far);
+  result_release(&so_far);
+  result k = cli((const char *[]){"task", "kill", task, NULL});
+  CU_ASSERT_EQUAL(k.code, 0);
+  result_release(&k);
+  result r = cli_wait(pid, w.k);
+  CU_ASSERT_EQUAL(r.code, 128 + SIGTERM);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "TASK_KILLED"));
+  result_release(&r);
+  /* Killing it again: it has ended. */
+  k = cli((const char *[]){"task", "kill", task, NULL});
+  CU_ASSERT_EQUAL(k.code, 1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(k.err, "has already ended") || strstr(k.err, "not on this agent"));
+  result_release(&k);
+}
+
 /* The master from the environment or the config file; YAML says what JSON says. */
 static void test_config_and_yaml(void) {
   up();
@@ -661,6 +685,7 @@ int main(int argc, char **argv) {
       {"errors", test_errors},
       {"more_commands", test_more_commands},
       {"run_interrupted", test_run_interrupted},
+      {"task_kill", test_task_kill},
       {"config_and_yaml", test_config_and_yaml},
       {"stop", test_stop},
       {"up_and_down", test_up_and_down},
