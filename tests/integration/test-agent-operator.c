@@ -16,6 +16,7 @@
 #include "meseta/rpc.h"
 #include "meseta/v1/agent_operator.pb-c.h"
 
+#include "cluster.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "proc.h"
 #include "testlib.h"
@@ -51,9 +52,7 @@ static void write_file(const char *rel, const char *data, size_t len) {
 static void up(void) {
   if (ch)
     return;
-  _cleanup_free_ char *abin = ms_test_binary("services/allocator/meseta-allocator");
-  const char *aargv[] = {abin, "--listen", "127.0.0.1:0", "--log-level", "debug", NULL};
-  alloc_proc = start("allocator", aargv);
+  alloc_proc = ms_test_allocator_start(dir, "allocator", NULL);
   _cleanup_free_ char *bin = ms_test_binary("services/agent/meseta-agent");
   _cleanup_free_ char *rt = ms_test_binary("services/agent/runtime/meseta-runtime");
   _cleanup_free_ char *listen = ms_xasprintf("unix:%s", sock);

@@ -18,6 +18,7 @@
 #include "meseta/resources-io.h"
 #include "meseta/time.h"
 
+#include "cluster.h"
 #include "etcd-harness.h"
 #include "proc.h"
 #include "sim.h"
@@ -31,15 +32,6 @@ static char *dir, *work;
 static ms_test_proc *alloc_proc, *agent_proc;
 static ms_sim_framework *fw;
 static char *agent_id_first;
-
-static ms_test_proc *start(const char *name, const char *const *argv) {
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s: %s\n", name, err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-  return p;
-}
 
 #define RESOURCES "cpus:2;mem:1024;disk:1000;ports:[31000-32000]"
 #define ATTRIBUTES "rack:r1;level:3"
@@ -98,10 +90,7 @@ static ms_test_proc *start_agent(const char *name) {
 static void up(void) {
   if (fw)
     return;
-  _cleanup_free_ char *abin = ms_test_binary("services/allocator/meseta-allocator");
-  const char *aargv[] = {abin,    "--listen",    "127.0.0.1:0", "--allocation-interval",
-                         "100ms", "--log-level", "debug",       NULL};
-  alloc_proc = start("allocator", aargv);
+  alloc_proc = ms_test_allocator_start(dir, "allocator", NULL);
   agent_proc = start_agent("agent");
   agent_id_first = ms_xstrdup(ms_test_proc_address(agent_proc)); /* the ready file holds the id */
   ms_error *err = NULL;
@@ -719,10 +708,8 @@ static void test_mutual_tls_link(void) {
                       *skey = ms_xasprintf("%s/server.key", certs),
                       *ccert = ms_xasprintf("%s/client.pem", certs),
                       *ckey = ms_xasprintf("%s/client.key", certs);
-  _cleanup_free_ char *abin = ms_test_binary("services/allocator/meseta-allocator");
-  const char *aargv[] = {abin,        "--listen", "127.0.0.1:0", "--tls-cert", scert,
-                         "--tls-key", skey,       "--tls-ca",    ca,           NULL};
-  ms_test_proc *al = start("allocator-tls", aargv);
+  const char *tls[] = {"--tls-cert", scert, "--tls-key", skey, "--tls-ca", ca, NULL};
+  ms_test_proc *al = ms_test_allocator_start(dir, "allocator-tls", tls);
   _cleanup_free_ char *bin = ms_test_binary("services/agent/meseta-agent");
   _cleanup_free_ char *rt = ms_test_binary("services/agent/runtime/meseta-runtime");
   const char *argv[] = {bin,

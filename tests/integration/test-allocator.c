@@ -9,6 +9,7 @@
 #include "meseta/resources-io.h"
 #include "meseta/rpc.h"
 
+#include "cluster.h"
 #include "proc.h"
 #include "sim.h"
 #include "testlib.h"
@@ -23,19 +24,7 @@ typedef struct allocator {
 } allocator;
 
 static allocator start_allocator(const char *name, const char *const *extra) {
-  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
-  const char *argv[32] = {bin,     "--listen",    "127.0.0.1:0", "--allocation-interval",
-                          "100ms", "--log-level", "debug"};
-  size_t n = 7;
-  for (size_t i = 0; extra && extra[i] && n < 30; i++)
-    argv[n++] = extra[i];
-  argv[n] = NULL;
-  ms_error *err = NULL;
-  allocator a = {0};
-  a.proc = ms_test_proc_start(name, dir, argv, &err);
-  if (!a.proc)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(a.proc);
+  allocator a = {ms_test_allocator_start(dir, name, extra), NULL};
   a.addr = ms_test_proc_address(a.proc);
   return a;
 }

@@ -140,3 +140,19 @@ ms_status ms_test_call(const char *addr, const ms_rpc_channel_options *co, const
   ms_rpc_channel_free(ch);
   return code;
 }
+
+ms_test_proc *ms_test_allocator_start(const char *dir, const char *name, const char *const *extra) {
+  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
+  const char *argv[32] = {bin,     "--listen",    "127.0.0.1:0", "--allocation-interval",
+                          "100ms", "--log-level", "debug"};
+  size_t n = 7;
+  for (size_t i = 0; extra && extra[i] && n < MS_ARRAY_SIZE(argv) - 1; i++)
+    argv[n++] = extra[i];
+  argv[n] = NULL;
+  ms_error *err = NULL;
+  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
+  if (!p)
+    fprintf(stderr, "%s: %s\n", name, err->msg);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  return p;
+}

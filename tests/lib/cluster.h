@@ -28,6 +28,12 @@ void ms_test_cluster_start(ms_test_cluster *c, ms_test_etcd *etcd, const char *d
  * clean exit is asserted. */
 void ms_test_cluster_stop(ms_test_cluster *c);
 
+/* A meseta-allocator without etcd (it leads at once; durable only if `extra` names a
+ * registry) on a free port, allocating every 100 ms, logging at debug into <dir>/<name>.log;
+ * `extra`: more flags, NULL-terminated (NULL: none). A failure to start fails the test
+ * (fatal). Stop it with ms_test_proc_stop. */
+ms_test_proc *ms_test_allocator_start(const char *dir, const char *name, const char *const *extra);
+
 /* grpc.health.v1 of a server as a whole: 1 SERVING, 0 not, -1 no answer. */
 int ms_test_health(const char *addr);
 
