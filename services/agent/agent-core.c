@@ -345,6 +345,7 @@ fail:
 }
 
 int agent_start(agent *a, ms_error **err) {
+  agent_gc_start(a);
   return agent_link_start(a->link, err);
 }
 
@@ -399,6 +400,8 @@ void agent_free(agent *a) {
     agent_task_forget(a, a->tasks);
   if (a->shutdown_timer)
     ms_loop_cancel_timer(a->loop, a->shutdown_timer);
+  if (a->gc_timer)
+    ms_loop_cancel_timer(a->loop, a->gc_timer);
   free(a->work_dir);
   free(a->allocator);
   free(a->runtime);

@@ -48,6 +48,7 @@ struct agent {
   char *tasks_dir;                          /* <work>/meta/tasks: the checkpoints */
   bool iso_seccomp, iso_pids, iso_net_none; /* from cfg.isolation */
   int operator_port;                        /* AgentInfo.port; 0: none */
+  uint64_t gc_timer;                        /* the sweep's (agent-gc.c) */
 };
 
 /* agent-core.c: sends on the registered stream (dropped, with a debug line, when there is
@@ -84,6 +85,20 @@ void agent_task_ended(agent *a, agent_task *t, int ws);
 void agent_task_fail(agent *a, agent_task *t, Meseta__V1__TaskStatus__Reason reason, const char *msg);
 /* agent-tasks.c: start time (/proc/<pid>/stat field 22) of a process; 0 if it is gone. */
 uint64_t agent_proc_start_time(pid_t pid);
+
+/* agent-gc.c: one sweep of <work_dir>: container directories and sandboxes for which
+ * live() says no (it gets the container id, or the framework and task ids) and untouched
+ * (mtime) for delay_ms before now_s are removed, without following links or crossing
+ * filesystems. */
+typedef bool (*agent_gc_live_fn)(void *ctx, const char *framework_id, const char *task_id,
+                                 const char *container_id);
+typedef struct agent_gc_stats {
+  uint64_t sandboxes, containers, bytes;
+} agent_gc_stats;
+int agent_gc_sweep(const char *work_dir, int64_t delay_ms, int64_t now_s, agent_gc_live_fn live, void *ctx,
+                   agent_gc_stats *ret);
+/* agent-gc.c: the periodic sweep on the agent's loop (cfg.gc_interval_ms). */
+void agent_gc_start(agent *a);
 
 /* agent-checkpoint.c: writes t's checkpoint (logs on failure: the task goes on). */
 void agent_checkpoint_task(agent *a, agent_task *t);

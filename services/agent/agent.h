@@ -61,6 +61,9 @@ typedef struct agent_config {
    * always on. */
   const char *isolation;
   int64_t pids_limit; /* with cgroups/pids */
+  /* Sandboxes and container directories of tasks the agent no longer holds are removed
+   * once untouched for gc_delay_ms, by a sweep every gc_interval_ms (0: never). */
+  int64_t gc_delay_ms, gc_interval_ms;
   /* TLS to the allocator: ca verifies it; cert+key are the agent's identity (mutual TLS).
    * NULL ca: plaintext. */
   const char *tls_ca, *tls_cert, *tls_key, *tls_server_name;

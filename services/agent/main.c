@@ -20,7 +20,7 @@ static char *work_dir, *resources, *attributes, *allocator, *hostname, *runtime,
     *seccomp_default, *cgroup_parent, *log_level, *log_format, *ready_file, *reconfiguration_policy;
 static bool switch_user, kill_on_exit;
 static char *region, *zone, *tls_ca, *tls_cert, *tls_key, *tls_server_name, *isolation;
-static int64_t pids_limit;
+static int64_t pids_limit, gc_delay_ns, gc_interval_ns;
 static ms_strv listen_addrs;
 static agent_operator_ctx op_ctx; /* outlives the AgentOperator server */
 static int64_t max_grace_ns, retry_ns, retry_max_ns, backoff_ns, backoff_max_ns, shutdown_ns, reserve_mem;
@@ -70,6 +70,9 @@ static const ms_flag flags[] = {
      "namespaces and cpu/memory cgroups are always on",
      "LIST"},
     {"container-pids-limit", MS_FLAG_INT, &pids_limit, "4096", "Processes per container (cgroups/pids)", "N"},
+    {"gc-delay", MS_FLAG_DURATION, &gc_delay_ns, "168h",
+     "How long the sandbox and container directory of an ended task stay"},
+    {"gc-interval", MS_FLAG_DURATION, &gc_interval_ns, "1h", "How often they are swept (0: never)"},
     {"region", MS_FLAG_STRING, &region, NULL, "Fault domain: the region (with --zone)", "NAME"},
     {"zone", MS_FLAG_STRING, &zone, NULL, "Fault domain: the zone within the region", "NAME"},
     {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL,
@@ -154,6 +157,8 @@ static int run(ms_error **err) {
                       .kill_on_exit = kill_on_exit,
                       .isolation = isolation,
                       .pids_limit = pids_limit,
+                      .gc_delay_ms = gc_delay_ns / 1000000,
+                      .gc_interval_ms = gc_interval_ns / 1000000,
                       .region = region,
                       .zone = zone,
                       .tls_ca = tls_ca,
