@@ -464,7 +464,7 @@ static void test_task_kill(void) {
   /* Killing it again: it has ended. */
   k = cli((const char *[]){"task", "kill", task, NULL});
   CU_ASSERT_EQUAL(k.code, 1);
-  CU_ASSERT_PTR_NOT_NULL(strstr(k.err, "has already ended") || strstr(k.err, "not on this agent"));
+  CU_ASSERT(strstr(k.err, "has already ended") || strstr(k.err, "not on this agent"));
   result_release(&k);
 }
 
