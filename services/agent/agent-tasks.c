@@ -430,7 +430,8 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
   } else if (!(spec = build_spec(a, t, &err))) {
     report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,
            err->msg, NULL, NULL);
-  } else if (agent_write_file(spec_path, spec, &err) < 0) {
+  } else if (agent_write_bytes(spec_path, spec, strlen(spec), false, &err) < 0) {
+    /* Not fsync'ed, as checkpoints are not: a spec matters only while this boot lasts. */
     fail(a, t, MESETA__V1__TASK_STATUS__REASON__REASON_CONTAINER_LAUNCH_FAILED, err->msg);
   } else {
     /* Checkpointed before the spawn: an agent that dies right after it finds the
