@@ -442,7 +442,7 @@ int agent_files_add_service(ms_rpc_server *srv, const agent_operator_ctx *ctx, m
 ms_rpc_server *agent_operator_serve(const agent_operator_ctx *ctx, const char *const *listen, size_t n,
                                     ms_error **err) {
   /* The default 4 MiB message holds a 1 MiB read or a full page of entries. */
-  ms_rpc_server_options so = {.listen = listen, .n_listen = n};
+  ms_rpc_server_options so = {.listen = listen, .n_listen = n, .tls = ctx->tls};
   ms_rpc_server *srv = ms_rpc_server_new(&so, err);
   if (!srv)
     return NULL;

@@ -41,6 +41,9 @@ typedef struct agent_operator_ctx {
   const char *work_dir;
   agent *a;
   ms_loop *loop;
+  /* The server's TLS: cert+key its identity; with ca, clients must present a certificate
+   * signed by it (mutual TLS). NULL: plaintext. */
+  const ms_rpc_tls *tls;
 } agent_operator_ctx;
 
 /* KillTask (agent-operator.c): checks the ids here, does the rest on the agent's loop. */

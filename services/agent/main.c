@@ -20,6 +20,8 @@ static char *work_dir, *resources, *attributes, *allocator, *hostname, *runtime,
     *seccomp_default, *cgroup_parent, *log_level, *log_format, *ready_file, *reconfiguration_policy;
 static bool switch_user, kill_on_exit;
 static char *region, *zone, *tls_ca, *tls_cert, *tls_key, *tls_server_name, *isolation;
+static char *op_tls_cert, *op_tls_key, *op_tls_ca;
+static ms_rpc_tls op_tls;
 static int64_t pids_limit, gc_delay_ns, gc_interval_ns;
 static ms_strv listen_addrs;
 static agent_operator_ctx op_ctx; /* outlives the AgentOperator server */
@@ -81,6 +83,13 @@ static const ms_flag flags[] = {
     {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "This agent's key (PEM)", "FILE"},
     {"tls-server-name", MS_FLAG_STRING, &tls_server_name, NULL,
      "Name to verify the allocator's certificate against (default: from --allocator)", "NAME"},
+    {"operator-tls-cert", MS_FLAG_STRING, &op_tls_cert, NULL,
+     "AgentOperator's server certificate (PEM); enables TLS on --listen", "FILE"},
+    {"operator-tls-key", MS_FLAG_STRING, &op_tls_key, NULL, "AgentOperator's server key (PEM)", "FILE"},
+    {"operator-tls-ca", MS_FLAG_STRING, &op_tls_ca, NULL,
+     "CA that AgentOperator's clients must present a certificate of (mutual TLS): who may read sandboxes "
+     "and kill tasks",
+     "FILE"},
     {"kill-containers-on-exit", MS_FLAG_BOOL, &kill_on_exit, "false",
      "At SIGTERM/SIGINT, end the containers too (default: leave them running for the next start to "
      "re-attach)"},
@@ -130,6 +139,10 @@ static int run(ms_error **err) {
                         reconfiguration_policy);
   if (!!region != !!zone)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flags `--region` and `--zone`: give both or neither");
+  if (!!op_tls_cert != !!op_tls_key || (op_tls_ca && !op_tls_cert))
+    return ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "flags `--operator-tls-cert` / `--operator-tls-key`: give both (and them with "
+                        "`--operator-tls-ca`)");
   if (!!tls_cert != !!tls_key || (tls_cert && !tls_ca))
     return ms_error_set(
         err, MS_INVALID_ARGUMENT,
@@ -172,7 +185,9 @@ static int run(ms_error **err) {
   agent *a = agent_new(&cfg, loop, err);
   ms_rpc_server *srv = NULL; /* AgentOperator: sandbox files (agent-files.c) */
   if (a && listen_addrs.n) {
-    op_ctx = (agent_operator_ctx){.work_dir = work_dir, .a = a, .loop = loop};
+    op_tls = (ms_rpc_tls){.cert_file = op_tls_cert, .key_file = op_tls_key, .ca_file = op_tls_ca};
+    op_ctx =
+        (agent_operator_ctx){.work_dir = work_dir, .a = a, .loop = loop, .tls = op_tls_cert ? &op_tls : NULL};
     if (!(srv = agent_operator_serve(&op_ctx, (const char *const *)listen_addrs.v, listen_addrs.n, err))) {
       ms_error_prefix(err, "flag `--listen`");
       goto out;

@@ -17,6 +17,7 @@
 #include "meseta/alloc.h"
 #include "meseta/resources-io.h"
 #include "meseta/time.h"
+#include "meseta/v1/agent_operator.pb-c.h"
 
 #include "cluster.h"
 #include "etcd-harness.h"
@@ -722,7 +723,13 @@ static void test_mutual_tls_link(void) {
                         "--runtime",
                         rt,
                         "--listen",
-                        "",
+                        "127.0.0.1:0",
+                        "--operator-tls-cert",
+                        scert,
+                        "--operator-tls-key",
+                        skey,
+                        "--operator-tls-ca",
+                        ca,
                         "--region",
                         "r1",
                         "--zone",
@@ -740,6 +747,30 @@ static void test_mutual_tls_link(void) {
   CU_ASSERT_PTR_NOT_NULL(ag);
   if (ag) {
     CU_ASSERT(strlen(ms_test_proc_address(ag)) > 0); /* its agent id */
+    /* AgentOperator over mutual TLS: a client with a certificate of the CA gets answers
+     * (NOT_FOUND: no such sandbox), one without, or in plaintext, gets nothing. */
+    _cleanup_free_ char *log = slurp(ms_test_proc_log(ag));
+    const char *at = strstr(log, "serving AgentOperator on ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+    _cleanup_free_ char *addr = ms_xstrndup(at + 25, strcspn(at + 25, " \n"));
+    Meseta__V1__FrameworkID f = MESETA__V1__FRAMEWORK_ID__INIT;
+    Meseta__V1__TaskID t = MESETA__V1__TASK_ID__INIT;
+    f.value = "fw";
+    t.value = "none";
+    Meseta__V1__ListFilesRequest req = MESETA__V1__LIST_FILES_REQUEST__INIT;
+    req.framework_id = &f;
+    req.task_id = &t;
+    ms_rpc_tls with = {.ca_file = ca, .cert_file = ccert, .key_file = ckey}, without = {.ca_file = ca};
+    ms_rpc_channel_options cw = {.tls = &with}, cn = {.tls = &without};
+    CU_ASSERT_EQUAL(ms_test_call(addr, &cw, NULL, "/meseta.v1.AgentOperator/ListFiles", &req.base,
+                                 &meseta__v1__list_files_response__descriptor, 10000, NULL, NULL),
+                    MS_NOT_FOUND);
+    CU_ASSERT_NOT_EQUAL(ms_test_call(addr, &cn, NULL, "/meseta.v1.AgentOperator/ListFiles", &req.base,
+                                     &meseta__v1__list_files_response__descriptor, 3000, NULL, NULL),
+                        MS_NOT_FOUND);
+    CU_ASSERT_NOT_EQUAL(ms_test_call(addr, NULL, NULL, "/meseta.v1.AgentOperator/ListFiles", &req.base,
+                                     &meseta__v1__list_files_response__descriptor, 3000, NULL, NULL),
+                        MS_NOT_FOUND);
     CU_ASSERT_EQUAL(ms_test_proc_stop(ag, SIGTERM), 0);
   }
   ms_test_proc_free(ag);
