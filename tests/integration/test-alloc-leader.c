@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "alloc-leader.h"
+#include "cluster.h"
 #include "etcd-harness.h"
 #include "testlib.h"
 
@@ -108,13 +109,5 @@ int main(int argc, char **argv) {
       {"bad_arguments", test_bad_arguments},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-alloc-leader: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "alloc-leader", cases);
-  ms_test_etcd_free(etcd);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "alloc-leader", cases, NULL, &etcd);
 }

@@ -254,19 +254,5 @@ int main(int argc, char **argv) {
       {"leader_killed_under_load", test_failover_under_load},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  dir = ms_test_tmpdir("test-allocator-failover");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-allocator-failover: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "allocator-failover", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0)
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-allocator-failover: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "allocator-failover", cases, &dir, &etcd);
 }

@@ -29,22 +29,6 @@ static ms_test_etcd *etcd;
 
 /* ---- processes ---- */
 
-typedef struct allocator {
-  ms_test_proc *proc;
-  const char *addr;
-} allocator;
-
-static allocator start_allocator(const char *name, const char *const *extra) {
-  allocator a = {ms_test_allocator_start(dir, name, extra), NULL};
-  a.addr = ms_test_proc_address(a.proc);
-  return a;
-}
-
-static void stop_allocator(allocator *a) {
-  CU_ASSERT_EQUAL(ms_test_proc_stop(a->proc, SIGTERM), 0); /* a clean, leak-free exit */
-  ms_test_proc_free(a->proc);
-}
-
 /* Tasks run until killed. */
 static ms_sim_agent *agent(const char *addr) {
   ms_error *err = NULL;
@@ -216,7 +200,7 @@ static void expect_status(int rc, ms_error **err, ms_status code, const char *ne
  * forgotten: not resent to a new subscription, unknown to reconciliation, and the id
  * can be used again. */
 static void test_launch_finished(void) {
-  allocator al = start_allocator("launch-finished", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "launch-finished", NULL);
   ms_sim_agent *a = agent(al.addr);
   ms_sim_framework *f = framework(al.addr, NULL, true);
   launch_ok(f, "L1", false, (const char *[]){"t1"}, 1);
@@ -256,7 +240,7 @@ static void test_launch_finished(void) {
   ms_sim_framework_free(f2);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 /* A LAUNCH_GROUP with an id: FINISHED once both tasks run, not before: with one task
@@ -264,7 +248,7 @@ static void test_launch_finished(void) {
  * its agent removed, it becomes UNREACHABLE. */
 static void test_launch_group(void) {
   const char *extra[] = {"--agent-reconnect-timeout", "300ms", NULL};
-  allocator al = start_allocator("launch-group", extra);
+  ms_test_allocator al = ms_test_allocator_run(dir, "launch-group", extra);
   ms_sim_agent *a = agent(al.addr);
   ms_sim_framework *f = framework(al.addr, NULL, true);
   launch_ok(f, "G1", true, (const char *[]){"g1", "g2"}, 2);
@@ -301,14 +285,14 @@ static void test_launch_group(void) {
   CU_ASSERT_PTR_NOT_NULL(strstr(st->message, "was removed"));
   free_msg(st);
   ms_sim_framework_free(f);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 /* A launch whose task never starts: FAILED naming the task; not acknowledged, the id
  * stays taken (refused naming the field), reconciliation answers FAILED, and a new
  * subscription gets the status again. */
 static void test_launch_failed(void) {
-  allocator al = start_allocator("launch-failed", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "launch-failed", NULL);
   ms_sim_agent *a = agent(al.addr);
   ms_sim_agent_next_launch(a, MS_SIM_LAUNCH_ERROR);
   ms_sim_framework *f = framework(al.addr, NULL, false);
@@ -348,7 +332,7 @@ static void test_launch_failed(void) {
   ms_sim_framework_free(f2);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 /* ---- with a registry ---- */
@@ -443,19 +427,5 @@ int main(int argc, char **argv) {
       {"launch_record", test_launch_record},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  dir = ms_test_tmpdir("test-allocator-launch-ops");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-allocator-launch-ops: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "allocator-launch-ops", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0)
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-allocator-launch-ops: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "allocator-launch-ops", cases, &dir, &etcd);
 }

@@ -565,19 +565,5 @@ int main(int argc, char **argv) {
       {"weights_split_offers", test_weights},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  dir = ms_test_tmpdir("test-allocator-operator");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-allocator-operator: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "allocator-operator", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0)
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-allocator-operator: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "allocator-operator", cases, &dir, &etcd);
 }

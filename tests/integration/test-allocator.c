@@ -18,23 +18,7 @@
 
 static char *dir;
 
-typedef struct allocator {
-  ms_test_proc *proc;
-  const char *addr;
-} allocator;
-
-static allocator start_allocator(const char *name, const char *const *extra) {
-  allocator a = {ms_test_allocator_start(dir, name, extra), NULL};
-  a.addr = ms_test_proc_address(a.proc);
-  return a;
-}
-
-static void stop_allocator(allocator *a) {
-  CU_ASSERT_EQUAL(ms_test_proc_stop(a->proc, SIGTERM), 0); /* a clean, leak-free exit */
-  ms_test_proc_free(a->proc);
-}
-
-static ms_sim_agent *agent(const allocator *al, const char *res, int64_t task_ms) {
+static ms_sim_agent *agent(const ms_test_allocator *al, const char *res, int64_t task_ms) {
   ms_error *err = NULL;
   ms_sim_agent_options o = {.resources = res, .task_ms = task_ms};
   ms_sim_agent *a = ms_sim_agent_start(al->addr, &o, &err);
@@ -44,7 +28,7 @@ static ms_sim_agent *agent(const allocator *al, const char *res, int64_t task_ms
   return a;
 }
 
-static ms_sim_framework *framework(const allocator *al, const ms_sim_framework_options *o) {
+static ms_sim_framework *framework(const ms_test_allocator *al, const ms_sim_framework_options *o) {
   ms_error *err = NULL;
   ms_sim_framework *f = ms_sim_framework_start(al->addr, o, &err);
   if (!f)
@@ -83,7 +67,7 @@ static void free_offer(Meseta__V1__Offer *o) {
 /* ---- tests ---- */
 
 static void test_offers_flow(void) {
-  allocator al = start_allocator("offers", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "offers", NULL);
   ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 0);
   ms_sim_framework_options fo = {.name = "hold", .mode = MS_SIM_HOLD};
   ms_sim_framework *f = framework(&al, &fo);
@@ -96,11 +80,11 @@ static void test_offers_flow(void) {
   free_offer(o);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 static void test_launch_and_recover(void) {
-  allocator al = start_allocator("launch", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "launch", NULL);
   ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 100);
   ms_sim_framework_options fo = {.name = "hold", .mode = MS_SIM_HOLD, .refuse_ms = 0};
   ms_sim_framework *f = framework(&al, &fo);
@@ -125,11 +109,11 @@ static void test_launch_and_recover(void) {
   CU_ASSERT(whole);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 static void test_drf_two_frameworks(void) {
-  allocator al = start_allocator("drf", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "drf", NULL);
   ms_sim_agent *ags[4];
   for (int i = 0; i < 4; i++)
     ags[i] = agent(&al, "cpus:2;mem:2048", -1);
@@ -149,11 +133,11 @@ static void test_drf_two_frameworks(void) {
   ms_sim_framework_free(f2);
   for (int i = 0; i < 4; i++)
     ms_sim_agent_free(ags[i]);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 static void test_decline_and_revive(void) {
-  allocator al = start_allocator("decline", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "decline", NULL);
   ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 0);
   ms_sim_framework_options fa = {.name = "decliner", .mode = MS_SIM_DECLINE, .refuse_ms = 3600 * 1000};
   ms_sim_framework *f1 = framework(&al, &fa);
@@ -177,12 +161,12 @@ static void test_decline_and_revive(void) {
   ms_sim_framework_free(f1);
   ms_sim_framework_free(f2);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 static void test_offer_timeout(void) {
   const char *extra[] = {"--offer-timeout", "300ms", NULL};
-  allocator al = start_allocator("timeout", extra);
+  ms_test_allocator al = ms_test_allocator_run(dir, "timeout", extra);
   ms_sim_agent *a = agent(&al, "cpus:1;mem:512", 0);
   ms_sim_framework_options fo = {.name = "slow", .mode = MS_SIM_HOLD};
   ms_sim_framework *f = framework(&al, &fo);
@@ -191,7 +175,7 @@ static void test_offer_timeout(void) {
   WAIT_FW(f, offers, 2); /* the rescinded resources are offered again */
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 static void expect_status(int rc, ms_error **err, ms_status code, const char *needle) {
@@ -209,7 +193,7 @@ static void expect_status(int rc, ms_error **err, ms_status code, const char *ne
 }
 
 static void test_bad_calls(void) {
-  allocator al = start_allocator("bad", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "bad", NULL);
   ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", -1);
   ms_sim_framework_options fo = {.name = "bad", .mode = MS_SIM_HOLD};
   ms_sim_framework *f = framework(&al, &fo);
@@ -250,11 +234,11 @@ static void test_bad_calls(void) {
   free_offer(o);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 static void test_agent_gone_rescinds(void) {
-  allocator al = start_allocator("agent-gone", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "agent-gone", NULL);
   ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 0);
   ms_sim_framework_options fo = {.name = "watcher", .mode = MS_SIM_HOLD};
   ms_sim_framework *f = framework(&al, &fo);
@@ -263,7 +247,7 @@ static void test_agent_gone_rescinds(void) {
   WAIT_FW(f, rescinds, 1);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 /* ---- resource operations with feedback ---- */
@@ -275,7 +259,7 @@ static void test_agent_gone_rescinds(void) {
  * framework never hears of a lost task; offers on it resume. */
 static void test_agent_away_keeps_tasks(void) {
   const char *extra[] = {"--agent-reconnect-timeout", "1h", NULL};
-  allocator al = start_allocator("agent-away", extra);
+  ms_test_allocator al = ms_test_allocator_run(dir, "agent-away", extra);
   ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 3600 * 1000);
   ms_sim_framework_options fo = {
       .name = "keeper", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:128", .max_tasks = 1};
@@ -291,13 +275,13 @@ static void test_agent_away_keeps_tasks(void) {
   CU_ASSERT_EQUAL(as.running, 1);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 /* A framework that fails over (re-subscribes with its id on a new stream) gets the
  * resources its old stream held in offers: those offers are rescinded, not left to expire. */
 static void test_failover_rescinds_old_offers(void) {
-  allocator al = start_allocator("fw-failover-offers", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "fw-failover-offers", NULL);
   ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 0);
   ms_sim_framework_options fo = {.name = "holder", .mode = MS_SIM_HOLD};
   ms_sim_framework *f = framework(&al, &fo);
@@ -309,13 +293,13 @@ static void test_failover_rescinds_old_offers(void) {
   ms_sim_framework_free(f2);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 /* ... but one that stays away past --agent-reconnect-timeout has its tasks lost. */
 static void test_agent_away_too_long_loses_tasks(void) {
   const char *extra[] = {"--agent-reconnect-timeout", "300ms", NULL};
-  allocator al = start_allocator("agent-away-long", extra);
+  ms_test_allocator al = ms_test_allocator_run(dir, "agent-away-long", extra);
   ms_sim_agent *a = agent(&al, "cpus:2;mem:1024", 3600 * 1000);
   ms_sim_framework_options fo = {
       .name = "loser", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:128", .max_tasks = 1};
@@ -324,7 +308,7 @@ static void test_agent_away_too_long_loses_tasks(void) {
   ms_sim_agent_free(a); /* gone for good */
   WAIT_FW(f, lost, 1);
   ms_sim_framework_free(f);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 /* cpus in an offer: unreserved and reserved. */
@@ -375,7 +359,7 @@ static int reserve_ok(ms_sim_framework *f, const Meseta__V1__Offer *o, const cha
 }
 
 static void test_operation_finished(void) {
-  allocator al = start_allocator("op-finished", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "op-finished", NULL);
   ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 0);
   ms_sim_framework_options fo = {.name = "ops", .role = "ops", .mode = MS_SIM_HOLD};
   ms_sim_framework *f = framework(&al, &fo);
@@ -402,11 +386,11 @@ static void test_operation_finished(void) {
   WAIT_FW(f, op_unknown, 1);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 static void test_operation_failed(void) {
-  allocator al = start_allocator("op-failed", NULL);
+  ms_test_allocator al = ms_test_allocator_run(dir, "op-failed", NULL);
   ms_sim_agent *a = agent(&al, "cpus:4;mem:4096", 0);
   ms_sim_agent_fail_next_operation(a, "disk on fire");
   ms_sim_framework_options fo = {
@@ -451,7 +435,7 @@ static void test_operation_failed(void) {
   ms_sim_framework_free(f2);
   ms_sim_framework_free(f);
   ms_sim_agent_free(a);
-  stop_allocator(&al);
+  ms_test_allocator_stop(&al);
 }
 
 int main(int argc, char **argv) {

@@ -704,19 +704,5 @@ int main(int argc, char **argv) {
       {"operator_subscribe", test_events},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  dir = ms_test_tmpdir("test-master-api-events");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-master-api-events: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "master-api-events", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0)
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-master-api-events: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "master-api-events", cases, &dir, &etcd);
 }

@@ -788,19 +788,5 @@ int main(int argc, char **argv) {
       {"mtls", test_mtls},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  dir = ms_test_tmpdir("test-master-api-input");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-master-api-input: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "master-api-input", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0)
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-master-api-input: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "master-api-input", cases, &dir, &etcd);
 }

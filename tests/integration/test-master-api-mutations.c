@@ -1056,19 +1056,5 @@ int main(int argc, char **argv) {
       {"down_machines_survive_failover", test_down_survives_failover},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  dir = ms_test_tmpdir("test-master-api-mutations");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-master-api-mutations: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "master-api-mutations", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0)
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-master-api-mutations: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "master-api-mutations", cases, &dir, &etcd);
 }

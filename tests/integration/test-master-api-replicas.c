@@ -556,21 +556,7 @@ int main(int argc, char **argv) {
       {"clean_exit", test_clean_exit},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
   /* Few completed tasks kept, so eviction happens (the allocators read the variable). */
   setenv("MESETA_MAX_COMPLETED_TASKS_PER_FRAMEWORK", KEEP_DONE_TEXT, 1);
-  dir = ms_test_tmpdir("test-master-api-replicas");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-master-api-replicas: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "master-api-replicas", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0 && !getenv("MESETA_TEST_KEEP_LOGS"))
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-master-api-replicas: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "master-api-replicas", cases, &dir, &etcd);
 }

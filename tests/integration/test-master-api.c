@@ -274,19 +274,5 @@ int main(int argc, char **argv) {
       {"view_subscribe_relay_operator", test_master_api},
       {NULL, NULL},
   };
-  ms_error *err = NULL;
-  dir = ms_test_tmpdir("test-master-api");
-  etcd = ms_test_etcd_start(&err);
-  if (!etcd) {
-    fprintf(stderr, "test-master-api: %s\n", err->msg);
-    return 1;
-  }
-  int rc = ms_test_main(argc, argv, "master-api", cases);
-  ms_test_etcd_free(etcd);
-  if (rc == 0)
-    ms_test_rmtree(dir);
-  else
-    fprintf(stderr, "test-master-api: logs kept in %s\n", dir);
-  free(dir);
-  return rc;
+  return ms_test_main_etcd(argc, argv, "master-api", cases, &dir, &etcd);
 }

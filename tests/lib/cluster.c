@@ -156,3 +156,40 @@ ms_test_proc *ms_test_allocator_start(const char *dir, const char *name, const c
   CU_ASSERT_PTR_NOT_NULL_FATAL(p);
   return p;
 }
+
+int ms_test_main_etcd(int argc, char **argv, const char *name, const ms_test_case *cases, char **dir,
+                      ms_test_etcd **etcd) {
+  _cleanup_free_ char *tag = ms_xasprintf("test-%s", name);
+  if (dir)
+    *dir = ms_test_tmpdir(tag);
+  ms_error *err = NULL;
+  if (!(*etcd = ms_test_etcd_start(&err))) {
+    fprintf(stderr, "%s: %s\n", tag, err->msg);
+    ms_error_free(err);
+    return 1;
+  }
+  int rc = ms_test_main(argc, argv, name, cases);
+  ms_test_etcd_free(*etcd);
+  *etcd = NULL;
+  if (dir) {
+    if (rc == 0 && !getenv("MESETA_KEEP_TEST_DIR"))
+      ms_test_rmtree(*dir);
+    else
+      fprintf(stderr, "%s: logs kept in %s\n", tag, *dir);
+    free(*dir);
+    *dir = NULL;
+  }
+  return rc;
+}
+
+ms_test_allocator ms_test_allocator_run(const char *dir, const char *name, const char *const *extra) {
+  ms_test_allocator a = {ms_test_allocator_start(dir, name, extra), NULL};
+  a.addr = ms_test_proc_address(a.proc);
+  return a;
+}
+
+void ms_test_allocator_stop(ms_test_allocator *a) {
+  CU_ASSERT_EQUAL(ms_test_proc_stop(a->proc, SIGTERM), 0);
+  ms_test_proc_free(a->proc);
+  a->proc = NULL;
+}

@@ -10,6 +10,7 @@
 
 #include "etcd-harness.h"
 #include "proc.h"
+#include "testlib.h"
 
 #define MS_TEST_MAX_ALLOCATORS 3
 
@@ -33,6 +34,22 @@ void ms_test_cluster_stop(ms_test_cluster *c);
  * `extra`: more flags, NULL-terminated (NULL: none). A failure to start fails the test
  * (fatal). Stop it with ms_test_proc_stop. */
 ms_test_proc *ms_test_allocator_start(const char *dir, const char *name, const char *const *extra);
+
+/* The same with its address at hand; ms_test_allocator_stop sends SIGTERM, asserts a clean
+ * exit (0: leak-free under ASan) and frees it. */
+typedef struct ms_test_allocator {
+  ms_test_proc *proc;
+  const char *addr; /* the proc's */
+} ms_test_allocator;
+ms_test_allocator ms_test_allocator_run(const char *dir, const char *name, const char *const *extra);
+void ms_test_allocator_stop(ms_test_allocator *a);
+
+/* The main() of a test that needs a real etcd: makes *dir (`test-<name>` under the temp
+ * dir; dir NULL: none), starts *etcd, runs the cases as suite `name`, stops etcd, and
+ * removes the directory when every case passed, or keeps it and says where when one
+ * failed or MESETA_KEEP_TEST_DIR is set. The process's exit code. */
+int ms_test_main_etcd(int argc, char **argv, const char *name, const ms_test_case *cases, char **dir,
+                      ms_test_etcd **etcd);
 
 /* grpc.health.v1 of a server as a whole: 1 SERVING, 0 not, -1 no answer. */
 int ms_test_health(const char *addr);
