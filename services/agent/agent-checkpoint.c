@@ -409,18 +409,13 @@ int agent_check_reconfiguration(agent *a, const char *old_resources, const char 
                         "allows; %s",
                         a->id, old_hostname, a->hostname, hint);
   if (old_resources) {
-    ms_resources *was = NULL, *now = NULL;
+    ms_resources *was = NULL;
     if (ms_resources_parse_text(old_resources, NULL, &was, err) < 0) {
       ms_error_prefix(err, "agent %s: the checkpointed resources", a->id);
       return MS_ERR;
     }
-    if (ms_resources_parse_text(a->resources_text, NULL, &now, err) < 0) {
-      ms_resources_free(was);
-      return MS_ERR;
-    }
-    bool ok = additive ? ms_resources_contains(now, was) : ms_resources_equal(now, was);
+    bool ok = additive ? ms_resources_contains(a->total, was) : ms_resources_equal(a->total, was);
     ms_resources_free(was);
-    ms_resources_free(now);
     if (!ok)
       return ms_error_set(err, MS_FAILED_PRECONDITION,
                           "agent %s: the resources changed from `%s` to `%s`, which "

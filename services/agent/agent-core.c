@@ -10,6 +10,7 @@
 #include "meseta/alloc.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
+#include "meseta/resources-io.h"
 
 #include "agent-internal.h"
 
@@ -322,7 +323,11 @@ agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
     a->resources_text = ms_xstrdup(cfg->resources);
   else if (!(a->resources_text = agent_detect_resources(a->work_dir, cfg->reserve_mem_mb, err)))
     goto fail;
-  Meseta__V1__AgentInfo *probe = agent_info_new(a, err); /* validates resources and attributes */
+  if (ms_resources_parse_text(a->resources_text, NULL, &a->total, err) < 0) {
+    ms_error_prefix(err, "resources");
+    goto fail;
+  }
+  Meseta__V1__AgentInfo *probe = agent_info_new(a, err); /* validates the attributes */
   if (!probe)
     goto fail;
   protobuf_c_message_free_unpacked(&probe->base, NULL);
@@ -411,6 +416,7 @@ void agent_free(agent *a) {
   free(a->attributes);
   free(a->hostname);
   free(a->resources_text);
+  ms_resources_free(a->total);
   free(a->boot_id);
   free(a->tasks_dir);
   free(a->id);

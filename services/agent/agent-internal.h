@@ -36,8 +36,9 @@ struct agent {
   agent_config cfg; /* strings below are copies */
   char *work_dir, *allocator, *runtime, *seccomp_dir, *seccomp_default, *cgroup_parent, *attributes;
   char *hostname, *resources_text, *boot_id;
-  char *id;      /* NULL until REGISTERED (or read from meta/agent.json) */
-  bool known_id; /* the id came from a previous run: REREGISTER */
+  ms_resources *total; /* resources_text parsed once: what every launch is checked against */
+  char *id;            /* NULL until REGISTERED (or read from meta/agent.json) */
+  bool known_id;       /* the id came from a previous run: REREGISTER */
   ms_loop *loop;
   agent_link *link;
   uint64_t gen;    /* the stream we are registered on, 0: none */

@@ -161,16 +161,10 @@ static int add_attributes(const char *text, Meseta__V1__AgentInfo *info, ms_erro
 }
 
 Meseta__V1__AgentInfo *agent_info_new(const agent *a, ms_error **err) {
-  ms_resources *res = NULL;
-  if (ms_resources_parse_text(a->resources_text, NULL, &res, err) < 0) {
-    ms_error_prefix(err, "resources");
-    return NULL;
-  }
   Meseta__V1__AgentInfo *info = ms_pb_new(&meseta__v1__agent_info__descriptor);
   info->hostname = ms_xstrdup(a->hostname);
   info->port = a->operator_port;
-  Meseta__V1__Resources *rp = ms_resources_to_proto(res);
-  ms_resources_free(res);
+  Meseta__V1__Resources *rp = ms_resources_to_proto(a->total);
   info->n_resources = rp->n_resources;
   info->resources = ms_xcalloc(rp->n_resources + 1, sizeof(*info->resources));
   for (size_t i = 0; i < rp->n_resources; i++)

@@ -268,10 +268,8 @@ static int plain_set(Meseta__V1__Resource *const *r, size_t n, ms_resources **re
 /* The agent's last line of defence against an allocator that lost track: the task's
  * resources (quantities, and ports by value) must fit in what no other live task uses. */
 static int check_resources(agent *a, const agent_task *t, ms_error **err) {
-  ms_resources *total = NULL, *want = NULL, *used = ms_resources_new();
+  ms_resources *total = ms_resources_clone(a->total), *want = NULL, *used = ms_resources_new();
   int rc = MS_ERR;
-  if (ms_resources_parse_text(a->resources_text, NULL, &total, err) < 0)
-    goto out;
   if (plain_set(t->info->resources, t->info->n_resources, &want, err) < 0) {
     ms_error_prefix(err, "`task.resources`");
     goto out;
