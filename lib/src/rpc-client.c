@@ -67,7 +67,11 @@ ms_rpc_channel *ms_rpc_channel_new(const char *target, const ms_rpc_channel_opti
   args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = max}};
   int initial = opts->initial_backoff_ms > 0 ? (int)opts->initial_backoff_ms : 200;
   args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = initial}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, {.integer = initial}};
+  /* gRPC core takes its "minimum reconnect backoff" as the minimum time a connection
+   * attempt may take (handshake included), not as a backoff: it must not be the
+   * short initial backoff, or a slow handshake never completes. */
+  int connect = opts->connect_timeout_ms > 0 ? (int)opts->connect_timeout_ms : 20000;
+  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, {.integer = connect}};
   args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
                          GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
                          {.integer = opts->max_backoff_ms > 0 ? (int)opts->max_backoff_ms : 10000}};
@@ -197,15 +201,36 @@ static size_t fill_metadata(const ms_rpc_call_options *opts, grpc_metadata *md, 
   return n;
 }
 
+/* Whether the far server sent this status itself. gRPC core says so in the error
+ * string ("Error received from peer ..."), unless what answered was not gRPC at all
+ * (an HTTP status turned into a gRPC one on this side). */
+static bool from_server(grpc_slice details, const char *error_string) {
+  static const char http[] = "Received http2 header with status";
+  if (!error_string || !strstr(error_string, "Error received from peer"))
+    return false;
+  return !(GRPC_SLICE_LENGTH(details) >= sizeof(http) - 1 &&
+           memcmp(GRPC_SLICE_START_PTR(details), http, sizeof(http) - 1) == 0);
+}
+
+/* A non-OK status as an error. The far server's message is kept as it is (it names
+ * its subject); a failure of this hop (no connection, no answer before the
+ * deadline, the connection lost) names the target it tried, so an error relayed
+ * through several services still says which hop failed. */
 static int status_error(grpc_status_code st, grpc_slice details, const char *error_string, const char *target,
-                        ms_error **err) {
+                        const char *method, ms_error **err) {
   if (st == GRPC_STATUS_OK)
     return 0;
-  size_t len = GRPC_SLICE_LENGTH(details);
-  if (len)
-    return ms_error_set(err, (ms_status)st, "%.*s", (int)len, (const char *)GRPC_SLICE_START_PTR(details));
-  return ms_error_set(err, (ms_status)st, "%s from `%s`%s%s", ms_status_name((ms_status)st), target,
-                      error_string ? ": " : "", error_string ? error_string : "");
+  int len = (int)GRPC_SLICE_LENGTH(details);
+  const char *text = (const char *)GRPC_SLICE_START_PTR(details);
+  if (from_server(details, error_string))
+    return len ? ms_error_set(err, (ms_status)st, "%.*s", len, text)
+               : ms_error_set(err, (ms_status)st, "%s from `%s` (`%s`)", ms_status_name((ms_status)st),
+                              target, method);
+  if (st == GRPC_STATUS_DEADLINE_EXCEEDED)
+    return ms_error_set(err, MS_DEADLINE_EXCEEDED, "`%s`: no answer to `%s` before the deadline", target,
+                        method);
+  return ms_error_set(err, (ms_status)st, "`%s`: %.*s (`%s`)", target, len ? len : (int)strlen("no status"),
+                      len ? text : "no status", method);
 }
 
 /* ---- unary --------------------------------------------------------------------- */
@@ -248,7 +273,7 @@ int ms_rpc_unary(ms_rpc_channel *ch, const char *method, const ProtobufCMessage 
     rc = ms_error_set(err, MS_INTERNAL, "call `%s` could not start", method);
   } else {
     grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    rc = status_error(st, details, error_string, ch->target, err);
+    rc = status_error(st, details, error_string, ch->target, method, err);
     if (rc == 0 && !in)
       rc = ms_error_set(err, MS_INTERNAL, "`%s` answered OK without a response message", method);
     if (rc == 0) {
@@ -286,7 +311,7 @@ static int stream_status(ms_rpc_stream *s, ms_error **err) {
     grpc_completion_queue_pluck(s->cq, &s->status_tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     s->status_done = true;
   }
-  int rc = status_error(s->status, s->details, s->error_string, s->ch->target, err);
+  int rc = status_error(s->status, s->details, s->error_string, s->ch->target, s->method, err);
   pthread_mutex_unlock(&s->mu);
   return rc;
 }
@@ -307,7 +332,7 @@ static int stream_closed(ms_rpc_stream *s, ms_error **err) {
     rc = ms_error_set(err, MS_UNAVAILABLE,
                       "stream `%s` to `%s` was ended by the server; read it for the status", s->method,
                       s->ch->target);
-  else if ((rc = status_error(s->status, s->details, s->error_string, s->ch->target, err)) == 0)
+  else if ((rc = status_error(s->status, s->details, s->error_string, s->ch->target, s->method, err)) == 0)
     rc = ms_error_set(err, MS_FAILED_PRECONDITION, "stream `%s` is already closed", s->method);
   pthread_mutex_unlock(&s->mu);
   return rc;

@@ -2,9 +2,13 @@
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "meseta/alloc.h"
 
@@ -136,4 +140,81 @@ gpr_timespec ms_rpc__deadline_after_ms(int64_t ms) {
 
 char *ms_rpc_method_path(const ProtobufCServiceDescriptor *desc, const char *method) {
   return ms_xasprintf("/%s/%s", desc->name, method);
+}
+
+/* Says why gRPC could not listen on `addr` (it reports only a port of 0): binds a
+ * socket there the way gRPC core does (SO_REUSEADDR, no SO_REUSEPORT), or for a
+ * unix socket asks whether a server answers on it. */
+int ms_rpc__listen_error(const char *addr, ms_error **err) {
+  int e = 0;
+  if (strncmp(addr, "unix:", 5) == 0) {
+    if (ms_rpc__unix_in_use(addr))
+      e = EADDRINUSE;
+  } else {
+    const char *colon = strrchr(addr, ':');
+    if (!colon || !colon[1])
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "listen address `%s`: not an address (want host:port)",
+                          addr);
+    _cleanup_free_ char *host = ms_xstrndup(addr, (size_t)(colon - addr));
+    if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+      memmove(host, host + 1, strlen(host));
+      host[strlen(host) - 1] = '\0';
+    }
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(*host ? host : NULL, colon + 1, &hints, &res);
+    if (g != 0)
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "listen address `%s`: not an address (%s)", addr,
+                          gai_strerror(g));
+    for (struct addrinfo *ai = res; ai && !e; ai = ai->ai_next) {
+      int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+      if (fd < 0)
+        continue;
+      int one = 1;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0)
+        e = errno;
+      close(fd);
+    }
+    freeaddrinfo(res);
+  }
+  int rc;
+  switch (e) {
+  case EADDRINUSE:
+    rc =
+        ms_error_set(err, MS_UNAVAILABLE, "listen address `%s`: in use (another server listens there)", addr);
+    break;
+  case EACCES:
+    rc = ms_error_set(err, MS_PERMISSION_DENIED,
+                      "listen address `%s`: permission denied (a port below 1024 needs CAP_NET_BIND_SERVICE)",
+                      addr);
+    break;
+  case EADDRNOTAVAIL:
+    rc = ms_error_set(err, MS_INVALID_ARGUMENT, "listen address `%s`: not an address of this host", addr);
+    break;
+  case 0:
+    rc = ms_error_set(err, MS_UNAVAILABLE, "listen address `%s`: gRPC could not listen there", addr);
+    break;
+  default:
+    rc = ms_error_set_errno(err, e, "listen address `%s`", addr);
+    break;
+  }
+  if (err && *err)
+    (*err)->errnum = e;
+  return rc;
+}
+
+bool ms_rpc__unix_in_use(const char *addr) {
+  const char *path = strncmp(addr, "unix://", 7) == 0 ? addr + 7 : addr + 5;
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(sun.sun_path))
+    return false;
+  memcpy(sun.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return false;
+  bool answered = connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0;
+  close(fd);
+  return answered;
 }

@@ -31,6 +31,12 @@ grpc_channel_credentials *ms_rpc__channel_creds(const ms_rpc_tls *tls, ms_error 
 /* A copy of a slice as a C string (the caller frees). */
 char *ms_rpc__slice_strdup(grpc_slice s);
 
+/* Why gRPC could not listen on `addr`: always sets *err (naming the address, with
+ * errnum EADDRINUSE when another socket holds it) and returns MS_ERR. */
+int ms_rpc__listen_error(const char *addr, ms_error **err);
+/* Whether a server answers on a "unix:" address (gRPC core would replace its file). */
+bool ms_rpc__unix_in_use(const char *addr);
+
 /* Milliseconds from now to a gpr deadline (INT64_MAX if infinite, 0 if past). */
 int64_t ms_rpc__ms_until(gpr_timespec deadline);
 gpr_timespec ms_rpc__deadline_after_ms(int64_t ms);

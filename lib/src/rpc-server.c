@@ -252,6 +252,8 @@ static void drop_queue_locked(ms_rpc_call *c) {
   c->qlen = 0;
 }
 
+static void start_close_locked(ms_rpc_call *c);
+
 /* Starts the next SEND batch if none is in flight. Called with c->mu held. */
 static void pump_locked(ms_rpc_call *c) {
   if (c->sending || c->in_start || c->status_sent || !c->call || c->cancelled)
@@ -288,10 +290,20 @@ static void pump_locked(ms_rpc_call *c) {
   c->sending = true;
   c->batches++;
   if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
-    /* Only a programming error gets here; fail the call rather than hang it. */
+    /* Only a programming error gets here; fail the call rather than hang it, and
+     * still wait for its close so that it ends (and is freed) like any other. */
     c->sending = false;
     c->batches--;
+    if (c->in_flight) {
+      grpc_byte_buffer_destroy(c->in_flight);
+      c->in_flight = NULL;
+    }
     grpc_call_cancel(c->call, NULL);
+    if (c->close_in_send) {
+      c->close_in_send = false;
+      c->close_started = false;
+      start_close_locked(c);
+    }
   }
 }
 
@@ -567,7 +579,8 @@ static void call_arrived(ms_rpc_server *srv, slot *s) {
 }
 
 static void notify_done(ms_rpc_call *c) {
-  /* Called with c->mu held; unlocks and relocks around the callback. */
+  /* Called with c->mu held; unlocks and relocks around the callback, during which
+   * the layer's own reference (dropped only after it) keeps c alive. */
   if (c->done_notified)
     return;
   c->done_notified = true;
@@ -607,10 +620,13 @@ static void send_done(ms_rpc_call *c, bool ok) {
   }
   pump_locked(c);
   bool drained = ok && !c->sending && c->qlen == 0 && !c->finishing && !c->done;
-  pthread_mutex_unlock(&c->mu);
-  if (drained && c->m->h.on_drain)
+  if (drained && c->m->h.on_drain) {
+    c->refs++; /* c must outlive the callback, whatever other threads drop meanwhile */
+    pthread_mutex_unlock(&c->mu);
     c->m->h.on_drain(c);
-  pthread_mutex_lock(&c->mu);
+    pthread_mutex_lock(&c->mu);
+    c->refs--;
+  }
   settle_unlock(c);
 }
 
@@ -620,10 +636,18 @@ static void recv_done(ms_rpc_call *c, bool ok) {
   grpc_byte_buffer *bb = c->recv_bb;
   c->recv_bb = NULL;
   bool live = ok && !c->done && !c->finishing;
+  if (!live) {
+    if (bb)
+      grpc_byte_buffer_destroy(bb);
+    c->recv_stopped = true;
+    settle_unlock(c);
+    return;
+  }
+  c->refs++; /* c must outlive the callbacks, whatever other threads drop meanwhile */
   pthread_mutex_unlock(&c->mu);
 
   ms_error *err = NULL;
-  if (live && bb) {
+  if (bb) {
     ProtobufCMessage *msg = ms_rpc__unpack(c->m->input, bb, &err);
     if (!msg) {
       ms_error_prefix(&err, "message to `%s`", c->m->path);
@@ -633,14 +657,15 @@ static void recv_done(ms_rpc_call *c, bool ok) {
         fail_call(c, TAKE_PTR(err));
       protobuf_c_message_free_unpacked(msg, NULL);
     }
-  } else if (live) {
+  } else {
     if (c->m->h.on_half_close && c->m->h.on_half_close(c, &err) < 0)
       fail_call(c, TAKE_PTR(err));
   }
   if (bb)
     grpc_byte_buffer_destroy(bb);
   pthread_mutex_lock(&c->mu);
-  if (!live || !bb)
+  c->refs--;
+  if (!bb)
     c->recv_stopped = true;
   start_recv_locked(c);
   settle_unlock(c);
@@ -762,6 +787,9 @@ ms_rpc_server *ms_rpc_server_new(const ms_rpc_server_options *opts, ms_error **e
        .value.integer = 10000},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, .value.integer = 1},
       {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 60000},
+      /* gRPC core sets SO_REUSEPORT unless told not to: a second server on the same
+       * port would bind silently and take half the connections. */
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = opts->reuse_port ? 1 : 0},
   };
   grpc_channel_args cargs = {.num_args = MS_ARRAY_SIZE(args), .args = args};
   srv->server = grpc_server_create(&cargs, NULL);
@@ -771,13 +799,18 @@ ms_rpc_server *ms_rpc_server_new(const ms_rpc_server_options *opts, ms_error **e
   srv->addrs = ms_xcalloc(opts->n_listen, sizeof(char *));
   for (size_t i = 0; i < opts->n_listen; i++) {
     const char *a = opts->listen[i];
+    /* gRPC core replaces a unix socket's file even while a server answers on it. */
+    if (strncmp(a, "unix:", 5) == 0 && !opts->reuse_port && ms_rpc__unix_in_use(a)) {
+      ms_rpc__listen_error(a, err);
+      goto fail;
+    }
     grpc_server_credentials *creds = ms_rpc__server_creds(opts->tls, err);
     if (!creds)
       goto fail;
     int port = grpc_server_add_http2_port(srv->server, a, creds);
     grpc_server_credentials_release(creds);
     if (port <= 0) {
-      ms_error_set(err, MS_UNAVAILABLE, "cannot listen on `%s` (address in use, or not an address)", a);
+      ms_rpc__listen_error(a, err);
       goto fail;
     }
     if (strncmp(a, "unix:", 5) == 0) {

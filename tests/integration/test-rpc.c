@@ -61,9 +61,9 @@ static void free_msg(void *m) {
   protobuf_c_message_free_unpacked(m, NULL);
 }
 
-/* Waits (bounded) until f() reaches want; no timing is asserted. */
+/* Waits (bounded, generously) until f() reaches want; no timing is asserted. */
 static bool eventually(unsigned long (*f)(void), unsigned long want) {
-  for (int i = 0; i < 1000 && f() < want; i++)
+  for (int i = 0; i < 6000 && f() < want; i++)
     usleep(5000);
   return f() >= want;
 }
@@ -282,6 +282,8 @@ static void test_cancel_mid_stream(void) {
   CU_ASSERT_EQUAL(err->code, MS_CANCELLED);
   ms_error_free(TAKE_PTR(err));
   ms_rpc_stream_free(s);
+  /* A server sending flat out was seen to notice the cancel only ~5 s later on a
+   * loaded machine: wait generously. */
   CU_ASSERT_TRUE(eventually(echo_calls_cancelled, cancelled + 1));
   /* The server still answers. */
   req_t u = REQ_INIT;

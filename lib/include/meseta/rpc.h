@@ -24,7 +24,9 @@
  * Errors. A callback that returns MS_ERR finishes its call with the error's status
  * code and message (this file's ms_rpc_call_finish_error is the one place errors
  * become statuses). Client calls turn a non-OK status into an ms_error with the
- * same code and the server's message. */
+ * same code: the server's message as it is when the server sent the status, else
+ * (no connection, no answer before the deadline, connection lost) a message that
+ * names the target tried ("`10.0.0.5:5053`: failed to connect ..."). */
 #pragma once
 
 #include <protobuf-c/protobuf-c.h>
@@ -79,10 +81,16 @@ typedef struct ms_rpc_server_options {
   const ms_rpc_tls *tls;     /* NULL: plaintext */
   int64_t max_message_bytes; /* received and sent; 0: MS_RPC_DEFAULT_MAX_MESSAGE */
   size_t max_queued_sends;   /* per call; past it ms_rpc_call_send fails; 0: 1024 */
+  /* Share the listen ports with other sockets that ask for it (SO_REUSEPORT; and a
+   * unix socket's file is replaced even if a server answers there). Off: a port in
+   * use fails ms_rpc_server_new, naming the address. */
+  bool reuse_port;
 } ms_rpc_server_options;
 
 /* Creates a server and binds its addresses (so a port-0 address has its port
- * chosen here). It serves nothing until ms_rpc_server_start. */
+ * chosen here). It serves nothing until ms_rpc_server_start. An address it cannot
+ * listen on fails it with a message naming the address and why ("listen address
+ * `127.0.0.1:5050`: in use ..."; errnum EADDRINUSE then). */
 ms_rpc_server *ms_rpc_server_new(const ms_rpc_server_options *opts, ms_error **err);
 
 /* Adds descriptor files (a serialized FileDescriptorSet) for services beyond
@@ -166,8 +174,10 @@ const char *ms_rpc_call_peer(ms_rpc_call *call);
 typedef struct ms_rpc_channel_options {
   const ms_rpc_tls *tls;      /* NULL: plaintext */
   int64_t max_message_bytes;  /* 0: MS_RPC_DEFAULT_MAX_MESSAGE */
-  int64_t initial_backoff_ms; /* reconnect backoff; 0: 200 ms */
+  int64_t initial_backoff_ms; /* first reconnect backoff; 0: 200 ms */
   int64_t max_backoff_ms;     /* 0: 10 s */
+  int64_t connect_timeout_ms; /* the least time one connection attempt (TCP, TLS and
+                                 HTTP/2 handshakes) is given; 0: 20 s */
   bool gzip;                  /* compress requests with gzip */
 } ms_rpc_channel_options;
 
