@@ -11,6 +11,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/buf.h"
+#include "meseta/values.h"
 
 /* ---- UTF-8 ---- */
 
@@ -182,8 +183,16 @@ static const void *value_at(const ProtobufCMessage *m, const ProtobufCFieldDescr
 
 /* ---- strict UTF-8 everywhere ---- */
 
-static int utf8_walk(const ProtobufCMessage *m, const frame *up, const char *prefix, ms_error **err) {
+/* strict: also refuse unknown fields (protobuf-c keeps them, and packs some, such as
+ * field number 0, into bytes it cannot read back: ms_pb_dup would abort). */
+static int utf8_walk(const ProtobufCMessage *m, const frame *up, const char *prefix, bool strict,
+                     ms_error **err) {
   const ProtobufCMessageDescriptor *d = m->descriptor;
+  if (strict && m->n_unknown_fields)
+    return up ? fail_at(prefix, up, err, "field number %u is not part of `%s`", m->unknown_fields[0].tag,
+                        d->name)
+              : ms_error_set(err, MS_INVALID_ARGUMENT, "field number %u is not part of `%s`",
+                             m->unknown_fields[0].tag, d->name);
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
     if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
@@ -200,7 +209,7 @@ static int utf8_walk(const ProtobufCMessage *m, const frame *up, const char *pre
           return fail_at(prefix, &fr, err, "not valid UTF-8 (byte %zu)", ok);
       } else {
         const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)v;
-        if (sub && utf8_walk(sub, &fr, prefix, err) < 0)
+        if (sub && utf8_walk(sub, &fr, prefix, strict, err) < 0)
           return MS_ERR;
       }
     }
@@ -209,7 +218,11 @@ static int utf8_walk(const ProtobufCMessage *m, const frame *up, const char *pre
 }
 
 int ms_pb_check_utf8(const ProtobufCMessage *m, const char *prefix, ms_error **err) {
-  return utf8_walk(m, NULL, prefix, err);
+  return utf8_walk(m, NULL, prefix, false, err);
+}
+
+int ms_pb_check_request(const ProtobufCMessage *m, const char *prefix, ms_error **err) {
+  return utf8_walk(m, NULL, prefix, true, err);
 }
 
 /* ---- refused fields ---- */
@@ -273,7 +286,8 @@ static int refused_walk(const ProtobufCMessage *m, const frame *up, const char *
         const char *v = value_text(m, f, k, num, sizeof(num));
         if (!listed(row->allowed, v)) {
           frame fr = {up, f->name, rep ? k : NO_INDEX};
-          return fail_at(prefix, &fr, err, "`%s`: %s", v ? v : "", row->why);
+          char q[64];
+          return fail_at(prefix, &fr, err, "`%s`: %s", ms_value_quote(v, q, sizeof(q)), row->why);
         }
       }
     }

@@ -49,8 +49,9 @@ ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_by
 ProtobufCMessage *ms_rpc__unpack_request(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
                                          ms_error **err) {
   ProtobufCMessage *m = ms_rpc__unpack(desc, bb, err);
-  /* proto3 strings are UTF-8: what we keep, every client must be able to parse again. */
-  if (m && ms_pb_check_utf8(m, NULL, err) < 0) {
+  /* proto3 strings are UTF-8: what we keep, every client must be able to parse again;
+   * and a field we do not know would be kept and ignored. */
+  if (m && ms_pb_check_request(m, NULL, err) < 0) {
     protobuf_c_message_free_unpacked(m, NULL);
     return NULL;
   }

@@ -22,8 +22,9 @@ grpc_byte_buffer *ms_rpc__pack_sized(const ProtobufCMessage *msg, size_t size);
 ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
                                  ms_error **err);
 /* The same for what a server receives (requests, client-stream messages): also every
- * string strict UTF-8, or INVALID_ARGUMENT naming the field and the byte. Responses are
- * not checked: a client keeps reading records stored before this check existed. */
+ * string strict UTF-8 and no unknown field (ms_pb_check_request), or INVALID_ARGUMENT
+ * naming the field. Responses are not checked: a client keeps reading records stored
+ * before this check existed. */
 ProtobufCMessage *ms_rpc__unpack_request(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
                                          ms_error **err);
 

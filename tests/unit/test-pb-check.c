@@ -225,6 +225,29 @@ static void test_trust_6_utf8_paths(void) {
              "`operations[0].launch.task_infos[1].limits[0].key`: not valid UTF-8 (byte 2)");
 }
 
+/* Fields a type does not define are refused by the server's check, not kept: field 0
+ * (a tag protobuf-c reads but cannot read back once it packed it) and an unknown one. */
+static void test_trust_6_unknown_fields(void) {
+  ms_error *err = NULL;
+  static const uint8_t zero[] = {0x80, 0x00, 0x00};
+  ProtobufCMessage *m =
+      protobuf_c_message_unpack(&meseta__v1__subscribe_request__descriptor, NULL, sizeof(zero), zero);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+  CU_ASSERT_EQUAL(ms_pb_check_utf8(m, NULL, &err), 0);
+  expect_err(ms_pb_check_request(m, NULL, &err), &err,
+             "field number 0 is not part of `meseta.v1.SubscribeRequest`");
+  protobuf_c_message_free_unpacked(m, NULL);
+  static const uint8_t nested[] = {0x0a, 0x05, 0x12, 0x01, 'x', 0x98, 0x06, 0x01};
+  m = protobuf_c_message_unpack(&meseta__v1__subscribe_request__descriptor, NULL, sizeof(nested) - 1, nested);
+  CU_ASSERT_PTR_NULL(m); /* (cut short: not a message) */
+  static const uint8_t nested_ok[] = {0x0a, 0x06, 0x12, 0x01, 'x', 0x98, 0x06, 0x01};
+  m = protobuf_c_message_unpack(&meseta__v1__subscribe_request__descriptor, NULL, sizeof(nested_ok), nested_ok);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+  expect_err(ms_pb_check_request(m, "request", &err), &err,
+             "`request.framework_info`: field number 99 is not part of `meseta.v1.FrameworkInfo`");
+  protobuf_c_message_free_unpacked(m, NULL);
+}
+
 static void test_trust_6_refused_table(void) {
   size_t row = 0;
   bool ok = ms_pb_refusals_resolve(ms_pb_refused, ms_pb_nrefused, &row);
@@ -358,6 +381,7 @@ int main(int argc, char **argv) {
       {"trust_6_utf8_agrees", test_trust_6_utf8_agrees},
       {"trust_6_utf8_repair", test_trust_6_utf8_repair},
       {"trust_6_utf8_paths", test_trust_6_utf8_paths},
+      {"trust_6_unknown_fields", test_trust_6_unknown_fields},
       {"trust_6_refused_table", test_trust_6_refused_table},
       {"trust_6_refused_paths", test_trust_6_refused_paths},
       {"trust_6_refused_enum", test_trust_6_refused_enum},

@@ -5,7 +5,8 @@
  * Both walk a message recursively (nested messages, repeated fields, the set member
  * of a oneof, map entries) and name what they find by its path from the message
  * checked: `framework_info.name`, `operations[0].launch.task_infos[2].container.volumes`.
- * They allocate nothing unless they fail; the error (INVALID_ARGUMENT) is the caller's. */
+ * They allocate nothing unless they fail; the error (INVALID_ARGUMENT) is the caller's.
+ * A path longer than 512 bytes is cut short in the message. */
 #pragma once
 
 #include <protobuf-c/protobuf-c.h>
@@ -29,6 +30,12 @@ char *ms_utf8_repair(const char *s);
 /* Every string field of m, at any depth, is strict UTF-8. Otherwise INVALID_ARGUMENT:
  * "`<prefix>.<path>`: not valid UTF-8 (byte N)". prefix may be NULL or "". */
 int ms_pb_check_utf8(const ProtobufCMessage *m, const char *prefix, ms_error **err);
+
+/* What a server checks in every message it receives: ms_pb_check_utf8, and no field
+ * the message type does not define (protobuf-c would keep it, ignored; some, such as
+ * field number 0, it packs into bytes it cannot parse again). INVALID_ARGUMENT
+ * "`<path>`: field number N is not part of `<type>`". */
+int ms_pb_check_request(const ProtobufCMessage *m, const char *prefix, ms_error **err);
 
 /* A field the cluster does not implement (yet). A row refuses the field whenever it is
  * set; with `allowed`, only values outside that list: names of enum values for an enum
