@@ -322,7 +322,7 @@ out:
 
 /* Defence in depth (the allocator refuses these at accept): no field this agent does
  * not implement, and never a container without cpus and a memory limit. */
-static int check_task(const Meseta__V1__TaskInfo *ti, ms_error **err) {
+int agent_task_check(const Meseta__V1__TaskInfo *ti, ms_error **err) {
   if (ms_pb_check_refused(&ti->base, "task", err) < 0)
     return MS_ERR;
   ms_resources *r = NULL;
@@ -423,7 +423,7 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
     return;
   }
   ms_error *err = NULL;
-  if (check_task(ti, &err) < 0) {
+  if (agent_task_check(ti, &err) < 0) {
     report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,
            err->msg, NULL, NULL);
     ms_error_free(err);
