@@ -254,7 +254,8 @@ static const char *value_text(const ProtobufCMessage *m, const ProtobufCFieldDes
   case PROTOBUF_C_TYPE_MESSAGE: {
     /* A map field: its entry's key (field 1). */
     const ProtobufCMessage *e = *(const ProtobufCMessage *const *)v;
-    const ProtobufCFieldDescriptor *key = e ? protobuf_c_message_descriptor_get_field(e->descriptor, 1) : NULL;
+    const ProtobufCFieldDescriptor *key =
+        e ? protobuf_c_message_descriptor_get_field(e->descriptor, 1) : NULL;
     if (key && key->type == PROTOBUF_C_TYPE_STRING)
       return *(const char *const *)((const char *)e + key->offset);
     return NULL;
@@ -303,8 +304,8 @@ static int refused_walk(const ProtobufCMessage *m, const frame *up, const char *
   return 0;
 }
 
-int ms_pb_check_refusals(const ProtobufCMessage *m, const char *prefix, const ms_pb_refusal *table,
-                         size_t n, ms_error **err) {
+int ms_pb_check_refusals(const ProtobufCMessage *m, const char *prefix, const ms_pb_refusal *table, size_t n,
+                         ms_error **err) {
   return refused_walk(m, NULL, prefix, table, n, err);
 }
 

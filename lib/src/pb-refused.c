@@ -2,9 +2,8 @@
  * enters (the allocator's scheduler calls and subscriptions, and the agent for each
  * task it is given) rather than accepted and ignored. A feature that lands deletes its
  * row, and the list in docs/api.md ("Refused fields"). */
-#include "meseta/pb-check.h"
-
 #include "meseta/alloc.h"
+#include "meseta/pb-check.h"
 #include "meseta/v1/allocator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
 #include "meseta/v1/tasks.pb-c.h"
@@ -22,7 +21,8 @@ const ms_pb_refusal ms_pb_refused[] = {
     {&meseta__v1__task_info__descriptor, "health_check", NULL, "health checks are" NYI},
     {&meseta__v1__task_info__descriptor, "check", NULL, "checks are" NYI},
     {&meseta__v1__task_info__descriptor, "max_completion_time", NULL, "a task deadline is" NYI},
-    {&meseta__v1__task_info__descriptor, "limits", limit_names, "only `cpus` and `mem` limits are implemented"},
+    {&meseta__v1__task_info__descriptor, "limits", limit_names,
+     "only `cpus` and `mem` limits are implemented"},
     {&meseta__v1__command_info__descriptor, "uris", NULL, "fetching URIs into the sandbox is" NYI},
     {&meseta__v1__environment__variable__descriptor, "secret", NULL, "secret environment variables are" NYI},
     /* Containers: the host's root filesystem and network, cgroups and seccomp. */

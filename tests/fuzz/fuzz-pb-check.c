@@ -2,18 +2,18 @@
  * byte picks the type, the rest is its wire form. Whatever unpacks is walked without a
  * crash; a refusal is one line of UTF-8 naming a path; a message that passes still
  * passes after a pack / unpack round trip, and one a server accepts packs into bytes
- * that parse again (protobuf-c keeps unknown fields it cannot re-read: field 0); the UTF-8 validator and repair agree with
- * values.c's decoder on the raw bytes. */
+ * that parse again (protobuf-c keeps unknown fields it cannot re-read: field 0); the UTF-8 validator and
+ * repair agree with values.c's decoder on the raw bytes. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "meseta/pb-check.h"
-#include "meseta/values.h"
 #include "meseta/v1/agent_link.pb-c.h"
 #include "meseta/v1/allocator.pb-c.h"
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
+#include "meseta/values.h"
 
 static void check_error(ms_error *err) {
   if (!err || err->code != MS_INVALID_ARGUMENT || !err->msg || err->msg[0] != '`' ||

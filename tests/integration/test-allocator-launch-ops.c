@@ -1,10 +1,9 @@
 /* Operation feedback for launches: LAUNCH accepted with an Offer.Operation.id (and
- * LAUNCH_GROUP refused: not implemented by the agent yet), against a real meseta-allocator with simulated agents and
- * frameworks (tests/lib/sim.h), and once with a real etcd and meseta-registry (the
- * operation's record). The allocator settles a launch from its tasks' first statuses:
- * FINISHED once every task was launched, FAILED naming the task that was not,
- * UNREACHABLE when its agent is removed first. Waits are bounded hang guards, never
- * timing assertions. */
+ * LAUNCH_GROUP refused: not implemented by the agent yet), against a real meseta-allocator with simulated
+ * agents and frameworks (tests/lib/sim.h), and once with a real etcd and meseta-registry (the operation's
+ * record). The allocator settles a launch from its tasks' first statuses: FINISHED once every task was
+ * launched, FAILED naming the task that was not, UNREACHABLE when its agent is removed first. Waits are
+ * bounded hang guards, never timing assertions. */
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -254,9 +253,10 @@ static void test_trust_6_launch_group_refused(void) {
   ms_sim_framework *f = framework(al.addr, NULL, true);
   Meseta__V1__Offer *o = wait_offer(f);
   ms_error *err = NULL;
-  expect_status(launch(f, o, "G1", true, (const char *[]){"g1", "g2"}, 2, &err), &err, MS_INVALID_ARGUMENT,
-                "`accept.operations[0].launch_group`: LAUNCH_GROUP (task groups under the default executor) is "
-                "not implemented yet");
+  expect_status(
+      launch(f, o, "G1", true, (const char *[]){"g1", "g2"}, 2, &err), &err, MS_INVALID_ARGUMENT,
+      "`accept.operations[0].launch_group`: LAUNCH_GROUP (task groups under the default executor) is "
+      "not implemented yet");
   expect_status(launch(f, o, NULL, true, (const char *[]){"g1"}, 1, &err), &err, MS_INVALID_ARGUMENT,
                 "`accept.operations[0].launch_group`");
   CU_ASSERT_EQUAL(FW_STAT(f, op_updates), 0);

@@ -868,8 +868,8 @@ static ms_status accept_task(const char *mapi, const sched *s, const char *offer
   lg.executor = &x;
   lg.task_group = &tg;
   Meseta__V1__Offer__Operation op = MESETA__V1__OFFER__OPERATION__INIT;
-  op.operation_case =
-      group ? MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH_GROUP : MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH;
+  op.operation_case = group ? MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH_GROUP
+                            : MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH;
   if (group)
     op.launch_group = &lg;
   else
@@ -954,7 +954,8 @@ static void test_trust_6_refused_at_entry(void) {
   info.n_roles = 1;
   Meseta__V1__SubscribeRequest sub = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
   sub.framework_info = &info;
-  EXPECT(subscribe_once(mapi, &sub, MSG), MS_INVALID_ARGUMENT, "`framework_info.name`: not valid UTF-8 (byte 3)");
+  EXPECT(subscribe_once(mapi, &sub, MSG), MS_INVALID_ARGUMENT,
+         "`framework_info.name`: not valid UTF-8 (byte 3)");
   NO_CHANGE(&fp);
   info.name = "ok";
   char *bad_role[] = {"*", "eng\xED\xA0\x80"};
@@ -982,7 +983,8 @@ static void test_trust_6_refused_at_entry(void) {
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
     grpc_slice_unref(sl);
     char *details = NULL;
-    grpc_status_code st = ms_raw_unary(gch, cq, NULL, "/meseta.v1.Scheduler/Subscribe", bb, 10000, NULL, &details);
+    grpc_status_code st =
+        ms_raw_unary(gch, cq, NULL, "/meseta.v1.Scheduler/Subscribe", bb, 10000, NULL, &details);
     grpc_byte_buffer_destroy(bb);
     if (st != GRPC_STATUS_INVALID_ARGUMENT || !details || !strstr(details, "field number 0"))
       fprintf(stderr, "field 0: %d `%s`\n", (int)st, details ? details : "");
@@ -999,9 +1001,10 @@ static void test_trust_6_refused_at_entry(void) {
   task_msg t;
   task_init(&t, "t6", 0.1, 32);
   t.ti.name = "caf\xC3";
-  EXPECT(accept_task(mapi, &a, offer, &t.ti, false, MSG), MS_INVALID_ARGUMENT,
-         "request to `/meseta.v1.Scheduler/Accept`: `operations[0].launch.task_infos[0].name`: not valid UTF-8 "
-         "(byte 3)");
+  EXPECT(
+      accept_task(mapi, &a, offer, &t.ti, false, MSG), MS_INVALID_ARGUMENT,
+      "request to `/meseta.v1.Scheduler/Accept`: `operations[0].launch.task_infos[0].name`: not valid UTF-8 "
+      "(byte 3)");
   NO_CHANGE(&fp);
   t.ti.name = "t";
   Meseta__V1__Volume vol = MESETA__V1__VOLUME__INIT, *vols[] = {&vol};
@@ -1012,7 +1015,8 @@ static void test_trust_6_refused_at_entry(void) {
   ci.n_volumes = 1;
   t.ti.container = &ci;
   EXPECT(accept_task(mapi, &a, offer, &t.ti, false, MSG), MS_INVALID_ARGUMENT,
-         "`accept.operations[0].launch.task_infos[0].container.volumes`: volumes (host, sandbox, secret and CSI) "
+         "`accept.operations[0].launch.task_infos[0].container.volumes`: volumes (host, sandbox, secret and "
+         "CSI) "
          "are not implemented yet");
   NO_CHANGE(&fp);
   t.ti.container = NULL;
@@ -1023,8 +1027,9 @@ static void test_trust_6_refused_at_entry(void) {
   const double sizes[][2] = {{0, 0}, {1, 0}, {0, 64}, {0.001, 64}, {0.1, 16}};
   for (size_t i = 0; i < MS_ARRAY_SIZE(sizes); i++) {
     task_init(&t, "t6", sizes[i][0], sizes[i][1]);
-    EXPECT(accept_task(mapi, &a, offer, &t.ti, false, MSG), MS_INVALID_ARGUMENT,
-           "`accept.operations[0].launch.task_infos[0].resources`: a task needs cpus >= 0.01 and mem >= 32 MiB");
+    EXPECT(
+        accept_task(mapi, &a, offer, &t.ti, false, MSG), MS_INVALID_ARGUMENT,
+        "`accept.operations[0].launch.task_infos[0].resources`: a task needs cpus >= 0.01 and mem >= 32 MiB");
     NO_CHANGE(&fp);
   }
 

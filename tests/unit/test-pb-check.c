@@ -21,33 +21,34 @@ typedef struct utf8_case {
   size_t valid; /* the valid prefix's length */
 } utf8_case;
 
-#define C(s, v) {s, sizeof(s) - 1, v}
+#define C(s, v)                                                                                              \
+  { s, sizeof(s) - 1, v }
 
 static void test_trust_6_utf8_edges(void) {
   static const utf8_case cases[] = {
       C("", 0),
       C("plain ascii", 11),
-      C("nul\0inside", 10),            /* NUL is a character */
-      C("\xC2\x80", 2),                /* U+0080, the first 2-byte form */
-      C("\xDF\xBF", 2),                /* U+07FF */
-      C("\xC0\x80", 0),                /* overlong NUL */
-      C("\xC1\xBF", 0),                /* overlong U+007F */
-      C("\xE0\x9F\xBF", 0),            /* overlong U+07FF */
-      C("\xE0\xA0\x80", 3),            /* U+0800 */
-      C("\xED\x9F\xBF", 3),            /* U+D7FF */
-      C("\xED\xA0\x80", 0),            /* U+D800: a surrogate */
-      C("\xED\xBF\xBF", 0),            /* U+DFFF */
-      C("\xEE\x80\x80", 3),            /* U+E000 */
-      C("\xEF\xBF\xBF", 3),            /* U+FFFF */
-      C("\xF0\x8F\xBF\xBF", 0),        /* overlong U+FFFF */
-      C("\xF0\x90\x80\x80", 4),        /* U+10000 */
-      C("\xF4\x8F\xBF\xBF", 4),        /* U+10FFFF */
-      C("\xF4\x90\x80\x80", 0),        /* past U+10FFFF */
-      C("\xF5\x80\x80\x80", 0),        /* lead bytes F5..FF never appear */
+      C("nul\0inside", 10),     /* NUL is a character */
+      C("\xC2\x80", 2),         /* U+0080, the first 2-byte form */
+      C("\xDF\xBF", 2),         /* U+07FF */
+      C("\xC0\x80", 0),         /* overlong NUL */
+      C("\xC1\xBF", 0),         /* overlong U+007F */
+      C("\xE0\x9F\xBF", 0),     /* overlong U+07FF */
+      C("\xE0\xA0\x80", 3),     /* U+0800 */
+      C("\xED\x9F\xBF", 3),     /* U+D7FF */
+      C("\xED\xA0\x80", 0),     /* U+D800: a surrogate */
+      C("\xED\xBF\xBF", 0),     /* U+DFFF */
+      C("\xEE\x80\x80", 3),     /* U+E000 */
+      C("\xEF\xBF\xBF", 3),     /* U+FFFF */
+      C("\xF0\x8F\xBF\xBF", 0), /* overlong U+FFFF */
+      C("\xF0\x90\x80\x80", 4), /* U+10000 */
+      C("\xF4\x8F\xBF\xBF", 4), /* U+10FFFF */
+      C("\xF4\x90\x80\x80", 0), /* past U+10FFFF */
+      C("\xF5\x80\x80\x80", 0), /* lead bytes F5..FF never appear */
       C("\xFF", 0),
-      C("\x80", 0),                    /* a lone continuation byte */
-      C("ab\xE2\x82", 2),              /* cut short at the end */
-      C("ab\xE2\x82x", 2),             /* continuation missing */
+      C("\x80", 0),                      /* a lone continuation byte */
+      C("ab\xE2\x82", 2),                /* cut short at the end */
+      C("ab\xE2\x82x", 2),               /* continuation missing */
       C("\xE2\x82\xAC\xE2\x82\xAC!", 7), /* two euro signs */
       C("caf\xC3\xA9\xFF", 5),
       C("\xF0\x9F\x98\x80\xF0\x9F\x98", 4),
@@ -183,14 +184,16 @@ static void test_trust_6_utf8_paths(void) {
   info.name = "fw";
   CU_ASSERT_EQUAL(ms_pb_check_utf8(&sub.base, NULL, &err), 0);
   info.name = "ok\xC3\x28";
-  expect_err(ms_pb_check_utf8(&sub.base, NULL, &err), &err, "`framework_info.name`: not valid UTF-8 (byte 2)");
+  expect_err(ms_pb_check_utf8(&sub.base, NULL, &err), &err,
+             "`framework_info.name`: not valid UTF-8 (byte 2)");
   expect_err(ms_pb_check_utf8(&sub.base, "request", &err), &err,
              "`request.framework_info.name`: not valid UTF-8 (byte 2)");
   info.name = "fw";
   char *roles[] = {"a", "b", "\xFF"};
   info.roles = roles;
   info.n_roles = 3;
-  expect_err(ms_pb_check_utf8(&sub.base, NULL, &err), &err, "`framework_info.roles[2]`: not valid UTF-8 (byte 0)");
+  expect_err(ms_pb_check_utf8(&sub.base, NULL, &err), &err,
+             "`framework_info.roles[2]`: not valid UTF-8 (byte 0)");
   info.n_roles = 2;
 
   accept_msg m;
@@ -213,9 +216,10 @@ static void test_trust_6_utf8_paths(void) {
   m.secret.secret_case = MESETA__V1__SECRET__SECRET_REFERENCE;
   m.secret.reference = &m.ref;
   m.ref.name = "n\xFF";
-  expect_err(ms_pb_check_utf8(&m.req.base, NULL, &err), &err,
-             "`operations[0].launch.task_infos[3].command.environment.variables[0].secret.reference.name`: not "
-             "valid UTF-8 (byte 1)");
+  expect_err(
+      ms_pb_check_utf8(&m.req.base, NULL, &err), &err,
+      "`operations[0].launch.task_infos[3].command.environment.variables[0].secret.reference.name`: not "
+      "valid UTF-8 (byte 1)");
   m.ref.name = "n";
   CU_ASSERT_EQUAL(ms_pb_check_utf8(&m.req.base, NULL, &err), 0);
   m.tasks[1].limits = m.entries;
@@ -241,7 +245,8 @@ static void test_trust_6_unknown_fields(void) {
   m = protobuf_c_message_unpack(&meseta__v1__subscribe_request__descriptor, NULL, sizeof(nested) - 1, nested);
   CU_ASSERT_PTR_NULL(m); /* (cut short: not a message) */
   static const uint8_t nested_ok[] = {0x0a, 0x06, 0x12, 0x01, 'x', 0x98, 0x06, 0x01};
-  m = protobuf_c_message_unpack(&meseta__v1__subscribe_request__descriptor, NULL, sizeof(nested_ok), nested_ok);
+  m = protobuf_c_message_unpack(&meseta__v1__subscribe_request__descriptor, NULL, sizeof(nested_ok),
+                                nested_ok);
   CU_ASSERT_PTR_NOT_NULL_FATAL(m);
   expect_err(ms_pb_check_request(m, "request", &err), &err,
              "`request.framework_info`: field number 99 is not part of `meseta.v1.FrameworkInfo`");
@@ -280,31 +285,35 @@ static void test_trust_6_refused_paths(void) {
   m.container.n_volumes = 0;
   CU_ASSERT_EQUAL(ms_pb_check_refused(&m.req.base, "accept", &err), 0);
   m.container.n_volumes = 1;
-  expect_err(ms_pb_check_refused(&m.req.base, "accept", &err), &err,
-             "`accept.operations[0].launch.task_infos[2].container.volumes`: volumes (host, sandbox, secret and "
-             "CSI) are not implemented yet");
+  expect_err(
+      ms_pb_check_refused(&m.req.base, "accept", &err), &err,
+      "`accept.operations[0].launch.task_infos[2].container.volumes`: volumes (host, sandbox, secret and "
+      "CSI) are not implemented yet");
   m.container.n_volumes = 0;
   m.linux_info.share_pid_namespace = true;
-  expect_err(ms_pb_check_refused(&m.req.base, "accept", &err), &err,
-             "`accept.operations[0].launch.task_infos[2].container.linux_info.share_pid_namespace`: sharing the "
-             "agent's pid namespace is not implemented yet");
+  expect_err(
+      ms_pb_check_refused(&m.req.base, "accept", &err), &err,
+      "`accept.operations[0].launch.task_infos[2].container.linux_info.share_pid_namespace`: sharing the "
+      "agent's pid namespace is not implemented yet");
   m.linux_info.share_pid_namespace = false;
   /* Limits: by key. */
   m.tasks[0].limits = m.entries;
   m.tasks[0].n_limits = 1;
   CU_ASSERT_EQUAL(ms_pb_check_refused(&m.req.base, "accept", &err), 0);
   m.entry.key = "gpus";
-  expect_err(ms_pb_check_refused(&m.req.base, "accept", &err), &err,
-             "`accept.operations[0].launch.task_infos[0].limits[0]`: `gpus`: only `cpus` and `mem` limits are "
-             "implemented");
+  expect_err(
+      ms_pb_check_refused(&m.req.base, "accept", &err), &err,
+      "`accept.operations[0].launch.task_infos[0].limits[0]`: `gpus`: only `cpus` and `mem` limits are "
+      "implemented");
   m.entry.key = "mem";
   /* The first refused field in field order, depth first: task 0 before task 3. */
   m.cmd.uris = (Meseta__V1__CommandInfo__URI **)m.vols; /* only counted, never read */
   m.cmd.n_uris = 1;
   Meseta__V1__HealthCheck hc = MESETA__V1__HEALTH_CHECK__INIT;
   m.tasks[1].health_check = &hc;
-  expect_err(ms_pb_check_refused(&m.req.base, "accept", &err), &err,
-             "`accept.operations[0].launch.task_infos[1].health_check`: health checks are not implemented yet");
+  expect_err(
+      ms_pb_check_refused(&m.req.base, "accept", &err), &err,
+      "`accept.operations[0].launch.task_infos[1].health_check`: health checks are not implemented yet");
   m.tasks[1].health_check = NULL;
   expect_err(ms_pb_check_refused(&m.req.base, NULL, &err), &err,
              "`operations[0].launch.task_infos[3].command.uris`: fetching URIs into the sandbox is not "
@@ -314,9 +323,10 @@ static void test_trust_6_refused_paths(void) {
   Meseta__V1__Offer__Operation__LaunchGroup lg = MESETA__V1__OFFER__OPERATION__LAUNCH_GROUP__INIT;
   m.op.operation_case = MESETA__V1__OFFER__OPERATION__OPERATION_LAUNCH_GROUP;
   m.op.launch_group = &lg;
-  expect_err(ms_pb_check_refused(&m.req.base, "accept", &err), &err,
-             "`accept.operations[0].launch_group`: LAUNCH_GROUP (task groups under the default executor) is not "
-             "implemented yet; use LAUNCH");
+  expect_err(
+      ms_pb_check_refused(&m.req.base, "accept", &err), &err,
+      "`accept.operations[0].launch_group`: LAUNCH_GROUP (task groups under the default executor) is not "
+      "implemented yet; use LAUNCH");
   /* Subscribe: offer constraints. */
   Meseta__V1__SubscribeRequest sub = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
   Meseta__V1__OfferConstraints oc = MESETA__V1__OFFER_CONSTRAINTS__INIT;

@@ -54,8 +54,8 @@ extern const size_t ms_pb_nrefused;
 /* The first field of m (depth first, in field order) that a row of `table` refuses.
  * INVALID_ARGUMENT "`<prefix>.<path>`: <why>", or for an `allowed` row
  * "`<prefix>.<path>`: `<value>`: <why>". */
-int ms_pb_check_refusals(const ProtobufCMessage *m, const char *prefix, const ms_pb_refusal *table,
-                         size_t n, ms_error **err);
+int ms_pb_check_refusals(const ProtobufCMessage *m, const char *prefix, const ms_pb_refusal *table, size_t n,
+                         ms_error **err);
 
 /* The same with the cluster's table. */
 int ms_pb_check_refused(const ProtobufCMessage *m, const char *prefix, ms_error **err);

@@ -7,7 +7,7 @@
 #include "meseta/error.h"
 #include "meseta/resources.h"
 
-#define MS_TASK_MIN_CPUS_MILLI ((ms_scalar)10)    /* 0.01 cpus */
+#define MS_TASK_MIN_CPUS_MILLI ((ms_scalar)10)   /* 0.01 cpus */
 #define MS_TASK_MIN_MEM_MILLI ((ms_scalar)32000) /* 32 MiB */
 
 /* A task's resources (r may be NULL: none) hold at least the minimums. Otherwise
