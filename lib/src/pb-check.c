@@ -265,8 +265,8 @@ static const char *value_text(const ProtobufCMessage *m, const ProtobufCFieldDes
   }
 }
 
-static int refused_walk(const ProtobufCMessage *m, const frame *up, const char *prefix,
-                        const ms_pb_refusal *table, size_t nrows, ms_error **err) {
+static int refused_walk(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *root, const frame *up,
+                        const char *prefix, const ms_pb_refusal *table, size_t nrows, ms_error **err) {
   const ProtobufCMessageDescriptor *d = m->descriptor;
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
@@ -276,7 +276,7 @@ static int refused_walk(const ProtobufCMessage *m, const frame *up, const char *
     bool rep = f->label == PROTOBUF_C_LABEL_REPEATED;
     for (size_t r = 0; r < nrows; r++) {
       const ms_pb_refusal *row = &table[r];
-      if (row->message != d || strcmp(row->field, f->name) != 0)
+      if (row->message != d || (row->root && row->root != root) || strcmp(row->field, f->name) != 0)
         continue;
       if (!row->allowed) {
         frame fr = {up, f->name, NO_INDEX};
@@ -297,7 +297,7 @@ static int refused_walk(const ProtobufCMessage *m, const frame *up, const char *
     for (size_t k = 0; k < n; k++) {
       frame fr = {up, f->name, rep ? k : NO_INDEX};
       const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)value_at(m, f, k);
-      if (sub && refused_walk(sub, &fr, prefix, table, nrows, err) < 0)
+      if (sub && refused_walk(sub, root, &fr, prefix, table, nrows, err) < 0)
         return MS_ERR;
     }
   }
@@ -306,11 +306,11 @@ static int refused_walk(const ProtobufCMessage *m, const frame *up, const char *
 
 int ms_pb_check_refusals(const ProtobufCMessage *m, const char *prefix, const ms_pb_refusal *table, size_t n,
                          ms_error **err) {
-  return refused_walk(m, NULL, prefix, table, n, err);
+  return refused_walk(m, m->descriptor, NULL, prefix, table, n, err);
 }
 
 int ms_pb_check_refused(const ProtobufCMessage *m, const char *prefix, ms_error **err) {
-  return refused_walk(m, NULL, prefix, ms_pb_refused, ms_pb_nrefused, err);
+  return refused_walk(m, m->descriptor, NULL, prefix, ms_pb_refused, ms_pb_nrefused, err);
 }
 
 bool ms_pb_refusals_resolve(const ms_pb_refusal *table, size_t n, size_t *ret_row) {

@@ -5,6 +5,7 @@
 #include "meseta/alloc.h"
 #include "meseta/pb-check.h"
 #include "meseta/v1/allocator.pb-c.h"
+#include "meseta/v1/cluster.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
 #include "meseta/v1/tasks.pb-c.h"
 
@@ -41,6 +42,9 @@ const ms_pb_refusal ms_pb_refused[] = {
      "sharing the agent's pid namespace is" NYI},
     /* Frameworks. */
     {&meseta__v1__subscribe_request__descriptor, "offer_constraints", NULL, "offer constraints are" NYI},
+    {&meseta__v1__framework_info__descriptor, "offer_filters", NULL,
+     "per-role offer filters are" NYI " at Subscribe; set them with UpdateFramework",
+     &meseta__v1__subscribe_request__descriptor},
     {&meseta__v1__update_framework_request__descriptor, "offer_constraints", NULL,
      "offer constraints are" NYI},
 };

@@ -7,6 +7,7 @@
 #include "meseta/pb-check.h"
 #include "meseta/resources-io.h"
 #include "meseta/task-check.h"
+#include "meseta/v1/allocator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
 #include "meseta/v1/tasks.pb-c.h"
 #include "meseta/values.h"
@@ -334,6 +335,28 @@ static void test_trust_6_refused_paths(void) {
   sub.offer_constraints = &oc;
   expect_err(ms_pb_check_refused(&sub.base, "request", &err), &err,
              "`request.offer_constraints`: offer constraints are not implemented yet");
+  /* A row for one root only: FrameworkInfo.offer_filters at Subscribe, not at
+   * UpdateFramework (which applies them). */
+  sub.offer_constraints = NULL;
+  Meseta__V1__FrameworkInfo info = MESETA__V1__FRAMEWORK_INFO__INIT;
+  Meseta__V1__OfferFilters ofl = MESETA__V1__OFFER_FILTERS__INIT;
+  Meseta__V1__FrameworkInfo__OfferFiltersEntry ofe = MESETA__V1__FRAMEWORK_INFO__OFFER_FILTERS_ENTRY__INIT;
+  Meseta__V1__FrameworkInfo__OfferFiltersEntry *ofes[] = {&ofe};
+  ofe.key = "*";
+  ofe.value = &ofl;
+  info.offer_filters = ofes;
+  info.n_offer_filters = 1;
+  sub.framework_info = &info;
+  expect_err(ms_pb_check_refused(&sub.base, "request", &err), &err,
+             "`request.framework_info.offer_filters`: per-role offer filters are not implemented yet at "
+             "Subscribe; set them with UpdateFramework");
+  Meseta__V1__UpdateFrameworkRequest uf = MESETA__V1__UPDATE_FRAMEWORK_REQUEST__INIT;
+  uf.framework_info = &info;
+  CU_ASSERT_EQUAL(ms_pb_check_refused(&uf.base, "update_framework", &err), 0);
+  Meseta__V1__SchedulerCallRequest call = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  call.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_UPDATE_FRAMEWORK;
+  call.update_framework = &uf;
+  CU_ASSERT_EQUAL(ms_pb_check_refused(&call.base, NULL, &err), 0);
 }
 
 /* An `allowed` row on an enum: values by name, unknown numbers as numbers. */

@@ -45,6 +45,9 @@ typedef struct ms_pb_refusal {
   const char *field;
   const char *const *allowed; /* NULL-terminated, or NULL: any value is refused */
   const char *why;            /* completes "`path`: " */
+  /* NULL: wherever the message appears; else only in a walk from a message of this
+   * type (e.g. a FrameworkInfo field that Subscribe ignores but UpdateFramework applies). */
+  const ProtobufCMessageDescriptor *root;
 } ms_pb_refusal;
 
 /* The cluster's table (pb-refused.c) and its length. */
