@@ -971,6 +971,19 @@ static void test_trust_6_refused_at_entry(void) {
   EXPECT(subscribe_once(mapi, &sub, MSG), MS_INVALID_ARGUMENT,
          "`request.offer_constraints`: offer constraints are not implemented yet");
   NO_CHANGE(&fp);
+  sub.offer_constraints = NULL;
+  Meseta__V1__OfferFilters ofl = MESETA__V1__OFFER_FILTERS__INIT;
+  Meseta__V1__FrameworkInfo__OfferFiltersEntry ofe = MESETA__V1__FRAMEWORK_INFO__OFFER_FILTERS_ENTRY__INIT;
+  Meseta__V1__FrameworkInfo__OfferFiltersEntry *ofes[] = {&ofe};
+  ofe.key = "*";
+  ofe.value = &ofl;
+  info.offer_filters = ofes;
+  info.n_offer_filters = 1;
+  EXPECT(
+      subscribe_once(mapi, &sub, MSG), MS_INVALID_ARGUMENT,
+      "`request.framework_info.offer_filters`: per-role offer filters are not implemented yet at Subscribe");
+  NO_CHANGE(&fp);
+  info.n_offer_filters = 0;
   /* A field number the type does not define (field 0: protobuf-c kept it, then could
    * not read its own copy back). */
   {
