@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/pb-check.h"
 
 #include "rpc-internal.h"
 
@@ -46,6 +47,18 @@ ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_by
   grpc_slice_unref(s);
   if (!m)
     ms_error_set(err, MS_INVALID_ARGUMENT, "message is not a valid `%s`", desc->name);
+  return m;
+}
+
+ProtobufCMessage *ms_rpc__unpack_request(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                                         ms_error **err) {
+  ProtobufCMessage *m = ms_rpc__unpack(desc, bb, err);
+  /* proto3 strings are UTF-8: what we keep, every client must be able to parse again;
+   * and a field we do not know would be kept and ignored. */
+  if (m && ms_pb_check_request(m, NULL, err) < 0) {
+    protobuf_c_message_free_unpacked(m, NULL);
+    return NULL;
+  }
   return m;
 }
 

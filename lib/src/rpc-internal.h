@@ -21,6 +21,12 @@ grpc_byte_buffer *ms_rpc__pack_sized(const ProtobufCMessage *msg, size_t size);
  * type when the bytes are not one. */
 ProtobufCMessage *ms_rpc__unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
                                  ms_error **err);
+/* The same for what a server receives (requests, client-stream messages): also every
+ * string strict UTF-8 and no unknown field (ms_pb_check_request), or INVALID_ARGUMENT
+ * naming the field. Responses are not checked: a client keeps reading records stored
+ * before this check existed. */
+ProtobufCMessage *ms_rpc__unpack_request(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                                         ms_error **err);
 
 /* Reads a whole PEM file (at most 1 MiB); the result is the caller's. */
 char *ms_rpc__read_pem(const char *path, const char *what, ms_error **err);

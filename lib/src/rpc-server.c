@@ -557,7 +557,7 @@ static void call_arrived(ms_rpc_server *srv, slot *s) {
   } else if (!payload) {
     ms_rpc_call_finish(c, MS_INVALID_ARGUMENT, "the request message is missing");
   } else {
-    ProtobufCMessage *req = ms_rpc__unpack(m->input, payload, &err);
+    ProtobufCMessage *req = ms_rpc__unpack_request(m->input, payload, &err);
     if (!req) {
       ms_error_prefix(&err, "request to `%s`", m->path);
       fail_call(c, TAKE_PTR(err));
@@ -648,7 +648,7 @@ static void recv_done(ms_rpc_call *c, bool ok) {
 
   ms_error *err = NULL;
   if (bb) {
-    ProtobufCMessage *msg = ms_rpc__unpack(c->m->input, bb, &err);
+    ProtobufCMessage *msg = ms_rpc__unpack_request(c->m->input, bb, &err);
     if (!msg) {
       ms_error_prefix(&err, "message to `%s`", c->m->path);
       fail_call(c, TAKE_PTR(err));

@@ -82,6 +82,10 @@ int agent_task_watch(agent *a, agent_task *t, ms_error **err);
 /* agent-tasks.c: the runtime of t ended: report from its status file (ws: its wait status
  * when known, else -1). */
 void agent_task_ended(agent *a, agent_task *t, int ws);
+/* agent-tasks.c: what a RUN_TASK must pass before anything is made (else TASK_ERROR with
+ * the message): no field the cluster refuses (meseta/pb-check.h) and at least the
+ * minimum cpus and mem (meseta/task-check.h), paths from `task`. */
+int agent_task_check(const Meseta__V1__TaskInfo *ti, ms_error **err);
 /* agent-tasks.c: queues TASK_FAILED with the reason and message. */
 void agent_task_fail(agent *a, agent_task *t, Meseta__V1__TaskStatus__Reason reason, const char *msg);
 /* agent-tasks.c: start time (/proc/<pid>/stat field 22) of a process; 0 if it is gone. */

@@ -15,8 +15,10 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/pb-check.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
+#include "meseta/task-check.h"
 #include "meseta/task-state.h"
 
 #include "agent-internal.h"
@@ -34,7 +36,10 @@ static void report(agent *a, agent_task *t, Meseta__V1__TaskState state, reason_
   Meseta__V1__TaskStatus st = MESETA__V1__TASK_STATUS__INIT;
   st.state = state;
   st.reason = reason;
-  st.message = (char *)(msg ? msg : "");
+  /* Messages quote what the agent did not check (paths, errno text, a runtime's words):
+   * the allocator refuses a stream message that is not UTF-8. */
+  _cleanup_free_ char *text = msg ? ms_utf8_repair(msg) : NULL;
+  st.message = text ? text : "";
   st.exit_status = (Meseta__V1__ExitStatus *)exit;
   st.limitation = limitation;
   if (ms_task_state_terminal(state))
@@ -315,6 +320,19 @@ out:
   return rc;
 }
 
+/* Defence in depth (the allocator refuses these at accept): no field this agent does
+ * not implement, and never a container without cpus and a memory limit. */
+int agent_task_check(const Meseta__V1__TaskInfo *ti, ms_error **err) {
+  if (ms_pb_check_refused(&ti->base, "task", err) < 0)
+    return MS_ERR;
+  ms_resources *r = NULL;
+  if (ms_resources_from_proto(ti->resources, ti->n_resources, &r, err) < 0)
+    return ms_error_prefix(err, "`task.resources`");
+  int rc = ms_task_check_minimums(r, err);
+  ms_resources_free(r);
+  return rc < 0 ? ms_error_prefix(err, "`task.resources`") : 0;
+}
+
 /* ---- spawning ---- */
 
 static int spawn_runtime(agent *a, agent_task *t, const char *spec_path, pid_t *ret_pid, ms_error **err) {
@@ -404,6 +422,13 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
            "the task id and framework id must be usable as file names (no `/`, not `.` or `..`)", NULL, NULL);
     return;
   }
+  ms_error *err = NULL;
+  if (agent_task_check(ti, &err) < 0) {
+    report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,
+           err->msg, NULL, NULL);
+    ms_error_free(err);
+    return;
+  }
   if (ti->executor || !ti->command) {
     report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,
            ti->executor ? "tasks with an executor are not supported by this agent yet"
@@ -413,7 +438,6 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
   }
   t->sandbox = ms_xasprintf("%s/sandboxes/%s/%s", a->work_dir, fid, tid);
 
-  ms_error *err = NULL;
   if (check_resources(a, t, &err) < 0) {
     report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,
            err->msg, NULL, NULL);

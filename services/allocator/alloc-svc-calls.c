@@ -8,9 +8,11 @@
 #include "meseta/alloc.h"
 #include "meseta/buf.h"
 #include "meseta/log.h"
+#include "meseta/pb-check.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
 #include "meseta/roles.h"
+#include "meseta/task-check.h"
 
 #include "alloc-svc-internal.h"
 
@@ -102,6 +104,8 @@ static int plan_accept(alloc_service *s, svc_framework *fw, const Meseta__V1__Ac
         if (launch_resources(t->resources, t->n_resources, &res, where, err) < 0)
           return MS_ERR;
         plan_set(p, res);
+        if (ms_task_check_minimums(res, err) < 0)
+          return ms_error_prefix(err, "`%s.resources`", where);
         if (t->executor && t->executor->executor_id &&
             !svc_executor_known(s, agent_id, fw->e.key, t->executor->executor_id->value)) {
           ms_resources *x;
@@ -137,6 +141,10 @@ static int plan_accept(alloc_service *s, svc_framework *fw, const Meseta__V1__Ac
             launch_resources(g->task_group->tasks[j]->resources, g->task_group->tasks[j]->n_resources, &res,
                              tw, err) < 0)
           return MS_ERR;
+        if (ms_task_check_minimums(res, err) < 0) {
+          ms_resources_free(res);
+          return ms_error_prefix(err, "`%s.resources`", tw);
+        }
         ms_resources_add(all, res, NULL);
         ms_resources_free(res);
       }
@@ -916,6 +924,8 @@ void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, Protobu
   }
   ms_error *err = NULL;
   int rc = check_principal(s, c, &err);
+  if (rc == 0) /* fields the cluster does not implement (lib/src/pb-refused.c) */
+    rc = ms_pb_check_refused(msg, NULL, &err);
   if (rc == 0)
     rc = row->start ? row->start(s, call, c, &err) : row->fn(s, c, &err);
   if (rc < 0) {

@@ -7,6 +7,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/pb-check.h"
 #include "meseta/pb.h"
 #include "meseta/roles.h"
 
@@ -337,6 +338,12 @@ static void subscribe_job(alloc_service *s, ms_rpc_call *call, void *data, Proto
   const Meseta__V1__SubscribeRequest *req = sub->request;
   if (!req || !req->framework_info) {
     ms_rpc_call_finish(call, MS_INVALID_ARGUMENT, "`request.framework_info` is missing");
+    return;
+  }
+  ms_error *rerr = NULL;
+  if (ms_pb_check_refused(&sub->request->base, "request", &rerr) < 0) { /* before anything is stored */
+    ms_rpc_call_finish_error(call, rerr);
+    ms_error_free(rerr);
     return;
   }
   Meseta__V1__FrameworkInfo *info = req->framework_info;
