@@ -133,3 +133,76 @@ void svc_completed_free_all(alloc_service *s) {
   s->done_head = s->done_tail = NULL;
   s->ndone = 0;
 }
+
+const Meseta__V1__Task *svc_completed_get(alloc_service *s, const char *key) {
+  svc_done_task *d = svc_table_get(&s->done_tasks, key);
+  return d && d->fw ? d->msg : NULL;
+}
+
+/* ---- terminal statuses not acknowledged yet ---- */
+
+static void unacked_drop(alloc_service *s, svc_unacked *u) {
+  *(u->prev ? &u->prev->next : &s->unacked_head) = u->next;
+  *(u->next ? &u->next->prev : &s->unacked_tail) = u->prev;
+  svc_table_del(&s->unacked, &u->e);
+  free(u->e.key);
+  free(u->framework_id);
+  free(u->task_id);
+  free(u->agent_id);
+  free(u);
+}
+
+void svc_unacked_terminal(alloc_service *s, const char *framework_id, const char *agent_id,
+                          const Meseta__V1__TaskStatus *st) {
+  if (!st->task_id || !st->task_id->value || st->uuid.len != 16 || !svc_task_state_terminal(st->state))
+    return;
+  _cleanup_free_ char *key = svc_key2(framework_id, st->task_id->value);
+  svc_unacked *u = svc_table_get(&s->unacked, key);
+  if (u) /* an agent's resend: it moves to the newest end */
+    unacked_drop(s, u);
+  u = ms_xcalloc(1, sizeof(*u));
+  u->e.key = TAKE_PTR(key);
+  u->framework_id = ms_xstrdup(framework_id);
+  u->task_id = ms_xstrdup(st->task_id->value);
+  u->agent_id = ms_xstrdup(agent_id);
+  u->state = st->state;
+  memcpy(u->uuid, st->uuid.data, 16);
+  svc_table_put(&s->unacked, &u->e);
+  u->prev = s->unacked_tail;
+  *(s->unacked_tail ? &s->unacked_tail->next : &s->unacked_head) = u;
+  s->unacked_tail = u;
+  if (s->unacked.n > SVC_MAX_UNACKED)
+    unacked_drop(s, s->unacked_head);
+}
+
+void svc_unacked_ack(alloc_service *s, const char *framework_id, const char *task_id,
+                     const ProtobufCBinaryData *uuid) {
+  svc_unacked *u = svc_unacked_get(s, framework_id, task_id);
+  if (u && uuid->len == 16 && memcmp(u->uuid, uuid->data, 16) == 0)
+    unacked_drop(s, u);
+}
+
+svc_unacked *svc_unacked_get(alloc_service *s, const char *framework_id, const char *task_id) {
+  _cleanup_free_ char *key = svc_key2(framework_id, task_id);
+  return svc_table_get(&s->unacked, key);
+}
+
+void svc_unacked_forget(alloc_service *s, const char *key) {
+  svc_unacked *u = svc_table_get(&s->unacked, key);
+  if (u)
+    unacked_drop(s, u);
+}
+
+void svc_unacked_forget_framework(alloc_service *s, const char *framework_id) {
+  for (svc_unacked *u = s->unacked_head, *next; u; u = next) {
+    next = u->next;
+    if (strcmp(u->framework_id, framework_id) == 0)
+      unacked_drop(s, u);
+  }
+}
+
+void svc_unacked_free_all(alloc_service *s) {
+  while (s->unacked_head)
+    unacked_drop(s, s->unacked_head);
+  svc_table_release(&s->unacked);
+}

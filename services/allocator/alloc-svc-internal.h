@@ -160,6 +160,9 @@ struct alloc_service {
   svc_table done_tasks, done_fws;
   struct svc_done_task *done_head, *done_tail;
   uint32_t ndone; /* in the lists */
+  /* Tasks whose terminal status is not acknowledged yet (alloc-svc-completed.c). */
+  svc_table unacked;
+  struct svc_unacked *unacked_head, *unacked_tail;
 };
 
 /* What WatchState last showed of something: its encoding (alloc-svc-state.c). */
@@ -427,11 +430,15 @@ Meseta__V1__MaintenanceRecord *svc_maint_record(alloc_service *s, const Meseta__
  * FAILED_PRECONDITION; true when refused. */
 bool svc_maint_refuse(alloc_service *s, ms_rpc_call *link, const Meseta__V1__AgentInfo *info);
 
-/* alloc-svc-config.c: weights, quota and the maintenance schedule. */
+/* alloc-svc-config.c: weights, quota and the maintenance schedule. Weights are in
+ * (0, SVC_MAX_WEIGHT]. */
+#define SVC_MAX_WEIGHT 1e6
 void svc_config_weight(alloc_service *s, const char *role, double w);
 int svc_config_quota_apply(alloc_service *s, const Meseta__V1__QuotaConfig *q, ms_error **err);
 int svc_config_check_weights(const Meseta__V1__UpdateWeightsRequest *r, ms_error **err);
-int svc_config_check_quota(const Meseta__V1__UpdateQuotaRequest *r, ms_error **err);
+/* Syntax, resource names, and unless r->force the capacity and hierarchy checks
+ * (FAILED_PRECONDITION naming the config). */
+int svc_config_check_quota(alloc_service *s, const Meseta__V1__UpdateQuotaRequest *r, ms_error **err);
 int svc_config_check_schedule(const Meseta__V1__UpdateMaintenanceScheduleRequest *r, ms_error **err);
 Meseta__V1__BatchRequest *svc_config_batch(alloc_service *s, const Meseta__V1__OperatorCallRequest *r);
 
@@ -507,5 +514,33 @@ void svc_completed_add(alloc_service *s, const svc_task *t);
 void svc_completed_replaced(alloc_service *s, const char *key);
 /* At close: frees every completed task. */
 void svc_completed_free_all(alloc_service *s);
+/* The completed task with the key (framework \x1f task id), NULL if none. Borrowed. */
+const Meseta__V1__Task *svc_completed_get(alloc_service *s, const char *key);
+
+/* Terminal statuses not acknowledged yet, so reconciliation answers them (as Mesos'
+ * master keeps such tasks until the acknowledgement) rather than TASK_UNKNOWN, which
+ * would make a framework launch the task again. At most SVC_MAX_UNACKED, the oldest
+ * forgotten first. */
+#define SVC_MAX_UNACKED 100000u
+typedef struct svc_unacked {
+  svc_entry e; /* framework \x1f task id */
+  char *framework_id, *task_id, *agent_id;
+  Meseta__V1__TaskState state;
+  uint8_t uuid[16];
+  struct svc_unacked *prev, *next; /* oldest first */
+} svc_unacked;
+/* A terminal status with a uuid went to the framework (the task may be unknown here:
+ * an agent resending after a failover). */
+void svc_unacked_terminal(alloc_service *s, const char *framework_id, const char *agent_id,
+                          const Meseta__V1__TaskStatus *st);
+/* The framework acknowledged (framework, task, uuid): forgotten if it is the terminal one. */
+void svc_unacked_ack(alloc_service *s, const char *framework_id, const char *task_id,
+                     const ProtobufCBinaryData *uuid);
+svc_unacked *svc_unacked_get(alloc_service *s, const char *framework_id, const char *task_id);
+/* The task id is launched again: the old terminal status is forgotten. */
+void svc_unacked_forget(alloc_service *s, const char *key);
+void svc_unacked_forget_framework(alloc_service *s, const char *framework_id);
+void svc_unacked_free_all(alloc_service *s);
+
 /* A Task built from a live task (alloc-svc-state.c); the caller frees. */
 Meseta__V1__Task *svc_state_build_task(const svc_task *t);
