@@ -18,6 +18,9 @@
 
 #include "alloc-svc-internal.h"
 
+static void link_done(alloc_service *s, svc_done_task *d, const char *framework_id);
+static void bound(alloc_service *s, svc_done_task *d);
+
 static void done_free(svc_done_task *d) {
   free(d->e.key);
   if (d->msg)
@@ -29,6 +32,7 @@ static void done_free(svc_done_task *d) {
 static void unlink_done(alloc_service *s, svc_done_task *d) {
   svc_done_fw *f = d->fw;
   if (f) {
+    svc_history_forget(s, d);
     *(d->prev ? &d->prev->next : &s->done_head) = d->next;
     *(d->next ? &d->next->prev : &s->done_tail) = d->prev;
     *(d->fprev ? &d->fprev->fnext : &f->head) = d->fnext;
@@ -92,10 +96,17 @@ void svc_completed_add(alloc_service *s, const svc_task *t) {
     d->msg = svc_state_build_task(t);
     svc_table_put(&s->done_tasks, &d->e);
   }
-  svc_done_fw *f = svc_table_get(&s->done_fws, t->framework_id);
+  link_done(s, d, t->framework_id);
+  svc_history_added(s, d);
+  bound(s, d);
+}
+
+/* Appends d (in the table) to the lists. */
+static void link_done(alloc_service *s, svc_done_task *d, const char *framework_id) {
+  svc_done_fw *f = svc_table_get(&s->done_fws, framework_id);
   if (!f) {
     f = ms_xcalloc(1, sizeof(*f));
-    f->e.key = ms_xstrdup(t->framework_id);
+    f->e.key = ms_xstrdup(framework_id);
     svc_table_put(&s->done_fws, &f->e);
   }
   d->fw = f;
@@ -106,9 +117,14 @@ void svc_completed_add(alloc_service *s, const svc_task *t) {
   *(f->tail ? &f->tail->fnext : &f->head) = d;
   f->tail = d;
   f->n++;
+  s->ndone++;
+}
+
+/* The bounds, d just added. */
+static void bound(alloc_service *s, svc_done_task *d) {
+  svc_done_fw *f = d->fw;
   if (f->n > (uint64_t)s->cfg.max_completed_tasks_per_framework)
     evict(s, f->head); /* f survives: it holds d */
-  s->ndone++;
   while (s->ndone > (uint64_t)s->cfg.max_completed_tasks && s->done_head)
     evict(s, s->done_head);
 }
@@ -121,7 +137,25 @@ void svc_completed_replaced(alloc_service *s, const char *key) {
   done_free(d);
 }
 
+void svc_completed_restore(alloc_service *s, Meseta__V1__Task *msg, struct svc_chunk *chunk) {
+  const char *fid = msg->framework_id->value, *tid = msg->task_id->value;
+  _cleanup_free_ char *key = svc_key2(fid, tid);
+  svc_done_task *d = svc_table_get(&s->done_tasks, key);
+  if (d) { /* an older copy (an earlier record): the later one holds it */
+    unlink_done(s, d);
+    done_free(d);
+  }
+  d = ms_xcalloc(1, sizeof(*d));
+  d->e.key = TAKE_PTR(key);
+  d->msg = msg;
+  svc_table_put(&s->done_tasks, &d->e);
+  link_done(s, d, fid);
+  svc_history_restored(s, d, chunk);
+  bound(s, d);
+}
+
 void svc_completed_free_all(alloc_service *s) {
+  svc_history_reset(s);
   for (uint32_t i = 0; i < s->done_tasks.n; i++)
     done_free((svc_done_task *)s->done_tasks.v[i]);
   for (uint32_t i = 0; i < s->done_fws.n; i++) {

@@ -159,7 +159,8 @@ struct alloc_service {
   /* Completed tasks (alloc-svc-completed.c), oldest first. */
   svc_table done_tasks, done_fws;
   struct svc_done_task *done_head, *done_tail;
-  uint32_t ndone; /* in the lists */
+  uint32_t ndone;        /* in the lists */
+  struct svc_hist *hist; /* completed tasks in the registry (alloc-svc-history.c); NULL: none */
   /* Tasks whose terminal status is not acknowledged yet (alloc-svc-completed.c). */
   svc_table unacked;
   struct svc_unacked *unacked_head, *unacked_tail;
@@ -492,8 +493,11 @@ void svc_state_reset(alloc_service *s); /* forgets what was shown (lost lead, sh
  * task_removed change. A task that leaves without a terminal state (its framework
  * removed) is removed at once; a framework's removal removes its completed tasks. */
 typedef struct svc_done_task {
-  svc_entry e;           /* framework \x1f task id */
-  Meseta__V1__Task *msg; /* owned */
+  svc_entry e;             /* framework \x1f task id */
+  Meseta__V1__Task *msg;   /* owned */
+  struct svc_chunk *chunk; /* the registry record holding it; NULL: none (yet) */
+  uint32_t pending_at;     /* its slot in the history's pending list, while pending */
+  bool pending;
   struct svc_done_fw *fw;
   struct svc_done_task *prev, *next;   /* all, oldest first */
   struct svc_done_task *fprev, *fnext; /* its framework's */
@@ -512,6 +516,9 @@ void svc_completed_add(alloc_service *s, const svc_task *t);
 /* A task with the key (framework \x1f task id) is added again: the completed one is
  * forgotten silently (the view's TASK_ADDED replaces it). */
 void svc_completed_replaced(alloc_service *s, const char *key);
+/* A completed task loaded from the registry (msg taken; framework and task ids set),
+ * held by chunk. Replaces an older copy; the bounds apply. */
+void svc_completed_restore(alloc_service *s, Meseta__V1__Task *msg, struct svc_chunk *chunk);
 /* At close: frees every completed task. */
 void svc_completed_free_all(alloc_service *s);
 /* The completed task with the key (framework \x1f task id), NULL if none. Borrowed. */
@@ -544,3 +551,29 @@ void svc_unacked_free_all(alloc_service *s);
 
 /* A Task built from a live task (alloc-svc-state.c); the caller frees. */
 Meseta__V1__Task *svc_state_build_task(const svc_task *t);
+
+/* ---- completed tasks in the registry (alloc-svc-history.c) ----
+ *
+ * With a registry, completed tasks are written as COMPLETED_TASKS records, in groups (at
+ * most SVC_HIST_GROUP tasks or SVC_HIST_BYTES, SVC_HIST_DELAY_MS after the first one
+ * waits), so a new leader lists them again: one write per group, not per task. A record
+ * is deleted when none of its tasks is kept any more, and rewritten (its kept tasks in
+ * the next group, then the record deleted) when fewer than half are: what the registry
+ * holds stays within about twice what is kept (the --max-completed-tasks* bounds). */
+#define SVC_HIST_GROUP 500u
+#define SVC_HIST_BYTES (512u * 1024u)
+#define SVC_HIST_DELAY_MS 250
+typedef struct svc_chunk {
+  svc_entry e; /* the record id */
+  uint32_t live, total;
+} svc_chunk;
+/* d was kept as completed: written with the next group. */
+void svc_history_added(alloc_service *s, svc_done_task *d);
+/* d was loaded from chunk's record. */
+void svc_history_restored(alloc_service *s, svc_done_task *d, svc_chunk *chunk);
+/* d is forgotten (evicted, replaced): its record may go. */
+void svc_history_forget(alloc_service *s, svc_done_task *d);
+/* The leader's load: every COMPLETED_TASKS record becomes completed tasks again. */
+void svc_history_loaded(alloc_service *s, const svc_reg_loaded *l);
+/* Forgets the history's state (lost lead, shutdown); what waits is not written. */
+void svc_history_reset(alloc_service *s);
