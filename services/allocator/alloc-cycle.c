@@ -216,7 +216,7 @@ static bool try_fw(cycle *c, uint32_t fw, uint32_t role, int stage) {
   alloc_agent *a = &m->agents[c->agent];
   const alloc_framework *f = &m->fws[fw];
   const alloc_fwrole *fr = alloc_fwrole_find((alloc_framework *)f, role);
-  if (!fr || !fr->in_level || (a->remote && !(f->caps & ALLOC_CAP_REGION_AWARE)))
+  if (!fr || !fr->in_level || f->capped || (a->remote && !(f->caps & ALLOC_CAP_REGION_AWARE)))
     return false;
   ms_resources *own = NULL;
   const ms_resources *cand = a->available;
@@ -460,6 +460,12 @@ int alloc_cycle_run(alloc_model *m, int64_t now_ms, alloc_offer_list *ret, alloc
     uint32_t w = r->sat_wanting;
     r->sat_wanting = 0;
     alloc_role_wanting(m, c.sat[s], (int)w);
+  }
+  if (m->cap_dirty) { /* frameworks that reached their bound leave the levels now */
+    m->cap_dirty = false;
+    for (uint32_t fi = 0; fi < m->nfws; fi++)
+      for (uint32_t j = 0; m->fws[fi].live && j < m->fws[fi].nroles; j++)
+        alloc_fwrole_sync(m, fi, &m->fws[fi].roles[j]);
   }
   free(c.sat);
   ms_quantities_release(&c.U);

@@ -360,6 +360,11 @@ int alloc_model_role_consumption(const alloc_model *m, const char *role, ms_quan
   return 0;
 }
 
+void alloc_model_total(const alloc_model *m, ms_quantities *ret) {
+  ret->n = 0;
+  ms_quantities_add(ret, &m->total_q);
+}
+
 int alloc_model_role_allocation(const alloc_model *m, const char *role, ms_quantities *ret, ms_error **err) {
   uint32_t i = role_known(m, role, err);
   if (i == ALLOC_NONE)

@@ -57,6 +57,8 @@ typedef struct alloc_framework {
   bool live, active;
   uint32_t caps;
   double failover_timeout_s;
+  uint32_t noffers; /* outstanding */
+  bool capped;      /* noffers at the model's max_offers: out of every level until it answers */
   alloc_fwrole *roles;
   uint32_t nroles, caproles;
 } alloc_framework;
@@ -108,6 +110,8 @@ struct alloc_model {
   alloc_minalloc min_global;
   char *local_region;
   int64_t offer_timeout_ms;
+  uint32_t max_offers; /* per framework; 0: no bound */
+  bool cap_dirty;      /* a framework's cap changed during the cycle: levels synced after it */
   alloc_rescind_fn on_rescind;
   void *rescind_ctx;
   void (*on_change)(void *ctx);
@@ -202,6 +206,9 @@ void alloc_offer_drop(alloc_model *m, uint32_t o, bool rescind);
 uint32_t alloc_offer_new(alloc_model *m, uint32_t fw, uint32_t agent, uint32_t role, ms_resources *res,
                          int64_t now_ms);
 void alloc_offer_view_of(const alloc_model *m, uint32_t o, alloc_offer_view *ret);
+/* A framework's outstanding offers changed: it leaves or rejoins the levels at the cap
+ * (after the cycle when in one). */
+void alloc_fw_offers_changed(alloc_model *m, uint32_t fw);
 /* Whether a live filter holds cand back from (fw, role) on agent a; drops dead ones. */
 bool alloc_filtered(alloc_model *m, alloc_agent *a, uint32_t fw, uint32_t role, const ms_resources *cand,
                     int64_t now_ms);

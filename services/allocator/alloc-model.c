@@ -113,7 +113,7 @@ void alloc_role_wanting(alloc_model *m, uint32_t role, int delta) {
 
 void alloc_fwrole_sync(alloc_model *m, uint32_t fw, alloc_fwrole *fr) {
   const alloc_framework *f = &m->fws[fw];
-  bool want = f->live && f->active && fr->subscribed && !fr->suppressed;
+  bool want = f->live && f->active && !f->capped && fr->subscribed && !fr->suppressed;
   if (want == fr->in_level)
     return;
   alloc_role *r = &m->roles[fr->role];
@@ -341,6 +341,7 @@ int alloc_model_new(const alloc_config *cfg, alloc_model **ret, ms_error **err) 
   m->role_sorter = cfg->role_sorter;
   m->fw_sorter = cfg->framework_sorter;
   m->offer_timeout_ms = cfg->offer_timeout_ms;
+  m->max_offers = cfg->max_offers_per_framework;
   m->on_rescind = cfg->on_rescind;
   m->rescind_ctx = cfg->rescind_ctx;
   m->on_change = cfg->on_change;

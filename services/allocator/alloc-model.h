@@ -54,8 +54,11 @@ typedef struct alloc_config {
   const char *min_allocatable;     /* "cpus:0.01,mem:32|disk:64"; NULL: the default above */
   const char *local_region;        /* NULL: every agent counts as local */
   int64_t offer_timeout_ms;        /* 0: offers never time out */
-  uint64_t seed;                   /* the random sorter's generator */
-  alloc_rescind_fn on_rescind;     /* called for each offer the model takes back; may be NULL */
+  /* A framework holding this many outstanding offers gets no more until it answers
+   * (accepts, declines) or they are rescinded or expire. 0: no bound. */
+  uint32_t max_offers_per_framework;
+  uint64_t seed;               /* the random sorter's generator */
+  alloc_rescind_fn on_rescind; /* called for each offer the model takes back; may be NULL */
   void *rescind_ctx;
   /* Called when the first change since the last alloc_model_take_changes is recorded
    * (so the caller can schedule the take); must not call into the model. May be NULL. */
@@ -185,7 +188,9 @@ int alloc_model_accept(alloc_model *m, const char *framework_id, const char *con
 
 /* Takes an offer back (on_rescind is called). */
 int alloc_model_rescind(alloc_model *m, const char *offer_id, ms_error **err);
-/* Rescinds offers older than the configured timeout; returns how many. */
+/* Rescinds offers older than the configured timeout; returns how many. An expired
+ * offer counts as declined with the default filter (ALLOC_DEFAULT_REFUSE_MS), as in
+ * Mesos: its resources go to others first rather than straight back. */
 uint32_t alloc_model_expire_offers(alloc_model *m, int64_t now_ms);
 
 /* An operator's RESERVE / UNRESERVE / CREATE / DESTROY on an agent's unallocated
@@ -223,6 +228,8 @@ int alloc_model_agent(const alloc_model *m, const char *agent_id, alloc_agent_vi
  * allocation (offered + used, sub-roles included), copied into ret. */
 int alloc_model_role_consumption(const alloc_model *m, const char *role, ms_quantities *ret, ms_error **err);
 int alloc_model_role_allocation(const alloc_model *m, const char *role, ms_quantities *ret, ms_error **err);
+/* The scalar sums of every agent's total (the cluster's capacity), copied into ret. */
+void alloc_model_total(const alloc_model *m, ms_quantities *ret);
 /* A framework's allocation in one role. */
 int alloc_model_framework_allocation(const alloc_model *m, const char *framework_id, const char *role,
                                      ms_quantities *ret, ms_error **err);

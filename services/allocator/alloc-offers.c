@@ -24,6 +24,8 @@ uint32_t alloc_offer_new(alloc_model *m, uint32_t fw, uint32_t agent, uint32_t r
   of->created_ms = now_ms;
   alloc_map_put(&m->offer_ids, of->id, o);
   m->live_offers++;
+  m->fws[fw].noffers++;
+  alloc_fw_offers_changed(m, fw);
   ms_resources_add(m->agents[agent].offered, res, NULL);
   alloc_agent_changed(m, agent);
   alloc_account(m, fw, role, res, 1);
@@ -51,10 +53,29 @@ static ms_resources *offer_unlink(alloc_model *m, uint32_t o, bool rescind) {
   alloc_map_del(&m->offer_ids, of->id);
   free(of->id);
   ms_resources *res = of->res;
+  uint32_t fw = of->fw;
   memset(of, 0, sizeof(*of));
   alloc_freelist_push(&m->free_offers, o);
   m->live_offers--;
+  m->fws[fw].noffers--;
+  alloc_fw_offers_changed(m, fw);
   return res;
+}
+
+void alloc_fw_offers_changed(alloc_model *m, uint32_t fw) {
+  alloc_framework *f = &m->fws[fw];
+  bool capped = m->max_offers && f->noffers >= m->max_offers;
+  if (capped == f->capped)
+    return;
+  f->capped = capped;
+  if (m->in_cycle) { /* the cycle walks the levels: no change under it */
+    m->cap_dirty = true;
+    return;
+  }
+  for (uint32_t j = 0; j < f->nroles; j++)
+    alloc_fwrole_sync(m, fw, &f->roles[j]);
+  if (!capped)
+    m->trigger = true;
 }
 
 void alloc_offer_drop(alloc_model *m, uint32_t o, bool rescind) {
@@ -117,13 +138,24 @@ int alloc_model_rescind(alloc_model *m, const char *offer_id, ms_error **err) {
   return 0;
 }
 
+static void filter_add(alloc_model *m, uint32_t ai, uint32_t fw, uint32_t role, const ms_resources *refused,
+                       int64_t until_ms);
+
 uint32_t alloc_model_expire_offers(alloc_model *m, int64_t now_ms) {
   uint32_t n = 0;
   for (uint32_t o = 0; m->offer_timeout_ms > 0 && o < m->noffers; o++)
     if (m->offers[o].live && now_ms - m->offers[o].created_ms >= m->offer_timeout_ms) {
-      alloc_offer_drop(m, o, true);
+      uint32_t ai = m->offers[o].agent, fw = m->offers[o].fw, role = m->offers[o].role;
+      ms_resources *res = offer_unlink(m, o, true);
+      filter_add(m, ai, fw, role, res, now_ms + ALLOC_DEFAULT_REFUSE_MS);
+      ms_resources_add(m->agents[ai].available, res, NULL);
+      ms_resources_free(res);
       n++;
     }
+  if (n) {
+    alloc_flush(m);
+    m->trigger = true;
+  }
   return n;
 }
 

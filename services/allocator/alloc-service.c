@@ -305,6 +305,7 @@ static int new_model(alloc_service *s, ms_error **err) {
                      .min_allocatable = s->cfg.min_allocatable,
                      .local_region = s->cfg.local_region,
                      .offer_timeout_ms = s->cfg.offer_timeout_ms,
+                     .max_offers_per_framework = (uint32_t)s->cfg.max_offers_per_framework,
                      .on_rescind = on_rescind,
                      .rescind_ctx = s,
                      .on_change = svc_state_changed,
@@ -330,6 +331,11 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
   }
   if (cfg->offer_timeout_ms < 0) {
     ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--offer-timeout`: must not be negative");
+    return NULL;
+  }
+  if (cfg->max_offers_per_framework < 0 || cfg->max_offers_per_framework > UINT32_MAX) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--max-offers-per-framework`: %lld is out of range",
+                 (long long)cfg->max_offers_per_framework);
     return NULL;
   }
   if (!(cfg->recovery_agent_fraction >= 0 && cfg->recovery_agent_fraction <= 1)) {
@@ -410,6 +416,7 @@ static void forget_all(alloc_service *s) {
   svc_agents_close(s);
   svc_tasks_free_all(s);
   svc_completed_free_all(s);
+  svc_unacked_free_all(s);
   svc_state_reset(s);
   svc_ops_free_all(s);
   for (uint32_t i = 0; i < s->torn_down.n; i++) {

@@ -477,6 +477,7 @@ static int do_acknowledge(alloc_service *s, const call_req *c, ms_error **err) {
   m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS;
   m.acknowledge_status = &ack;
   svc_send_agent(s, a, &m);
+  svc_unacked_ack(s, fw->e.key, r->task_id->value, &r->uuid);
   return 0;
 }
 
@@ -495,12 +496,15 @@ static int do_reconcile(alloc_service *s, const call_req *c, ms_error **err) {
   if (!fw)
     return MS_ERR;
   Meseta__V1__TaskStatus__Reason why = MESETA__V1__TASK_STATUS__REASON__REASON_RECONCILIATION;
-  if (r->n_tasks == 0) {
+  if (r->n_tasks == 0) { /* implicit: live tasks and terminal ones not acknowledged yet */
     for (uint32_t i = 0; i < s->tasks.n; i++) {
       svc_task *t = (svc_task *)s->tasks.v[i];
       if (strcmp(t->framework_id, fw->e.key) == 0)
         send_status(s, fw, t->task_id, t->agent_id, t->state, why, NULL);
     }
+    for (svc_unacked *u = s->unacked_head; u; u = u->next)
+      if (strcmp(u->framework_id, fw->e.key) == 0 && !svc_task_get(s, u->framework_id, u->task_id))
+        send_status(s, fw, u->task_id, u->agent_id, u->state, why, NULL);
     return 0;
   }
   for (size_t i = 0; i < r->n_tasks; i++) {
@@ -512,8 +516,17 @@ static int do_reconcile(alloc_service *s, const call_req *c, ms_error **err) {
     const Meseta__V1__ReconcileRequest__Task *q = r->tasks[i];
     svc_task *t = svc_task_get(s, fw->e.key, q->task_id->value);
     const char *aid = q->agent_id && q->agent_id->value && *q->agent_id->value ? q->agent_id->value : NULL;
+    /* The last known state: live, ended but not acknowledged, or completed. */
+    svc_unacked *u = t ? NULL : svc_unacked_get(s, fw->e.key, q->task_id->value);
+    _cleanup_free_ char *key = t || u ? NULL : svc_key2(fw->e.key, q->task_id->value);
+    const Meseta__V1__Task *done = key ? svc_completed_get(s, key) : NULL;
     if (t)
       send_status(s, fw, t->task_id, t->agent_id, t->state, why, NULL);
+    else if (u)
+      send_status(s, fw, u->task_id, u->agent_id, u->state, why, NULL);
+    else if (done)
+      send_status(s, fw, q->task_id->value, done->agent_id ? done->agent_id->value : aid, done->state, why,
+                  NULL);
     else if (s->recovering && (!aid || !svc_table_get(&s->agents, aid)))
       continue; /* its agent may still re-register: no answer yet (ask again later) */
     else if (aid && svc_agent_rec_state(s, aid) == MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE)

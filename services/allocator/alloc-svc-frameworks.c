@@ -70,6 +70,7 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
     svc_task_end(s, t);
   }
   svc_ops_forget_framework(s, fw->e.key);
+  svc_unacked_forget_framework(s, fw->e.key);
   ms_error *err = NULL;
   if (alloc_model_remove_framework(s->model, fw->e.key, &err) < 0) {
     ms_log_warn(fw->e.key, "%s", err->msg);

@@ -159,7 +159,11 @@ struct alloc_service {
   /* Completed tasks (alloc-svc-completed.c), oldest first. */
   svc_table done_tasks, done_fws;
   struct svc_done_task *done_head, *done_tail;
-  uint32_t ndone; /* in the lists */
+  uint32_t ndone;        /* in the lists */
+  struct svc_hist *hist; /* completed tasks in the registry (alloc-svc-history.c); NULL: none */
+  /* Tasks whose terminal status is not acknowledged yet (alloc-svc-completed.c). */
+  svc_table unacked;
+  struct svc_unacked *unacked_head, *unacked_tail;
 };
 
 /* What WatchState last showed of something: its encoding (alloc-svc-state.c). */
@@ -427,11 +431,15 @@ Meseta__V1__MaintenanceRecord *svc_maint_record(alloc_service *s, const Meseta__
  * FAILED_PRECONDITION; true when refused. */
 bool svc_maint_refuse(alloc_service *s, ms_rpc_call *link, const Meseta__V1__AgentInfo *info);
 
-/* alloc-svc-config.c: weights, quota and the maintenance schedule. */
+/* alloc-svc-config.c: weights, quota and the maintenance schedule. Weights are in
+ * (0, SVC_MAX_WEIGHT]. */
+#define SVC_MAX_WEIGHT 1e6
 void svc_config_weight(alloc_service *s, const char *role, double w);
 int svc_config_quota_apply(alloc_service *s, const Meseta__V1__QuotaConfig *q, ms_error **err);
 int svc_config_check_weights(const Meseta__V1__UpdateWeightsRequest *r, ms_error **err);
-int svc_config_check_quota(const Meseta__V1__UpdateQuotaRequest *r, ms_error **err);
+/* Syntax, resource names, and unless r->force the capacity and hierarchy checks
+ * (FAILED_PRECONDITION naming the config). */
+int svc_config_check_quota(alloc_service *s, const Meseta__V1__UpdateQuotaRequest *r, ms_error **err);
 int svc_config_check_schedule(const Meseta__V1__UpdateMaintenanceScheduleRequest *r, ms_error **err);
 Meseta__V1__BatchRequest *svc_config_batch(alloc_service *s, const Meseta__V1__OperatorCallRequest *r);
 
@@ -485,8 +493,11 @@ void svc_state_reset(alloc_service *s); /* forgets what was shown (lost lead, sh
  * task_removed change. A task that leaves without a terminal state (its framework
  * removed) is removed at once; a framework's removal removes its completed tasks. */
 typedef struct svc_done_task {
-  svc_entry e;           /* framework \x1f task id */
-  Meseta__V1__Task *msg; /* owned */
+  svc_entry e;             /* framework \x1f task id */
+  Meseta__V1__Task *msg;   /* owned */
+  struct svc_chunk *chunk; /* the registry record holding it; NULL: none (yet) */
+  uint32_t pending_at;     /* its slot in the history's pending list, while pending */
+  bool pending;
   struct svc_done_fw *fw;
   struct svc_done_task *prev, *next;   /* all, oldest first */
   struct svc_done_task *fprev, *fnext; /* its framework's */
@@ -505,7 +516,64 @@ void svc_completed_add(alloc_service *s, const svc_task *t);
 /* A task with the key (framework \x1f task id) is added again: the completed one is
  * forgotten silently (the view's TASK_ADDED replaces it). */
 void svc_completed_replaced(alloc_service *s, const char *key);
+/* A completed task loaded from the registry (msg taken; framework and task ids set),
+ * held by chunk. Replaces an older copy; the bounds apply. */
+void svc_completed_restore(alloc_service *s, Meseta__V1__Task *msg, struct svc_chunk *chunk);
 /* At close: frees every completed task. */
 void svc_completed_free_all(alloc_service *s);
+/* The completed task with the key (framework \x1f task id), NULL if none. Borrowed. */
+const Meseta__V1__Task *svc_completed_get(alloc_service *s, const char *key);
+
+/* Terminal statuses not acknowledged yet, so reconciliation answers them (as Mesos'
+ * master keeps such tasks until the acknowledgement) rather than TASK_UNKNOWN, which
+ * would make a framework launch the task again. At most SVC_MAX_UNACKED, the oldest
+ * forgotten first. */
+#define SVC_MAX_UNACKED 100000u
+typedef struct svc_unacked {
+  svc_entry e; /* framework \x1f task id */
+  char *framework_id, *task_id, *agent_id;
+  Meseta__V1__TaskState state;
+  uint8_t uuid[16];
+  struct svc_unacked *prev, *next; /* oldest first */
+} svc_unacked;
+/* A terminal status with a uuid went to the framework (the task may be unknown here:
+ * an agent resending after a failover). */
+void svc_unacked_terminal(alloc_service *s, const char *framework_id, const char *agent_id,
+                          const Meseta__V1__TaskStatus *st);
+/* The framework acknowledged (framework, task, uuid): forgotten if it is the terminal one. */
+void svc_unacked_ack(alloc_service *s, const char *framework_id, const char *task_id,
+                     const ProtobufCBinaryData *uuid);
+svc_unacked *svc_unacked_get(alloc_service *s, const char *framework_id, const char *task_id);
+/* The task id is launched again: the old terminal status is forgotten. */
+void svc_unacked_forget(alloc_service *s, const char *key);
+void svc_unacked_forget_framework(alloc_service *s, const char *framework_id);
+void svc_unacked_free_all(alloc_service *s);
+
 /* A Task built from a live task (alloc-svc-state.c); the caller frees. */
 Meseta__V1__Task *svc_state_build_task(const svc_task *t);
+
+/* ---- completed tasks in the registry (alloc-svc-history.c) ----
+ *
+ * With a registry, completed tasks are written as COMPLETED_TASKS records, in groups (at
+ * most SVC_HIST_GROUP tasks or SVC_HIST_BYTES, SVC_HIST_DELAY_MS after the first one
+ * waits), so a new leader lists them again: one write per group, not per task. A record
+ * is deleted when none of its tasks is kept any more, and rewritten (its kept tasks in
+ * the next group, then the record deleted) when fewer than half are: what the registry
+ * holds stays within about twice what is kept (the --max-completed-tasks* bounds). */
+#define SVC_HIST_GROUP 500u
+#define SVC_HIST_BYTES (512u * 1024u)
+#define SVC_HIST_DELAY_MS 250
+typedef struct svc_chunk {
+  svc_entry e; /* the record id */
+  uint32_t live, total;
+} svc_chunk;
+/* d was kept as completed: written with the next group. */
+void svc_history_added(alloc_service *s, svc_done_task *d);
+/* d was loaded from chunk's record. */
+void svc_history_restored(alloc_service *s, svc_done_task *d, svc_chunk *chunk);
+/* d is forgotten (evicted, replaced): its record may go. */
+void svc_history_forget(alloc_service *s, svc_done_task *d);
+/* The leader's load: every COMPLETED_TASKS record becomes completed tasks again. */
+void svc_history_loaded(alloc_service *s, const svc_reg_loaded *l);
+/* Forgets the history's state (lost lead, shutdown); what waits is not written. */
+void svc_history_reset(alloc_service *s);

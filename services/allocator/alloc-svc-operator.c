@@ -656,7 +656,7 @@ static int apply(alloc_service *s, const op_req *r, op_resp *resp, ms_error **er
     const Meseta__V1__UpdateQuotaRequest *u = r->update_quota;
     for (size_t i = 0; i < u->n_configs; i++)
       if (svc_config_quota_apply(s, u->configs[i], err) < 0)
-        return ms_error_prefix(err, "`quota[%zu]`", i);
+        return ms_error_prefix(err, "`update_quota.configs[%zu]`", i);
     svc_state_emit_quota(s);
     for (size_t i = 0; i < u->n_configs; i++)
       svc_state_emit_role(s, u->configs[i]->role);
@@ -746,7 +746,7 @@ static int check(alloc_service *s, const op_req *r, ms_error **err) {
   case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_WEIGHTS:
     return svc_config_check_weights(r->update_weights, err);
   case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA:
-    return svc_config_check_quota(r->update_quota, err);
+    return svc_config_check_quota(s, r->update_quota, err);
   case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_MAINTENANCE_SCHEDULE:
     if (svc_config_check_schedule(r->update_maintenance_schedule, err) < 0)
       return MS_ERR;

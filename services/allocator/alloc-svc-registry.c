@@ -284,8 +284,9 @@ static void job_run(void *arg) {
     break;
   case J_LOAD: {
     static const Meseta__V1__RecordKind kinds[] = {
-        MESETA__V1__RECORD_KIND__AGENT, MESETA__V1__RECORD_KIND__FRAMEWORK, MESETA__V1__RECORD_KIND__WEIGHT,
-        MESETA__V1__RECORD_KIND__QUOTA, MESETA__V1__RECORD_KIND__MAINTENANCE};
+        MESETA__V1__RECORD_KIND__AGENT,       MESETA__V1__RECORD_KIND__FRAMEWORK,
+        MESETA__V1__RECORD_KIND__WEIGHT,      MESETA__V1__RECORD_KIND__QUOTA,
+        MESETA__V1__RECORD_KIND__MAINTENANCE, MESETA__V1__RECORD_KIND__COMPLETED_TASKS};
     for (size_t i = 0; i < MS_ARRAY_SIZE(kinds) && rc == 0; i++)
       rc = load_kind(s, kinds[i], &j->loaded, &j->err);
     break;
@@ -309,9 +310,11 @@ static void job_result(void *arg) {
   bool current = j->term == s->term && !s->closing;
   if (j->err && current)
     ms_log_warn(j->rec ? j->rec->id : NULL, "registry: %s", j->err->msg);
-  if (j->kind == J_LOAD)
+  if (j->kind == J_LOAD) {
     svc_recovery_loaded(s, &j->loaded, j->err, current);
-  else if (j->done)
+    if (current && !j->err && s->leading && !s->loading)
+      svc_history_loaded(s, &j->loaded); /* completed tasks (alloc-svc-history.c) */
+  } else if (j->done)
     j->done(s, j->ctx, j->err, current);
   loaded_release(&j->loaded);
   if (j->rec)

@@ -54,6 +54,7 @@ svc_task *svc_task_add(alloc_service *s, const char *framework_id, const char *t
     t->executor = x;
   }
   svc_table_put(&s->tasks, &t->e);
+  svc_unacked_forget(s, t->e.key);
   svc_state_emit_task(s, t, SVC_ADDED);
   return t;
 }
@@ -118,6 +119,7 @@ void svc_task_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMess
   u->status->agent_id = &aid;
   svc_send_update(s, fw, u->status);
   u->status->agent_id = saved;
+  svc_unacked_terminal(s, fid, a->e.key, u->status); /* reconcilable until acknowledged */
   svc_task *t = svc_task_get(s, fid, tid);
   if (!t) {
     ms_log_debug(fid, "status %d of unknown task `%s` forwarded", (int)u->status->state, tid);

@@ -172,6 +172,23 @@ static int v_operation(const reg_record *r, ms_error **err) {
   return 0;
 }
 
+static int v_completed_tasks(const reg_record *r, ms_error **err) {
+  const Meseta__V1__CompletedTasksRecord *c = r->completed_tasks;
+  if (c->n_tasks == 0 || c->n_tasks > REG_MAX_COMPLETED_TASKS)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "field `completed_tasks.tasks`: %zu tasks, not 1 to %d",
+                        c->n_tasks, REG_MAX_COMPLETED_TASKS);
+  for (size_t i = 0; i < c->n_tasks; i++) {
+    const Meseta__V1__Task *t = c->tasks[i];
+    if (!t->task_id || !t->task_id->value || !*t->task_id->value)
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "field `completed_tasks.tasks[%zu].task_id` is required",
+                          i);
+    if (!t->framework_id || !t->framework_id->value || !*t->framework_id->value)
+      return ms_error_set(err, MS_INVALID_ARGUMENT,
+                          "field `completed_tasks.tasks[%zu].framework_id` is required", i);
+  }
+  return 0;
+}
+
 static const kind_row kinds[] = {
     {MESETA__V1__RECORD_KIND__AGENT, "AGENT", "agents", MESETA__V1__RECORD__BODY_AGENT, false, v_agent},
     {MESETA__V1__RECORD_KIND__FRAMEWORK, "FRAMEWORK", "frameworks", MESETA__V1__RECORD__BODY_FRAMEWORK, false,
@@ -184,6 +201,8 @@ static const kind_row kinds[] = {
      MESETA__V1__RECORD__BODY_RESOURCE_PROVIDER, false, v_provider},
     {MESETA__V1__RECORD_KIND__OPERATION, "OPERATION", "operations", MESETA__V1__RECORD__BODY_OPERATION, false,
      v_operation},
+    {MESETA__V1__RECORD_KIND__COMPLETED_TASKS, "COMPLETED_TASKS", "completed-tasks",
+     MESETA__V1__RECORD__BODY_COMPLETED_TASKS, false, v_completed_tasks},
 };
 
 static const kind_row *row_of(reg_kind kind) {

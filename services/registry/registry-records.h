@@ -11,6 +11,9 @@
 #include "meseta/error.h"
 #include "meseta/v1/registry.pb-c.h"
 
+/* Tasks one COMPLETED_TASKS record may hold. */
+#define REG_MAX_COMPLETED_TASKS 1000
+
 typedef Meseta__V1__RecordKind reg_kind;
 typedef Meseta__V1__Record reg_record;
 

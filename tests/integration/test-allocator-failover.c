@@ -4,6 +4,7 @@
  * offered twice, no task is lost or duplicated). Waits are bounded hang guards, never
  * timing assertions. */
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -248,10 +249,152 @@ static void test_failover_under_load(void) {
   ms_test_cluster_stop(&c);
 }
 
+/* ---- issue 12 point 4: completed tasks survive a failover ---- */
+
+#define NDONE 60
+
+/* Completed tasks of framework fid the registry holds (distinct ids). */
+static uint32_t registry_completed(ms_test_cluster *c, const char *fid) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(ms_test_proc_address(c->registry), NULL, NULL);
+  char **seen = NULL;
+  uint32_t n = 0;
+  char *token = NULL;
+  do {
+    Meseta__V1__ListRequest req = MESETA__V1__LIST_REQUEST__INIT;
+    req.kind = MESETA__V1__RECORD_KIND__COMPLETED_TASKS;
+    req.page_token = token ? token : "";
+    ProtobufCMessage *resp = NULL;
+    ms_error *err = NULL;
+    int rc = ms_rpc_unary(ch, "/meseta.v1.Registry/List", &req.base, &meseta__v1__list_response__descriptor,
+                          NULL, &resp, &err);
+    free(token);
+    token = NULL;
+    if (rc < 0) {
+      ms_error_free(err);
+      break;
+    }
+    Meseta__V1__ListResponse *lr = (Meseta__V1__ListResponse *)resp;
+    for (size_t i = 0; i < lr->n_records; i++) {
+      const Meseta__V1__CompletedTasksRecord *cr = lr->records[i]->completed_tasks;
+      for (size_t k = 0; cr && k < cr->n_tasks; k++) {
+        if (strcmp(cr->tasks[k]->framework_id->value, fid) != 0)
+          continue;
+        bool dup = false;
+        for (uint32_t j = 0; j < n && !dup; j++)
+          dup = strcmp(seen[j], cr->tasks[k]->task_id->value) == 0;
+        if (!dup) {
+          seen = ms_xrealloc(seen, (n + 1) * sizeof(*seen));
+          seen[n++] = ms_xstrdup(cr->tasks[k]->task_id->value);
+        }
+      }
+    }
+    if (lr->next_page_token && *lr->next_page_token)
+      token = ms_xstrdup(lr->next_page_token);
+    protobuf_c_message_free_unpacked(resp, NULL);
+  } while (token);
+  for (uint32_t j = 0; j < n; j++)
+    free(seen[j]);
+  free(seen);
+  ms_rpc_channel_free(ch);
+  return n;
+}
+
+typedef struct reg_wait {
+  ms_test_cluster *c;
+  const char *fid;
+  uint32_t n;
+} reg_wait;
+
+static bool registry_has(void *ctx) {
+  reg_wait *w = ctx;
+  return registry_completed(w->c, w->fid) >= w->n;
+}
+
+/* FINISHED tasks of framework fid in a WatchState snapshot of addr (what master-api's
+ * GetTasks serves); -1 if the snapshot did not come. */
+static int snapshot_finished(const char *addr, const char *fid) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
+  Meseta__V1__WatchStateRequest req = MESETA__V1__WATCH_STATE_REQUEST__INIT;
+  req.watcher = "test";
+  ms_rpc_call_options co = {.timeout_ms = WAIT_MS};
+  ms_error *err = NULL;
+  ms_rpc_stream *st = ms_rpc_stream_open(ch, "/meseta.v1.Allocator/WatchState", &req.base, &co, &err);
+  int n = -1;
+  for (bool end = false; st && !end;) {
+    ProtobufCMessage *m = NULL;
+    if (ms_rpc_stream_recv(st, &meseta__v1__state_event__descriptor, &m, &err) < 0 || !m) {
+      ms_error_free(err);
+      n = -1;
+      break;
+    }
+    Meseta__V1__StateEvent *ev = (Meseta__V1__StateEvent *)m;
+    if (ev->event_case == MESETA__V1__STATE_EVENT__EVENT_SNAPSHOT_BEGIN)
+      n = 0;
+    if (ev->event_case == MESETA__V1__STATE_EVENT__EVENT_CHUNK && ev->chunk->state)
+      for (size_t i = 0; i < ev->chunk->state->n_tasks; i++) {
+        const Meseta__V1__Task *t = ev->chunk->state->tasks[i];
+        n += t->framework_id && strcmp(t->framework_id->value, fid) == 0 &&
+             t->state == MESETA__V1__TASK_STATE__TASK_FINISHED;
+      }
+    end = ev->event_case == MESETA__V1__STATE_EVENT__EVENT_SNAPSHOT_END;
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  ms_rpc_stream_free(st);
+  ms_rpc_channel_free(ch);
+  return n;
+}
+
+static void test_trust_4_completed_tasks_survive_failover(void) {
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "history", 2, "10s");
+  int leader = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(leader >= 0);
+  const char *more[] = {c.addr[1 - leader], NULL};
+  ms_error *err = NULL;
+  ms_sim_agent *ags[2];
+  for (int i = 0; i < 2; i++) {
+    ms_sim_agent_options ao = {
+        .hostname = "node-h", .resources = "cpus:4;mem:4096", .task_ms = 0, .more_targets = more};
+    ags[i] = ms_sim_agent_start(c.addr[leader], &ao, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ags[i]);
+  }
+  ms_sim_framework_options fo = {.name = "hist",
+                                 .mode = MS_SIM_ACCEPT,
+                                 .task_resources = "cpus:1;mem:128",
+                                 .max_tasks = NDONE,
+                                 .refuse_ms = 0,
+                                 .more_targets = more,
+                                 .failover_timeout_ms = 600000};
+  ms_sim_framework *f = ms_sim_framework_start(c.addr[leader], &fo, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  const char *fid = ms_sim_framework_id(f);
+  CU_ASSERT_FATAL(ms_sim_framework_wait_stat(f, offsetof(ms_sim_framework_stats, finished), NDONE, WAIT_MS));
+  int before = snapshot_finished(c.addr[leader], fid);
+  /* Written in groups: wait until the registry holds them all (a hang guard). */
+  reg_wait rw = {&c, fid, NDONE};
+  CU_ASSERT(ms_sim_wait(registry_has, &rw, WAIT_MS));
+
+  CU_ASSERT_EQUAL(ms_test_proc_stop(c.alloc[leader], SIGKILL), 128 + SIGKILL);
+  ms_test_proc_free(c.alloc[leader]);
+  c.alloc[leader] = NULL;
+  const char *next = c.addr[1 - leader];
+  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)next, WAIT_MS));
+  int after = snapshot_finished(next, fid);
+  fprintf(stderr, "completed tasks of `%s`: %d before the failover, %d after; registry: %u\n", fid, before,
+          after, registry_completed(&c, fid));
+  CU_ASSERT_EQUAL(before, NDONE);
+  CU_ASSERT_EQUAL(after, NDONE);
+  ms_sim_framework_free(f);
+  for (int i = 0; i < 2; i++)
+    ms_sim_agent_free(ags[i]);
+  ms_test_cluster_stop(&c);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"standby_refuses_admission_is_durable", test_standby_and_admission},
       {"leader_killed_under_load", test_failover_under_load},
+      {"trust_4_completed_tasks_survive_failover", test_trust_4_completed_tasks_survive_failover},
       {NULL, NULL},
   };
   return ms_test_main_etcd(argc, argv, "allocator-failover", cases, &dir, &etcd);

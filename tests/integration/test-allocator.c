@@ -8,6 +8,7 @@
 #include "meseta/alloc.h"
 #include "meseta/resources-io.h"
 #include "meseta/rpc.h"
+#include "meseta/time.h"
 
 #include "cluster.h"
 #include "proc.h"
@@ -438,6 +439,129 @@ static void test_operation_failed(void) {
   ms_test_allocator_stop(&al);
 }
 
+/* ---- issue 12 ---- */
+
+/* Point 2: a framework that holds offers and never answers does not starve a busy one on
+ * the same agents, with the default flags (offers expire as declines). */
+static void test_trust_2_idle_framework_default_expiry(void) {
+  ms_test_allocator al = ms_test_allocator_run(dir, "idle-expiry", NULL);
+  ms_sim_agent *ags[2];
+  for (int i = 0; i < 2; i++)
+    ags[i] = agent(&al, "cpus:2;mem:1024", -1);
+  ms_sim_framework_options fi = {.name = "idle", .mode = MS_SIM_HOLD};
+  ms_sim_framework *idle = framework(&al, &fi);
+  WAIT_FW(idle, offers, 2); /* it holds both agents */
+  ms_sim_framework_options fb = {
+      .name = "busy", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:128", .refuse_ms = 0};
+  int64_t t0 = ms_time_mono_ms();
+  ms_sim_framework *busy = framework(&al, &fb);
+  bool ran = ms_sim_framework_wait_stat(busy, offsetof(ms_sim_framework_stats, running), 2, 120000);
+  printf("\n  busy framework: %llu tasks running %.1f s after subscribing (idle one: %llu offers, %llu "
+         "rescinded)\n",
+         (unsigned long long)FW_STAT(busy, running), (double)(ms_time_mono_ms() - t0) / 1000.0,
+         (unsigned long long)FW_STAT(idle, offers), (unsigned long long)FW_STAT(idle, rescinds));
+  CU_ASSERT(ran);
+  CU_ASSERT(FW_STAT(idle, rescinds) >= 1);
+  ms_sim_framework_free(busy);
+  ms_sim_framework_free(idle);
+  for (int i = 0; i < 2; i++)
+    ms_sim_agent_free(ags[i]);
+  ms_test_allocator_stop(&al);
+}
+
+/* Point 2: past --max-offers-per-framework a silent framework gets no more offers; the
+ * other agents go to the busy one at once. */
+static void test_trust_2_idle_framework_offer_bound(void) {
+  const char *extra[] = {"--max-offers-per-framework", "1", NULL};
+  ms_test_allocator al = ms_test_allocator_run(dir, "idle-bound", extra);
+  ms_sim_agent *ags[3];
+  for (int i = 0; i < 3; i++)
+    ags[i] = agent(&al, "cpus:2;mem:1024", -1);
+  ms_sim_framework_options fi = {.name = "idle", .mode = MS_SIM_HOLD};
+  ms_sim_framework *idle = framework(&al, &fi);
+  WAIT_FW(idle, offers, 1);
+  ms_sim_framework_options fb = {
+      .name = "busy", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:2;mem:1024", .refuse_ms = 0};
+  ms_sim_framework *busy = framework(&al, &fb);
+  WAIT_FW(busy, running, 2); /* the two agents the idle one could not take */
+  CU_ASSERT_EQUAL(FW_STAT(idle, offers), 1);
+  ms_sim_framework_free(busy);
+  ms_sim_framework_free(idle);
+  for (int i = 0; i < 3; i++)
+    ms_sim_agent_free(ags[i]);
+  ms_test_allocator_stop(&al);
+}
+
+typedef struct rec_wait {
+  ms_sim_framework *f;
+  const char *task;
+} rec_wait;
+
+static bool reconciled_pred(void *ctx) {
+  rec_wait *w = ctx;
+  Meseta__V1__TaskStatus *st = ms_sim_framework_reconciled(w->f, w->task);
+  if (st)
+    protobuf_c_message_free_unpacked(&st->base, NULL);
+  return st != NULL;
+}
+
+/* The reconciliation answer for task (waited for); its state, -1 if none came. */
+static int reconciled(ms_sim_framework *f, const char *task, const char *want_agent) {
+  rec_wait w = {f, task};
+  if (!ms_sim_wait(reconciled_pred, &w, WAIT_MS))
+    return -1;
+  Meseta__V1__TaskStatus *st = ms_sim_framework_reconciled(f, task);
+  int state = (int)st->state;
+  if (want_agent)
+    CU_ASSERT(st->agent_id && strcmp(st->agent_id->value, want_agent) == 0);
+  CU_ASSERT_EQUAL(st->uuid.len, 0); /* nothing to acknowledge */
+  protobuf_c_message_free_unpacked(&st->base, NULL);
+  return state;
+}
+
+static bool acked_pred(void *ctx) {
+  return MS_SIM_AGENT_STAT((ms_sim_agent *)ctx, unacked) == 0;
+}
+
+/* Point 3: reconciliation answers a task's last known state: a task that finished but
+ * whose update is not acknowledged yet is FINISHED (explicitly and implicitly), and so is
+ * a completed (acknowledged) task the allocator remembers; only an unknown one is
+ * TASK_UNKNOWN. */
+static void test_trust_3_reconcile_last_known_state(void) {
+  ms_test_allocator al = ms_test_allocator_run(dir, "reconcile", NULL);
+  const char *targets[] = {al.addr, NULL}; /* so it resends what is not acknowledged */
+  ms_sim_agent_options ao = {.resources = "cpus:2;mem:1024", .task_ms = 0, .more_targets = targets};
+  ms_error *err = NULL;
+  ms_sim_agent *a = ms_sim_agent_start(al.addr, &ao, &err);
+  MS_ASSERT_OK(a ? 0 : -1, &err);
+  ms_sim_framework_options fo = {.name = "rec", .mode = MS_SIM_HOLD, .refuse_ms = 0, .no_status_acks = true};
+  ms_sim_framework *f = framework(&al, &fo);
+  Meseta__V1__Offer *o = wait_offer(f);
+  MS_ASSERT_OK(ms_sim_framework_launch(f, o, "t1", "cpus:1;mem:128", &err), &err);
+  free_offer(o);
+  WAIT_FW(f, finished, 1);
+  const char *aid = ms_sim_agent_id(a);
+
+  const char *one[] = {"t1"};
+  MS_ASSERT_OK(ms_sim_framework_reconcile(f, one, 1, &err), &err);
+  CU_ASSERT_EQUAL(reconciled(f, "t1", aid), MESETA__V1__TASK_STATE__TASK_FINISHED);
+  ms_sim_framework_forget_reconciled(f);
+  MS_ASSERT_OK(ms_sim_framework_reconcile(f, NULL, 0, &err), &err);
+  CU_ASSERT_EQUAL(reconciled(f, "t1", aid), MESETA__V1__TASK_STATE__TASK_FINISHED);
+
+  /* Acknowledged (the agent resends until then): completed, still answered. */
+  ms_sim_framework_set_status_acks(f, true);
+  CU_ASSERT_FATAL(ms_sim_wait(acked_pred, a, WAIT_MS));
+  ms_sim_framework_forget_reconciled(f);
+  const char *two[] = {"t1", "never-launched"};
+  MS_ASSERT_OK(ms_sim_framework_reconcile(f, two, 2, &err), &err);
+  CU_ASSERT_EQUAL(reconciled(f, "t1", aid), MESETA__V1__TASK_STATE__TASK_FINISHED);
+  CU_ASSERT_EQUAL(reconciled(f, "never-launched", NULL), MESETA__V1__TASK_STATE__TASK_UNKNOWN);
+  ms_sim_framework_free(f);
+  ms_sim_agent_free(a);
+  ms_test_allocator_stop(&al);
+}
+
 int main(int argc, char **argv) {
   dir = ms_test_tmpdir("test-allocator");
   static const ms_test_case cases[] = {
@@ -453,6 +577,9 @@ int main(int argc, char **argv) {
       {"agent_away_too_long_loses_tasks", test_agent_away_too_long_loses_tasks},
       {"operation_finished", test_operation_finished},
       {"operation_failed", test_operation_failed},
+      {"trust_2_idle_framework_default_expiry", test_trust_2_idle_framework_default_expiry},
+      {"trust_2_idle_framework_offer_bound", test_trust_2_idle_framework_offer_bound},
+      {"trust_3_reconcile_last_known_state", test_trust_3_reconcile_last_known_state},
       {NULL, NULL},
   };
   int rc = ms_test_main(argc, argv, "allocator", cases);

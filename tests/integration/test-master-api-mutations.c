@@ -219,7 +219,7 @@ static void weights_and_quota(void) {
   uq.configs = qbad;
   uq.n_configs = 2;
   refused("/meseta.v1.Operator/UpdateQuota", &uq.base, &meseta__v1__update_quota_response__descriptor,
-          MS_INVALID_ARGUMENT, "quota[1].guarantees[cpus]");
+          MS_INVALID_ARGUMENT, "update_quota.configs[1].guarantees[cpus]");
 
   Meseta__V1__GetQuotaRequest gq = MESETA__V1__GET_QUOTA_REQUEST__INIT;
   Meseta__V1__GetQuotaResponse *qr = (Meseta__V1__GetQuotaResponse *)read_at(

@@ -64,6 +64,9 @@ struct ms_sim_framework {
   size_t nopst;
   Meseta__V1__TaskStatus **tst; /* the last status per task id */
   size_t ntst;
+  bool no_status_acks;
+  Meseta__V1__TaskStatus **rst; /* the last reconciliation answer per task id */
+  size_t nrst;
   ms_sim_framework_stats stats;
 };
 
@@ -299,9 +302,25 @@ static void fw_ack(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) {
     count_failure(f);
 }
 
+/* Keeps st as the last status of its task in *v. Under f->mu. */
+static void keep_status(Meseta__V1__TaskStatus ***v, size_t *n, const Meseta__V1__TaskStatus *st) {
+  size_t i = 0;
+  while (i < *n && strcmp((*v)[i]->task_id->value, st->task_id->value) != 0)
+    i++;
+  if (i == *n)
+    *v = ms_xrealloc(*v, ++*n * sizeof(**v));
+  else
+    sim_free_msg((*v)[i]);
+  (*v)[i] = (Meseta__V1__TaskStatus *)ms_pb_dup(&st->base);
+}
+
 static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) {
   pthread_mutex_lock(&f->mu);
   f->stats.updates++;
+  if (st->task_id && st->task_id->value &&
+      st->reason == MESETA__V1__TASK_STATUS__REASON__REASON_RECONCILIATION)
+    keep_status(&f->rst, &f->nrst, st);
+  bool ack = !f->no_status_acks;
   if (st->task_id && st->task_id->value) {
     size_t i = 0;
     while (i < f->ntst && strcmp(f->tst[i]->task_id->value, st->task_id->value) != 0)
@@ -327,7 +346,7 @@ static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) 
   }
   if (!fresh) {
     pthread_mutex_unlock(&f->mu);
-    if (st->uuid.len == 16 && st->agent_id)
+    if (ack && st->uuid.len == 16 && st->agent_id)
       fw_ack(f, st);
     return;
   }
@@ -348,7 +367,7 @@ static void fw_on_update(ms_sim_framework *f, const Meseta__V1__TaskStatus *st) 
     break;
   }
   pthread_mutex_unlock(&f->mu);
-  if (st->uuid.len == 16 && st->agent_id)
+  if (ack && st->uuid.len == 16 && st->agent_id)
     fw_ack(f, st);
 }
 
@@ -652,6 +671,7 @@ ms_sim_framework *ms_sim_framework_start(const char *target, const ms_sim_framew
   f->failover_timeout_ms = o->failover_timeout_ms;
   f->ledger = o->ledger;
   f->op_acks = !o->no_operation_acks;
+  f->no_status_acks = o->no_status_acks;
   f->id = o->framework_id ? ms_xstrdup(o->framework_id) : NULL;
   f->targets = sim_targets_of(target, o->more_targets, &f->ntargets);
   f->chs = ms_xcalloc(f->ntargets, sizeof(*f->chs));
@@ -751,6 +771,9 @@ void ms_sim_framework_free(ms_sim_framework *f) {
   for (size_t i = 0; i < f->ntst; i++)
     sim_free_msg(f->tst[i]);
   free(f->tst);
+  for (size_t i = 0; i < f->nrst; i++)
+    sim_free_msg(f->rst[i]);
+  free(f->rst);
   ms_resources_free(f->task_res);
   free(f->name);
   free(f->role);
@@ -758,4 +781,58 @@ void ms_sim_framework_free(ms_sim_framework *f) {
   free(f->stream_id);
   pthread_mutex_destroy(&f->mu);
   free(f);
+}
+
+/* ---- reconciliation (tasks) ---- */
+
+Meseta__V1__TaskStatus *ms_sim_framework_reconciled(ms_sim_framework *f, const char *task_id) {
+  Meseta__V1__TaskStatus *r = NULL;
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->nrst && !r; i++)
+    if (strcmp(f->rst[i]->task_id->value, task_id) == 0)
+      r = (Meseta__V1__TaskStatus *)ms_pb_dup(&f->rst[i]->base);
+  pthread_mutex_unlock(&f->mu);
+  return r;
+}
+
+void ms_sim_framework_forget_reconciled(ms_sim_framework *f) {
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->nrst; i++)
+    sim_free_msg(f->rst[i]);
+  f->nrst = 0;
+  pthread_mutex_unlock(&f->mu);
+}
+
+void ms_sim_framework_set_status_acks(ms_sim_framework *f, bool ack) {
+  pthread_mutex_lock(&f->mu);
+  f->no_status_acks = !ack;
+  pthread_mutex_unlock(&f->mu);
+}
+
+int ms_sim_framework_reconcile(ms_sim_framework *f, const char *const *task_ids, size_t n, ms_error **err) {
+  Meseta__V1__FrameworkID fid;
+  fill_ids(f, &fid);
+  Meseta__V1__ReconcileRequest__Task *ts = ms_xcalloc(n + 1, sizeof(*ts));
+  Meseta__V1__ReconcileRequest__Task **tp = ms_xcalloc(n + 1, sizeof(*tp));
+  Meseta__V1__TaskID *ids = ms_xcalloc(n + 1, sizeof(*ids));
+  for (size_t i = 0; i < n; i++) {
+    meseta__v1__reconcile_request__task__init(&ts[i]);
+    meseta__v1__task_id__init(&ids[i]);
+    ids[i].value = (char *)task_ids[i];
+    ts[i].task_id = &ids[i];
+    tp[i] = &ts[i];
+  }
+  Meseta__V1__ReconcileRequest r = MESETA__V1__RECONCILE_REQUEST__INIT;
+  r.framework_id = &fid;
+  r.stream_id = f->stream_id;
+  r.n_tasks = n;
+  r.tasks = tp;
+  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_RECONCILE;
+  c.reconcile = &r;
+  int rc = ms_sim_framework_call(f, &c, err);
+  free(ts);
+  free(tp);
+  free(ids);
+  return rc;
 }

@@ -113,6 +113,7 @@ typedef struct ms_sim_framework_options {
   ms_sim_ledger *ledger;           /* NULL: none */
   const char *framework_id;        /* subscribe as this framework (a failover); NULL: a new one */
   bool no_operation_acks;          /* do not acknowledge operation statuses */
+  bool no_status_acks;             /* do not acknowledge task status updates */
   /* Targets are master-api replicas: the public meseta.v1.Scheduler API (Subscribe
    * and the unary calls) instead of Allocator.SubscribeFramework / SchedulerCall. A
    * stream that breaks is subscribed again on the next target with the framework's
@@ -178,6 +179,13 @@ Meseta__V1__TaskStatus *ms_sim_framework_task_status(ms_sim_framework *f, const 
 /* ReconcileOperations for these ids (n 0: implicit). */
 int ms_sim_framework_reconcile_operations(ms_sim_framework *f, const char *const *op_ids, size_t n,
                                           ms_error **err);
+/* Reconcile for these task ids (n 0: implicit). Answers come as updates; the last one
+ * per task (reason RECONCILIATION) is kept: ms_sim_framework_reconciled returns a copy
+ * (the caller's; NULL if none), ms_sim_framework_forget_reconciled clears them. */
+int ms_sim_framework_reconcile(ms_sim_framework *f, const char *const *task_ids, size_t n, ms_error **err);
+Meseta__V1__TaskStatus *ms_sim_framework_reconciled(ms_sim_framework *f, const char *task_id);
+void ms_sim_framework_forget_reconciled(ms_sim_framework *f);
+void ms_sim_framework_set_status_acks(ms_sim_framework *f, bool ack);
 /* Ends the stream (unsubscribes by disconnecting). */
 void ms_sim_framework_disconnect(ms_sim_framework *f);
 void ms_sim_framework_free(ms_sim_framework *f); /* NULL is fine */

@@ -148,7 +148,9 @@ static void test_timeout_and_rescind(void) {
   CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 30000), 2);
   CU_ASSERT_EQUAL(rescinded, 2);
   CU_ASSERT_EQUAL(alloc_model_offer_count(m), 0);
-  CU_ASSERT_EQUAL(offers_at(m, 30000), 2); /* a rescind leaves no filter */
+  /* An expired offer counts as declined: 5 s before the framework sees it again. */
+  CU_ASSERT_EQUAL(offers_at(m, 30000), 0);
+  CU_ASSERT_EQUAL(offers_at(m, 35000), 2);
   ms_error *err = NULL;
   MS_ASSERT_OK(alloc_model_remove_agent(m, "a1", &err), &err);
   CU_ASSERT_EQUAL(rescinded, 3);
@@ -378,6 +380,53 @@ static void test_invariants(void) {
   alloc_model_free(m);
 }
 
+/* Issue 12 point 2: an offer nobody answers expires as a decline, so the resources go
+ * to the framework that is not silent; and a framework holding its bound of offers gets
+ * no more until it answers. */
+static void test_trust_2_idle_framework_offers(void) {
+  alloc_model *m = model_with(ALLOC_SORTER_DRF, 30000, 1);
+  agent(m, "a0", "cpus:2;mem:100");
+  framework(m, "idle", "r");
+  CU_ASSERT_EQUAL(offers_at(m, 0), 1);
+  framework(m, "busy", "r");
+  CU_ASSERT_EQUAL(offers_at(m, 1000), 0); /* the idle one holds the agent */
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 30000), 1);
+  alloc_offer_list l = cycle(m, 30000);
+  CU_ASSERT_EQUAL_FATAL(l.n, 1);
+  CU_ASSERT_STRING_EQUAL(l.v[0].framework_id, "busy");
+  alloc_offer_list_release(&l);
+  alloc_model_free(m);
+
+  alloc_config cfg = {.seed = 1, .max_offers_per_framework = 2};
+  ms_error *err = NULL;
+  MS_ASSERT_OK(alloc_model_new(&cfg, &m, &err), &err);
+  for (int i = 0; i < 4; i++) {
+    char id[8];
+    snprintf(id, sizeof(id), "a%d", i);
+    agent(m, id, "cpus:2;mem:100");
+  }
+  framework(m, "idle", "r");
+  l = cycle(m, 0);
+  CU_ASSERT_EQUAL_FATAL(l.n, 2); /* its bound */
+  char *held = ms_xstrdup(l.v[0].id);
+  alloc_offer_list_release(&l);
+  framework(m, "busy", "r");
+  l = cycle(m, 1000);
+  CU_ASSERT_EQUAL_FATAL(l.n, 2);
+  CU_ASSERT_STRING_EQUAL(l.v[0].framework_id, "busy");
+  CU_ASSERT_STRING_EQUAL(l.v[1].framework_id, "busy");
+  alloc_offer_list_release(&l);
+  /* Answering one gives room for one more. */
+  MS_ASSERT_OK(alloc_model_decline(m, "idle", held, 0, 2000, &err), &err);
+  free(held);
+  l = cycle(m, 2000);
+  CU_ASSERT_EQUAL_FATAL(l.n, 1);
+  CU_ASSERT_STRING_EQUAL(l.v[0].framework_id, "idle");
+  alloc_offer_list_release(&l);
+  CU_ASSERT_EQUAL(offers_at(m, 3000), 0);
+  alloc_model_free(m);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"filters", test_filters},
@@ -387,6 +436,7 @@ int main(int argc, char **argv) {
       {"bad_calls", test_bad_calls},
       {"random_sorter_weights", test_random_sorter_weights},
       {"invariants", test_invariants},
+      {"trust_2_idle_framework_offers", test_trust_2_idle_framework_offers},
       {NULL, NULL},
   };
   return ms_test_main(argc, argv, "allocator-offers", cases);
