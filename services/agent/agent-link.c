@@ -23,7 +23,7 @@
 #define CONNECT "/meseta.v1.AgentLink/Connect"
 #define WATCH_LEADER "/meseta.v1.Registry/WatchLeader"
 #define CONNECT_STEP_MS 100     /* wait-for-connection steps: a leader change is seen between them */
-#define CONNECT_GIVE_UP_MS 2000 /* an address not connected by then counts as failed */
+#define CONNECT_GIVE_UP_MS 1000 /* an address not connected by then counts as failed (dead or frozen) */
 #define WATCHDOG_MS 250
 
 struct agent_link {
