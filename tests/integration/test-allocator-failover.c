@@ -645,12 +645,80 @@ static void test_trust_4_leader_frozen_real_agents(void) {
   t4_failover(SIGSTOP, "t4stop");
 }
 
+/* Issue 12 point 4: offers resume once enough agents are back, but an agent not back
+ * yet is marked UNREACHABLE only when the whole recovery timeout passed (before, it was
+ * marked the moment the fraction was reached). */
+typedef struct t4_rec {
+  const char *registry, *id;
+  Meseta__V1__AgentRecord__State state;
+} t4_rec;
+
+/* The agent's record in the registry is in r->state. */
+static bool t4_agent_state(void *ctx) {
+  t4_rec *r = ctx;
+  Meseta__V1__GetRequest g = MESETA__V1__GET_REQUEST__INIT;
+  g.kind = MESETA__V1__RECORD_KIND__AGENT;
+  g.id = (char *)r->id;
+  ProtobufCMessage *resp = NULL;
+  if (ms_test_call(r->registry, NULL, NULL, "/meseta.v1.Registry/Get", &g.base,
+                   &meseta__v1__record__descriptor, 2000, &resp, NULL) != MS_OK)
+    return false;
+  const Meseta__V1__Record *rec = (const void *)resp;
+  bool is = rec->agent && rec->agent->state == r->state;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return is;
+}
+
+static void test_trust_4_recovery_keeps_late_agents(void) {
+  t4 w = {0};
+  ms_test_cluster_start(&w.c, etcd, dir, "t4late", 2, "6s");
+  int old = ms_test_cluster_wait_leader(&w.c, WAIT_MS);
+  CU_ASSERT_FATAL(old >= 0);
+  ms_error *err = NULL;
+  const char *more[] = {w.c.addr[1 - old], NULL};
+  ms_sim_agent *agents[5];
+  for (int i = 0; i < 5; i++) {
+    ms_sim_agent_options ao = {.hostname = "late", .resources = "cpus:1;mem:256", .more_targets = more};
+    agents[i] = ms_sim_agent_start(w.c.addr[old], &ao, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(agents[i]);
+  }
+  _cleanup_free_ char *late = ms_xstrdup(ms_sim_agent_id(agents[4]));
+  ms_sim_framework_options fo = {.name = "late", .mode = MS_SIM_HOLD, .more_targets = more};
+  ms_sim_framework *fw = ms_sim_framework_start(w.c.addr[old], &fo, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(fw);
+  CU_ASSERT_FATAL(ms_sim_wait(t4_offered, &(t4_offers){&(t4){.fw = fw}, 0}, WAIT_MS));
+  ms_sim_agent_disconnect(agents[4]); /* the late one: it does not come back */
+  ms_test_proc_stop(w.c.alloc[old], SIGKILL);
+  ms_test_proc_free(w.c.alloc[old]);
+  w.c.alloc[old] = NULL;
+  uint64_t before = MS_SIM_FW_STAT(fw, offer_events);
+  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)w.c.addr[1 - old], WAIT_MS));
+  /* 4 of 5 back is the default 0.8: offers resume. */
+  CU_ASSERT(ms_sim_wait(t4_offered, &(t4_offers){&(t4){.fw = fw}, before}, WAIT_MS));
+  /* For a second after that (well inside the 6 s recovery timeout), the late agent's
+   * record stays ADMITTED, never UNREACHABLE. */
+  const char *reg = ms_test_proc_address(w.c.registry);
+  t4_rec unreachable = {reg, late, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE};
+  t4_rec admitted = {reg, late, MESETA__V1__AGENT_RECORD__STATE__ADMITTED};
+  CU_ASSERT(t4_agent_state(&admitted));
+  bool marked_early = ms_sim_wait(t4_agent_state, &unreachable, 1000);
+  CU_ASSERT_FALSE(marked_early);
+  /* Once the recovery timeout passed, it is. */
+  CU_ASSERT(ms_sim_wait(t4_agent_state, &unreachable, WAIT_MS));
+
+  ms_sim_framework_free(fw);
+  for (int i = 0; i < 5; i++)
+    ms_sim_agent_free(agents[i]);
+  ms_test_cluster_stop(&w.c);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"standby_refuses_admission_is_durable", test_standby_and_admission},
       {"leader_killed_under_load", test_failover_under_load},
       {"trust_4_leader_killed_real_agents", test_trust_4_leader_killed_real_agents},
       {"trust_4_leader_frozen_real_agents", test_trust_4_leader_frozen_real_agents},
+      {"trust_4_recovery_keeps_late_agents", test_trust_4_recovery_keeps_late_agents},
       {NULL, NULL},
   };
   return ms_test_main_etcd(argc, argv, "allocator-failover", cases, &dir, &etcd);
