@@ -25,6 +25,7 @@
 #define CONNECT_STEP_MS 100     /* wait-for-connection steps: a leader change is seen between them */
 #define CONNECT_GIVE_UP_MS 1000 /* an address not connected by then counts as failed (dead or frozen) */
 #define WATCHDOG_MS 250
+#define FIRST_SILENCE_MS 5000 /* before a (RE)REGISTERED announced the heartbeat interval */
 
 struct agent_link {
   ms_loop *loop;
@@ -49,7 +50,8 @@ struct agent_link {
   uint64_t leader_gen;      /* bumped when it changes, under mu */
   ms_rpc_stream *follow_st; /* WatchLeader, under mu */
   _Atomic int64_t last_recv_ms, silence_ms;
-  bool draining; /* being freed: posts only release what they carry */
+  bool draining;        /* being freed: posts only release what they carry */
+  ms_rpc_channel *keep; /* see agent_link_new */
 };
 
 typedef struct link_post {
@@ -327,8 +329,8 @@ static void watchdog_tick(ms_loop *loop, uint64_t id, void *arg) {
   (void)id;
   agent_link *l = arg;
   int64_t limit = atomic_load(&l->silence_ms);
-  if (limit <= 0)
-    return;
+  if (limit <= 0) /* no heartbeat interval known yet: nothing may hang for good */
+    limit = FIRST_SILENCE_MS;
   int64_t silent = ms_time_mono_ms() - atomic_load(&l->last_recv_ms);
   if (silent < limit)
     return;
@@ -348,18 +350,28 @@ agent_link *agent_link_new(const agent_link_options *o, ms_loop *loop, agent *a,
     ms_error_set(err, MS_INVALID_ARGUMENT, "flags `--allocator` / `--registry`: give at least one");
     return NULL;
   }
-  /* Every address must make a channel (a malformed one fails here, not later). */
+  /* Every address must make a channel (a malformed one, or unreadable TLS files, fail
+   * here, not later). The first is kept until agent_link_free: freeing a process's
+   * only channel would shut gRPC down (and its TLS state) before the servers start. */
+  ms_rpc_channel *keep = NULL;
   for (size_t i = 0; i < o->n_targets + 1; i++) {
-    const char *t = i < o->n_targets ? o->targets[i] : o->registry;
-    if (!t || (i == o->n_targets && !*t))
+    bool reg = i == o->n_targets;
+    const char *t = reg ? o->registry : o->targets[i];
+    if (!t || !*t)
       continue;
-    ms_rpc_channel *ch =
-        ms_rpc_channel_new(t, i < o->n_targets ? &(ms_rpc_channel_options){.tls = o->tls} : NULL, err);
-    if (!ch)
+    ms_rpc_channel_options co = {.tls = reg ? NULL : o->tls};
+    ms_rpc_channel *ch = ms_rpc_channel_new(t, &co, err);
+    if (!ch) {
+      ms_rpc_channel_free(keep);
       return NULL;
-    ms_rpc_channel_free(ch);
+    }
+    if (!keep)
+      keep = ch;
+    else
+      ms_rpc_channel_free(ch);
   }
   agent_link *l = ms_xcalloc(1, sizeof(*l));
+  l->keep = keep;
   l->loop = loop;
   l->a = a;
   l->ev = *ev;
@@ -450,6 +462,7 @@ void agent_link_free(agent_link *l) {
   free((char *)l->tls.server_name);
   free(l->st_target);
   free(l->leader);
+  ms_rpc_channel_free(l->keep);
   pthread_mutex_destroy(&l->mu);
   pthread_cond_destroy(&l->cv);
   free(l);
