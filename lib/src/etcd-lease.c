@@ -1,5 +1,6 @@
 /* Leases: grant, keepalive, revoke, and a keeper thread that renews one. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -87,6 +88,7 @@ struct ms_etcd_lease_keeper {
   pthread_mutex_t mu;
   pthread_cond_t cv; /* on CLOCK_MONOTONIC */
   bool stop;
+  _Atomic int64_t renewed_ms; /* when the last successful renewal was sent; 0: none yet */
 };
 
 /* Waits up to ms or until stopped; returns true when stopped. */
@@ -114,8 +116,12 @@ static void *keeper_main(void *arg) {
   while (!keeper_wait(k, wait)) {
     ms_error *err = NULL;
     int64_t ttl = 0;
+    /* etcd renews when the request arrives, after it was sent: the send time is the
+     * safe lower bound of the new expiry. */
+    int64_t sent = ms_time_mono_ms();
     if (ms_etcd_lease_keepalive(k->e, k->id, &ttl, &err) == 0) {
-      last_ok = ms_time_mono_ms();
+      last_ok = sent;
+      atomic_store(&k->renewed_ms, sent);
       wait = interval;
       continue;
     }
@@ -159,6 +165,10 @@ ms_etcd_lease_keeper *ms_etcd_lease_keeper_start(ms_etcd *e, int64_t id, int64_t
     return NULL;
   }
   return k;
+}
+
+int64_t ms_etcd_lease_keeper_renewed_ms(ms_etcd_lease_keeper *k) {
+  return atomic_load(&k->renewed_ms);
 }
 
 void ms_etcd_lease_keeper_stop(ms_etcd_lease_keeper *k) {

@@ -82,7 +82,20 @@ struct ms_loop {
   post *running;
   size_t r_cap;
   atomic_bool stop;
+
+  ms_loop_post_fn guard; /* before every callback; see ms_loop_set_guard */
+  void *guard_arg;
 };
+
+static void guard(ms_loop *loop) {
+  if (loop->guard)
+    loop->guard(loop->guard_arg);
+}
+
+void ms_loop_set_guard(ms_loop *loop, ms_loop_post_fn fn, void *arg) {
+  loop->guard = fn;
+  loop->guard_arg = arg;
+}
 
 static const char *signame(int signo, char *buf, size_t size) {
   const char *abbrev = sigabbrev_np(signo);
@@ -362,6 +375,14 @@ static int run_timers(ms_loop *loop) {
    * re-adds a 0ms timer cannot keep this loop from returning to epoll. */
   uint64_t seq_limit = loop->next_seq;
   while (loop->heap_len) {
+    if (loop->guard) { /* it may cancel timers: look at the heap after it */
+      uint32_t head = loop->heap[0];
+      if (loop->slots[head].deadline > now || loop->slots[head].seq >= seq_limit)
+        break;
+      guard(loop);
+      if (!loop->heap_len)
+        break;
+    }
     uint32_t slot = loop->heap[0];
     timer_slot *t = &loop->slots[slot];
     if (t->deadline > now || t->seq >= seq_limit)
@@ -441,6 +462,7 @@ static int run_signals(ms_loop *loop) {
   while (read(loop->sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
     int signo = (int)si.ssi_signo;
     if (signo > 0 && signo < _NSIG && loop->sigs[signo].cb) {
+      guard(loop);
       loop->sigs[signo].cb(loop, signo, loop->sigs[signo].arg);
       ran++;
     }
@@ -494,8 +516,10 @@ static int run_posts(ms_loop *loop) {
   loop->running = batch;
   loop->r_cap = cap;
   /* Posts made by these callbacks land in the other array and run next iteration. */
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
+    guard(loop);
     batch[i].fn(batch[i].arg);
+  }
   return (int)n;
 }
 
@@ -516,6 +540,8 @@ int ms_loop_run_once(ms_loop *loop, int timeout_ms, ms_error **err) {
     watch *w = evs[i].data.ptr;
     switch (w->kind) {
     case WATCH_FD:
+      if (!w->dead)
+        guard(loop);
       if (!w->dead) {
         w->cb(loop, w->fd, evs[i].events, w->arg);
         ran++;

@@ -163,7 +163,8 @@ static void on_open(agent *a, uint64_t gen) {
   protobuf_c_message_free_unpacked(&info->base, NULL);
 }
 
-static void registered(agent *a, uint64_t gen, const char *id, bool re) {
+static void registered(agent *a, uint64_t gen, const char *id, bool re,
+                       const Google__Protobuf__Duration *hb) {
   if (!id || !*id) {
     ms_log_error(NULL, "%s without an agent id ignored", re ? "REREGISTERED" : "REGISTERED");
     return;
@@ -175,7 +176,7 @@ static void registered(agent *a, uint64_t gen, const char *id, bool re) {
   save_identity(a); /* also records what it registered with (the policy checks it) */
   a->known_id = true;
   a->gen = gen;
-  agent_link_reset_backoff(a->link);
+  agent_link_registered(a->link, hb ? hb->seconds * 1000 + hb->nanos / 1000000 : 0);
   ms_log_info(NULL, "agent %s: %s", id, re ? "re-registered" : "registered");
   if (a->cfg.ready_file) {
     _cleanup_free_ char *line = ms_xasprintf("%s\n", id);
@@ -202,10 +203,12 @@ static void on_message(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *m) 
   }
   switch (m->message_case) {
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REGISTERED:
-    registered(a, gen, m->registered->agent_id ? m->registered->agent_id->value : NULL, false);
+    registered(a, gen, m->registered->agent_id ? m->registered->agent_id->value : NULL, false,
+               m->registered->heartbeat_interval);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_REREGISTERED:
-    registered(a, gen, m->reregistered->agent_id ? m->reregistered->agent_id->value : NULL, true);
+    registered(a, gen, m->reregistered->agent_id ? m->reregistered->agent_id->value : NULL, true,
+               m->reregistered->heartbeat_interval);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RUN_TASK:
     agent_task_run(a, m->run_task);
@@ -297,7 +300,7 @@ agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
   a->cfg = *cfg;
   a->loop = loop;
   a->work_dir = ms_xstrdup(cfg->work_dir);
-  a->allocator = ms_xstrdup(cfg->allocator);
+  a->allocator = ms_xstrdup(cfg->allocator ? cfg->allocator : cfg->registry ? cfg->registry : "");
   a->runtime = ms_xstrdup(cfg->runtime);
   a->seccomp_dir = ms_xstrdup(cfg->seccomp_dir);
   a->seccomp_default = ms_xstrdup(cfg->seccomp_default);
@@ -340,8 +343,16 @@ agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
                     .cert_file = cfg->tls_cert,
                     .key_file = cfg->tls_key,
                     .server_name = cfg->tls_server_name};
-  if (!(a->link = agent_link_new(a->allocator, cfg->tls_ca ? &tls : NULL, loop, a, &ev,
-                                 cfg->reconnect_backoff_ms, cfg->reconnect_max_ms, err)))
+  const char *one[] = {cfg->allocator};
+  agent_link_options lo = {.targets = cfg->n_allocators ? cfg->allocators : one,
+                           .n_targets =
+                               cfg->n_allocators ? cfg->n_allocators : cfg->allocator && !cfg->registry,
+                           .registry = cfg->registry,
+                           .tls = cfg->tls_ca ? &tls : NULL,
+                           .backoff_ms = cfg->reconnect_backoff_ms,
+                           .max_backoff_ms = cfg->reconnect_max_ms,
+                           .silence_ms = cfg->link_timeout_ms};
+  if (!(a->link = agent_link_new(&lo, loop, a, &ev, err)))
     goto fail;
   return a;
 fail:

@@ -31,12 +31,18 @@ typedef struct agent agent;
 typedef struct agent_link agent_link;
 
 typedef struct agent_config {
-  const char *work_dir;   /* absolute */
-  const char *allocator;  /* AgentLink target */
-  const char *hostname;   /* NULL: gethostname() */
-  const char *resources;  /* text form; NULL: detected (agent_detect_resources) */
-  const char *attributes; /* "rack:r1;zone:a" (TEXT, or SCALAR when numeric); NULL: none */
-  const char *runtime;    /* meseta-runtime's path */
+  const char *work_dir;  /* absolute */
+  const char *allocator; /* for logs: the configured address(es) or the registry */
+  /* Where the leader is: allocator addresses tried in turn (a standby refuses), and/or
+   * a registry whose WatchLeader names the leader (preferred when it knows one). */
+  const char *const *allocators;
+  size_t n_allocators;
+  const char *registry;    /* NULL: none */
+  int64_t link_timeout_ms; /* a leader silent this long is left; 0: 3 heartbeat intervals */
+  const char *hostname;    /* NULL: gethostname() */
+  const char *resources;   /* text form; NULL: detected (agent_detect_resources) */
+  const char *attributes;  /* "rack:r1;zone:a" (TEXT, or SCALAR when numeric); NULL: none */
+  const char *runtime;     /* meseta-runtime's path */
   const char *seccomp_dir;
   const char *seccomp_default;
   const char *cgroup_parent;    /* relative; where the runtime puts containers' cgroups */
@@ -44,7 +50,7 @@ typedef struct agent_config {
   int64_t max_kill_grace_ms;    /* caps KillPolicy.grace_period */
   int64_t status_retry_ms;      /* first resend of an unacknowledged update; doubles */
   int64_t status_retry_max_ms;  /* cap of that backoff */
-  int64_t reconnect_backoff_ms; /* first wait before reconnecting; doubles */
+  int64_t reconnect_backoff_ms; /* first wait once every address failed; doubles */
   int64_t reconnect_max_ms;     /* cap */
   int64_t shutdown_grace_ms;    /* at exit: how long containers get to end after SIGTERM */
   int64_t reserve_mem_mb;       /* detection: memory left to the host */
@@ -101,20 +107,33 @@ typedef struct agent_link_events {
   void (*on_open)(agent *a, uint64_t gen);
   /* A message; the callee owns msg (protobuf_c_message_free_unpacked). */
   void (*on_message)(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *msg);
-  /* The stream ended (reason: one line); a new one follows after a backoff. */
+  /* The stream ended (reason: one line); a new one follows (see agent-link.c). */
   void (*on_closed)(agent *a, uint64_t gen, const char *reason);
 } agent_link_events;
 
-/* tls: NULL for plaintext (copied by the channel). */
-agent_link *agent_link_new(const char *target, const ms_rpc_tls *tls, ms_loop *loop, agent *a,
-                           const agent_link_events *ev, int64_t backoff_ms, int64_t max_backoff_ms,
+typedef struct agent_link_options {
+  const char *const *targets; /* allocator addresses, tried in turn */
+  size_t n_targets;
+  const char *registry;   /* NULL: none; else its WatchLeader names the leader */
+  const ms_rpc_tls *tls;  /* to the allocators; NULL: plaintext */
+  int64_t backoff_ms;     /* first wait once every address failed in a row; 0: 100 ms */
+  int64_t max_backoff_ms; /* cap; doubling in between */
+  int64_t silence_ms;     /* leave a stream silent this long; 0: 3 heartbeat intervals */
+} agent_link_options;
+
+/* Everything in o is copied. Fails (INVALID_ARGUMENT) without an address or registry, or
+ * on a malformed one. The watchdog timer goes on `loop` at agent_link_start (owner
+ * thread). */
+agent_link *agent_link_new(const agent_link_options *o, ms_loop *loop, agent *a, const agent_link_events *ev,
                            ms_error **err);
+/* Starts the link thread (and the registry's); owner thread. */
 int agent_link_start(agent_link *l, ms_error **err);
 /* Sends on stream `gen` if it is still the current one (any thread; blocks while gRPC
  * takes the message). Fails with UNAVAILABLE otherwise. */
 int agent_link_send(agent_link *l, uint64_t gen, const Meseta__V1__AgentMessage *m, ms_error **err);
-/* The next reconnection waits the first backoff again (after a registration). */
-void agent_link_reset_backoff(agent_link *l);
+/* After a registration: the backoff starts over, and the silence limit follows the
+ * allocator's heartbeat interval (ms; 0: unknown). */
+void agent_link_registered(agent_link *l, int64_t heartbeat_ms);
 /* Cancels the stream, joins the thread, frees. NULL is fine. */
 void agent_link_free(agent_link *l);
 

@@ -16,8 +16,11 @@
 #include "agent-files.h"
 #include "agent.h"
 
-static char *work_dir, *resources, *attributes, *allocator, *hostname, *runtime, *seccomp_dir,
-    *seccomp_default, *cgroup_parent, *log_level, *log_format, *ready_file, *reconfiguration_policy;
+static ms_strv allocators;
+static char *registry;
+static int64_t link_timeout_ns;
+static char *work_dir, *resources, *attributes, *hostname, *runtime, *seccomp_dir, *seccomp_default,
+    *cgroup_parent, *log_level, *log_format, *ready_file, *reconfiguration_policy;
 static bool switch_user, kill_on_exit;
 static char *region, *zone, *tls_ca, *tls_cert, *tls_key, *tls_server_name, *isolation;
 static char *op_tls_cert, *op_tls_key, *op_tls_ca;
@@ -30,7 +33,17 @@ static int64_t max_grace_ns, retry_ns, retry_max_ns, backoff_ns, backoff_max_ns,
 static const ms_flag flags[] = {
     {"work-dir", MS_FLAG_STRING, &work_dir, "/var/lib/meseta",
      "Where sandboxes, containers and the agent's id live", "DIR"},
-    {"allocator", MS_FLAG_STRING, &allocator, "127.0.0.1:5053", "The allocator's AgentLink address", "ADDR"},
+    {"allocator", MS_FLAG_LIST, &allocators, NULL,
+     "Allocator addresses (comma-separated or repeated), tried in turn until the leader takes the link "
+     "(default without --registry: 127.0.0.1:5053)",
+     "ADDR"},
+    {"registry", MS_FLAG_STRING, &registry, NULL,
+     "meseta-registry's address: its WatchLeader names the allocator leader, and the link moves there the "
+     "moment it changes (preferred over --allocator when it knows a leader)",
+     "ADDR"},
+    {"link-timeout", MS_FLAG_DURATION, &link_timeout_ns, "0",
+     "Leave an allocator silent this long (frozen, or cut off) for the leader (0: 3 of its heartbeat "
+     "intervals)"},
     {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5051",
      "Addresses to serve AgentOperator (sandbox files) on: host:port or unix:PATH; \"\": none", "ADDR"},
     {"resources", MS_FLAG_STRING, &resources, NULL,
@@ -55,9 +68,10 @@ static const ms_flag flags[] = {
     {"status-update-retry", MS_FLAG_DURATION, &retry_ns, "10s",
      "First resend of an unacknowledged status update (then doubling)"},
     {"status-update-retry-max", MS_FLAG_DURATION, &retry_max_ns, "10m", "Longest wait between resends"},
-    {"reconnect-backoff", MS_FLAG_DURATION, &backoff_ns, "200ms",
-     "First wait before reconnecting (then doubling)"},
-    {"reconnect-backoff-max", MS_FLAG_DURATION, &backoff_max_ns, "10s", "Longest wait before reconnecting"},
+    {"reconnect-backoff", MS_FLAG_DURATION, &backoff_ns, "100ms",
+     "First wait before reconnecting once every address failed (then doubling; a leader change "
+     "reconnects at once)"},
+    {"reconnect-backoff-max", MS_FLAG_DURATION, &backoff_max_ns, "2s", "Longest wait before reconnecting"},
     {"shutdown-grace", MS_FLAG_DURATION, &shutdown_ns, "35s",
      "When containers are ended at exit: how long they get before the agent exits anyway"},
     {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
@@ -147,9 +161,24 @@ static int run(ms_error **err) {
     return ms_error_set(
         err, MS_INVALID_ARGUMENT,
         "flags `--tls-cert` / `--tls-key`: give both, with `--tls-ca` to verify the allocator");
+  if (link_timeout_ns < 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--link-timeout`: must not be negative");
+  static const char *const local[] = {"127.0.0.1:5053"};
+  const char *const *targets = allocators.n ? (const char *const *)allocators.v : registry ? NULL : local;
+  size_t n_targets = allocators.n ? allocators.n : registry ? 0 : 1;
+  _cleanup_free_ char *shown = NULL;
+  for (size_t i = 0; i < n_targets; i++) {
+    char *next = ms_xasprintf("%s%s%s", shown ? shown : "", shown ? "," : "", targets[i]);
+    free(shown);
+    shown = next;
+  }
   _cleanup_free_ char *rt = runtime ? ms_xstrdup(runtime) : default_runtime();
   agent_config cfg = {.work_dir = work_dir,
-                      .allocator = allocator,
+                      .allocator = shown ? shown : registry,
+                      .allocators = targets,
+                      .n_allocators = n_targets,
+                      .registry = registry,
+                      .link_timeout_ms = link_timeout_ns / 1000000,
                       .hostname = hostname,
                       .resources = resources,
                       .attributes = attributes,
@@ -205,7 +234,8 @@ static int run(ms_error **err) {
   if (!a || agent_start(a, err) < 0 || ms_loop_add_signal(loop, SIGTERM, on_signal, a, err) < 0 ||
       ms_loop_add_signal(loop, SIGINT, on_signal, a, err) < 0)
     goto out;
-  ms_log_info(NULL, "work dir `%s`, runtime `%s`, allocator `%s`", work_dir, rt, allocator);
+  ms_log_info(NULL, "work dir `%s`, runtime `%s`, allocator `%s`%s%s%s", work_dir, rt, shown ? shown : "",
+              registry ? " (leader from registry `" : "", registry ? registry : "", registry ? "`)" : "");
   rc = ms_loop_run(loop, err);
 out:
   if (srv)

@@ -8,6 +8,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/time.h"
 
 struct alloc_leader {
   ms_etcd *etcd;
@@ -19,8 +20,29 @@ struct alloc_leader {
   pthread_mutex_t mu;
   pthread_cond_t cond;
   bool stopping, lost, leading;
-  ms_etcd_cancel *cancel; /* the campaign in progress */
+  ms_etcd_cancel *cancel;       /* the campaign in progress */
+  ms_etcd_lease_keeper *keeper; /* the candidacy's, under mu */
+  int64_t granted_ms, ttl_ms;   /* the grant's send time and its TTL, under mu */
 };
+
+/* The local lease deadline (see the header). Called with mu held. */
+static int64_t deadline_locked(alloc_leader *l) {
+  int64_t renewed = l->keeper ? ms_etcd_lease_keeper_renewed_ms(l->keeper) : 0;
+  int64_t from = renewed > l->granted_ms ? renewed : l->granted_ms;
+  int64_t margin = l->ttl_ms / 10 > 100 ? l->ttl_ms / 10 : 100;
+  return from + l->ttl_ms - margin;
+}
+
+/* Ends the candidacy when its deadline passed. Called with mu held. */
+static bool check_deadline_locked(alloc_leader *l) {
+  if (!l->leading || l->lost)
+    return !l->lost;
+  if (ms_time_mono_ms() < deadline_locked(l))
+    return true;
+  l->lost = true;
+  pthread_cond_broadcast(&l->cond);
+  return false;
+}
 
 static void on_lost(void *arg, int64_t id, const ms_error *why) {
   alloc_leader *l = arg;
@@ -33,22 +55,29 @@ static void on_lost(void *arg, int64_t id, const ms_error *why) {
   pthread_mutex_unlock(&l->mu);
 }
 
-/* Waits until stopping or lost, or (with a timeout) until ms pass. Called with mu held. */
+/* Waits until stopping or lost (while leading, also until the local deadline passes),
+ * or, with ms >= 0, until ms pass. Called with mu held; cond is on CLOCK_MONOTONIC. */
 static void wait_locked(alloc_leader *l, int64_t ms) {
-  if (ms < 0) {
-    while (!l->stopping && !l->lost)
+  int64_t until = ms >= 0 ? ms_time_mono_ms() + ms : INT64_MAX;
+  while (!l->stopping && !l->lost) {
+    int64_t now = ms_time_mono_ms();
+    if (now >= until || !check_deadline_locked(l))
+      break;
+    int64_t wake = until;
+    if (l->leading) {
+      int64_t d = deadline_locked(l);
+      wake = d < wake ? d : wake;
+    }
+    if (wake == INT64_MAX) {
       pthread_cond_wait(&l->cond, &l->mu);
-    return;
-  }
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += ms / 1000;
-  until.tv_nsec += (ms % 1000) * 1000000;
-  if (until.tv_nsec >= 1000000000) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000;
-  }
-  while (!l->stopping && !l->lost && pthread_cond_timedwait(&l->cond, &l->mu, &until) != ETIMEDOUT) {
+      continue;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t ns = ts.tv_nsec + (wake - now) % 1000 * 1000000;
+    ts.tv_sec += (wake - now) / 1000 + ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    pthread_cond_timedwait(&l->cond, &l->mu, &ts);
   }
 }
 
@@ -59,9 +88,18 @@ static void candidacy(alloc_leader *l, int64_t *backoff_ms) {
   ms_etcd_lease_keeper *keeper = NULL;
   ms_etcd_leader_key key = {0};
   bool elected = false;
-  if (ms_etcd_lease_grant(l->etcd, l->ttl_s, 0, &lease, NULL, &err) < 0 ||
-      !(keeper = ms_etcd_lease_keeper_start(l->etcd, lease, l->ttl_s, on_lost, l, &err)))
+  int64_t granted = ms_time_mono_ms(), ttl = 0;
+  if (ms_etcd_lease_grant(l->etcd, l->ttl_s, 0, &lease, &ttl, &err) < 0)
     goto out;
+  if (ttl <= 0)
+    ttl = l->ttl_s;
+  if (!(keeper = ms_etcd_lease_keeper_start(l->etcd, lease, ttl, on_lost, l, &err)))
+    goto out;
+  pthread_mutex_lock(&l->mu);
+  l->keeper = keeper;
+  l->granted_ms = granted;
+  l->ttl_ms = ttl * 1000;
+  pthread_mutex_unlock(&l->mu);
   ms_etcd_cancel *cancel = ms_etcd_cancel_new();
   pthread_mutex_lock(&l->mu);
   l->cancel = cancel;
@@ -81,19 +119,23 @@ static void candidacy(alloc_leader *l, int64_t *backoff_ms) {
   pthread_mutex_lock(&l->mu);
   bool stay = !l->stopping && !l->lost;
   l->leading = stay;
+  stay = stay && check_deadline_locked(l); /* the campaign may have outlasted the lease */
   pthread_mutex_unlock(&l->mu);
   if (stay) {
     ms_log_debug(NULL, "election `%s`: leading as `%s`", l->election, l->address);
     l->on_change(l->arg, true);
-    pthread_mutex_lock(&l->mu);
-    wait_locked(l, -1);
-    l->leading = false;
-    bool lost = l->lost;
-    pthread_mutex_unlock(&l->mu);
-    if (lost)
-      l->on_change(l->arg, false);
   }
+  pthread_mutex_lock(&l->mu);
+  wait_locked(l, -1);
+  bool lost = l->lost;
+  l->leading = false;
+  pthread_mutex_unlock(&l->mu);
+  if (stay && lost)
+    l->on_change(l->arg, false);
 out:
+  pthread_mutex_lock(&l->mu);
+  l->keeper = NULL;
+  pthread_mutex_unlock(&l->mu);
   if (err) {
     if (err->code != MS_CANCELLED)
       ms_log_debug(NULL, "election `%s`: %s", l->election, err->msg);
@@ -137,11 +179,15 @@ alloc_leader *alloc_leader_start(ms_etcd *etcd, const char *election, const char
   l->etcd = etcd;
   l->election = ms_xstrdup(election);
   l->address = ms_xstrdup(address);
-  l->ttl_s = ttl_s > 0 ? ttl_s : 10;
+  l->ttl_s = ttl_s > 0 ? ttl_s : 2;
   l->on_change = on_change;
   l->arg = arg;
   pthread_mutex_init(&l->mu, NULL);
-  pthread_cond_init(&l->cond, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&l->cond, &ca);
+  pthread_condattr_destroy(&ca);
   int e = pthread_create(&l->thread, NULL, leader_main, l);
   if (e != 0) {
     ms_error_set_errno(err, e, "election `%s`: start its thread", election);
@@ -158,6 +204,15 @@ bool alloc_leader_is_leading(alloc_leader *l) {
   bool leading = l->leading;
   pthread_mutex_unlock(&l->mu);
   return leading;
+}
+
+bool alloc_leader_valid(alloc_leader *l) {
+  if (!l)
+    return false;
+  pthread_mutex_lock(&l->mu);
+  bool valid = l->leading && check_deadline_locked(l);
+  pthread_mutex_unlock(&l->mu);
+  return valid;
 }
 
 void alloc_leader_stop(alloc_leader *l) {

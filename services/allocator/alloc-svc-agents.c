@@ -282,6 +282,7 @@ static void readopt_tasks(alloc_service *s, svc_agent *a, const Meseta__V1__Agen
     } else {
       svc_task *st = svc_task_add(s, fw->e.key, t->task_id->value, a->e.key, role_c, res, NULL, NULL);
       st->state = t->state;
+      svc_state_emit_task(s, st, SVC_UPDATED); /* watchers saw it added as STAGING */
     }
     free(role_c);
     ms_resources_free(res);

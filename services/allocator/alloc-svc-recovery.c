@@ -2,8 +2,9 @@
  * state, frameworks, weights, quota, the maintenance schedule),
  * then accept re-registrations and re-subscriptions while holding offers until
  * --recovery-agent-fraction of the ADMITTED agents are back or --recovery-timeout
- * passed. Agents still missing then are marked UNREACHABLE in the registry;
- * frameworks still missing get their failover timeout.
+ * passed; frameworks still missing then get their failover timeout. Agents still
+ * missing are marked UNREACHABLE in the registry only once the whole recovery timeout
+ * passed: offers resuming early says nothing about the agents not back yet.
  *
  * Everything here runs on the owner thread. */
 #include <math.h>
@@ -55,14 +56,9 @@ static void retry_load(ms_loop *loop, uint64_t id, void *arg) {
     svc_reg_load(s);
 }
 
-static void finish(alloc_service *s, const char *why) {
-  if (!s->recovering)
-    return;
-  s->recovering = false;
-  cancel(s, &s->recovery_timer);
-  ms_log_info(NULL, "recovery done (%s): %u of %u agents back; offers resume", why,
-              s->nexpected - s->expected.n, s->nexpected);
-  /* The ones still missing may come back later, as UNREACHABLE agents do. */
+/* Agents not back within the whole recovery timeout. */
+static void mark_missing(alloc_service *s) {
+  /* They may come back later, as UNREACHABLE agents do. */
   for (uint32_t i = 0; i < s->expected.n; i++) {
     const char *id = s->expected.v[i]->key;
     ms_log_warn(id, "agent did not re-register in time: marked unreachable");
@@ -70,6 +66,17 @@ static void finish(alloc_service *s, const char *why) {
     svc_reg_agent_state(s, id, NULL, MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE, NULL, NULL);
   }
   free_expected(s);
+}
+
+/* Offers resume. */
+static void finish(alloc_service *s, const char *why) {
+  if (!s->recovering)
+    return;
+  s->recovering = false;
+  ms_log_info(NULL, "recovery done (%s): %u of %u agents back; offers resume", why,
+              s->nexpected - s->expected.n, s->nexpected);
+  if (!s->expected.n)
+    cancel(s, &s->recovery_timer);
   svc_frameworks_recovered(s);
   svc_want_cycle(s);
 }
@@ -78,6 +85,8 @@ static void check_done(alloc_service *s) {
   uint32_t back = s->nexpected - s->expected.n;
   if (s->recovering && (double)back + 1e-9 >= s->cfg.recovery_agent_fraction * s->nexpected)
     finish(s, "enough agents are back");
+  if (!s->recovering && !s->expected.n)
+    cancel(s, &s->recovery_timer);
 }
 
 static void recovery_tick(ms_loop *loop, uint64_t id, void *arg) {
@@ -86,10 +95,11 @@ static void recovery_tick(ms_loop *loop, uint64_t id, void *arg) {
   alloc_service *s = arg;
   s->recovery_timer = 0;
   finish(s, "the recovery timeout passed");
+  mark_missing(s);
 }
 
 void svc_recovery_agent_back(alloc_service *s, const char *id) {
-  if (!s->recovering)
+  if (!s->expected.n)
     return;
   svc_entry *e = svc_table_get(&s->expected, id);
   if (!e)

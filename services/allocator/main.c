@@ -46,8 +46,8 @@ static const ms_flag flags[] = {
      "Smallest offer, an OR of ANDs: cpus:0.01,mem:32|disk:64 (default: cpus:0.01|mem:32)", "SPEC"},
     {"region", MS_FLAG_STRING, &region, NULL,
      "The local region: agents elsewhere go only to REGION_AWARE frameworks", "REGION"},
-    {"heartbeat-interval", MS_FLAG_DURATION, &heartbeat_ns, "5s",
-     "How often frameworks get HEARTBEAT and agents PING"},
+    {"heartbeat-interval", MS_FLAG_DURATION, &heartbeat_ns, "1s",
+     "How often frameworks get HEARTBEAT and agents PING (agents leave a leader silent for 3 of these)"},
     {"etcd-endpoints", MS_FLAG_LIST, &etcd_endpoints, NULL,
      "etcd client URLs for leader election (none: lead alone, for tests and single-node setups)", "URL"},
     {"etcd-timeout", MS_FLAG_DURATION, &etcd_timeout_ns, "5s", "Timeout of one etcd request"},
@@ -56,8 +56,9 @@ static const ms_flag flags[] = {
     {"etcd-key", MS_FLAG_STRING, &etcd_key, NULL, "Client key for etcd", "FILE"},
     {"election", MS_FLAG_STRING, &election, "meseta-allocator", "The etcd election allocators campaign in",
      "NAME"},
-    {"leader-lease", MS_FLAG_DURATION, &lease_ns, "10s",
-     "The leader's lease: a dead leader is replaced about this long after it stops"},
+    {"leader-lease", MS_FLAG_DURATION, &lease_ns, "2s",
+     "The leader's lease (whole seconds, etcd's minimum is about 2s): a dead or frozen leader is replaced "
+     "about this long after it stops renewing, and stops acting on its own a tenth before"},
     {"registry", MS_FLAG_STRING, &registry, NULL,
      "meseta-registry's address: durable admissions and frameworks, loaded by a new leader (none: nothing is "
      "durable)",
@@ -93,7 +94,8 @@ static const ms_flag_spec spec = {"meseta-allocator",
 typedef struct app {
   ms_loop *loop;
   alloc_service *svc;
-  bool lost_lead;
+  alloc_leader *leader; /* NULL: leading alone */
+  bool leading;         /* the service was told it leads */
 } app;
 
 typedef struct lead_news {
@@ -109,17 +111,31 @@ static void on_signal(ms_loop *loop, int signo, void *arg) {
 
 static void lead_changed(void *arg) {
   lead_news *n = arg;
-  if (n->leading) {
-    alloc_service_set_leading(n->a->svc, true);
-  } else {
-    /* The model cannot be trusted past the lease: drop everything and exit so the
-     * supervisor restarts us as a standby (as Mesos' master does). */
-    ms_log_error(NULL, "leadership lost: exiting");
-    alloc_service_set_leading(n->a->svc, false);
-    n->a->lost_lead = true;
-    ms_loop_stop(n->a->loop);
+  app *a = n->a;
+  if (n->leading && alloc_leader_valid(a->leader)) {
+    a->leading = true;
+    alloc_service_set_leading(a->svc, true);
+  } else if (!n->leading && a->leading) {
+    /* The model cannot be trusted past the lease: drop it, end every stream, and
+     * campaign again as a standby (the election thread already does). */
+    ms_log_warn(NULL, "leadership lost: standby again");
+    a->leading = false;
+    alloc_service_set_leading(a->svc, false);
   }
   free(n);
+}
+
+/* Before every event the owner thread handles (ms_loop_set_guard): a leader whose
+ * local lease deadline passed steps down first, even when etcd has not said so yet
+ * (this process was frozen, or cut off from etcd): nothing is handled after it. */
+static void fence(void *arg) {
+  app *a = arg;
+  if (!a->leading || alloc_leader_valid(a->leader))
+    return;
+  ms_log_warn(NULL, "the leader lease's local deadline passed (frozen, or cut off from etcd): stepping down "
+                    "before handling anything");
+  a->leading = false;
+  alloc_service_set_leading(a->svc, false);
 }
 
 /* The election thread: hand the news to the owner thread. */
@@ -199,9 +215,15 @@ static int run(ms_error **err) {
       ms_error_prefix(err, "flag `--etcd-endpoints`");
       goto out;
     }
+    if (lease_ns < MS_NSEC_PER_SEC) {
+      ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--leader-lease`: at least 1s (etcd's TTLs are seconds)");
+      goto out;
+    }
     if (!(leader = alloc_leader_start(etcd, election, cfg.advertise_address, lease_ns / MS_NSEC_PER_SEC,
                                       on_lead, &a, err)))
       goto out;
+    a.leader = leader;
+    ms_loop_set_guard(a.loop, fence, &a);
     ms_log_info(NULL, "standby: campaigning in election `%s`", election);
   } else {
     ms_log_info(NULL, "no `--etcd-endpoints`: leading alone");
@@ -214,10 +236,12 @@ static int run(ms_error **err) {
       ms_loop_add_signal(a.loop, SIGINT, on_signal, NULL, err) < 0)
     goto out;
   rc = ms_loop_run(a.loop, err);
-  if (rc == 0 && a.lost_lead)
-    rc = ms_error_set(err, MS_UNAVAILABLE, "lost the allocator's leadership");
 out:
+  if (a.loop)
+    ms_loop_set_guard(a.loop, NULL, NULL);
   alloc_leader_stop(leader); /* resign first: a standby takes over at once */
+  a.leader = NULL;           /* news still queued finds no candidacy */
+  a.leading = false;
   if (a.svc)
     alloc_service_close(a.svc);
   if (srv)

@@ -353,11 +353,15 @@ void *mapi_watch_main(void *arg) {
   mapi_service *s = arg;
   int64_t backoff = 100, max_backoff = s->cfg.max_backoff_ms > 0 ? s->cfg.max_backoff_ms : 10000;
   bool failing = false; /* the last attempt failed too: say it at debug level */
+  uint64_t seen = 0;    /* the leader generation the backoff was grown against */
   while (!atomic_load(&s->stopping)) {
     ms_error *err = NULL;
     pthread_mutex_lock(&s->mu);
     uint64_t gen = s->leader_gen;
     pthread_mutex_unlock(&s->mu);
+    if (gen != seen) /* a new leader (perhaps while napping): its backoff starts over */
+      backoff = 100;
+    seen = gen;
     bool had = watch_once(s, &err);
     mapi_view_stream_lost(s->view);
     mapi_set_health(s, false);

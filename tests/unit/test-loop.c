@@ -442,6 +442,65 @@ static void test_free_runs_nothing(void) {
   close(p[1]);
 }
 
+/* ---- the guard (issue 12 point 4: a fenced leader checks before every event) ---- */
+
+typedef struct guard_state {
+  ms_loop *loop;
+  int guards, timers, posts;
+  bool fenced;      /* the guard tripped: it cancels the timer */
+  uint64_t timer;   /* the timer the guard cancels */
+  int posts_fenced; /* posts that ran after the guard tripped */
+} guard_state;
+
+static guard_state gstate;
+
+static void guard_fn(void *arg) {
+  guard_state *g = arg;
+  g->guards++;
+  if (!g->fenced && g->guards >= 1) {
+    g->fenced = true;
+    ms_loop_cancel_timer(g->loop, g->timer);
+  }
+}
+
+static void guarded_timer(ms_loop *loop, uint64_t id, void *arg) {
+  (void)loop;
+  (void)id;
+  guard_state *g = arg;
+  g->timers++;
+}
+
+static void guarded_post(void *arg) {
+  guard_state *g = arg;
+  g->posts++;
+  g->posts_fenced += g->fenced;
+}
+
+static void test_guard_before_every_callback(void) {
+  ms_loop *loop = new_loop();
+  memset(&gstate, 0, sizeof(gstate));
+  gstate.loop = loop;
+  /* A due timer and a post: the guard runs before the first of them and cancels the
+   * timer, which then never runs; the post still runs, after another guard call. */
+  gstate.timer = ms_loop_add_timer(loop, 0, 0, guarded_timer, &gstate);
+  ms_loop_set_guard(loop, guard_fn, &gstate);
+  ms_loop_post(loop, guarded_post, &gstate);
+  run_until(loop, &gstate.posts, 1);
+  ms_error *err = NULL;
+  for (int i = 0; i < 3; i++)
+    MS_ASSERT_OK(ms_loop_run_once(loop, 5, &err), &err);
+  CU_ASSERT_TRUE(gstate.fenced);
+  CU_ASSERT_EQUAL(gstate.timers, 0);
+  CU_ASSERT_EQUAL(gstate.posts_fenced, 1); /* the guard ran first */
+  CU_ASSERT_EQUAL(gstate.guards, 1);       /* once, before the one callback that ran */
+  /* No guard: callbacks run as before. */
+  ms_loop_set_guard(loop, NULL, NULL);
+  ms_loop_post(loop, guarded_post, &gstate);
+  run_until(loop, &gstate.posts, 2);
+  CU_ASSERT_EQUAL(gstate.guards, 1);
+  ms_loop_free(loop);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"fd_readiness", test_fd_readiness},
@@ -456,6 +515,7 @@ int main(int argc, char **argv) {
       {"posts_from_threads", test_posts_from_threads},
       {"stop_from_another_thread", test_stop_from_another_thread},
       {"free_runs_nothing", test_free_runs_nothing},
+      {"trust_4_guard_before_every_callback", test_guard_before_every_callback},
       {NULL, NULL},
   };
   return ms_test_main(argc, argv, "loop", cases);

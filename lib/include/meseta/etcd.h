@@ -242,6 +242,11 @@ typedef void (*ms_etcd_lease_lost_fn)(void *arg, int64_t id, const ms_error *why
 ms_etcd_lease_keeper *ms_etcd_lease_keeper_start(ms_etcd *e, int64_t id, int64_t ttl_s,
                                                  ms_etcd_lease_lost_fn on_lost, void *arg, ms_error **err);
 void ms_etcd_lease_keeper_stop(ms_etcd_lease_keeper *k);
+/* When (ms_time_mono_ms) the last successful renewal was SENT, 0 before the first: the
+ * lease lives at least until this + TTL on etcd's side, so a holder that must stop
+ * acting the moment the lease may be gone (a fenced leader) counts from here. Any
+ * thread. */
+int64_t ms_etcd_lease_keeper_renewed_ms(ms_etcd_lease_keeper *k);
 
 /* ---- watches ------------------------------------------------------------------- */
 

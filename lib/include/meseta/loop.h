@@ -88,6 +88,12 @@ int ms_signals_block(const int *signos, size_t n, ms_error **err);
  * MS_ERR if fn is NULL. Memory for the queue comes from ms_x* (aborts when exhausted). */
 int ms_loop_post(ms_loop *loop, ms_loop_post_fn fn, void *arg);
 
+/* Calls fn(arg) on the loop's thread before every callback the loop dispatches (fd,
+ * timer, signal, post): one place for a check that must come before any work, e.g. a
+ * leader whose lease may be gone stepping down before it handles anything. fn may
+ * cancel timers and remove fds (a removed one is then not called). NULL: none. */
+void ms_loop_set_guard(ms_loop *loop, ms_loop_post_fn fn, void *arg);
+
 /* Thread-safe: makes ms_loop_run() return after the current iteration. A stop that
  * arrives before ms_loop_run() starts makes that run return at once; each run consumes
  * the stop that ended it. */
