@@ -198,7 +198,7 @@ static int check_operator(const ProtobufCMessage *req, ms_error **err) {
 }
 
 static int operator_write(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  if (check_operator(req, err) < 0)
+  if (mapi_check_request(req, err) < 0 || check_operator(req, err) < 0)
     return MS_ERR;
   return forward(call, req, &meseta__v1__operator_call_request__descriptor,
                  &meseta__v1__operator_call_response__descriptor, "/meseta.v1.Allocator/OperatorCall", err);
@@ -206,6 +206,8 @@ static int operator_write(ms_rpc_call *call, const ProtobufCMessage *req, ms_err
 
 /* Per-process calls: `component` (field 1) ALLOCATOR goes to the allocator. */
 static int per_process(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  if (mapi_check_request(req, err) < 0)
+    return MS_ERR;
   const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(req->descriptor, 1);
   int component = f ? MEMBER(req, f->offset, int) : 0;
   if (component == MESETA__V1__COMPONENT__COMPONENT_ALLOCATOR)
@@ -243,6 +245,8 @@ const size_t mapi_n_operator_writes = MS_ARRAY_SIZE(mapi_operator_writes);
 static int scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   const ProtobufCFieldDescriptor *fid = protobuf_c_message_descriptor_get_field(req->descriptor, 1);
   const ProtobufCFieldDescriptor *sid = protobuf_c_message_descriptor_get_field(req->descriptor, 2);
+  if (mapi_check_request(req, err) < 0)
+    return MS_ERR;
   if (fid && need_id("framework_id", MEMBER(req, fid->offset, const void *), err) < 0)
     return MS_ERR;
   if (sid && sid->type == PROTOBUF_C_TYPE_STRING) {
