@@ -59,6 +59,26 @@ static void offers_used(mapi_service *s, const ProtobufCMessage *wrapped) {
                             c->decline->n_offer_ids);
 }
 
+void mapi_hop_error(ms_error **err, const char *addr) {
+  if (!err || !*err)
+    return;
+  _cleanup_free_ char *quoted = ms_xasprintf("`%s`", addr);
+  switch ((*err)->code) {
+  case MS_UNAVAILABLE:
+  case MS_DEADLINE_EXCEEDED:
+  case MS_CANCELLED:
+  case MS_UNKNOWN:
+  case MS_INTERNAL:
+    if (strstr((*err)->msg, quoted)) /* the transport named it already */
+      ms_error_prefix(err, "allocator");
+    else
+      ms_error_prefix(err, "allocator `%s`", addr);
+    break;
+  default: /* the allocator's verdict on the request: it names the field itself */
+    break;
+  }
+}
+
 static void fwd_run(void *arg) {
   fwd_job *j = arg;
   ms_error *err = NULL;
@@ -69,8 +89,10 @@ static void fwd_run(void *arg) {
     /* The caller left (deadline, cancel) while queued: forward nothing. */
   } else if (!(ch = mapi_alloc_get(j->s, &err)) ||
              ms_rpc_unary(ch->ch, j->path, j->wrapped, j->resp_wrapper, &co, &resp, &err) < 0) {
-    /* The allocator's status and message, unchanged; UNAVAILABLE while no leader is
-     * known or the leader is unreachable (a failover: the caller retries). */
+    /* The allocator's verdict unchanged; a failed hop (UNAVAILABLE while no leader is
+     * known or the leader is unreachable: a failover, the caller retries) says so. */
+    if (ch)
+      mapi_hop_error(&err, ch->addr);
     ms_rpc_call_finish_error(j->call, err);
   } else {
     offers_used(j->s, j->wrapped);

@@ -94,6 +94,11 @@ extern const size_t mapi_n_scheduler_calls;
 int mapi_principal(mapi_service *s, ms_rpc_call *call, Meseta__V1__Principal **ret, ms_error **err);
 /* mapi-auth.c: a read's caller authenticated (refused as mapi_principal would). */
 int mapi_read_auth(mapi_service *s, ms_rpc_call *call, ms_error **err);
+/* mapi-forward.c: an error from a call to the allocator at addr, as master-api relays
+ * it: a failed hop (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, UNKNOWN, INTERNAL) is
+ * prefixed with `allocator `addr``; the allocator's verdicts on the request (every
+ * other code) are kept as they are. */
+void mapi_hop_error(ms_error **err, const char *addr);
 /* mapi-check.c: enum fields of the request (nested ones too) hold values their enum
  * defines; INVALID_ARGUMENT naming the field's path (`states[0]: 999 is not ...`). */
 int mapi_check_request(const ProtobufCMessage *req, ms_error **err);

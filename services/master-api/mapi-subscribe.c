@@ -334,6 +334,7 @@ static void up_event_run(void *arg) {
   /* The upstream stream ended. */
   ms_error *err = e->err;
   free(e);
+  mapi_hop_error(&err, r->up_chan->addr);
   ms_rpc_astream_free(TAKE_PTR(r->up));
   mapi_alloc_put(TAKE_PTR(r->up_chan));
   mapi_service *s = r->s;
