@@ -108,9 +108,10 @@ void mapi_subscribe_done(ms_rpc_call *call, bool cancelled);
 /* The relays' loop and queue (mapi_service_new), their thread (mapi_service_start). */
 int mapi_relays_init(mapi_service *s, ms_error **err);
 int mapi_relays_start(mapi_service *s, ms_error **err);
-/* Cancels every relay, waits (bounded) for them to end, stops their thread. */
+/* Cancels every relay and waits (bounded) for them to end. */
 void mapi_relays_close(mapi_service *s);
-/* After mapi_relays_close: frees the loop and the queue. */
+/* After the server is freed (the calls' on_done have run): stops the relays' thread,
+ * frees the loop and the queue. */
 void mapi_relays_free(mapi_service *s);
 /* The leader moved: relays whose upstream is open on another channel than the
  * current one re-open it there, waiting ones try at once (posted; mu may be held). */

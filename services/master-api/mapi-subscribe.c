@@ -527,34 +527,41 @@ int mapi_relays_start(mapi_service *s, ms_error **err) {
 }
 
 void mapi_relays_close(mapi_service *s) {
-  if (!s->relay_loop)
+  if (!s->relay_started)
     return;
-  if (s->relay_started) {
-    ms_loop_post(s->relay_loop, close_run, s);
-    pthread_mutex_lock(&s->mu);
-    int64_t until = ms_time_mono_ms() + 10000;
-    while (s->n_relays && ms_time_mono_ms() < until) {
-      struct timespec ts;
-      clock_gettime(CLOCK_MONOTONIC, &ts);
-      ts.tv_nsec += 50 * 1000000;
-      if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-      }
-      pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+  ms_loop_post(s->relay_loop, close_run, s);
+  pthread_mutex_lock(&s->mu);
+  int64_t until = ms_time_mono_ms() + 10000;
+  while (s->n_relays && ms_time_mono_ms() < until) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += 50 * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000;
     }
-    size_t left = s->n_relays;
-    pthread_mutex_unlock(&s->mu);
-    if (left)
-      ms_log_warn(NULL, "%zu Subscribe relays still running at shutdown", left);
-    ms_loop_stop(s->relay_loop);
-    pthread_join(s->relay_thread, NULL);
-    s->relay_started = false;
+    pthread_cond_timedwait(&s->cond, &s->mu, &ts);
   }
+  size_t left = s->n_relays;
+  pthread_mutex_unlock(&s->mu);
+  if (left)
+    ms_log_warn(NULL, "%zu Subscribe relays still running at shutdown", left);
+}
+
+static void stop_run(void *arg) {
+  mapi_service *s = arg;
+  ms_loop_stop(s->relay_loop);
 }
 
 void mapi_relays_free(mapi_service *s) {
   mapi_relays_close(s);
+  if (s->relay_started) {
+    /* Last in the loop's queue: the calls' on_done (the server is freed by now) ran
+     * before it and dropped their relays. */
+    ms_loop_post(s->relay_loop, stop_run, s);
+    pthread_join(s->relay_thread, NULL);
+    s->relay_started = false;
+  }
   ms_rpc_aqueue_free(TAKE_PTR(s->aq)); /* after every stream ended */
   ms_loop_free(TAKE_PTR(s->relay_loop));
 }

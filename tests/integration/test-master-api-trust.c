@@ -35,8 +35,8 @@ static bool serving(void *ctx) {
 /* A master-api in front of `alloc`; `extra` more flags (NULL-terminated, or NULL). */
 static ms_test_proc *mapi_start(const char *name, const char *alloc, const char *const *extra, bool wait) {
   _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
-  const char *argv[32] = {bin,           "--listen",  "127.0.0.1:0", "--allocator", alloc, "--name", name,
-                          "--log-level", "debug",     "--max-backoff", "200ms"};
+  const char *argv[32] = {bin,  "--listen",    "127.0.0.1:0", "--allocator",   alloc,  "--name",
+                          name, "--log-level", "debug",       "--max-backoff", "200ms"};
   size_t n = 11;
   for (size_t i = 0; extra && extra[i] && n < 31; i++)
     argv[n++] = extra[i];
@@ -130,8 +130,8 @@ static void test_trust_2_idle_subscribers(void) {
   }
   CU_ASSERT_EQUAL(opened, IDLE);
   size_t with_idle = thread_count(ms_test_proc_pid(mp));
-  printf("\n  master-api threads: %zu before, %zu with %d idle subscriptions (bound asserted: < %d)\n", before,
-         with_idle, IDLE, THREAD_BOUND);
+  printf("\n  master-api threads: %zu before, %zu with %d idle subscriptions (bound asserted: < %d)\n",
+         before, with_idle, IDLE, THREAD_BOUND);
   CU_ASSERT(with_idle < THREAD_BOUND);
 
   /* The 201st: offers of its role's agent, a task launched and finished. */
@@ -181,8 +181,8 @@ static bool subscribed_again(void *ctx) {
  * room again. */
 static void test_trust_2_subscriptions_per_principal(void) {
   ms_test_allocator al = ms_test_allocator_run(dir, "alloc-limit", NULL);
-  ms_test_proc *mp =
-      mapi_start("mapi-limit", al.addr, (const char *[]){"--max-subscriptions-per-principal", "2", NULL}, true);
+  ms_test_proc *mp = mapi_start("mapi-limit", al.addr,
+                                (const char *[]){"--max-subscriptions-per-principal", "2", NULL}, true);
   ms_rpc_channel *ch = ms_rpc_channel_new(ms_test_proc_address(mp), NULL, NULL);
   ms_rpc_stream *s1 = subscribe(ch, "*", NULL, NULL), *s2 = subscribe(ch, "*", NULL, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s1);
@@ -417,8 +417,9 @@ static void test_trust_9_lost_task_not_live(void) {
   us.schedule = &sc;
   ProtobufCMessage *resp = NULL;
   char *msg = NULL;
-  ms_status code = ms_test_call(mapi, NULL, NULL, "/meseta.v1.Operator/UpdateMaintenanceSchedule", &us.base,
-                                &meseta__v1__update_maintenance_schedule_response__descriptor, 10000, &resp, &msg);
+  ms_status code =
+      ms_test_call(mapi, NULL, NULL, "/meseta.v1.Operator/UpdateMaintenanceSchedule", &us.base,
+                   &meseta__v1__update_maintenance_schedule_response__descriptor, 10000, &resp, &msg);
   if (code != MS_OK)
     fprintf(stderr, "UpdateMaintenanceSchedule: %s\n", msg);
   free(msg);
@@ -428,7 +429,8 @@ static void test_trust_9_lost_task_not_live(void) {
   protobuf_c_message_free_unpacked(resp, NULL);
   resp = NULL;
   CU_ASSERT_EQUAL_FATAL(ms_test_call(mapi, NULL, NULL, "/meseta.v1.Operator/GetMaintenanceStatus", &gs.base,
-                                     &meseta__v1__get_maintenance_status_response__descriptor, 10000, &resp, NULL),
+                                     &meseta__v1__get_maintenance_status_response__descriptor, 10000, &resp,
+                                     NULL),
                         MS_OK);
   Meseta__V1__GetMaintenanceStatusResponse *st = (Meseta__V1__GetMaintenanceStatusResponse *)resp;
   CU_ASSERT_EQUAL_FATAL(st->n_draining_machines, 1);
