@@ -66,7 +66,8 @@ static size_t thread_count(pid_t pid) {
 
 /* Opens Scheduler.Subscribe on ch as a framework of `role`; the stream once SUBSCRIBED
  * came, else NULL with *ret_code and *ret_msg (the caller frees) the status. */
-static ms_rpc_stream *subscribe(ms_rpc_channel *ch, const char *role, ms_status *ret_code, char **ret_msg) {
+static ms_rpc_stream *subscribe_as(ms_rpc_channel *ch, const char *role, const char *token,
+                                   ms_status *ret_code, char **ret_msg) {
   char *roles[] = {(char *)role};
   Meseta__V1__FrameworkInfo info = MESETA__V1__FRAMEWORK_INFO__INIT;
   info.name = "idle";
@@ -75,7 +76,9 @@ static ms_rpc_stream *subscribe(ms_rpc_channel *ch, const char *role, ms_status 
   info.n_roles = 1;
   Meseta__V1__SubscribeRequest sub = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
   sub.framework_info = &info;
-  ms_rpc_call_options so = {.timeout_ms = 600000};
+  _cleanup_free_ char *hdr = token ? ms_xasprintf("Bearer %s", token) : NULL;
+  const char *md[] = {"authorization", hdr, NULL};
+  ms_rpc_call_options so = {.timeout_ms = 600000, .metadata = token ? md : NULL};
   ms_error *err = NULL;
   ms_rpc_stream *st = ms_rpc_stream_open(ch, "/meseta.v1.Scheduler/Subscribe", &sub.base, &so, &err);
   ProtobufCMessage *m = NULL;
@@ -95,6 +98,10 @@ static ms_rpc_stream *subscribe(ms_rpc_channel *ch, const char *role, ms_status 
   ms_error_free(err);
   ms_rpc_stream_free(st);
   return NULL;
+}
+
+static ms_rpc_stream *subscribe(ms_rpc_channel *ch, const char *role, ms_status *ret_code, char **ret_msg) {
+  return subscribe_as(ch, role, NULL, ret_code, ret_msg);
 }
 
 /* ---- point 2: idle subscriptions ---- */
@@ -176,13 +183,21 @@ static bool subscribed_again(void *ctx) {
   return r->st != NULL;
 }
 
+#define ALICE "alice-token-0123456789abcdef"
+
 /* Past --max-subscriptions-per-principal, Subscribe is RESOURCE_EXHAUSTED naming the
- * limit and the principal (anonymous callers: per peer host); a stream ending makes
- * room again. */
+ * limit and the principal (anonymous callers: per peer host); another principal has
+ * its own budget; a stream ending makes room again. */
 static void test_trust_2_subscriptions_per_principal(void) {
   ms_test_allocator al = ms_test_allocator_run(dir, "alloc-limit", NULL);
-  ms_test_proc *mp = mapi_start("mapi-limit", al.addr,
-                                (const char *[]){"--max-subscriptions-per-principal", "2", NULL}, true);
+  _cleanup_free_ char *tokens = ms_xasprintf("%s/limit-tokens.json", dir);
+  FILE *tf = fopen(tokens, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(tf);
+  fputs("{\"tokens\":[{\"token\":\"" ALICE "\",\"principal\":\"alice\"}]}", tf);
+  fclose(tf);
+  ms_test_proc *mp = mapi_start(
+      "mapi-limit", al.addr,
+      (const char *[]){"--max-subscriptions-per-principal", "2", "--tokens-file", tokens, NULL}, true);
   ms_rpc_channel *ch = ms_rpc_channel_new(ms_test_proc_address(mp), NULL, NULL);
   ms_rpc_stream *s1 = subscribe(ch, "*", NULL, NULL), *s2 = subscribe(ch, "*", NULL, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s1);
@@ -195,8 +210,22 @@ static void test_trust_2_subscriptions_per_principal(void) {
   printf("\n  third subscription: %s\n", msg);
   CU_ASSERT(msg && strstr(msg, "--max-subscriptions-per-principal 2"));
   CU_ASSERT(msg && strstr(msg, "anonymous@127.0.0.1"));
-  free(msg);
+  free(TAKE_PTR(msg));
   ms_rpc_stream_free(s3);
+  /* alice, from the same host, is another principal: two more, then refused by name. */
+  ms_rpc_stream *a1 = subscribe_as(ch, "*", ALICE, NULL, NULL),
+                *a2 = subscribe_as(ch, "*", ALICE, NULL, NULL);
+  CU_ASSERT_PTR_NOT_NULL(a1);
+  CU_ASSERT_PTR_NOT_NULL(a2);
+  code = MS_OK;
+  ms_rpc_stream *a3 = subscribe_as(ch, "*", ALICE, &code, &msg);
+  CU_ASSERT_PTR_NULL(a3);
+  CU_ASSERT_EQUAL(code, MS_RESOURCE_EXHAUSTED);
+  CU_ASSERT(msg && strstr(msg, "principal `alice`"));
+  free(msg);
+  ms_rpc_stream_free(a3);
+  ms_rpc_stream_free(a1);
+  ms_rpc_stream_free(a2);
   /* One ends: room for another. */
   ms_rpc_stream_free(s1);
   resub r = {.ch = ch};
