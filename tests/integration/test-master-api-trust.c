@@ -4,6 +4,10 @@
  * hop failed (point 8), and a lost task is not live (point 9). Real allocator and
  * master-api processes, simulated agents and frameworks; waits are hang guards. */
 #include <dirent.h>
+#include <grpc/byte_buffer.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -233,6 +237,122 @@ static void test_trust_2_subscriptions_per_principal(void) {
   ms_rpc_stream_free(r.st);
   ms_rpc_stream_free(s2);
   ms_rpc_channel_free(ch);
+  CU_ASSERT_EQUAL(ms_test_proc_stop(mp, SIGTERM), 0);
+  ms_test_proc_free(mp);
+  ms_test_allocator_stop(&al);
+}
+
+/* ---- the relay's slow-scheduler cut, kept across its rewrite ---- */
+
+static size_t frameworks_listed(const char *mapi) {
+  Meseta__V1__GetFrameworksRequest req = MESETA__V1__GET_FRAMEWORKS_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  if (ms_test_call(mapi, NULL, NULL, "/meseta.v1.Operator/GetFrameworks", &req.base,
+                   &meseta__v1__get_frameworks_response__descriptor, 10000, &resp, NULL) != MS_OK)
+    return SIZE_MAX;
+  size_t n = ((Meseta__V1__GetFrameworksResponse *)resp)->n_frameworks;
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return n;
+}
+static bool one_framework(void *ctx) {
+  return frameworks_listed(ctx) == 1;
+}
+static bool no_framework(void *ctx) {
+  return frameworks_listed(ctx) == 0;
+}
+
+/* A scheduler that stops reading (raw gRPC, a small receive window) while the
+ * allocator sends a HEARTBEAT every millisecond: past --stream-queue its stream ends
+ * RESOURCE_EXHAUSTED and the relay cancels upstream (the framework goes). */
+static void test_relay_slow_scheduler_cut(void) {
+  const char *aextra[] = {"--heartbeat-interval", "1ms", NULL};
+  ms_test_allocator al = ms_test_allocator_run(dir, "alloc-slow", aextra);
+  ms_test_proc *mp = mapi_start("mapi-slow", al.addr, (const char *[]){"--stream-queue", "8", NULL}, true);
+  const char *mapi = ms_test_proc_address(mp);
+  grpc_arg args[2] = {
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_BDP_PROBE, .value.integer = 0},
+      {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, .value.integer = 1024},
+  };
+  grpc_channel_args ca = {.num_args = 2, .args = args};
+  grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+  grpc_channel *ch = grpc_channel_create(mapi, cr, &ca);
+  grpc_channel_credentials_release(cr);
+  grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+  gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(120, GPR_TIMESPAN));
+  grpc_slice method = grpc_slice_from_static_string("/meseta.v1.Scheduler/Subscribe");
+  grpc_call *call =
+      grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL, deadline, NULL);
+  char *roles[] = {"*"};
+  Meseta__V1__FrameworkInfo info = MESETA__V1__FRAMEWORK_INFO__INIT;
+  info.name = "slow";
+  info.user = "test";
+  info.roles = roles;
+  info.n_roles = 1;
+  Meseta__V1__SubscribeRequest sub = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
+  sub.framework_info = &info;
+  size_t len = protobuf_c_message_get_packed_size(&sub.base);
+  uint8_t *buf = ms_xmalloc(len);
+  protobuf_c_message_pack(&sub.base, buf);
+  grpc_slice sl = grpc_slice_from_copied_buffer((const char *)buf, len);
+  free(buf);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+  grpc_slice_unref(sl);
+  grpc_metadata_array md, trailers;
+  grpc_metadata_array_init(&md);
+  grpc_metadata_array_init(&trailers);
+  grpc_status_code status = GRPC_STATUS_OK;
+  grpc_slice details = grpc_empty_slice();
+  grpc_op ops[5];
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = bb;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
+  CU_ASSERT_EQUAL_FATAL(grpc_call_start_batch(call, ops, 4, (void *)1, NULL), GRPC_CALL_OK);
+  CU_ASSERT_FATAL(grpc_completion_queue_pluck(cq, (void *)1, deadline, NULL).success);
+  grpc_byte_buffer_destroy(bb);
+  memset(ops, 0, sizeof(ops));
+  ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+  ops[0].data.recv_status_on_client.trailing_metadata = &trailers;
+  ops[0].data.recv_status_on_client.status = &status;
+  ops[0].data.recv_status_on_client.status_details = &details;
+  CU_ASSERT_EQUAL_FATAL(grpc_call_start_batch(call, ops, 1, (void *)2, NULL), GRPC_CALL_OK);
+
+  /* Subscribed (the framework shows), then cut while it does not read. */
+  CU_ASSERT_FATAL(ms_sim_wait(one_framework, (void *)mapi, WAIT_MS));
+  CU_ASSERT(ms_sim_wait(no_framework, (void *)mapi, 60000));
+  /* What was queued, then the status. */
+  size_t read = 0;
+  for (;;) {
+    grpc_byte_buffer *in = NULL;
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &in;
+    CU_ASSERT_EQUAL_FATAL(grpc_call_start_batch(call, &op, 1, (void *)3, NULL), GRPC_CALL_OK);
+    grpc_completion_queue_pluck(cq, (void *)3, deadline, NULL);
+    if (!in)
+      break;
+    grpc_byte_buffer_destroy(in);
+    read++;
+  }
+  CU_ASSERT(grpc_completion_queue_pluck(cq, (void *)2, deadline, NULL).type == GRPC_OP_COMPLETE);
+  char *msg = grpc_slice_to_c_string(details);
+  printf("\n  slow scheduler: %zu events read after the cut; %d: %s\n", read, (int)status, msg);
+  CU_ASSERT_EQUAL(status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+  gpr_free(msg);
+  grpc_call_unref(call);
+  grpc_metadata_array_destroy(&md);
+  grpc_metadata_array_destroy(&trailers);
+  grpc_slice_unref(details);
+  grpc_completion_queue_shutdown(cq);
+  while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(cq);
+  grpc_channel_destroy(ch);
   CU_ASSERT_EQUAL(ms_test_proc_stop(mp, SIGTERM), 0);
   ms_test_proc_free(mp);
   ms_test_allocator_stop(&al);
@@ -479,6 +599,7 @@ int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"trust_2_idle_subscribers", test_trust_2_idle_subscribers},
       {"trust_2_subscriptions_per_principal", test_trust_2_subscriptions_per_principal},
+      {"relay_slow_scheduler_cut", test_relay_slow_scheduler_cut},
       {"trust_6_undefined_enum_values", test_trust_6_undefined_enum_values},
       {"trust_8_which_hop_failed", test_trust_8_which_hop_failed},
       {"trust_9_lost_task_not_live", test_trust_9_lost_task_not_live},
