@@ -106,10 +106,12 @@ static void on_event(aop *op, bool ok) {
     st->eos = true;
     if (!st->local)
       st->local = TAKE_PTR(err);
+    end = st->status_got && !st->send_pending && !st->recv_pending && !st->ended; /* it came already */
+    if (end)
+      st->ended = true;
     pthread_mutex_unlock(&st->mu);
     ms_error_free(err);
-    grpc_call_cancel(st->call, NULL); /* the status comes next */
-    return;
+    grpc_call_cancel(st->call, NULL); /* else the status comes next */
   }
   if (end)
     st->h.on_end(st, end_error(st), st->arg); /* st may be freed once this returns */
