@@ -22,6 +22,7 @@ static int64_t forwarders, call_timeout_ns, revision_wait_ns, backoff_ns, chunk_
 
 static int64_t subscriber_queue; /* Operator.Subscribe */
 static int64_t stream_queue;     /* any stream's send queue, in messages */
+static int64_t max_subs;         /* Scheduler.Subscribe streams per principal */
 
 static char *tokens_file; /* Identity (mapi-auth.h) */
 static bool require_auth;
@@ -64,6 +65,10 @@ static const ms_flag flags[] = {
      "Messages a stream (a scheduler's events) may have waiting to be sent before it is ended as too "
      "slow",
      "N"},
+    {"max-subscriptions-per-principal", MS_FLAG_INT, &max_subs, "100",
+     "Scheduler.Subscribe streams one principal may hold on this replica (anonymous callers: per "
+     "peer host); past it RESOURCE_EXHAUSTED; 0: no limit",
+     "N"},
     {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "5s", "How long calls may finish after SIGTERM"},
     {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
     {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
@@ -104,6 +109,9 @@ static int run(ms_error **err) {
   if (forwarders < 1 || forwarders > 256)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--forwarders`: %lld is not between 1 and 256",
                         (long long)forwarders);
+  if (max_subs < 0)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--max-subscriptions-per-principal`: %lld is below 0",
+                        (long long)max_subs);
   if (chunk_bytes < 0 || chunk_bytes > UINT32_MAX)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--state-chunk-bytes`: out of range");
   char host[256] = "";
@@ -119,6 +127,7 @@ static int run(ms_error **err) {
                      .max_chunk_bytes = (uint32_t)chunk_bytes,
                      .max_message_bytes = max_message,
                      .subscriber_queue_bytes = (size_t)subscriber_queue,
+                     .max_subscriptions_per_principal = (size_t)max_subs,
                      .allocator_tls = alloc_ca ? &atls : NULL};
   ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
   ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,

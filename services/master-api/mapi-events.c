@@ -886,6 +886,8 @@ static int64_t duration_ms(const Google__Protobuf__Duration *d) {
 int mapi_events_subscribe(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   mapi_service *s = ms_rpc_call_userdata(call);
   mapi_events *e = s->events;
+  if (mapi_check_request(req, err) < 0)
+    return MS_ERR;
   if (mapi_read_auth(s, call, err) < 0) /* as every read: a bad token, or anonymous with --require-auth */
     return MS_ERR;
   const Meseta__V1__SubscribeOperatorRequest *r = (const void *)req;

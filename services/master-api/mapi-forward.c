@@ -59,6 +59,26 @@ static void offers_used(mapi_service *s, const ProtobufCMessage *wrapped) {
                             c->decline->n_offer_ids);
 }
 
+void mapi_hop_error(ms_error **err, const char *addr) {
+  if (!err || !*err)
+    return;
+  _cleanup_free_ char *quoted = ms_xasprintf("`%s`", addr);
+  switch ((*err)->code) {
+  case MS_UNAVAILABLE:
+  case MS_DEADLINE_EXCEEDED:
+  case MS_CANCELLED:
+  case MS_UNKNOWN:
+  case MS_INTERNAL:
+    if (strstr((*err)->msg, quoted)) /* the transport named it already */
+      ms_error_prefix(err, "allocator");
+    else
+      ms_error_prefix(err, "allocator `%s`", addr);
+    break;
+  default: /* the allocator's verdict on the request: it names the field itself */
+    break;
+  }
+}
+
 static void fwd_run(void *arg) {
   fwd_job *j = arg;
   ms_error *err = NULL;
@@ -69,8 +89,10 @@ static void fwd_run(void *arg) {
     /* The caller left (deadline, cancel) while queued: forward nothing. */
   } else if (!(ch = mapi_alloc_get(j->s, &err)) ||
              ms_rpc_unary(ch->ch, j->path, j->wrapped, j->resp_wrapper, &co, &resp, &err) < 0) {
-    /* The allocator's status and message, unchanged; UNAVAILABLE while no leader is
-     * known or the leader is unreachable (a failover: the caller retries). */
+    /* The allocator's verdict unchanged; a failed hop (UNAVAILABLE while no leader is
+     * known or the leader is unreachable: a failover, the caller retries) says so. */
+    if (ch)
+      mapi_hop_error(&err, ch->addr);
     ms_rpc_call_finish_error(j->call, err);
   } else {
     offers_used(j->s, j->wrapped);
@@ -198,7 +220,7 @@ static int check_operator(const ProtobufCMessage *req, ms_error **err) {
 }
 
 static int operator_write(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  if (check_operator(req, err) < 0)
+  if (mapi_check_request(req, err) < 0 || check_operator(req, err) < 0)
     return MS_ERR;
   return forward(call, req, &meseta__v1__operator_call_request__descriptor,
                  &meseta__v1__operator_call_response__descriptor, "/meseta.v1.Allocator/OperatorCall", err);
@@ -206,6 +228,8 @@ static int operator_write(ms_rpc_call *call, const ProtobufCMessage *req, ms_err
 
 /* Per-process calls: `component` (field 1) ALLOCATOR goes to the allocator. */
 static int per_process(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
+  if (mapi_check_request(req, err) < 0)
+    return MS_ERR;
   const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(req->descriptor, 1);
   int component = f ? MEMBER(req, f->offset, int) : 0;
   if (component == MESETA__V1__COMPONENT__COMPONENT_ALLOCATOR)
@@ -243,6 +267,8 @@ const size_t mapi_n_operator_writes = MS_ARRAY_SIZE(mapi_operator_writes);
 static int scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   const ProtobufCFieldDescriptor *fid = protobuf_c_message_descriptor_get_field(req->descriptor, 1);
   const ProtobufCFieldDescriptor *sid = protobuf_c_message_descriptor_get_field(req->descriptor, 2);
+  if (mapi_check_request(req, err) < 0)
+    return MS_ERR;
   if (fid && need_id("framework_id", MEMBER(req, fid->offset, const void *), err) < 0)
     return MS_ERR;
   if (sid && sid->type == PROTOBUF_C_TYPE_STRING) {

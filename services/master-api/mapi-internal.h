@@ -5,6 +5,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "meseta/loop.h"
+#include "meseta/rpc-astream.h"
 #include "meseta/rpc.h"
 #include "meseta/v1/allocator.pb-c.h"
 #include "meseta/workq.h"
@@ -21,6 +23,7 @@ typedef struct mapi_relay mapi_relay;
  * frees a channel under a stream still open on it. */
 typedef struct mapi_chan {
   ms_rpc_channel *ch;
+  ms_rpc_achannel *ach; /* the same target, for the Subscribe relays' streams */
   char *addr;
   atomic_int refs;
 } mapi_chan;
@@ -54,7 +57,12 @@ struct mapi_service {
   bool park_started;
   mapi_parked *parked;
 
-  /* Live Subscribe relays (each with its thread, detached). */
+  /* Subscribe relays (mapi-subscribe.c): the loop thread that owns them, the queue
+   * their upstream streams complete on, and the list of live ones (under mu). */
+  ms_loop *relay_loop;
+  pthread_t relay_thread;
+  bool relay_started;
+  ms_rpc_aqueue *aq;
   mapi_relay *relays;
   size_t n_relays;
 
@@ -86,13 +94,27 @@ extern const size_t mapi_n_scheduler_calls;
 int mapi_principal(mapi_service *s, ms_rpc_call *call, Meseta__V1__Principal **ret, ms_error **err);
 /* mapi-auth.c: a read's caller authenticated (refused as mapi_principal would). */
 int mapi_read_auth(mapi_service *s, ms_rpc_call *call, ms_error **err);
+/* mapi-forward.c: an error from a call to the allocator at addr, as master-api relays
+ * it: a failed hop (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, UNKNOWN, INTERNAL) is
+ * prefixed with `allocator `addr``; the allocator's verdicts on the request (every
+ * other code) are kept as they are. */
+void mapi_hop_error(ms_error **err, const char *addr);
+/* mapi-check.c: enum fields of the request (nested ones too) hold values their enum
+ * defines; INVALID_ARGUMENT naming the field's path (`states[0]: 999 is not ...`). */
+int mapi_check_request(const ProtobufCMessage *req, ms_error **err);
 /* mapi-subscribe.c */
 int mapi_subscribe_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err);
 void mapi_subscribe_done(ms_rpc_call *call, bool cancelled);
-/* Cancels every relay and waits (bounded) for their threads to end. */
+/* The relays' loop and queue (mapi_service_new), their thread (mapi_service_start). */
+int mapi_relays_init(mapi_service *s, ms_error **err);
+int mapi_relays_start(mapi_service *s, ms_error **err);
+/* Cancels every relay and waits (bounded) for them to end. */
 void mapi_relays_close(mapi_service *s);
-/* The leader moved: relays whose upstream is open on another channel than `now`
- * re-open it there (mu held). */
+/* After the server is freed (the calls' on_done have run): stops the relays' thread,
+ * frees the loop and the queue. */
+void mapi_relays_free(mapi_service *s);
+/* The leader moved: relays whose upstream is open on another channel than the
+ * current one re-open it there, waiting ones try at once (posted; mu may be held). */
 void mapi_relays_move(mapi_service *s, const mapi_chan *now);
 /* Offers a scheduler used or declined through this replica: its relays stop
  * tracking them (they will not be rescinded after a failover). */

@@ -13,6 +13,7 @@
 #include "meseta/alloc.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
+#include "meseta/task-state.h"
 #include "meseta/time.h"
 #include "meseta/v1/operator.pb-c.h"
 
@@ -232,21 +233,6 @@ static bool executor_match(const ProtobufCMessage *item, const ProtobufCMessage 
   return !q->agent_id || strcmp(ID(q->agent_id), ID(e->agent_id)) == 0;
 }
 
-static bool task_terminal(Meseta__V1__TaskState s) {
-  switch (s) {
-  case MESETA__V1__TASK_STATE__TASK_FINISHED:
-  case MESETA__V1__TASK_STATE__TASK_FAILED:
-  case MESETA__V1__TASK_STATE__TASK_KILLED:
-  case MESETA__V1__TASK_STATE__TASK_ERROR:
-  case MESETA__V1__TASK_STATE__TASK_DROPPED:
-  case MESETA__V1__TASK_STATE__TASK_GONE:
-  case MESETA__V1__TASK_STATE__TASK_GONE_BY_OPERATOR:
-    return true;
-  default:
-    return false;
-  }
-}
-
 static bool task_match(const ProtobufCMessage *item, const ProtobufCMessage *r) {
   const Meseta__V1__Task *t = (const void *)item;
   const Meseta__V1__GetTasksRequest *q = (const void *)r;
@@ -254,7 +240,7 @@ static bool task_match(const ProtobufCMessage *item, const ProtobufCMessage *r) 
     return false;
   if (q->agent_id && strcmp(ID(q->agent_id), ID(t->agent_id)))
     return false;
-  if (!q->include_completed && task_terminal(t->state))
+  if (!q->include_completed && ms_task_state_terminal(t->state))
     return false;
   bool state_ok = !q->n_states;
   for (size_t i = 0; i < q->n_states; i++)
@@ -406,7 +392,7 @@ static int get_maintenance_status(mapi_service *s, ms_rpc_call *call, const Prot
         d->agent_ids[d->n_agent_ids++] = ag->agent_info->id;
         for (size_t t = 0; t < st->tasks.n; t++) {
           const Meseta__V1__Task *task = (const Meseta__V1__Task *)st->tasks.items[t];
-          if (!task_terminal(task->state) && task->agent_id && task->agent_id->value &&
+          if (!ms_task_state_terminal(task->state) && task->agent_id && task->agent_id->value &&
               strcmp(task->agent_id->value, ag->agent_info->id->value) == 0)
             d->running_tasks++;
         }
@@ -481,6 +467,8 @@ static const read_kind kinds[] = {
 
 static int read_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   mapi_service *s = ms_rpc_call_userdata(call);
+  if (mapi_check_request(req, err) < 0) /* enum values the proto does not define */
+    return MS_ERR;
   if (mapi_read_auth(s, call, err) < 0) /* a bad token, or anonymous with --require-auth */
     return MS_ERR;
   const char *m = strrchr(ms_rpc_call_method(call), '/') + 1;

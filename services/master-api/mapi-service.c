@@ -17,8 +17,14 @@ static mapi_chan *chan_new(const mapi_service *s, const char *addr, ms_error **e
   ms_rpc_channel *ch = ms_rpc_channel_new(addr, &co, err);
   if (!ch)
     return NULL;
+  ms_rpc_achannel *ach = ms_rpc_achannel_new(addr, &co, err);
+  if (!ach) {
+    ms_rpc_channel_free(ch);
+    return NULL;
+  }
   mapi_chan *c = ms_xcalloc(1, sizeof(*c));
   c->ch = ch;
+  c->ach = ach;
   c->addr = ms_xstrdup(addr);
   atomic_init(&c->refs, 1);
   return c;
@@ -27,6 +33,7 @@ static mapi_chan *chan_new(const mapi_service *s, const char *addr, ms_error **e
 void mapi_alloc_put(mapi_chan *c) {
   if (c && atomic_fetch_sub(&c->refs, 1) == 1) {
     ms_rpc_channel_free(c->ch);
+    ms_rpc_achannel_free(c->ach);
     free(c->addr);
     free(c);
   }
@@ -74,6 +81,10 @@ mapi_service *mapi_service_new(const mapi_config *cfg, ms_error **err) {
   s->view = mapi_view_new();
   s->events = mapi_events_new(s->view, &(mapi_events_config){.queue_bytes = cfg->subscriber_queue_bytes,
                                                              .chunk_bytes = cfg->max_chunk_bytes});
+  if (mapi_relays_init(s, err) < 0) {
+    mapi_service_free(s);
+    return NULL;
+  }
   if (fixed && !(s->alloc = chan_new(s, s->cfg.allocator, err))) {
     ms_error_prefix(err, "allocator `%s`", s->cfg.allocator);
     mapi_service_free(s);
@@ -133,7 +144,7 @@ int mapi_service_start(mapi_service *s, ms_error **err) {
   if ((e = pthread_create(&s->park_thread, NULL, mapi_park_main, s)) != 0)
     return ms_error_set_errno(err, e, "starting the reads thread");
   s->park_started = true;
-  return 0;
+  return mapi_relays_start(s, err);
 }
 
 void mapi_service_close(mapi_service *s) {
@@ -165,6 +176,7 @@ void mapi_service_free(mapi_service *s) {
   if (!s)
     return;
   mapi_service_close(s);
+  mapi_relays_free(s);
   mapi_alloc_put(s->alloc);
   ms_rpc_channel_free(s->reg);
   mapi_events_free(s->events);

@@ -4,7 +4,8 @@
  *
  * Threads: the gRPC server's thread runs the handlers (never blocking); one watch
  * thread keeps the view; one thread serves reads parked on `min_revision`; a pool
- * forwards unary calls; each Scheduler.Subscribe has a relay thread; with a
+ * forwards unary calls; one loop thread relays every Scheduler.Subscribe (their
+ * upstream streams complete on one more thread); with a
  * registry, one thread follows Registry.WatchLeader and moves every stream to the
  * new leader.
  *
@@ -33,6 +34,7 @@ typedef struct mapi_config {
   const ms_rpc_tls *allocator_tls; /* NULL: plaintext */
   size_t subscriber_queue_bytes;   /* Operator.Subscribe: events waiting per subscriber (0: 8 MiB) */
   struct mapi_auth *auth;          /* who calls (mapi-auth.h); borrowed; NULL: mTLS or anonymous */
+  size_t max_subscriptions_per_principal; /* Scheduler.Subscribe streams per principal (0: no limit) */
 } mapi_config;
 
 typedef struct mapi_service mapi_service;
