@@ -11,6 +11,7 @@
 #include "cli.h"
 
 #define MAX_PAGES 100000
+#define AGENT_CALL_MAX_MS 10000
 
 static char **args_vec; /* the reordered argument vector of the current parse */
 
@@ -169,12 +170,15 @@ ms_rpc_channel *cli_master(cli *c, ms_error **err) {
 
 int cli_call(cli *c, ms_rpc_channel *ch, const char *service, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp, ms_error **err) {
+  int64_t timeout_ms = c->timeout_ns / 1000000;
+  if (ch && timeout_ms > AGENT_CALL_MAX_MS)
+    timeout_ms = AGENT_CALL_MAX_MS; /* an agent's: `run` polls it and must not stall long */
   if (!ch && !(ch = cli_master(c, err)))
     return MS_ERR;
   _cleanup_free_ char *path = ms_xasprintf("/meseta.v1.%s/%s", service, method);
   /* Wait for ready: a slow handshake (a loaded machine, TLS) or a master that is just
    * starting is waited for, up to the call's deadline, instead of failing at once. */
-  ms_rpc_call_options o = {.timeout_ms = c->timeout_ns / 1000000, .metadata = c->md, .wait_for_ready = true};
+  ms_rpc_call_options o = {.timeout_ms = timeout_ms, .metadata = c->md, .wait_for_ready = true};
   return ms_rpc_unary(ch, path, req, resp_desc, &o, ret_resp, err);
 }
 

@@ -123,10 +123,16 @@ static int sched_call(run *r, const char *method, ProtobufCMessage *req, const P
 }
 
 static void copy_output(run *r, bool final) {
+  if (!final && r->agent_err)
+    return; /* the agent cannot be read: tried once more at the end */
   if (!r->agent && !r->agent_err)
     r->agent = cli_agent_channel(r->c, r->agent_id, &r->agent_addr, &r->agent_err);
   if (!r->agent)
     return;
+  if (final) { /* the last read decides whether the output is complete */
+    ms_error_free(r->agent_err);
+    r->agent_err = NULL;
+  }
   ms_error *err = NULL;
   if (cli_read_sandbox(r->c, r->agent, r->fw_id, r->task_id, "stdout", &r->off_out, stdout, &err) < 0 ||
       cli_read_sandbox(r->c, r->agent, r->fw_id, r->task_id, "stderr", &r->off_err, stderr, &err) < 0) {

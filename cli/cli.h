@@ -114,7 +114,8 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The master channel (made on first use); NULL with *err if the address is bad. */
 ms_rpc_channel *cli_master(cli *c, ms_error **err);
 /* A unary call on `ch` (NULL: the master) to "/meseta.v1.<service>/<method>", with the
- * context's deadline and token. */
+ * context's deadline (at most 10 s on an agent's channel) and token; it waits for the
+ * connection (wait-for-ready) within that deadline. */
 int cli_call(cli *c, ms_rpc_channel *ch, const char *service, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp, ms_error **err);
 /* Prints one line for a failed call, "meseta: <what>: <CODE>: <message>", consumes
