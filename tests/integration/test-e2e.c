@@ -475,6 +475,97 @@ static void test_trust_5_batch_survives_master_api_loss(void) {
   MS_ASSERT_OK(teardown_framework(&err), &err);
 }
 
+/* The pid of the process whose command line holds `needle`, or 0. */
+static pid_t pid_with(const char *needle) {
+  _cleanup_(closedirp) DIR *d = opendir("/proc");
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end || pid <= 0 || pid == (long)getpid())
+      continue;
+    _cleanup_free_ char *p = ms_xasprintf("/proc/%ld/cmdline", pid);
+    /* NULs separate the words. */
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    char buf[4096];
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+    if (fd >= 0)
+      close(fd);
+    for (ssize_t i = 0; i < n; i++)
+      if (!buf[i])
+        buf[i] = ' ';
+    if (n > 0 && (buf[n] = '\0', strstr(buf, needle)))
+      return (pid_t)pid;
+  }
+  return 0;
+}
+
+typedef struct stopper {
+  const char *watch, *needle;
+  int64_t want_running;
+  bool stopped;
+} stopper;
+
+/* SIGTERM to the batch once `want_running` tasks run: it leaves without teardown
+ * (--no-teardown), its tasks keep running (the failover timeout). */
+static void *stopper_main(void *arg) {
+  stopper *st = arg;
+  int64_t end = ms_time_mono_ms() + BATCH_TIMEOUT_MS;
+  while (ms_time_mono_ms() < end && running_tasks(st->watch) < st->want_running)
+    ms_time_sleep_ms(100);
+  pid_t pid = pid_with(st->needle);
+  printf("\n  stopping the first meseta-batch (pid %d) with %" PRId64 " tasks running\n", (int)pid,
+         running_tasks(st->watch));
+  st->stopped = pid > 0 && kill(pid, SIGTERM) == 0;
+  return NULL;
+}
+
+/* Point 5, the option: a second run resumes the framework of a first one that left with
+ * its tasks running (--framework-id): it reconciles and adopts them, launches none
+ * again, and sees each finish once. */
+static void test_trust_5_batch_resumes_framework_id(void) {
+  CU_ASSERT_FATAL(stack_up && stack.mapi);
+  const char *mapi = ms_e2e_mapi(&stack);
+  stopper st = {.watch = mapi, .needle = "--name resume-e2e", .want_running = FAILOVER_TASKS};
+  pthread_t th;
+  CU_ASSERT_FATAL(pthread_create(&th, NULL, stopper_main, &st) == 0);
+  _cleanup_free_ char *log1 = ms_xasprintf("%s/meseta-batch-resume-1.log", dir);
+  const char *extra1[] = {"--cmd", "sleep 10", "--no-teardown", "--name", "resume-e2e", NULL};
+  ms_e2e_batch r1, r2;
+  ms_error *err = NULL;
+  int rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra1, log1, BATCH_TIMEOUT_MS, &r1, &err);
+  pthread_join(th, NULL);
+  MS_ASSERT_OK(rc, &err);
+  CU_ASSERT(st.stopped);
+  CU_ASSERT_NOT_EQUAL(r1.exit_code, 0); /* stopped before its tasks ended */
+  CU_ASSERT_EQUAL(r1.launched, FAILOVER_TASKS);
+  CU_ASSERT_FATAL(r1.framework_id[0] != '\0');
+
+  _cleanup_free_ char *log2 = ms_xasprintf("%s/meseta-batch-resume-2.log", dir);
+  const char *extra2[] = {"--cmd", "sleep 10", "--no-teardown", "--name", "resume-e2e", "--framework-id",
+                          r1.framework_id, NULL};
+  rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra2, log2, BATCH_TIMEOUT_MS, &r2, &err);
+  MS_ASSERT_OK(rc, &err);
+  printf("  resumed: exit %d, launched %" PRId64 ", finished %" PRId64 ", errors %" PRId64 "; log %s\n",
+         r2.exit_code, r2.launched, r2.finished, r2.errors, log2);
+  CU_ASSERT_EQUAL(r2.exit_code, 0);
+  CU_ASSERT_STRING_EQUAL(r2.framework_id, r1.framework_id);
+  CU_ASSERT_EQUAL(r2.launched, 0); /* every task was adopted, none ran twice */
+  CU_ASSERT_EQUAL(r2.finished, FAILOVER_TASKS);
+  CU_ASSERT_EQUAL(r2.errors, 0);
+
+  result = r2;
+  n_tasks = FAILOVER_TASKS;
+  view v;
+  bool complete = ms_sim_wait(view_complete, &v, VIEW_WAIT_MS);
+  printf("  operator view: %" PRId64 " tasks (%" PRId64 " FINISHED, %" PRId64 " duplicate ids)\n", v.tasks,
+         v.finished, v.dup);
+  CU_ASSERT(complete);
+  CU_ASSERT_EQUAL(v.tasks, FAILOVER_TASKS);
+  CU_ASSERT_EQUAL(v.dup, 0);
+  MS_ASSERT_OK(teardown_framework(&err), &err);
+}
+
 /* Whether a cgroup of ours holds a container (c-*) in any hierarchy. */
 static int containers_left(void) {
   int n = 0;
@@ -530,6 +621,7 @@ static const ms_test_case cases[] = {
     {"batch", test_batch},
     {"operator_state", test_operator_state},
     {"trust_5_batch_survives_master_api_loss", test_trust_5_batch_survives_master_api_loss},
+    {"trust_5_batch_resumes_framework_id", test_trust_5_batch_resumes_framework_id},
     {"nothing_left", test_nothing_left},
     {NULL, NULL},
 };
