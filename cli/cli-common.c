@@ -11,6 +11,7 @@
 #include "cli.h"
 
 #define MAX_PAGES 100000
+#define AGENT_CALL_MAX_MS 10000
 
 static char **args_vec; /* the reordered argument vector of the current parse */
 
@@ -42,13 +43,36 @@ static bool takes_value(const ms_flag_spec *spec, const char *arg) {
 
 char *cli_output_flag;
 
-int cli_args(cli *c, const ms_flag_spec *spec, int argc, char **argv, int min, int max, char ***ret_pos,
+/* A global flag (cli_global_spec) the command does not define itself. */
+static const ms_flag *global_flag(const ms_flag_spec *spec, const char *arg) {
+  if (arg[1] != '-')
+    return NULL;
+  const char *name = arg + 2;
+  size_t n = strcspn(name, "=");
+  if (find_flag(spec, name, n))
+    return NULL; /* the command's own (`up --agent-port`) */
+  return find_flag(&cli_global_spec, name, n);
+}
+
+/* The environment twins of a command's flags: MESETA_<COMMAND>_<FLAG> ("meseta quota
+ * set" + "cpus" -> MESETA_QUOTA_SET_CPUS), so that one command's twin never reaches
+ * another command's flag of the same name. */
+static char *env_prefix;
+
+int cli_args(cli *c, const ms_flag_spec *spec_in, int argc, char **argv, int min, int max, char ***ret_pos,
              int *ret_npos) {
-  /* Flags first, then `--`, then the positional arguments, for ms_flags_parse. */
+  free(env_prefix);
+  env_prefix = ms_xasprintf("%s ", spec_in->prog);
+  ms_flag_spec scoped = *spec_in;
+  scoped.env_prefix = env_prefix;
+  const ms_flag_spec *spec = &scoped;
+  /* Flags first, then `--`, then the positional arguments, for ms_flags_parse. Global
+   * flags (`--master`) may stand here too: they go to the context. */
   free(args_vec);
   args_vec = ms_xcalloc((size_t)argc + 2, sizeof(char *));
   char **pos = ms_xcalloc((size_t)argc + 1, sizeof(char *));
-  int n = 0, npos = 0;
+  _cleanup_free_ char **globals = ms_xcalloc((size_t)argc + 1, sizeof(char *));
+  int n = 0, npos = 0, nglobal = 0;
   args_vec[n++] = argv[0];
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -62,9 +86,19 @@ int cli_args(cli *c, const ms_flag_spec *spec, int argc, char **argv, int min, i
       continue;
     }
     if (strcmp(a, "-o") == 0) { /* the one short flag, as kubectl's */
-      args_vec[n++] = "--output";
+      bool own = find_flag(spec, "output", 6) != NULL;
+      char **to = own ? args_vec : globals;
+      int *k = own ? &n : &nglobal;
+      to[(*k)++] = "--output";
       if (i + 1 < argc)
-        args_vec[n++] = argv[++i];
+        to[(*k)++] = argv[++i];
+      continue;
+    }
+    const ms_flag *g = global_flag(spec, a);
+    if (g) {
+      globals[nglobal++] = argv[i];
+      if (!strchr(a, '=') && g->type != MS_FLAG_BOOL && i + 1 < argc)
+        globals[nglobal++] = argv[++i];
       continue;
     }
     args_vec[n++] = argv[i];
@@ -82,6 +116,8 @@ int cli_args(cli *c, const ms_flag_spec *spec, int argc, char **argv, int min, i
   if (r == 1)
     return CLI_EXIT_OK;
   const char *prog = strncmp(spec->prog, "meseta ", 7) == 0 ? spec->prog + 7 : spec->prog;
+  if (r == 0 && nglobal > 0 && cli_apply_globals(c, nglobal, globals) != -1)
+    return CLI_EXIT_USAGE; /* it said why */
   if (r < 0) {
     cli_usage_error("%s: %s", prog, err->msg);
     ms_error_free(err);
@@ -114,6 +150,8 @@ void cli_args_free(const ms_flag_spec *spec) {
   ms_flags_free(spec);
   free(args_vec);
   args_vec = NULL;
+  free(env_prefix);
+  env_prefix = NULL;
 }
 
 /* ---- calls ---- */
@@ -132,10 +170,15 @@ ms_rpc_channel *cli_master(cli *c, ms_error **err) {
 
 int cli_call(cli *c, ms_rpc_channel *ch, const char *service, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp, ms_error **err) {
+  int64_t timeout_ms = c->timeout_ns / 1000000;
+  if (ch && timeout_ms > AGENT_CALL_MAX_MS)
+    timeout_ms = AGENT_CALL_MAX_MS; /* an agent's: `run` polls it and must not stall long */
   if (!ch && !(ch = cli_master(c, err)))
     return MS_ERR;
   _cleanup_free_ char *path = ms_xasprintf("/meseta.v1.%s/%s", service, method);
-  ms_rpc_call_options o = {.timeout_ms = c->timeout_ns / 1000000, .metadata = c->md};
+  /* Wait for ready: a slow handshake (a loaded machine, TLS) or a master that is just
+   * starting is waited for, up to the call's deadline, instead of failing at once. */
+  ms_rpc_call_options o = {.timeout_ms = timeout_ms, .metadata = c->md, .wait_for_ready = true};
   return ms_rpc_unary(ch, path, req, resp_desc, &o, ret_resp, err);
 }
 
@@ -145,7 +188,12 @@ int cli_fail(cli *c, const char *what, ms_error *err) {
     rc = CLI_EXIT_UNREACHABLE;
   else if (err->code == MS_INVALID_ARGUMENT && strncmp(err->msg, "master `", 8) == 0)
     rc = CLI_EXIT_USAGE; /* a master address that does not parse */
-  if (rc == CLI_EXIT_UNREACHABLE)
+  if (err->code == MS_DEADLINE_EXCEEDED)
+    fprintf(stderr,
+            "meseta: %s: DEADLINE_EXCEEDED: no answer within --call-timeout %.3gs (master %s: not reachable, "
+            "or too slow)\n",
+            what, (double)c->timeout_ns / 1e9, c->master);
+  else if (rc == CLI_EXIT_UNREACHABLE)
     fprintf(stderr, "meseta: %s: %s: %s (master %s)\n", what, ms_status_name(err->code), err->msg, c->master);
   else
     fprintf(stderr, "meseta: %s: %s: %s\n", what, ms_status_name(err->code), err->msg);

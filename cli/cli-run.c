@@ -54,6 +54,11 @@ static const ms_flag flags[] = {
     {"quiet", MS_FLAG_BOOL, &f_quiet, "false", "Do not print the task's state changes"},
 };
 
+/* What the task asks for, for cli_why_waiting. */
+static const char *want_names[3] = {"cpus", "mem", "disk"};
+static double want_values[3];
+static size_t n_want;
+
 typedef enum stop_why { STOP_NONE, STOP_TIMEOUT, STOP_SIGNAL } stop_why;
 
 typedef struct run {
@@ -118,10 +123,16 @@ static int sched_call(run *r, const char *method, ProtobufCMessage *req, const P
 }
 
 static void copy_output(run *r, bool final) {
+  if (!final && r->agent_err)
+    return; /* the agent cannot be read: tried once more at the end */
   if (!r->agent && !r->agent_err)
     r->agent = cli_agent_channel(r->c, r->agent_id, &r->agent_addr, &r->agent_err);
   if (!r->agent)
     return;
+  if (final) { /* the last read decides whether the output is complete */
+    ms_error_free(r->agent_err);
+    r->agent_err = NULL;
+  }
   ms_error *err = NULL;
   if (cli_read_sandbox(r->c, r->agent, r->fw_id, r->task_id, "stdout", &r->off_out, stdout, &err) < 0 ||
       cli_read_sandbox(r->c, r->agent, r->fw_id, r->task_id, "stderr", &r->off_err, stderr, &err) < 0) {
@@ -180,13 +191,16 @@ static void *side(void *arg) {
     }
     if (r->kill_sent_ms && now - r->kill_sent_ms > KILL_GUARD_MS)
       ms_rpc_stream_cancel(r->stream); /* the task never reported its end */
-    if (!r->launched && !noted && now - start > WAITING_NOTE_MS) {
-      noted = true;
+    bool explain = false;
+    if (!r->launched && !noted && r->stop == STOP_NONE && now - start > WAITING_NOTE_MS) {
+      noted = explain = true;
       note("no offer of role `%s` fits cpus:%s;mem:%s%s%s yet: waiting", f_role, f_cpus, f_mem,
            f_disk ? ";disk:" : "", f_disk ? f_disk : "");
     }
     bool launched = r->launched;
     pthread_mutex_unlock(&r->mu);
+    if (explain) /* even with --quiet: a wait nobody explains looks like a hang */
+      cli_why_waiting(r->c, f_role, want_names, want_values, n_want, stderr);
     if (kill_now)
       kill_task(r);
     if (launched)
@@ -467,9 +481,12 @@ static int subscribe(run *r, ms_error **err) {
   info.capabilities = caps;
   Meseta__V1__SubscribeRequest req = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
   req.framework_info = &info;
+  /* The stream has no deadline: wait for the connection first, bounded by --call-timeout
+   * (a slow handshake is waited for, an absent master is not waited for forever). */
   ms_rpc_channel *ch = cli_master(r->c, err);
-  ms_rpc_call_options o = {.metadata = r->c->md};
-  if (!ch || !(r->stream = ms_rpc_stream_open(ch, "/meseta.v1.Scheduler/Subscribe", &req.base, &o, err)))
+  ms_rpc_call_options o = {.metadata = r->c->md, .wait_for_ready = true};
+  if (!ch || ms_rpc_channel_wait_ready(ch, r->c->timeout_ns / 1000000, err) < 0 ||
+      !(r->stream = ms_rpc_stream_open(ch, "/meseta.v1.Scheduler/Subscribe", &req.base, &o, err)))
     return MS_ERR;
   Meseta__V1__Event *ev = NULL;
   int n = ms_rpc_stream_recv(r->stream, &meseta__v1__event__descriptor, (ProtobufCMessage **)&ev, err);
@@ -509,6 +526,10 @@ static int run_task(cli *c, char **pos, int npos) {
   cli_parse_quantity("mem", f_mem, &mem, NULL);
   if (f_disk)
     cli_parse_quantity("disk", f_disk, &disk, NULL);
+  want_values[0] = cpus;
+  want_values[1] = mem;
+  want_values[2] = disk;
+  n_want = f_disk ? 3 : 2;
   char text[256];
   snprintf(text, sizeof(text), "cpus:%.3f;mem:%.3f%s", cpus, mem, f_disk ? "" : "");
   if (f_disk)

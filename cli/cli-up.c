@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +36,7 @@ typedef struct proc {
 
 typedef struct up {
   char *state, *logs, *bin_dir, *etcd_bin, *seccomp_dir;
+  char *self; /* this binary: children start through it (CLI_UP_EXEC) */
   proc procs[MAX_PROCS];
   int n;
 } up;
@@ -130,9 +132,21 @@ static int spawn(up *u, const char *name, const char *info, char *const *argv, c
   posix_spawnattr_setsigmask(&at, &none);
   posix_spawnattr_setsigdefault(&at, &defaults);
   posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  /* Through ourselves (cli_up_exec): the child gets SIGTERM when we die, even by SIGKILL,
+   * which posix_spawn alone cannot arrange (PR_SET_PDEATHSIG goes between fork and exec). */
+  size_t n = 0;
+  while (argv[n])
+    n++;
+  _cleanup_free_ char **args = ms_xcalloc(n + 4, sizeof(char *));
+  char ppid[32];
+  snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
+  args[0] = u->self;
+  args[1] = CLI_UP_EXEC;
+  args[2] = ppid;
+  memcpy(args + 3, argv, n * sizeof(char *));
   proc *p = &u->procs[u->n];
   memset(p, 0, sizeof(*p));
-  int e = posix_spawnp(&p->pid, argv[0], &fa, &at, argv, environ);
+  int e = posix_spawn(&p->pid, "/proc/self/exe", &fa, &at, args, environ); /* even if rebuilt since */
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&at);
   if (e)
@@ -190,22 +204,26 @@ static bool etcd_ready(int64_t port) {
   return ok;
 }
 
-/* Waits for the last process to be ready (its ready file, or etcd answering). */
+/* Waits for the last process to be ready (its ready file, or etcd answering); any
+ * process that exits meanwhile ends the start, with the end of its log. */
 static int wait_ready(up *u, int64_t timeout_ms, volatile sig_atomic_t *stop, ms_error **err) {
   proc *p = &u->procs[u->n - 1];
   int64_t end = ms_time_mono_ms() + timeout_ms;
   for (;;) {
+    for (int i = 0; i < u->n; i++) {
+      proc *q = &u->procs[i];
+      if (alive(q))
+        continue;
+      fprintf(stderr, "up: %s exited while %s was starting; the end of its log:\n", q->name, p->name);
+      log_tail(u, q->name);
+      return ms_error_set(err, MS_UNAVAILABLE, "%s did not start (log: %s/%s.log)", q->name, u->logs,
+                          q->name);
+    }
     struct stat st;
     if (p->ready ? stat(p->ready, &st) == 0 && st.st_size > 0 : etcd_ready(f_etcd_port))
       return 0;
     if (*stop)
       return ms_error_set(err, MS_CANCELLED, "interrupted while %s was starting", p->name);
-    if (!alive(p)) {
-      fprintf(stderr, "up: %s exited while starting; the end of its log:\n", p->name);
-      log_tail(u, p->name);
-      return ms_error_set(err, MS_UNAVAILABLE, "%s did not start (log: %s/%s.log)", p->name, u->logs,
-                          p->name);
-    }
     if (ms_time_mono_ms() > end)
       return ms_error_set(err, MS_DEADLINE_EXCEEDED, "%s not ready after %lld s (log: %s/%s.log)", p->name,
                           (long long)timeout_ms / 1000, u->logs, p->name);
@@ -257,6 +275,60 @@ static int mkdir_p(const char *path, mode_t mode) {
 
 static char *portstr(int64_t port) {
   return ms_xasprintf("127.0.0.1:%lld", (long long)port);
+}
+
+/* Every port this run will use is free, and no two are the same; otherwise the error
+ * names the port, its flag and who holds it. Checked before anything starts: a second
+ * cluster must not half start beside the first. */
+static int check_ports(ms_error **err) {
+  struct {
+    const char *flag;
+    int64_t port;
+  } ports[6 + MAX_AGENTS] = {{"--etcd-port", f_etcd_port},
+                             {"--etcd-peer-port", f_etcd_peer},
+                             {"--registry-port", f_registry_port},
+                             {"--allocator-port", f_allocator_port},
+                             {"--master-port", f_master_port}};
+  size_t n = 5;
+  char flag[MAX_AGENTS][48];
+  for (int64_t i = 0; i < f_agents; i++) {
+    snprintf(flag[i], sizeof(flag[i]), i ? "--agent-port (+ 10 x %lld, agent %lld)" : "--agent-port",
+             (long long)i, (long long)i + 1);
+    ports[n].flag = flag[i];
+    ports[n++].port = f_agent_port + 10 * i;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (ports[i].port <= 0 || ports[i].port > 65535)
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "%s: %lld is not a port", ports[i].flag,
+                          (long long)ports[i].port);
+    for (size_t j = 0; j < i; j++)
+      if (ports[j].port == ports[i].port)
+        return ms_error_set(err, MS_INVALID_ARGUMENT, "%s and %s are both port %lld", ports[j].flag,
+                            ports[i].flag, (long long)ports[i].port);
+    char holder[256];
+    if (cli_port_busy((int)ports[i].port, holder, sizeof(holder)))
+      return ms_error_set(err, MS_FAILED_PRECONDITION,
+                          "port %lld (%s) is in use by %s: stop it, or give %s another port",
+                          (long long)ports[i].port, ports[i].flag, holder, ports[i].flag);
+  }
+  return 0;
+}
+
+int cli_up_exec(int argc, char **argv) {
+  /* argv: CLI_UP_EXEC PARENT_PID PROG ARGS... */
+  if (argc < 3)
+    return 127;
+  char *end;
+  long parent = strtol(argv[1], &end, 10);
+  if (*end || prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) {
+    perror("meseta up: PR_SET_PDEATHSIG");
+    return 127;
+  }
+  if (getppid() != (pid_t)parent) /* `meseta up` died before the line above */
+    return 1;
+  execvp(argv[2], argv + 2);
+  fprintf(stderr, "meseta up: cannot run `%s`: %s\n", argv[2], strerror(errno));
+  return 127;
 }
 
 static int start_all(up *u, ms_error **err) {
@@ -362,16 +434,27 @@ int cli_cmd_up(cli *c, int argc, char **argv) {
   u.bin_dir = f_bin_dir ? ms_xstrdup(f_bin_dir) : self_dir();
   u.etcd_bin = ms_xstrdup(f_etcd);
   u.seccomp_dir = f_seccomp ? ms_xstrdup(f_seccomp) : default_seccomp(&u);
+  char self[PATH_MAX];
+  ssize_t sn = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  self[sn > 0 ? sn : 0] = '\0';
+  u.self = ms_xstrdup(sn > 0 ? self : "/proc/self/exe");
 
   struct sigaction sa = {.sa_handler = on_stop};
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGHUP, &sa, NULL);
+  /* A closed terminal or a gone `| tee` must not kill us halfway through stopping the
+   * others: EPIPE on a write is ignored, the signal means stop. */
+  sigaction(SIGPIPE, &sa, NULL);
 
   ms_error *err = NULL;
   rc = CLI_EXIT_OK;
-  if (start_all(&u, &err) < 0) {
+  if (check_ports(&err) < 0) {
+    fprintf(stderr, "up: %s\n", err->msg);
+    ms_error_free(err);
+    rc = CLI_EXIT_REFUSED;
+  } else if (start_all(&u, &err) < 0) {
     fprintf(stderr, "up: %s\n", err->msg);
     ms_error_free(err);
     rc = stop_flag ? CLI_EXIT_OK : CLI_EXIT_UNREACHABLE;
@@ -409,6 +492,7 @@ int cli_cmd_up(cli *c, int argc, char **argv) {
   free(u.bin_dir);
   free(u.etcd_bin);
   free(u.seccomp_dir);
+  free(u.self);
   cli_args_free(&spec);
   return rc;
 }

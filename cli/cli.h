@@ -71,6 +71,8 @@ int cli_cmd_maint_start(cli *c, int argc, char **argv);
 int cli_cmd_maint_stop(cli *c, int argc, char **argv);
 int cli_cmd_run(cli *c, int argc, char **argv);
 int cli_cmd_up(cli *c, int argc, char **argv);
+int cli_cmd_version(cli *c, int argc, char **argv);
+int cli_cmd_completion(cli *c, int argc, char **argv);
 
 /* ---- arguments (cli-common.c) ---- */
 
@@ -79,9 +81,18 @@ int cli_cmd_up(cli *c, int argc, char **argv);
  * -1 and points *ret_pos / *ret_npos at the positional arguments (inside a vector the
  * parse owns until cli_args_free). Otherwise returns the exit code to end with: 0 after
  * --help, CLI_EXIT_USAGE after printing the error. `min`/`max` bound the positionals
- * (max < 0: no bound). `-o X` is read as `--output X`. */
+ * (max < 0: no bound). `-o X` is read as `--output X`. Global flags among them are
+ * applied to `c` (cli_apply_globals). The flags' environment twins are the command's:
+ * MESETA_<COMMAND>_<FLAG> (spec->prog "meseta quota set", flag "cpus": MESETA_QUOTA_SET_CPUS). */
 int cli_args(cli *c, const ms_flag_spec *spec, int argc, char **argv, int min, int max, char ***ret_pos,
              int *ret_npos);
+
+/* The global flags (meseta.c): accepted before the command and, unless the command has
+ * a flag of that name, anywhere among its flags. */
+extern const ms_flag_spec cli_global_spec;
+/* Applies global flags found among a command's (argv: the words, values included) as
+ * if given before the command; -1 on success, else prints why and returns the exit code. */
+int cli_apply_globals(cli *c, int argc, char **argv);
 
 /* The `--output` / `-o` row every read command has (its target: cli_output_flag;
  * cli_args copies a value given into c->output). */
@@ -103,7 +114,8 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The master channel (made on first use); NULL with *err if the address is bad. */
 ms_rpc_channel *cli_master(cli *c, ms_error **err);
 /* A unary call on `ch` (NULL: the master) to "/meseta.v1.<service>/<method>", with the
- * context's deadline and token. */
+ * context's deadline (at most 10 s on an agent's channel) and token; it waits for the
+ * connection (wait-for-ready) within that deadline. */
 int cli_call(cli *c, ms_rpc_channel *ch, const char *service, const char *method, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **ret_resp, ms_error **err);
 /* Prints one line for a failed call, "meseta: <what>: <CODE>: <message>", consumes
@@ -126,6 +138,29 @@ int cli_list_all(cli *c, const char *method, ProtobufCMessage *req,
 /* A resource quantity from the command line: a number; for "mem" and "disk" also a
  * byte size with a unit ("512MiB", "2GiB"), converted to MiB. */
 int cli_parse_quantity(const char *name, const char *text, double *ret, ms_error **err);
+
+/* ---- why `run` waits (cli-why.c) ---- */
+
+/* Reads agents and roles and prints one line on `out` saying why no offer of `role`
+ * holds the k quantities names[i] = want[i] (no agent, too big, other roles' quota
+ * guarantees, all in use). Thread-safe like cli_call. */
+void cli_why_waiting(cli *c, const char *role, const char *const *names, const double *want, size_t k,
+                     FILE *out);
+
+/* ---- ports (cli-ports.c) ---- */
+
+/* Whether TCP `port` is taken on this host (a listener on any address, or 127.0.0.1
+ * not bindable); then `holder` gets "pid N (comm)" or what is known. */
+bool cli_port_busy(int port, char *holder, size_t n);
+
+/* ---- `meseta up`'s children (cli-up.c) ---- */
+
+/* The hidden first argument by which `meseta up` starts each child through itself. */
+#define CLI_UP_EXEC "__up-exec"
+/* main() hands `meseta __up-exec PARENT_PID PROG ARGS...` here: it makes the process
+ * get SIGTERM when `meseta up` dies (even by SIGKILL), then execs PROG. Returns only
+ * on failure (the exit code). */
+int cli_up_exec(int argc, char **argv);
 
 /* ---- tasks and sandboxes (cli-logs.c) ---- */
 

@@ -54,6 +54,8 @@ static const command commands[] = {
     {"maintenance", "status", false, cli_cmd_maint_status, "Show machines draining and down"},
     {"maintenance", "start", false, cli_cmd_maint_start, "Take machines down (HOSTNAME...)"},
     {"maintenance", "stop", false, cli_cmd_maint_stop, "Bring machines back up (HOSTNAME...)"},
+    {"completion", NULL, false, cli_cmd_completion, "Print a shell completion script: bash or zsh"},
+    {"version", NULL, false, cli_cmd_version, "Print meseta's version (also --version)"},
 };
 
 static char *f_master, *f_token, *f_tls_ca, *f_tls_cert, *f_tls_key, *f_config, *f_output;
@@ -76,8 +78,8 @@ static const ms_flag flags[] = {
      "else 5051]",
      "PORT"},
 };
-static const ms_flag_spec spec = {"meseta", "Operate a meseta cluster.", flags, MS_ARRAY_SIZE(flags),
-                                  "<COMMAND> [ARGS]..."};
+const ms_flag_spec cli_global_spec = {"meseta", "Operate a meseta cluster.", flags, MS_ARRAY_SIZE(flags),
+                                      "<COMMAND> [ARGS]..."};
 
 static void print_commands(FILE *out) {
   fputs("\nCommands:\n", out);
@@ -163,12 +165,13 @@ static void cli_release(cli *c) {
   free(c->tls_key);
   free(c->output);
   free(c->auth);
+  *c = (cli){0};
 }
 
 static int dispatch(cli *c, int argc, char **argv) {
   const char *noun = argv[0];
   if (strcmp(noun, "help") == 0) {
-    ms_flags_print_help(&spec, stdout);
+    ms_flags_print_help(&cli_global_spec, stdout);
     print_commands(stdout);
     return CLI_EXIT_OK;
   }
@@ -203,72 +206,186 @@ static int dispatch(cli *c, int argc, char **argv) {
   return help ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 }
 
-int main(int argc, char **argv) {
-  for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) /* kubectl's -o; commands see it too */
-    if (strcmp(argv[i], "-o") == 0)
-      argv[i] = (char *)"--output";
+/* The global flags as given before the command (argv[0..n)), for cli_apply_globals. */
+static char **front;
+static int n_front;
+
+/* Parses argv as global flags into f_*, then fills `c` from them, the environment, the
+ * config file and the defaults. -1 on success, else the exit code (after saying why). */
+static int setup(cli *c, int argc, char **argv, int *ret_next) {
   ms_error *err = NULL;
-  int next = 0;
-  int r = ms_flags_parse(&spec, argc, argv, &next, &err);
+  int r = ms_flags_parse(&cli_global_spec, argc, argv, ret_next, &err);
   if (r == 1) {
     print_commands(stdout);
-    ms_flags_free(&spec);
     return CLI_EXIT_OK;
   }
   if (r < 0) {
     cli_usage_error("%s", err->msg);
     ms_error_free(err);
-    ms_flags_free(&spec);
     return CLI_EXIT_USAGE;
   }
-  if (next >= argc) {
-    fprintf(stderr, "Usage: meseta [FLAGS] <COMMAND> [ARGS]...\n");
-    print_commands(stderr);
-    ms_flags_free(&spec);
-    return CLI_EXIT_USAGE;
-  }
-
-  cli c = {.master = dup_or_null(f_master),
-           .token = dup_or_null(f_token),
-           .tls_ca = dup_or_null(f_tls_ca),
-           .tls_cert = dup_or_null(f_tls_cert),
-           .tls_key = dup_or_null(f_tls_key),
-           .output = dup_or_null(f_output),
-           .timeout_ns = f_timeout,
-           .agent_port = f_agent_port};
-  int rc = CLI_EXIT_USAGE;
-  if (load_config(&c, &err) < 0) {
+  *c = (cli){.master = dup_or_null(f_master),
+             .token = dup_or_null(f_token),
+             .tls_ca = dup_or_null(f_tls_ca),
+             .tls_cert = dup_or_null(f_tls_cert),
+             .tls_key = dup_or_null(f_tls_key),
+             .output = dup_or_null(f_output),
+             .timeout_ns = f_timeout,
+             .agent_port = f_agent_port};
+  if (load_config(c, &err) < 0) {
     cli_usage_error("%s", err->msg);
     ms_error_free(err);
-    goto out;
+    return CLI_EXIT_USAGE;
   }
-  if (!c.master)
-    c.master = ms_xstrdup("127.0.0.1:5050");
-  if (!c.output)
-    c.output = ms_xstrdup("table");
-  if (!cli_output_ok(c.output)) {
-    cli_usage_error("flag `--output`: `%s` is not one of table, json, yaml", c.output);
-    goto out;
+  if (!c->master)
+    c->master = ms_xstrdup("127.0.0.1:5050");
+  if (!c->output)
+    c->output = ms_xstrdup("table");
+  if (!cli_output_ok(c->output))
+    return cli_usage_error("flag `--output`: `%s` is not one of table, json, yaml", c->output);
+  c->agent_port_set = c->agent_port >= 0;
+  if (c->agent_port < 0)
+    c->agent_port = 5051;
+  if (c->agent_port == 0 || c->agent_port > 65535)
+    return cli_usage_error("flag `--agent-port`: %lld is not a port", (long long)c->agent_port);
+  if ((c->tls_cert != NULL) != (c->tls_key != NULL) || ((c->tls_cert || c->tls_key) && !c->tls_ca))
+    return cli_usage_error("TLS: `--tls-cert` and `--tls-key` go together, and need `--tls-ca`");
+  if (c->token && *c->token) {
+    c->auth = ms_xasprintf("Bearer %s", c->token);
+    c->md[0] = "authorization";
+    c->md[1] = c->auth;
   }
-  c.agent_port_set = c.agent_port >= 0;
-  if (c.agent_port < 0)
-    c.agent_port = 5051;
-  if (c.agent_port == 0 || c.agent_port > 65535) {
-    cli_usage_error("flag `--agent-port`: %lld is not a port", (long long)c.agent_port);
-    goto out;
+  return -1;
+}
+
+int cli_apply_globals(cli *c, int argc, char **argv) {
+  /* Parsed again as if they stood before the command (the last of a flag given twice wins);
+   * no call has been made yet, so the context is simply made again. */
+  _cleanup_free_ char **v = ms_xcalloc((size_t)(n_front + argc) + 1, sizeof(char *));
+  int n = 0;
+  for (int i = 0; i < n_front; i++)
+    v[n++] = front[i];
+  for (int i = 0; i < argc; i++)
+    v[n++] = argv[i];
+  int next = 0;
+  cli_release(c);
+  int rc = setup(c, n, v, &next);
+  if (rc == -1 && next < n)
+    return cli_usage_error("`%s` is not a global flag", v[next]);
+  return rc;
+}
+
+/* ---- shell completion, generated from the command table and the global flags ---- */
+
+/* Nouns, and each noun's verbs, from `commands`; a command's own flags come from its
+ * --help when completing (so they never go stale). */
+static void print_bash_completion(FILE *out) {
+  fputs("# bash completion for meseta: source <(meseta completion bash)\n"
+        "_meseta() {\n"
+        "  local cur=${COMP_WORDS[COMP_CWORD]} noun= verb= i w skip=0\n"
+        "  for ((i = 1; i < COMP_CWORD; i++)); do\n"
+        "    w=${COMP_WORDS[i]}\n"
+        "    if ((skip)); then skip=0; continue; fi\n"
+        "    case $w in\n"
+        "    --*=*) ;;\n",
+        out);
+  fputs("    -o", out);
+  for (size_t i = 0; i < cli_global_spec.n_flags; i++)
+    if (cli_global_spec.flags[i].type != MS_FLAG_BOOL)
+      fprintf(out, " | --%s", cli_global_spec.flags[i].name);
+  fputs(") skip=1 ;;\n"
+        "    -*) ;;\n"
+        "    *) if [[ -z $noun ]]; then noun=$w; elif [[ -z $verb ]]; then verb=$w; fi ;;\n"
+        "    esac\n"
+        "  done\n"
+        "  if [[ $cur == -* ]]; then\n"
+        "    local own\n"
+        "    [[ -n $noun ]] && own=$(meseta $noun $verb --help 2>/dev/null | grep -o -- '--[a-z][a-z0-9-]*' "
+        "| sort -u)\n"
+        "    COMPREPLY=($(compgen -W \"--help --version",
+        out);
+  for (size_t i = 0; i < cli_global_spec.n_flags; i++)
+    fprintf(out, " --%s", cli_global_spec.flags[i].name);
+  fputs(" $own\" -- \"$cur\"))\n"
+        "    return\n"
+        "  fi\n"
+        "  if [[ -z $noun ]]; then\n"
+        "    COMPREPLY=($(compgen -W \"help",
+        out);
+  for (size_t i = 0; i < MS_ARRAY_SIZE(commands); i++)
+    if (i == 0 || strcmp(commands[i - 1].noun, commands[i].noun) != 0)
+      fprintf(out, " %s", commands[i].noun);
+  fputs("\" -- \"$cur\"))\n"
+        "    return\n"
+        "  fi\n"
+        "  [[ -n $verb ]] && return\n"
+        "  case $noun in\n"
+        "  completion) COMPREPLY=($(compgen -W \"bash zsh\" -- \"$cur\")) ;;\n",
+        out);
+  for (size_t i = 0; i < MS_ARRAY_SIZE(commands); i++) {
+    if (!commands[i].verb || (i > 0 && strcmp(commands[i - 1].noun, commands[i].noun) == 0))
+      continue;
+    fprintf(out, "  %s) COMPREPLY=($(compgen -W \"", commands[i].noun);
+    for (size_t j = i; j < MS_ARRAY_SIZE(commands) && strcmp(commands[j].noun, commands[i].noun) == 0; j++)
+      fprintf(out, "%s%s", j > i ? " " : "", commands[j].verb);
+    fputs("\" -- \"$cur\")) ;;\n", out);
   }
-  if ((c.tls_cert != NULL) != (c.tls_key != NULL) || ((c.tls_cert || c.tls_key) && !c.tls_ca)) {
-    cli_usage_error("TLS: `--tls-cert` and `--tls-key` go together, and need `--tls-ca`");
-    goto out;
+  fputs("  esac\n"
+        "}\n"
+        "complete -F _meseta meseta\n",
+        out);
+}
+
+int cli_cmd_completion(cli *c, int argc, char **argv) {
+  (void)c;
+  if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    puts("Usage: meseta completion bash|zsh\n\n"
+         "Prints a completion script: `source <(meseta completion bash)` in ~/.bashrc, or\n"
+         "`source <(meseta completion zsh)` in ~/.zshrc.");
+    return CLI_EXIT_OK;
   }
-  if (c.token && *c.token) {
-    c.auth = ms_xasprintf("Bearer %s", c.token);
-    c.md[0] = "authorization";
-    c.md[1] = c.auth;
+  if (argc != 2 || (strcmp(argv[1], "bash") != 0 && strcmp(argv[1], "zsh") != 0))
+    return cli_usage_error("completion: expects `bash` or `zsh` (see `meseta completion --help`)");
+  if (strcmp(argv[1], "zsh") == 0) /* zsh runs bash completion functions through bashcompinit */
+    fputs("# zsh completion for meseta: source <(meseta completion zsh)\n"
+          "autoload -U +X compinit && compinit\n"
+          "autoload -U +X bashcompinit && bashcompinit\n",
+          stdout);
+  print_bash_completion(stdout);
+  return CLI_EXIT_OK;
+}
+
+int cli_cmd_version(cli *c, int argc, char **argv) {
+  (void)c;
+  (void)argc;
+  (void)argv;
+  printf("meseta %s\n", MESETA_VERSION);
+  return CLI_EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], CLI_UP_EXEC) == 0)
+    return cli_up_exec(argc - 1, argv + 1);
+  for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) /* kubectl's -o; commands see it too */
+    if (strcmp(argv[i], "-o") == 0)
+      argv[i] = (char *)"--output";
+  for (int i = 1; i < argc && argv[i][0] == '-'; i++)
+    if (strcmp(argv[i], "--version") == 0)
+      return cli_cmd_version(NULL, 0, NULL);
+  cli c = {0};
+  int next = 0;
+  int rc = setup(&c, argc, argv, &next);
+  if (rc == -1 && next >= argc) {
+    fprintf(stderr, "Usage: meseta [FLAGS] <COMMAND> [ARGS]...\n");
+    print_commands(stderr);
+    rc = CLI_EXIT_USAGE;
   }
-  rc = dispatch(&c, argc - next, argv + next);
-out:
+  if (rc == -1) {
+    front = argv;
+    n_front = next;
+    rc = dispatch(&c, argc - next, argv + next);
+  }
   cli_release(&c);
-  ms_flags_free(&spec);
+  ms_flags_free(&cli_global_spec);
   return rc;
 }

@@ -8,7 +8,7 @@
 #                  --etcd-peer-port N, --registry-port N, --allocator-port N, --master-port N,
 #                  --agent-port N, ...; `build-up/cli/meseta up --help` lists them]
 #
-# Every flag has an environment twin: MESETA_AGENTS, MESETA_STATE_DIR, MESETA_ETCD_PORT, ...
+# Every flag has an environment twin: MESETA_UP_AGENTS, MESETA_UP_STATE_DIR, MESETA_UP_ETCD_PORT, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -38,13 +38,24 @@ else
   }
 fi
 
+# Only what `meseta up` runs (and the example framework): no tests, no benchmarks.
+TARGETS=(meseta-cli meseta-registry meseta-allocator meseta-master-api meseta-agent meseta-runtime meseta-batch)
+
 if ((DO_BUILD)); then
   section "build (Release, $BUILD_DIR)"
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMESETA_SANITIZE= >/dev/null
-  cmake --build "$BUILD_DIR" -j"$(nproc)"
+  if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then
+    echo "up.sh: configuring $BUILD_DIR (the first time takes ~20 s; cmake's output: $BUILD_DIR/configure.log)"
+  fi
+  mkdir -p "$BUILD_DIR"
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DMESETA_SANITIZE= >"$BUILD_DIR/configure.log" 2>&1 || {
+    cat "$BUILD_DIR/configure.log" >&2
+    exit 1
+  }
+  echo "up.sh: building ${TARGETS[*]}"
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target "${TARGETS[@]}"
 fi
 
 section "meseta up"
 export PATH="$BUILD_DIR/cli:$PATH" # so `meseta` works in the printed tour
-exec "$BUILD_DIR/cli/meseta" up --state-dir "${MESETA_STATE_DIR:-$ROOT/.state}" \
+exec "$BUILD_DIR/cli/meseta" up --state-dir "${MESETA_UP_STATE_DIR:-$ROOT/.state}" \
   --seccomp-dir "$ROOT/services/agent/runtime/profiles" "${ARGS[@]}"

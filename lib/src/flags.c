@@ -282,9 +282,14 @@ static void assign(const ms_flag *f, flag_value *v) {
 }
 
 char *ms_flag_env_name(const char *name) {
-  char *env = ms_xasprintf("MESETA_%s", name);
-  for (char *c = env + strlen("MESETA_"); *c; c++)
-    *c = *c == '-' ? '_' : (char)toupper((unsigned char)*c);
+  return ms_flag_env_name_in(NULL, name);
+}
+
+char *ms_flag_env_name_in(const ms_flag_spec *spec, const char *name) {
+  const char *prefix = spec && spec->env_prefix ? spec->env_prefix : "MESETA_";
+  char *env = ms_xasprintf("%s%s", prefix, name);
+  for (char *c = env; *c; c++)
+    *c = *c == '-' || *c == ' ' ? '_' : (char)toupper((unsigned char)*c);
   return env;
 }
 
@@ -404,7 +409,8 @@ static int scan_flag(const ms_flag_spec *spec, int argc, char **argv, int *i, oc
 }
 
 /* Gives f its value from the highest layer that has one. */
-static int apply_flag(const ms_flag *f, const occurrence *occs, size_t n_occ, ms_error **err) {
+static int apply_flag(const ms_flag_spec *spec, const ms_flag *f, const occurrence *occs, size_t n_occ,
+                      ms_error **err) {
   flag_value v = {0};
   size_t hits = 0;
   for (size_t j = 0; j < n_occ; j++) {
@@ -417,7 +423,7 @@ static int apply_flag(const ms_flag *f, const occurrence *occs, size_t n_occ, ms
       return ms_error_prefix(err, "flag `--%s`", f->name);
     }
   }
-  _cleanup_free_ char *env = ms_flag_env_name(f->name);
+  _cleanup_free_ char *env = ms_flag_env_name_in(spec, f->name);
   bool found = hits > 0;
   if (!found) {
     const char *ev = getenv(env);
@@ -485,7 +491,7 @@ int ms_flags_parse(const ms_flag_spec *spec, int argc, char **argv, int *ret_nex
   if (!ret_next_arg && i < argc)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "unexpected argument `%s`", argv[i]);
   for (size_t k = 0; k < spec->n_flags; k++)
-    if (apply_flag(&spec->flags[k], occs, n_occ, err) < 0)
+    if (apply_flag(spec, &spec->flags[k], occs, n_occ, err) < 0)
       return MS_ERR;
   if (ret_next_arg)
     *ret_next_arg = i < argc ? i : argc;
@@ -544,7 +550,7 @@ static void put_words(FILE *out, size_t indent, size_t *col, const char *text, b
   }
 }
 
-static void put_row(FILE *out, size_t col, const char *left, const ms_flag *f) {
+static void put_row(FILE *out, size_t col, const char *left, const ms_flag_spec *spec, const ms_flag *f) {
   size_t pos = strlen(left);
   fputs(left, out);
   if (pos + 2 > col) {
@@ -564,7 +570,7 @@ static void put_row(FILE *out, size_t col, const char *left, const ms_flag *f) {
     _cleanup_free_ char *d = ms_xasprintf("[default: %s]", *f->def ? f->def : "\"\"");
     put_words(out, col, &pos, d, true);
   }
-  _cleanup_free_ char *env = ms_flag_env_name(f->name);
+  _cleanup_free_ char *env = ms_flag_env_name_in(spec, f->name);
   _cleanup_free_ char *e = ms_xasprintf("[env: %s]", env);
   put_words(out, col, &pos, e, true);
   if (f->required)
@@ -598,7 +604,7 @@ void ms_flags_print_help(const ms_flag_spec *spec, FILE *out) {
   for (size_t i = 0; i < spec->n_flags; i++) {
     _cleanup_free_ char *syn = flag_syntax(&spec->flags[i]);
     _cleanup_free_ char *left = ms_xasprintf("      %s", syn);
-    put_row(out, col, left, &spec->flags[i]);
+    put_row(out, col, left, spec, &spec->flags[i]);
   }
-  put_row(out, col, help_left, NULL);
+  put_row(out, col, help_left, spec, NULL);
 }

@@ -11,6 +11,8 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/time.h"
 
 #include "cluster.h"
 #include "etcd-harness.h"
@@ -68,6 +71,8 @@ static char *slurp(const char *path) {
   return buf;
 }
 
+static int cli_err_fd = -1; /* >= 0: the next cli_start's stderr (else a file) */
+
 /* Starts the built `meseta` with args (NULL-ended), after --master and --agent-port when
  * `where`; stdout and stderr go to files in the test's directory (index *ret_k). */
 static pid_t cli_start(const char *const *args, bool where, int *ret_k) {
@@ -85,7 +90,10 @@ static pid_t cli_start(const char *const *args, bool where, int *ret_k) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (cli_err_fd >= 0)
+    posix_spawn_file_actions_adddup2(&fa, cli_err_fd, 2);
+  else
+    posix_spawn_file_actions_addopen(&fa, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid;
   int rc = posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -517,6 +525,172 @@ static void test_config_and_yaml(void) {
   unlink(cfg);
 }
 
+/* ---- issue 12 ("Trust") ---- */
+
+/* Point 10: an environment twin reaches only the command whose flag it names:
+ * MESETA_CPUS (set for something else) is not `quota set --cpus`. */
+static void test_trust_10_env_twin_scoped(void) {
+  up();
+  setenv("MESETA_CPUS", "1.5", 1);
+  setenv("MESETA_QUOTA_SET_DISK", "7", 1); /* the command's own twin does apply */
+  result r = cli((const char *[]){"quota", "set", "zz", "--mem", "10", NULL});
+  unsetenv("MESETA_CPUS");
+  unsetenv("MESETA_QUOTA_SET_DISK");
+  CU_ASSERT_EQUAL(r.code, 0);
+  result_release(&r);
+  bool seen = false;
+  json_t *g = NULL;
+  for (int i = 0; i < 100 && !seen; i++) {
+    r = cli((const char *[]){"quota", "get", "zz", "-o", "json", NULL});
+    json_t *doc = r.code == 0 ? json_loads(r.out, 0, NULL) : NULL;
+    json_t *cfg = json_array_get(json_object_get(doc, "configs"), 0);
+    seen = json_object_get(json_object_get(cfg, "guarantees"), "mem") != NULL;
+    if (seen)
+      g = json_incref(json_object_get(cfg, "guarantees"));
+    json_decref(doc);
+    result_release(&r);
+    if (!seen)
+      ms_time_sleep_ms(100);
+  }
+  CU_ASSERT(seen);
+  CU_ASSERT_PTR_NULL(json_object_get(g, "cpus")); /* not 1.5 from MESETA_CPUS */
+  CU_ASSERT_PTR_NOT_NULL(json_object_get(g, "disk"));
+  json_decref(g);
+  r = cli((const char *[]){"quota", "remove", "zz", NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  result_release(&r);
+}
+
+/* Point 10: global flags after the command, --version, shell completion. */
+static void test_trust_10_global_flags_version_completion(void) {
+  up();
+  result r = cli_bare((const char *[]){"agents", "--master", mapi_addr, "-o", "json", NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.out, agent_id));
+  result_release(&r);
+  r = cli_bare((const char *[]){"quota", "get", "--call-timeout=20s", "--master", mapi_addr, NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  result_release(&r);
+  r = cli_bare((const char *[]){"--version", NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "meseta "));
+  CU_ASSERT(r.out[7] >= '0' && r.out[7] <= '9');
+  result_release(&r);
+  r = cli_bare((const char *[]){"completion", "bash", NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "complete -F _meseta meseta"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.out, "get set remove")); /* quota's verbs, from the table */
+  _cleanup_free_ char *script = ms_xasprintf("%s/completion.bash", dir);
+  FILE *f = fopen(script, "we");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fputs(r.out, f);
+  fclose(f);
+  result_release(&r);
+  _cleanup_free_ char *check = ms_xasprintf("bash -n '%s'", script);
+  CU_ASSERT_EQUAL(system(check), 0);
+  r = cli_bare((const char *[]){"completion", "fish", NULL});
+  CU_ASSERT_EQUAL(r.code, 2);
+  result_release(&r);
+}
+
+/* Point 10: `run` says why it waits: here, other roles' quota guarantees leave role `*`
+ * no headroom (the tour's trap: a guarantee as large as the machine). */
+static void test_trust_10_run_says_why_quota(void) {
+  up();
+  result r = cli((const char *[]){"quota", "set", "trust10", "--cpus", "4", "--force", NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  result_release(&r);
+  r = cli((const char *[]){"run", "--timeout", "10s", "--", "echo", "never", NULL});
+  CU_ASSERT_EQUAL(r.code, 124);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "waiting for an offer: the quota guarantees of"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "`trust10`"));
+  result_release(&r);
+  r = cli((const char *[]){"quota", "remove", "trust10", NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  result_release(&r);
+}
+
+/* A TCP proxy to master-api that accepts nothing for `delay_ms` (the connection waits in
+ * the backlog: a handshake that is slow to come), then forwards every connection. */
+typedef struct slow_proxy {
+  int lfd;
+  int delay_ms;
+  const char *target; /* "127.0.0.1:P" */
+  volatile bool stop;
+} slow_proxy;
+
+static void *pump(void *arg) {
+  int *fds = arg;
+  struct pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+  char buf[16384];
+  for (bool open = true; open;) {
+    if (poll(p, 2, 1000) < 0)
+      break;
+    for (int i = 0; i < 2 && open; i++) {
+      if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        continue;
+      ssize_t n = read(p[i].fd, buf, sizeof(buf));
+      open = n > 0 && write(p[1 - i].fd, buf, (size_t)n) == n;
+    }
+  }
+  close(fds[0]);
+  close(fds[1]);
+  free(fds);
+  return NULL;
+}
+
+static void *slow_proxy_main(void *arg) {
+  slow_proxy *sp = arg;
+  ms_time_sleep_ms(sp->delay_ms);
+  int port = (int)strtol(strrchr(sp->target, ':') + 1, NULL, 10);
+  while (!sp->stop) {
+    struct pollfd p = {sp->lfd, POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0)
+      continue;
+    int c = accept4(sp->lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+      continue;
+    int u = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(u, (struct sockaddr *)&a, sizeof(a)) != 0) {
+      close(c);
+      close(u);
+      continue;
+    }
+    int *fds = ms_xmalloc(2 * sizeof(int));
+    fds[0] = c;
+    fds[1] = u;
+    pthread_t th;
+    if (pthread_create(&th, NULL, pump, fds) == 0)
+      pthread_detach(th);
+  }
+  return NULL;
+}
+
+/* Point 8: a call whose connection is slow to be accepted waits for it (wait-for-ready,
+ * bounded by --call-timeout) instead of failing with "connection attempt timed out". */
+static void test_trust_8_cli_waits_for_slow_handshake(void) {
+  up();
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(lfd, 64) == 0);
+  CU_ASSERT_FATAL(getsockname(lfd, (struct sockaddr *)&a, &len) == 0);
+  _cleanup_free_ char *addr = ms_xasprintf("127.0.0.1:%d", ntohs(a.sin_port));
+  slow_proxy sp = {.lfd = lfd, .delay_ms = 3000, .target = mapi_addr};
+  pthread_t th;
+  CU_ASSERT_FATAL(pthread_create(&th, NULL, slow_proxy_main, &sp) == 0);
+  result r =
+      cli_bare((const char *[]){"--master", addr, "--call-timeout", "60s", "agents", "-o", "json", NULL});
+  CU_ASSERT_EQUAL(r.code, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(r.out, agent_id));
+  result_release(&r);
+  sp.stop = true;
+  pthread_join(th, NULL);
+  close(lfd);
+}
+
 /* Everything stops cleanly (under ASan: without leaks). */
 static void test_stop(void) {
   if (agent_proc) {
@@ -671,6 +845,75 @@ static void test_up_and_down(void) {
   CU_ASSERT_EQUAL(processes_with(state), 0);
 }
 
+/* Point 7: a port in use stops `meseta up` before it starts anything, naming the port
+ * and the process holding it (here: this test). */
+static void test_trust_7_port_in_use_names_holder(void) {
+  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(lfd, 4) == 0);
+  CU_ASSERT_FATAL(getsockname(lfd, (struct sockaddr *)&a, &len) == 0);
+  _cleanup_free_ char *busy = ms_xasprintf("%d", ntohs(a.sin_port));
+  _cleanup_free_ char *state = ms_xasprintf("%s/up-busy", dir);
+  _cleanup_free_ char *pe = free_port(), *pp = free_port(), *pr = free_port(), *pa = free_port(),
+                      *pg = free_port();
+  result r = cli_bare((const char *[]){"up", "--state-dir", state, "--etcd-port", pe, "--etcd-peer-port", pp,
+                                       "--registry-port", pr, "--allocator-port", pa, "--master-port", busy,
+                                       "--agent-port", pg, NULL});
+  _cleanup_free_ char *want =
+      ms_xasprintf("port %s (--master-port) is in use by pid %d (test-cli)", busy, (int)getpid());
+  CU_ASSERT_EQUAL(r.code, 1);
+  if (!strstr(r.err, want)) {
+    fprintf(stderr, "  (stderr lacks `%s`)\n", want);
+    CU_FAIL("the holder is not named");
+  }
+  result_release(&r);
+  CU_ASSERT_EQUAL(processes_with(state), 0); /* nothing started */
+  close(lfd);
+}
+
+static bool none_with(void *needle) {
+  return processes_with(needle) == 0;
+}
+
+/* Point 7: `meseta up` killed by SIGKILL takes every process it started along (they get
+ * SIGTERM from the kernel: PR_SET_PDEATHSIG). */
+static void test_trust_7_killed_up_leaves_nothing_running(void) {
+  _cleanup_free_ char *state = ms_xasprintf("%s/up-killed", dir);
+  up_run u;
+  free(up_start(state, &u));
+  CU_ASSERT(processes_with(state) > 0);
+  kill(u.pid, SIGKILL);
+  result r = cli_wait(u.pid, u.k);
+  CU_ASSERT_EQUAL(r.code, 128 + SIGKILL);
+  result_release(&r);
+  CU_ASSERT(ms_sim_wait(none_with, state, 90000));
+  fprintf(stderr, "processes of %s left: %d\n", state, processes_with(state));
+}
+
+/* Point 7: SIGHUP (a closed terminal) while stderr is a pipe nobody reads any more (a
+ * `| tee` interrupted): everything is stopped, nothing dies of SIGPIPE halfway. */
+static void test_trust_7_sighup_leaves_nothing_running(void) {
+  _cleanup_free_ char *state = ms_xasprintf("%s/up-hup", dir);
+  int p[2];
+  CU_ASSERT_FATAL(pipe2(p, O_CLOEXEC) == 0);
+  cli_err_fd = p[1];
+  up_run u;
+  free(up_start(state, &u));
+  cli_err_fd = -1;
+  close(p[1]);
+  close(p[0]); /* the reader is gone */
+  kill(u.pid, SIGHUP);
+  result r = cli_wait(u.pid, u.k);
+  CU_ASSERT_EQUAL(r.code, 0);
+  result_release(&r);
+  int left = processes_with(state);
+  fprintf(stderr, "processes of %s left: %d\n", state, left);
+  CU_ASSERT_EQUAL(left, 0);
+  if (left)
+    ms_sim_wait(none_with, state, 90000); /* do not leave them to the next case */
+}
+
 int main(int argc, char **argv) {
   if (geteuid() != 0)
     ms_test_skip("meseta-agent runs containers through meseta-runtime, which needs root");
@@ -687,8 +930,15 @@ int main(int argc, char **argv) {
       {"run_interrupted", test_run_interrupted},
       {"task_kill", test_task_kill},
       {"config_and_yaml", test_config_and_yaml},
+      {"trust_10_env_twin_scoped", test_trust_10_env_twin_scoped},
+      {"trust_10_global_flags_version_completion", test_trust_10_global_flags_version_completion},
+      {"trust_10_run_says_why_quota", test_trust_10_run_says_why_quota},
+      {"trust_8_cli_waits_for_slow_handshake", test_trust_8_cli_waits_for_slow_handshake},
       {"stop", test_stop},
       {"up_and_down", test_up_and_down},
+      {"trust_7_port_in_use_names_holder", test_trust_7_port_in_use_names_holder},
+      {"trust_7_killed_up_leaves_nothing_running", test_trust_7_killed_up_leaves_nothing_running},
+      {"trust_7_sighup_leaves_nothing_running", test_trust_7_sighup_leaves_nothing_running},
       {NULL, NULL},
   };
   ms_error *err = NULL;

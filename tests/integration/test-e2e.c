@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -32,8 +33,10 @@
 
 #include "meseta/alloc.h"
 #include "meseta/rpc.h"
+#include "meseta/time.h"
 #include "meseta/v1/operator.pb-c.h"
 
+#include "cluster.h"
 #include "e2e-stack.h"
 #include "sim.h"
 #include "testlib.h"
@@ -69,6 +72,21 @@ static int sh(const char *fmt, ...) {
   free(cmd);
   int st = system(line);
   return st == -1 ? -1 : WEXITSTATUS(st);
+}
+
+static bool serving_addr(void *addr) {
+  return ms_test_health(addr) == 1;
+}
+
+static char *slurp_file(const char *path) {
+  _cleanup_fclose_ FILE *f = fopen(path, "re");
+  char *buf = NULL;
+  size_t cap = 0;
+  if (!f || getdelim(&buf, &cap, '\0', f) < 0) {
+    free(buf);
+    return ms_xstrdup("");
+  }
+  return buf;
 }
 
 static void closedirp(DIR **d) {
@@ -361,6 +379,193 @@ static void test_operator_state(void) {
   MS_ASSERT_OK(teardown_framework(&err), &err);
 }
 
+/* ---- trust_5: meseta-batch survives the loss of its master-api replica ---- */
+
+#define FAILOVER_TASKS 30 /* all fit at once (60 slots): every one is running when A dies */
+
+typedef struct killer {
+  const char *watch; /* B: where to see tasks running */
+  pid_t victim;      /* A */
+  bool killed;
+} killer;
+
+static int64_t running_tasks(const char *addr) {
+  Meseta__V1__TaskState running = MESETA__V1__TASK_STATE__TASK_RUNNING;
+  Meseta__V1__GetTasksRequest req = MESETA__V1__GET_TASKS_REQUEST__INIT;
+  req.n_states = 1;
+  req.states = &running;
+  ProtobufCMessage *out = NULL;
+  if (ms_test_call(addr, NULL, NULL, "/meseta.v1.Operator/GetTasks", &req.base,
+                   &meseta__v1__get_tasks_response__descriptor, 5000, &out, NULL) != MS_OK)
+    return 0;
+  int64_t n = (int64_t)((Meseta__V1__GetTasksResponse *)out)->n_tasks;
+  protobuf_c_message_free_unpacked(out, NULL);
+  return n;
+}
+
+/* Kills A (SIGKILL) once B sees a third of the tasks running: the batch then has tasks
+ * running, launched through A, and its stream to A breaks. */
+static void *killer_main(void *arg) {
+  killer *k = arg;
+  int64_t end = ms_time_mono_ms() + BATCH_TIMEOUT_MS;
+  while (ms_time_mono_ms() < end && running_tasks(k->watch) < FAILOVER_TASKS / 3)
+    ms_time_sleep_ms(100);
+  printf("\n  killing master-api A (pid %d) with %" PRId64 " tasks running\n", (int)k->victim,
+         running_tasks(k->watch));
+  k->killed = kill(k->victim, SIGKILL) == 0;
+  return NULL;
+}
+
+static void test_trust_5_batch_survives_master_api_loss(void) {
+  CU_ASSERT_FATAL(stack_up && stack.mapi);
+  /* Replica B beside the stack's master-api (A), on the same allocator. */
+  _cleanup_free_ char *mapi = ms_test_binary("services/master-api/meseta-master-api");
+  const char *argv[] = {
+      mapi,     "--listen",   "127.0.0.1:0",   "--allocator", ms_test_proc_address(stack.allocator),
+      "--name", "e2e-mapi-b", "--max-backoff", "200ms",       NULL};
+  ms_error *err = NULL;
+  ms_test_proc *b = ms_test_proc_start("master-api-b", dir, argv, &err);
+  MS_ASSERT_OK(b ? 0 : MS_ERR, &err);
+  CU_ASSERT_FATAL(b != NULL);
+  const char *b_addr = ms_test_proc_address(b);
+  CU_ASSERT_FATAL(ms_sim_wait(serving_addr, (void *)b_addr, VIEW_WAIT_MS));
+
+  killer k = {.watch = b_addr, .victim = ms_test_proc_pid(stack.mapi)};
+  pthread_t th;
+  CU_ASSERT_FATAL(pthread_create(&th, NULL, killer_main, &k) == 0);
+  _cleanup_free_ char *log = ms_xasprintf("%s/meseta-batch-failover.log", dir);
+  /* --master A (given by ms_e2e_run_batch) then B; the default failover timeout. */
+  const char *extra[] = {"--master", b_addr, "--cmd", "sleep 3", "--no-teardown", "--name", "failover", NULL};
+  ms_e2e_batch r;
+  int rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra, log, BATCH_TIMEOUT_MS, &r, &err);
+  pthread_join(th, NULL);
+  /* A is dead: B takes its place in the stack (the last case stops it). */
+  ms_test_proc_stop(stack.mapi, SIGKILL);
+  ms_test_proc_free(stack.mapi);
+  stack.mapi = b;
+  if (rc < 0)
+    fprintf(stderr, "e2e: %s\n", err->msg);
+  ms_error_free(err);
+  CU_ASSERT_FATAL(rc == 0);
+  printf("  meseta-batch: exit %d, launched %" PRId64 ", finished %" PRId64 ", failed %" PRId64
+         ", errors %" PRId64 " in %.1f s; log %s\n",
+         r.exit_code, r.launched, r.finished, r.failed, r.errors, r.seconds, log);
+  CU_ASSERT(k.killed);
+  CU_ASSERT_EQUAL(r.exit_code, 0);
+  CU_ASSERT_EQUAL(r.launched, FAILOVER_TASKS); /* none launched twice */
+  CU_ASSERT_EQUAL(r.finished, FAILOVER_TASKS);
+  CU_ASSERT_EQUAL(r.failed, 0);
+  CU_ASSERT_EQUAL(r.errors, 0);
+  _cleanup_free_ char *out = slurp_file(log);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "failover: the stream through"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "resubscribed: framework_id="));
+
+  /* The operator's view through B: each task once, FINISHED. */
+  result = r;
+  n_tasks = FAILOVER_TASKS;
+  view v;
+  bool complete = ms_sim_wait(view_complete, &v, VIEW_WAIT_MS);
+  printf("  operator view: %" PRId64 " tasks (%" PRId64 " FINISHED, %" PRId64 " other, %" PRId64
+         " duplicate ids)\n",
+         v.tasks, v.finished, v.other, v.dup);
+  CU_ASSERT(complete);
+  CU_ASSERT_EQUAL(v.tasks, FAILOVER_TASKS);
+  CU_ASSERT_EQUAL(v.finished, FAILOVER_TASKS);
+  CU_ASSERT_EQUAL(v.dup, 0);
+  MS_ASSERT_OK(teardown_framework(&err), &err);
+}
+
+/* The pid of the process whose command line holds `needle`, or 0. */
+static pid_t pid_with(const char *needle) {
+  _cleanup_(closedirp) DIR *d = opendir("/proc");
+  struct dirent *e;
+  while (d && (e = readdir(d))) {
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (*end || pid <= 0 || pid == (long)getpid())
+      continue;
+    _cleanup_free_ char *p = ms_xasprintf("/proc/%ld/cmdline", pid);
+    /* NULs separate the words. */
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    char buf[4096];
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+    if (fd >= 0)
+      close(fd);
+    for (ssize_t i = 0; i < n; i++)
+      if (!buf[i])
+        buf[i] = ' ';
+    if (n > 0 && (buf[n] = '\0', strstr(buf, needle)))
+      return (pid_t)pid;
+  }
+  return 0;
+}
+
+typedef struct stopper {
+  const char *watch, *needle;
+  int64_t want_running;
+  bool stopped;
+} stopper;
+
+/* SIGTERM to the batch once `want_running` tasks run: it leaves without teardown
+ * (--no-teardown), its tasks keep running (the failover timeout). */
+static void *stopper_main(void *arg) {
+  stopper *st = arg;
+  int64_t end = ms_time_mono_ms() + BATCH_TIMEOUT_MS;
+  while (ms_time_mono_ms() < end && running_tasks(st->watch) < st->want_running)
+    ms_time_sleep_ms(100);
+  pid_t pid = pid_with(st->needle);
+  printf("\n  stopping the first meseta-batch (pid %d) with %" PRId64 " tasks running\n", (int)pid,
+         running_tasks(st->watch));
+  st->stopped = pid > 0 && kill(pid, SIGTERM) == 0;
+  return NULL;
+}
+
+/* Point 5, the option: a second run resumes the framework of a first one that left with
+ * its tasks running (--framework-id): it reconciles and adopts them, launches none
+ * again, and sees each finish once. */
+static void test_trust_5_batch_resumes_framework_id(void) {
+  CU_ASSERT_FATAL(stack_up && stack.mapi);
+  const char *mapi = ms_e2e_mapi(&stack);
+  stopper st = {.watch = mapi, .needle = "--name resume-e2e", .want_running = FAILOVER_TASKS};
+  pthread_t th;
+  CU_ASSERT_FATAL(pthread_create(&th, NULL, stopper_main, &st) == 0);
+  _cleanup_free_ char *log1 = ms_xasprintf("%s/meseta-batch-resume-1.log", dir);
+  const char *extra1[] = {"--cmd", "sleep 10", "--no-teardown", "--name", "resume-e2e", NULL};
+  ms_e2e_batch r1, r2;
+  ms_error *err = NULL;
+  int rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra1, log1, BATCH_TIMEOUT_MS, &r1, &err);
+  pthread_join(th, NULL);
+  MS_ASSERT_OK(rc, &err);
+  CU_ASSERT(st.stopped);
+  CU_ASSERT_NOT_EQUAL(r1.exit_code, 0); /* stopped before its tasks ended */
+  CU_ASSERT_EQUAL(r1.launched, FAILOVER_TASKS);
+  CU_ASSERT_FATAL(r1.framework_id[0] != '\0');
+
+  _cleanup_free_ char *log2 = ms_xasprintf("%s/meseta-batch-resume-2.log", dir);
+  const char *extra2[] = {"--cmd", "sleep 10", "--no-teardown", "--name", "resume-e2e", "--framework-id",
+                          r1.framework_id, NULL};
+  rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra2, log2, BATCH_TIMEOUT_MS, &r2, &err);
+  MS_ASSERT_OK(rc, &err);
+  printf("  resumed: exit %d, launched %" PRId64 ", finished %" PRId64 ", errors %" PRId64 "; log %s\n",
+         r2.exit_code, r2.launched, r2.finished, r2.errors, log2);
+  CU_ASSERT_EQUAL(r2.exit_code, 0);
+  CU_ASSERT_STRING_EQUAL(r2.framework_id, r1.framework_id);
+  CU_ASSERT_EQUAL(r2.launched, 0); /* every task was adopted, none ran twice */
+  CU_ASSERT_EQUAL(r2.finished, FAILOVER_TASKS);
+  CU_ASSERT_EQUAL(r2.errors, 0);
+
+  result = r2;
+  n_tasks = FAILOVER_TASKS;
+  view v;
+  bool complete = ms_sim_wait(view_complete, &v, VIEW_WAIT_MS);
+  printf("  operator view: %" PRId64 " tasks (%" PRId64 " FINISHED, %" PRId64 " duplicate ids)\n", v.tasks,
+         v.finished, v.dup);
+  CU_ASSERT(complete);
+  CU_ASSERT_EQUAL(v.tasks, FAILOVER_TASKS);
+  CU_ASSERT_EQUAL(v.dup, 0);
+  MS_ASSERT_OK(teardown_framework(&err), &err);
+}
+
 /* Whether a cgroup of ours holds a container (c-*) in any hierarchy. */
 static int containers_left(void) {
   int n = 0;
@@ -412,8 +617,13 @@ static void test_nothing_left(void) {
 }
 
 static const ms_test_case cases[] = {
-    {"stack_up", test_stack_up},         {"batch", test_batch}, {"operator_state", test_operator_state},
-    {"nothing_left", test_nothing_left}, {NULL, NULL},
+    {"stack_up", test_stack_up},
+    {"batch", test_batch},
+    {"operator_state", test_operator_state},
+    {"trust_5_batch_survives_master_api_loss", test_trust_5_batch_survives_master_api_loss},
+    {"trust_5_batch_resumes_framework_id", test_trust_5_batch_resumes_framework_id},
+    {"nothing_left", test_nothing_left},
+    {NULL, NULL},
 };
 
 int main(int argc, char **argv) {

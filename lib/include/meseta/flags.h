@@ -79,6 +79,10 @@ typedef struct ms_flag_spec {
   const ms_flag *flags; /* n_flags rows (no terminator) */
   size_t n_flags;
   const char *args; /* usage words after the flags, e.g. "<COMMAND> [ARGS]..."; NULL = none */
+  /* Environment twins are <env_prefix><FLAG>; NULL = "MESETA_". A command of a program
+   * with subcommands uses its own ("MESETA_RUN_"), so one command's twin is not read by
+   * another's flag of the same name. */
+  const char *env_prefix;
 } ms_flag_spec;
 
 /* Parses argv[1..argc) against spec, then the environment and defaults, into the targets.
@@ -102,6 +106,8 @@ void ms_flags_print_help(const ms_flag_spec *spec, FILE *out);
 
 /* The environment twin of a flag name: "work-dir" -> "MESETA_WORK_DIR". Caller frees. */
 char *ms_flag_env_name(const char *name);
+/* The same under spec's env_prefix (spaces and dashes become '_', letters upper case). */
+char *ms_flag_env_name_in(const ms_flag_spec *spec, const char *name);
 
 /* Parses a byte size: a number with an optional fraction and an optional unit, no
  * spaces. Units, case-insensitive: B; K/KB, M/MB, G/GB, T/TB, P/PB, E/EB (powers of
