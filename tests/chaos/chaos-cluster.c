@@ -136,7 +136,7 @@ typedef struct agents_wait {
 
 static bool all_agents_active(void *ctx) {
   agents_wait *w = ctx;
-  return chaos_active_agents(w->c, w->mapi) == CHAOS_AGENTS;
+  return chaos_active_agents(w->c, w->mapi, 0) == CHAOS_AGENTS;
 }
 
 void chaos_cluster_start(chaos_cluster *c, const char *dir) {
@@ -188,8 +188,8 @@ void chaos_cluster_start(chaos_cluster *c, const char *dir) {
   _cleanup_free_ char *mbin = ms_test_binary("services/master-api/meseta-master-api");
   for (int i = 0; i < CHAOS_MAPIS; i++) {
     snprintf(c->mapi[i].name, sizeof(c->mapi[i].name), "master-api-%d", i);
-    const char *argv[] = {mbin,   "--listen",    "127.0.0.1:0", "--registry", c->registry_target, "--name",
-                          c->mapi[i].name, "--log-level", "info",        NULL};
+    const char *argv[] = {mbin,     "--listen",      "127.0.0.1:0", "--registry", c->registry_target,
+                          "--name", c->mapi[i].name, "--log-level", "info",       NULL};
     start_svc(&c->mapi[i], dir, argv);
   }
 
@@ -231,14 +231,18 @@ int chaos_wait_leader(chaos_cluster *c, int not, int64_t timeout_ms) {
   int64_t end = ms_time_mono_ms() + timeout_ms;
   do {
     int l = chaos_leader(c);
-    if (l >= 0 && l != not)
+    if (l >= 0 && l != not )
       return l;
     ms_time_sleep_ms(50);
   } while (ms_time_mono_ms() < end);
   return -1;
 }
 
-int chaos_active_agents(chaos_cluster *c, int mapi) {
+static int64_t ts_ms(const Google__Protobuf__Timestamp *t) {
+  return t ? t->seconds * 1000 + t->nanos / 1000000 : 0;
+}
+
+int chaos_active_agents(chaos_cluster *c, int mapi, int64_t since_real_ms) {
   if (!c->mapi[mapi].proc)
     return -1;
   ms_rpc_channel *ch = ms_rpc_channel_new(c->mapi[mapi].addr, NULL, NULL);
@@ -248,12 +252,15 @@ int chaos_active_agents(chaos_cluster *c, int mapi) {
   ProtobufCMessage *out = NULL;
   ms_rpc_call_options co = {.timeout_ms = 5000};
   int n = -1;
-  if (ms_rpc_unary(ch, "/meseta.v1.Operator/GetAgents", &req.base, &meseta__v1__get_agents_response__descriptor,
-                   &co, &out, NULL) == 0) {
+  if (ms_rpc_unary(ch, "/meseta.v1.Operator/GetAgents", &req.base,
+                   &meseta__v1__get_agents_response__descriptor, &co, &out, NULL) == 0) {
     Meseta__V1__GetAgentsResponse *r = (void *)out;
     n = 0;
-    for (size_t i = 0; i < r->n_agents; i++)
-      n += r->agents[i]->state == MESETA__V1__AGENT__STATE__ACTIVE;
+    for (size_t i = 0; i < r->n_agents; i++) {
+      const Meseta__V1__Agent *a = r->agents[i];
+      int64_t reg = ts_ms(a->registered_time), rereg = ts_ms(a->reregistered_time);
+      n += a->state == MESETA__V1__AGENT__STATE__ACTIVE && (reg >= since_real_ms || rereg >= since_real_ms);
+    }
     protobuf_c_message_free_unpacked(out, NULL);
   }
   ms_rpc_channel_free(ch);

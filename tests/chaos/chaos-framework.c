@@ -57,7 +57,7 @@ struct chaos_fw {
   int64_t last_reconcile_ms;
   pthread_t rx, tick;
   uint64_t offers, launches, accept_failures, declines, relaunches, updates, subscriptions, reconciles,
-      reconcile_failures, ack_failures, foreign;
+      reconcile_failures, ack_failures, foreign, stale_answers;
 };
 
 static const char *fw_target(chaos_fw *f) {
@@ -90,8 +90,8 @@ static int64_t offered(const Meseta__V1__Offer *o, const char *name) {
   return sum;
 }
 
-static void scalar(Meseta__V1__Resource *r, Meseta__V1__Value__Scalar *v, Meseta__V1__Resource__AllocationInfo *ai,
-                   const char *name, double value) {
+static void scalar(Meseta__V1__Resource *r, Meseta__V1__Value__Scalar *v,
+                   Meseta__V1__Resource__AllocationInfo *ai, const char *name, double value) {
   meseta__v1__resource__init(r);
   meseta__v1__value__scalar__init(v);
   v->value = value;
@@ -285,42 +285,53 @@ static void on_update(chaos_fw *f, const Meseta__V1__TaskStatus *st) {
   t->a.last_state = st->state;
   if (st->reason == MESETA__V1__TASK_STATUS__REASON__REASON_RECONCILIATION)
     ms_strlcpy(t->a.reconcile, ms_task_state_name(st->state), sizeof(t->a.reconcile));
-  /* TASK_UNKNOWN is not terminal in Mesos' table, but for this attempt it is the end:
-   * the cluster says it never had it, so it is launched again. */
-  if (ms_task_state_terminal(st->state) || st->state == MESETA__V1__TASK_STATE__TASK_UNKNOWN) {
-    if (!t->a.terminal_state) {
-      t->a.terminal_state = st->state;
-      t->a.terminal_count = 1;
-      if (has_uuid)
-        memcpy(t->a.uuid, st->uuid.data, 16);
-      if (st->state == MESETA__V1__TASK_STATE__TASK_FINISHED)
-        t->finish_ms = now;
-      int i = t->a.task;
-      bool current = f->cur_att[i] == (int)(t - f->att);
-      if (current && st->state == MESETA__V1__TASK_STATE__TASK_FINISHED) {
-        f->state[i] = T_FINISHED;
-      } else if (current && relaunchable(st->state)) {
-        t->a.relaunched = true;
-        f->state[i] = T_PENDING;
-        f->relaunches++;
-        fprintf(stderr, "chaos-fw: task %s: %s%s (%s): relaunched\n", id, ms_task_state_name(st->state),
-                st->reason == MESETA__V1__TASK_STATUS__REASON__REASON_RECONCILIATION ? " by reconciliation" : "",
-                st->message ? st->message : "");
-      } else if (current) {
-        f->state[i] = T_FAILED;
-        fprintf(stderr, "chaos-fw: task %s: %s: %s\n", id, ms_task_state_name(st->state),
-                st->message ? st->message : "");
-      }
-    } else if (st->state != (Meseta__V1__TaskState)t->a.terminal_state ||
-               (has_uuid && memcmp(t->a.uuid, st->uuid.data, 16) != 0 &&
-                memcmp(t->a.uuid, (uint8_t[16]){0}, 16) != 0)) {
-      /* A second, different terminal update (a resend has the same uuid; a
-       * reconciliation answer has none and repeats the state). */
-      t->a.terminal_count++;
-      fprintf(stderr, "chaos-fw: task %s ended twice: %s, then %s\n", id,
-              ms_task_state_name(t->a.terminal_state), ms_task_state_name(st->state));
-    } else if (has_uuid && memcmp(t->a.uuid, (uint8_t[16]){0}, 16) == 0) {
-      memcpy(t->a.uuid, st->uuid.data, 16); /* first seen by reconciliation */
+  bool terminal = ms_task_state_terminal(st->state);
+  bool unknown = st->state == MESETA__V1__TASK_STATE__TASK_UNKNOWN;
+  bool recon = st->reason == MESETA__V1__TASK_STATUS__REASON__REASON_RECONCILIATION;
+  static const uint8_t no_uuid[16];
+  int i = t->a.task;
+  bool current = f->cur_att[i] == (int)(t - f->att) && f->state[i] == T_LAUNCHED;
+  if (terminal && !t->a.terminal_state) {
+    t->a.terminal_state = st->state;
+    t->a.terminal_count = 1;
+    if (has_uuid)
+      memcpy(t->a.uuid, st->uuid.data, 16);
+    if (st->state == MESETA__V1__TASK_STATE__TASK_FINISHED)
+      t->finish_ms = now;
+  } else if (terminal && (st->state != (Meseta__V1__TaskState)t->a.terminal_state ||
+                          (has_uuid && memcmp(t->a.uuid, no_uuid, 16) != 0 &&
+                           memcmp(t->a.uuid, st->uuid.data, 16) != 0))) {
+    /* A second, different terminal update (a resend has the same uuid; a
+     * reconciliation answer has none and repeats the state). */
+    t->a.terminal_count++;
+    fprintf(stderr, "chaos-fw: task %s ended twice: %s, then %s%s\n", id,
+            ms_task_state_name(t->a.terminal_state), ms_task_state_name(st->state),
+            recon ? " (a reconciliation answer)" : "");
+  } else if (terminal && has_uuid && memcmp(t->a.uuid, no_uuid, 16) == 0) {
+    memcpy(t->a.uuid, st->uuid.data, 16); /* first seen by reconciliation */
+  } else if (unknown && t->a.terminal_state) {
+    /* Asked before its end arrived, answered after the cluster forgot it (Mesos does
+     * the same for acknowledged tasks): not acted upon. */
+    f->stale_answers++;
+  }
+  if (unknown && !t->a.terminal_state && !t->a.unknown)
+    t->a.unknown = true;
+  /* The attempt's end for the framework: FINISHED; a state that means it did not run or
+   * is gone (TASK_UNKNOWN is not terminal in Mesos' table, but the cluster says it never
+   * had it): launched again; any other terminal state ends the task. */
+  if (current && (terminal || unknown)) {
+    if (st->state == MESETA__V1__TASK_STATE__TASK_FINISHED) {
+      f->state[i] = T_FINISHED;
+    } else if (relaunchable(st->state)) {
+      t->a.relaunched = true;
+      f->state[i] = T_PENDING;
+      f->relaunches++;
+      fprintf(stderr, "chaos-fw: task %s: %s%s (%s): relaunched\n", id, ms_task_state_name(st->state),
+              recon ? " by reconciliation" : "", st->message ? st->message : "");
+    } else {
+      f->state[i] = T_FAILED;
+      fprintf(stderr, "chaos-fw: task %s: %s: %s\n", id, ms_task_state_name(st->state),
+              st->message ? st->message : "");
     }
   }
   pthread_mutex_unlock(&f->mu);
@@ -607,9 +618,11 @@ void chaos_fw_print(chaos_fw *f) {
   }
   printf("  framework %s: %d tasks: %d finished, %d failed, %d open, %d pending; %zu attempts, %" PRIu64
          " relaunched; %" PRIu64 " offers, %" PRIu64 " accept failures, %" PRIu64 " updates, %" PRIu64
-         " subscriptions, %" PRIu64 " reconciliations (%" PRIu64 " failed), %" PRIu64 " ack failures\n",
+         " subscriptions, %" PRIu64 " reconciliations (%" PRIu64 " failed, %" PRIu64
+         " TASK_UNKNOWN answers after the end), %" PRIu64 " ack failures\n",
          f->id ? f->id : "?", f->tasks, fin, failed, open, pending, f->natt, f->relaunches, f->offers,
-         f->accept_failures, f->updates, f->subscriptions, f->reconciles, f->reconcile_failures, f->ack_failures);
+         f->accept_failures, f->updates, f->subscriptions, f->reconciles, f->reconcile_failures,
+         f->stale_answers, f->ack_failures);
   pthread_mutex_unlock(&f->mu);
 }
 

@@ -107,11 +107,11 @@ static void bogus_call(flood_thread *t, ms_rpc_channel *ch, bool alloc, int kind
     rc = ms_rpc_unary(ch, "/meseta.v1.Allocator/SchedulerCall", &c.base,
                       &meseta__v1__scheduler_call_response__descriptor, &co, &out, &err);
   } else if (kind == 0) {
-    rc = ms_rpc_unary(ch, "/meseta.v1.Scheduler/Accept", &acc.base, &meseta__v1__accept_response__descriptor, &co,
-                      &out, &err);
-  } else if (kind == 1) {
-    rc = ms_rpc_unary(ch, "/meseta.v1.Scheduler/Decline", &dec.base, &meseta__v1__decline_response__descriptor,
+    rc = ms_rpc_unary(ch, "/meseta.v1.Scheduler/Accept", &acc.base, &meseta__v1__accept_response__descriptor,
                       &co, &out, &err);
+  } else if (kind == 1) {
+    rc = ms_rpc_unary(ch, "/meseta.v1.Scheduler/Decline", &dec.base,
+                      &meseta__v1__decline_response__descriptor, &co, &out, &err);
   } else {
     rc = ms_rpc_unary(ch, "/meseta.v1.Scheduler/Reconcile", &rec.base,
                       &meseta__v1__reconcile_response__descriptor, &co, &out, &err);
@@ -134,17 +134,17 @@ static void read_call(flood_thread *t, ms_rpc_channel *ch, bool alloc, int kind)
                       &grpc__health__v1__health_check_response__descriptor, &co, &out, &err);
   } else if (kind == 0) {
     Meseta__V1__GetStateRequest req = MESETA__V1__GET_STATE_REQUEST__INIT;
-    rc = ms_rpc_unary(ch, "/meseta.v1.Operator/GetState", &req.base, &meseta__v1__get_state_response__descriptor,
-                      &co, &out, &err);
+    rc = ms_rpc_unary(ch, "/meseta.v1.Operator/GetState", &req.base,
+                      &meseta__v1__get_state_response__descriptor, &co, &out, &err);
   } else if (kind == 1) {
     Meseta__V1__GetTasksRequest req = MESETA__V1__GET_TASKS_REQUEST__INIT;
     req.include_completed = true;
-    rc = ms_rpc_unary(ch, "/meseta.v1.Operator/GetTasks", &req.base, &meseta__v1__get_tasks_response__descriptor,
-                      &co, &out, &err);
+    rc = ms_rpc_unary(ch, "/meseta.v1.Operator/GetTasks", &req.base,
+                      &meseta__v1__get_tasks_response__descriptor, &co, &out, &err);
   } else {
     Meseta__V1__GetAgentsRequest req = MESETA__V1__GET_AGENTS_REQUEST__INIT;
-    rc = ms_rpc_unary(ch, "/meseta.v1.Operator/GetAgents", &req.base, &meseta__v1__get_agents_response__descriptor,
-                      &co, &out, &err);
+    rc = ms_rpc_unary(ch, "/meseta.v1.Operator/GetAgents", &req.base,
+                      &meseta__v1__get_agents_response__descriptor, &co, &out, &err);
   }
   count(t, rc, err);
   ms_error_free(err);
@@ -233,7 +233,8 @@ static void *idle_main(void *arg) {
     Meseta__V1__SubscribeRequest req = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
     req.framework_info = &info;
     ms_error *err = NULL;
-    ms_rpc_stream *st = ms_rpc_stream_open(s->ch[ia->k], "/meseta.v1.Scheduler/Subscribe", &req.base, NULL, &err);
+    ms_rpc_stream *st =
+        ms_rpc_stream_open(s->ch[ia->k], "/meseta.v1.Scheduler/Subscribe", &req.base, NULL, &err);
     pthread_mutex_lock(&s->mu);
     s->st[j] = st;
     bool cancelled = s->result[j] != 0; /* given up on by chaos_idle_start */
@@ -292,7 +293,8 @@ chaos_idle *chaos_idle_start(chaos_cluster *c, int mapi, int n) {
     pthread_mutex_unlock(&s->mu);
     if (waiting == 0 || give_up) {
       if (give_up)
-        fprintf(stderr, "  chaos: %d idle subscribers had no answer within %d s\n", waiting, IDLE_WAIT_MS / 1000);
+        fprintf(stderr, "  chaos: %d idle subscribers had no answer within %d s\n", waiting,
+                IDLE_WAIT_MS / 1000);
       break;
     }
     ms_time_sleep_ms(50);

@@ -77,8 +77,9 @@ int chaos_leader(chaos_cluster *c);
 /* Polls until an allocator other than `not` (-1: any) leads; its index, or -1 after
  * timeout_ms. */
 int chaos_wait_leader(chaos_cluster *c, int not, int64_t timeout_ms);
-/* How many agents master-api `mapi` lists as active (connected); -1: no answer. */
-int chaos_active_agents(chaos_cluster *c, int mapi);
+/* How many agents master-api `mapi` lists as ACTIVE and (re-)registered at or after
+ * since_real_ms (wall clock, ms_time_real_ms; 0: ever); -1: no answer. */
+int chaos_active_agents(chaos_cluster *c, int mapi, int64_t since_real_ms);
 
 /* ---- the batch framework ---- */
 
@@ -116,16 +117,17 @@ void chaos_fw_free(chaos_fw *f);
 
 /* What the framework knows of one attempt (for chaos-verify.c). */
 typedef struct chaos_attempt {
-  char *id;            /* "<name>-<i>.<k>" */
-  int task;            /* i */
-  char *agent_id;      /* the offer's agent */
-  int last_state;      /* Meseta__V1__TaskState, 0 before any update */
-  int terminal_state;  /* the first terminal update's state (0: none) */
-  int terminal_count;  /* terminal updates with distinct uuids, or a different state */
-  bool accept_ok;      /* the Accept call returned OK */
-  bool relaunched;     /* a new attempt replaced it */
-  uint8_t uuid[16];    /* of the first terminal update */
-  char reconcile[32];  /* the last reconciliation answer's state name, "" if none */
+  char *id;           /* "<name>-<i>.<k>" */
+  int task;           /* i */
+  char *agent_id;     /* the offer's agent */
+  int last_state;     /* Meseta__V1__TaskState, 0 before any update */
+  int terminal_state; /* the first terminal update's state (0: none) */
+  int terminal_count; /* terminal updates with distinct uuids, or a different state */
+  bool unknown;       /* answered TASK_UNKNOWN before any terminal update */
+  bool accept_ok;     /* the Accept call returned OK */
+  bool relaunched;    /* a new attempt replaced it */
+  uint8_t uuid[16];   /* of the first terminal update */
+  char reconcile[32]; /* the last reconciliation answer's state name, "" if none */
 } chaos_attempt;
 /* A snapshot of every attempt; the caller frees with chaos_attempts_free. */
 chaos_attempt *chaos_fw_attempts(chaos_fw *f, size_t *ret_n, int *ret_tasks);
@@ -133,10 +135,10 @@ void chaos_attempts_free(chaos_attempt *a, size_t n);
 
 /* ---- verification ---- */
 
-/* Waits for the batch to end (at most timeout_ms), then compares the ledger, the
- * framework's view and GetTasks from master-api `mapi`; asserts every task FINISHED
- * exactly once in all three, none lost, none duplicated, none run twice. */
-void chaos_verify(chaos_cluster *c, chaos_fw *f, int mapi, int64_t timeout_ms);
+/* Waits for the batch to end (until deadline_ms, ms_time_mono_ms), then compares the
+ * ledger, the framework's view and GetTasks from master-api `mapi`; asserts every task
+ * FINISHED exactly once in all three, none lost, none duplicated, none run twice. */
+void chaos_verify(chaos_cluster *c, chaos_fw *f, int mapi, int64_t deadline_ms);
 
 /* Resident set (KiB) / threads of a process from /proc; -1 if gone. */
 long chaos_rss_kib(pid_t pid);

@@ -31,14 +31,15 @@
 #define TASKS 60
 #define MAX_RUNNING 9
 #define TASK_SLEEP "1"
-#define FAULT_AFTER 12            /* tasks finished before the fault: it lands mid-batch */
-#define PROGRESS_WAIT_MS 120000   /* hang guard for the batch to get going */
-#define RECOVERY_WAIT_MS 75000    /* hang guard for each recovery step */
-#define BATCH_WAIT_MS 75000       /* hang guard for the batch to end after the fault */
+#define FAULT_AFTER 12          /* tasks finished before the fault: it lands mid-batch */
+#define PROGRESS_WAIT_MS 120000 /* hang guard for the batch to get going */
+#define RECOVERY_WAIT_MS 75000  /* hang guard for each recovery step */
+#define BATCH_WAIT_MS 90000     /* hang guard for the batch to end, from the fault */
 
 static char *dir;
 static chaos_cluster cl;
 static bool up;
+static int64_t fault_ms; /* when the scenario's fault began (ms_time_mono_ms) */
 static chaos_fw *fws[2]; /* running batches, freed by main if a fatal assertion left them */
 
 static void cluster_up(void) {
@@ -86,11 +87,15 @@ static void wait_finished(chaos_fw *f, int n) {
  * RECOVERY_WAIT_MS is printed as such; the batch check that follows says what broke). */
 typedef struct recovery {
   int old_leader; /* -1: no leader change expected */
+  int rejoin;     /* agents that must (re-)register after the fault: all after a new
+                   * leader, one after an agent restart */
+  int64_t t0_real;
   int new_leader;
   int64_t leader_ms, agents_ms, launch_ms, finish_ms;
 } recovery;
 
 static void watch_recovery(chaos_fw *f, int64_t t0, recovery *r) {
+  r->t0_real = ms_time_real_ms() - (ms_time_mono_ms() - t0);
   r->new_leader = -1;
   r->leader_ms = r->agents_ms = r->launch_ms = r->finish_ms = -1;
   int64_t end = t0 + RECOVERY_WAIT_MS;
@@ -104,7 +109,9 @@ static void watch_recovery(chaos_fw *f, int64_t t0, recovery *r) {
       }
     }
     int mapi = chaos_fw_target(f);
-    if (r->agents_ms < 0 && (r->old_leader < 0 || r->leader_ms >= 0) && chaos_active_agents(&cl, mapi) == CHAOS_AGENTS)
+    if (r->agents_ms < 0 && (r->old_leader < 0 || r->leader_ms >= 0) &&
+        chaos_active_agents(&cl, mapi, 0) == CHAOS_AGENTS &&
+        (r->rejoin == 0 || chaos_active_agents(&cl, mapi, r->t0_real) >= r->rejoin))
       r->agents_ms = ms_time_mono_ms() - t0;
     int64_t l = chaos_fw_first_launch_after(f, t0), fin = chaos_fw_first_finish_after(f, t0);
     if (r->launch_ms < 0 && l > 0)
@@ -139,7 +146,7 @@ static void print_recovery(const char *scenario, const recovery *r) {
 /* The framework's tasks keep running on the remaining replica; the batch ends, and
  * the views agree (read from the replica the framework ended on). */
 static void finish(chaos_fw *f) {
-  chaos_verify(&cl, f, chaos_fw_target(f), BATCH_WAIT_MS);
+  chaos_verify(&cl, f, chaos_fw_target(f), fault_ms + BATCH_WAIT_MS);
   for (int i = 0; i < 2; i++)
     if (fws[i] == f)
       fws[i] = NULL;
@@ -152,9 +159,9 @@ static void test_kill_leader(void) {
   cluster_up();
   chaos_fw *f = batch_start("kill-leader", TASKS);
   wait_finished(f, FAULT_AFTER);
-  int64_t t0 = ms_time_mono_ms();
+  int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.alloc[0]);
-  recovery r = {.old_leader = 0};
+  recovery r = {.old_leader = 0, .rejoin = CHAOS_AGENTS};
   watch_recovery(f, t0, &r);
   print_recovery("kill -9 of the leading allocator", &r);
   finish(f);
@@ -165,7 +172,7 @@ static void test_kill_mapi(void) {
   cluster_up();
   chaos_fw *f = batch_start("kill-mapi", TASKS);
   wait_finished(f, FAULT_AFTER);
-  int64_t t0 = ms_time_mono_ms();
+  int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.mapi[0]); /* the framework's replica */
   recovery r = {.old_leader = -1};
   watch_recovery(f, t0, &r);
@@ -197,12 +204,12 @@ static void test_kill_agent(void) {
   busy_agent b = {f, -1};
   CU_ASSERT_FATAL(ms_sim_wait(some_agent_busy, &b, PROGRESS_WAIT_MS));
   int running = chaos_fw_running_on(f, cl.agent_id[b.agent]);
-  int64_t t0 = ms_time_mono_ms();
+  int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.agent[b.agent]);
   printf("\n  killed agent-%d with %d task(s) running; restarting it in 2 s\n", b.agent, running);
   ms_time_sleep_ms(2000); /* its tasks go on (or end) without it */
   chaos_agent_restart(&cl, b.agent);
-  recovery r = {.old_leader = -1};
+  recovery r = {.old_leader = -1, .rejoin = 1};
   watch_recovery(f, t0, &r);
   print_recovery("kill -9 and restart of an agent", &r);
   finish(f);
@@ -213,7 +220,7 @@ static void test_kill_registry(void) {
   cluster_up();
   chaos_fw *f = batch_start("kill-registry", TASKS);
   wait_finished(f, FAULT_AFTER);
-  int64_t t0 = ms_time_mono_ms();
+  int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.reg[0]); /* the replica gRPC's pick_first prefers */
   recovery r = {.old_leader = -1};
   watch_recovery(f, t0, &r);
@@ -230,13 +237,15 @@ static void test_etcd_restart(void) {
   chaos_fw *f = batch_start("etcd-restart", TASKS);
   wait_finished(f, FAULT_AFTER);
   ms_error *err = NULL;
+  fault_ms = ms_time_mono_ms();
   MS_ASSERT_OK(ms_test_etcd_stop(cl.etcd, &err), &err);
   printf("\n  etcd stopped for 5 s\n");
   ms_time_sleep_ms(5000);
   MS_ASSERT_OK(ms_test_etcd_restart(cl.etcd, &err), &err);
   int64_t t0 = ms_time_mono_ms();
   int leader = chaos_wait_leader(&cl, -1, RECOVERY_WAIT_MS);
-  printf("  a leader %.2f s after etcd is back: allocator-%d\n", (double)(ms_time_mono_ms() - t0) / 1000, leader);
+  printf("  a leader %.2f s after etcd is back: allocator-%d\n", (double)(ms_time_mono_ms() - t0) / 1000,
+         leader);
   CU_ASSERT(leader >= 0);
   recovery r = {.old_leader = -1};
   watch_recovery(f, t0, &r);
@@ -252,9 +261,9 @@ static void freeze_leader(int secs) {
   _cleanup_free_ char *name = ms_xasprintf("stop-leader-%d", secs);
   chaos_fw *f = batch_start(name, TASKS);
   wait_finished(f, FAULT_AFTER);
-  int64_t t0 = ms_time_mono_ms();
+  int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_freeze(&cl.alloc[0]);
-  recovery r = {.old_leader = 0};
+  recovery r = {.old_leader = 0, .rejoin = CHAOS_AGENTS};
   watch_recovery(f, t0, &r);
   _cleanup_free_ char *what = ms_xasprintf("SIGSTOP of the leading allocator for %d s", secs);
   print_recovery(what, &r);
@@ -295,8 +304,8 @@ static void test_stop_leader_60s(void) {
 }
 
 static void print_memory(const char *when, long before[], bool have_before) {
-  chaos_svc *all[] = {&cl.reg[0],   &cl.reg[1],   &cl.alloc[0], &cl.alloc[1], &cl.mapi[0],
-                      &cl.mapi[1],  &cl.agent[0], &cl.agent[1], &cl.agent[2]};
+  chaos_svc *all[] = {&cl.reg[0],  &cl.reg[1],   &cl.alloc[0], &cl.alloc[1], &cl.mapi[0],
+                      &cl.mapi[1], &cl.agent[0], &cl.agent[1], &cl.agent[2]};
   printf("  RSS %s:", when);
   for (size_t i = 0; i < MS_ARRAY_SIZE(all); i++) {
     long kib = chaos_rss_kib(chaos_pid(all[i]));
@@ -318,12 +327,12 @@ static void test_flood(void) {
   wait_finished(f, FAULT_AFTER / 2);
   long before[16];
   print_memory("before the flood", before, false);
-  int64_t t0 = ms_time_mono_ms();
+  int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_flood_stats st;
   chaos_flood(&cl, 16, 20000, &st);
   double secs = (double)(ms_time_mono_ms() - t0) / 1000;
-  printf("  flood: %" PRIu64 " calls in %.1f s (%.0f/s): %" PRIu64 " OK, %" PRIu64 " errors (", st.calls, secs,
-         st.calls / secs, st.ok, st.errors);
+  printf("  flood: %" PRIu64 " calls in %.1f s (%.0f/s): %" PRIu64 " OK, %" PRIu64 " errors (", st.calls,
+         secs, st.calls / secs, st.ok, st.errors);
   for (int i = 1; i < 17; i++)
     if (st.by_code[i])
       printf(" %s=%" PRIu64, ms_status_name((ms_status)i), st.by_code[i]);
@@ -343,6 +352,7 @@ static void test_idle_subscribers(void) {
   cluster_up();
   chaos_fw *f = batch_start("idle", TASKS);
   int threads_before = chaos_threads(chaos_pid(&cl.mapi[0]));
+  fault_ms = ms_time_mono_ms();
   chaos_idle *idle = chaos_idle_start(&cl, 0, 200);
   int subscribed, refused, failed;
   chaos_idle_counts(idle, &subscribed, &refused, &failed);
@@ -376,7 +386,8 @@ static void remove_stale(void) {
   int pid;
   while (d && (e = readdir(d)))
     if (sscanf(e->d_name, "meseta-chaos-%d-", &pid) == 1 && pid > 0 && kill(pid, 0) < 0 && errno == ESRCH)
-      fprintf(stderr, "test-chaos: a dead run's cgroup %s is left (remove it with its containers)\n", e->d_name);
+      fprintf(stderr, "test-chaos: a dead run's cgroup %s is left (remove it with its containers)\n",
+              e->d_name);
   if (d)
     closedir(d);
 }
