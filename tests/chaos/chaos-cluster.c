@@ -112,9 +112,12 @@ static void start_agent(chaos_cluster *c, int i) {
   size_t n = 0;
   while (argv[n])
     n++;
-  if (c->agent_follows_registry) {
+  _cleanup_free_ char *all = ms_xasprintf("%s,%s", c->alloc[0].addr, c->alloc[1].addr);
+  if (c->agent_follows_registry) { /* the registry's leader, else whichever allocator leads */
     argv[n++] = "--registry";
     argv[n++] = c->registry_target;
+    argv[n++] = "--allocator";
+    argv[n++] = all;
   } else {
     argv[n++] = "--allocator";
     argv[n++] = alloc;
@@ -210,7 +213,8 @@ void chaos_cluster_start(chaos_cluster *c, const char *dir) {
     CU_ASSERT_FATAL(ok);
   }
   printf("\n  cluster up in %s (agents follow the leader %s)\n", dir,
-         c->agent_follows_registry ? "through the registry" : "at a fixed address: allocator-0");
+         c->agent_follows_registry ? "through the registry or the allocators' addresses"
+                                   : "at a fixed address: allocator-0");
 }
 
 int chaos_leader(chaos_cluster *c) {
