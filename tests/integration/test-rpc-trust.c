@@ -659,7 +659,9 @@ static void test_trust_8_errors_name_the_hop(void) {
   ms_rpc_stream *s = ms_rpc_stream_open(nowhere, ECHO("ServerStream"), &req.base, &o, &err);
   if (s) /* the failure may show only at the first read */
     CU_ASSERT_EQUAL(ms_rpc_stream_recv(s, REPLY_DESC, &m, &err), MS_ERR);
-  CU_ASSERT_TRUE(err && strstr(err->msg, quoted));
+  CU_ASSERT_FATAL(err != NULL);
+  printf("  stream: %s\n", err->msg);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err->msg, quoted));
   ms_error_free(TAKE_PTR(err));
   ms_rpc_stream_free(s);
   ms_rpc_channel_free(nowhere);
