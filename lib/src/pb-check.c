@@ -268,13 +268,18 @@ static const char *value_text(const ProtobufCMessage *m, const ProtobufCFieldDes
 static int refused_walk(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *root, const frame *up,
                         const char *prefix, const ms_pb_refusal *table, size_t nrows, ms_error **err) {
   const ProtobufCMessageDescriptor *d = m->descriptor;
+  bool rows = false; /* most messages have none: then only their submessages are looked at */
+  for (size_t r = 0; r < nrows && !rows; r++)
+    rows = table[r].message == d;
   for (unsigned i = 0; i < d->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &d->fields[i];
+    if (!rows && f->type != PROTOBUF_C_TYPE_MESSAGE)
+      continue;
     size_t n = count(m, f);
     if (n == 0)
       continue;
     bool rep = f->label == PROTOBUF_C_LABEL_REPEATED;
-    for (size_t r = 0; r < nrows; r++) {
+    for (size_t r = 0; rows && r < nrows; r++) {
       const ms_pb_refusal *row = &table[r];
       if (row->message != d || (row->root && row->root != root) || strcmp(row->field, f->name) != 0)
         continue;

@@ -952,6 +952,9 @@ static void test_trust_6_refused_at_entry(void) {
   info.user = "test";
   info.roles = roles;
   info.n_roles = 1;
+  Google__Protobuf__Duration keep = GOOGLE__PROTOBUF__DURATION__INIT;
+  keep.seconds = 600; /* were it accepted, it would stay listed after its stream ends */
+  info.failover_timeout = &keep;
   Meseta__V1__SubscribeRequest sub = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
   sub.framework_info = &info;
   EXPECT(subscribe_once(mapi, &sub, MSG), MS_INVALID_ARGUMENT,
