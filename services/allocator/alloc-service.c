@@ -450,7 +450,9 @@ void svc_start_timers(alloc_service *s) {
   int64_t hb = s->cfg.heartbeat_interval_ms;
   s->heartbeat_timer = ms_loop_add_timer(s->loop, hb, hb, heartbeat_tick, s);
   if (s->cfg.offer_timeout_ms > 0) {
-    int64_t ex = s->cfg.offer_timeout_ms / 4 > 10 ? s->cfg.offer_timeout_ms / 4 : 10;
+    /* A scan of the offers is cheap: at most a second late (30 s offers: 30-31 s). */
+    int64_t ex = s->cfg.offer_timeout_ms / 4;
+    ex = ex > 1000 ? 1000 : ex < 10 ? 10 : ex;
     s->expire_timer = ms_loop_add_timer(s->loop, ex, ex, expire_tick, s);
   }
 }

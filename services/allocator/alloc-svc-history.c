@@ -1,7 +1,7 @@
 /* Completed tasks in the registry, so that GetTasks still lists them after a failover
  * (issue 12 point 4). Tasks are written in groups (one COMPLETED_TASKS record per group,
- * a Batch of one put) rather than one write per task: at 10,000 tasks a minute that is
- * about one write a second. Each kept task knows the record that holds it; a record
+ * a Batch of one put) rather than one write per task: at 10,000 tasks a minute, four
+ * writes a second of ~42 tasks instead of 167. Each kept task knows the record that holds it; a record
  * goes when it holds no kept task, and is rewritten (its kept tasks go with the next
  * group, the record is deleted once that group is written) when it holds fewer kept
  * tasks than half of what it was written with. A new leader lists the records in id

@@ -289,6 +289,12 @@ static void job_run(void *arg) {
         MESETA__V1__RECORD_KIND__MAINTENANCE, MESETA__V1__RECORD_KIND__COMPLETED_TASKS};
     for (size_t i = 0; i < MS_ARRAY_SIZE(kinds) && rc == 0; i++)
       rc = load_kind(s, kinds[i], &j->loaded, &j->err);
+    if (rc == 0 && load_kind(s, MESETA__V1__RECORD_KIND__COMPLETED_TASKS, &j->loaded, &j->err) < 0) {
+      /* Only history (e.g. a registry older than the kind): lead without it. */
+      ms_log_warn(NULL, "completed tasks not loaded: %s", j->err->msg);
+      ms_error_free(j->err);
+      j->err = NULL;
+    }
     break;
   }
   }

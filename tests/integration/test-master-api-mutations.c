@@ -221,6 +221,31 @@ static void weights_and_quota(void) {
   refused("/meseta.v1.Operator/UpdateQuota", &uq.base, &meseta__v1__update_quota_response__descriptor,
           MS_INVALID_ARGUMENT, "update_quota.configs[1].guarantees[cpus]");
 
+  /* Issue 12 point 6 through master-api: a made-up resource, a guarantee past the
+   * cluster's capacity, a weight past 1e6 (the field named; nothing applies). */
+  Meseta__V1__QuotaConfig__GuaranteesEntry gb = MESETA__V1__QUOTA_CONFIG__GUARANTEES_ENTRY__INIT;
+  gb.key = "bogus";
+  gb.value = &one;
+  Meseta__V1__QuotaConfig__GuaranteesEntry *gsb[] = {&gb};
+  Meseta__V1__QuotaConfig qb = MESETA__V1__QUOTA_CONFIG__INIT;
+  qb.role = "ops";
+  qb.guarantees = gsb;
+  qb.n_guarantees = 1;
+  Meseta__V1__QuotaConfig *qbs[] = {&qb};
+  uq.configs = qbs;
+  uq.n_configs = 1;
+  refused("/meseta.v1.Operator/UpdateQuota", &uq.base, &meseta__v1__update_quota_response__descriptor,
+          MS_INVALID_ARGUMENT, "update_quota.configs[0].guarantees[bogus]");
+  Meseta__V1__Value__Scalar huge = MESETA__V1__VALUE__SCALAR__INIT;
+  huge.value = 100000;
+  gb.key = "cpus";
+  gb.value = &huge;
+  refused("/meseta.v1.Operator/UpdateQuota", &uq.base, &meseta__v1__update_quota_response__descriptor,
+          MS_FAILED_PRECONDITION, "update_quota.configs[0].guarantees[cpus]");
+  wi.weight = 1e308;
+  refused("/meseta.v1.Operator/UpdateWeights", &uw.base, &meseta__v1__update_weights_response__descriptor,
+          MS_INVALID_ARGUMENT, "update_weights.weight_infos[0].weight");
+
   Meseta__V1__GetQuotaRequest gq = MESETA__V1__GET_QUOTA_REQUEST__INIT;
   Meseta__V1__GetQuotaResponse *qr = (Meseta__V1__GetQuotaResponse *)read_at(
       "/meseta.v1.Operator/GetQuota", &gq.base, &meseta__v1__get_quota_response__descriptor, rev);
