@@ -712,6 +712,86 @@ static void test_trust_4_recovery_keeps_late_agents(void) {
   ms_test_cluster_stop(&w.c);
 }
 
+/* Issue 12 point 4: a leader that froze with registry writes queued behind a slow
+ * registry call sends none of them once it wakes past its lease deadline. */
+typedef struct t4_weight {
+  const char *addr, *role;
+  pthread_t th;
+  atomic_bool done;
+} t4_weight;
+
+static void *t4_weight_main(void *arg) {
+  t4_weight *w = arg;
+  Meseta__V1__WeightInfo wi = MESETA__V1__WEIGHT_INFO__INIT;
+  wi.role = (char *)w->role;
+  wi.weight = 2.5;
+  Meseta__V1__WeightInfo *wis[] = {&wi};
+  Meseta__V1__UpdateWeightsRequest u = MESETA__V1__UPDATE_WEIGHTS_REQUEST__INIT;
+  u.weight_infos = wis;
+  u.n_weight_infos = 1;
+  Meseta__V1__OperatorCallRequest req = MESETA__V1__OPERATOR_CALL_REQUEST__INIT;
+  req.call_case = MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_WEIGHTS;
+  req.update_weights = &u;
+  (void)ms_test_call(w->addr, NULL, NULL, "/meseta.v1.Allocator/OperatorCall", &req.base,
+                     &meseta__v1__operator_call_response__descriptor, 20000, NULL, NULL);
+  atomic_store(&w->done, true);
+  return NULL;
+}
+
+static bool t4_weight_done(void *ctx) {
+  return atomic_load(&((t4_weight *)ctx)->done);
+}
+
+/* The registry's status for record (kind, id): MS_OK when it exists. */
+static ms_status t4_record(const char *registry, Meseta__V1__RecordKind kind, const char *id) {
+  Meseta__V1__GetRequest g = MESETA__V1__GET_REQUEST__INIT;
+  g.kind = kind;
+  g.id = (char *)id;
+  return ms_test_call(registry, NULL, NULL, "/meseta.v1.Registry/Get", &g.base,
+                      &meseta__v1__record__descriptor, 10000, NULL, NULL);
+}
+
+static void test_trust_4_registry_writes_fenced(void) {
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "t4reg", 2, "10s");
+  int old = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(old >= 0);
+  const char *reg = ms_test_proc_address(c.registry);
+  t4_weight first = {c.addr[old], "t4-first"}, second = {c.addr[old], "t4-second"},
+            before = {c.addr[old], "t4-before"};
+  atomic_init(&first.done, false);
+  atomic_init(&second.done, false);
+  atomic_init(&before.done, false);
+  t4_weight_main(&before); /* the leader writes weights through the registry */
+  CU_ASSERT_EQUAL_FATAL(t4_record(reg, MESETA__V1__RECORD_KIND__WEIGHT, "t4-before"), MS_OK);
+
+  /* The registry freezes: the first write waits in the leader's registry worker, the
+   * second is queued behind it; then the leader freezes too. */
+  pid_t rpid = ms_test_proc_pid(c.registry), lpid = ms_test_proc_pid(c.alloc[old]);
+  CU_ASSERT_EQUAL_FATAL(kill(rpid, SIGSTOP), 0);
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&first.th, NULL, t4_weight_main, &first), 0);
+  usleep(300000);
+  CU_ASSERT_EQUAL_FATAL(pthread_create(&second.th, NULL, t4_weight_main, &second), 0);
+  usleep(300000);
+  CU_ASSERT_EQUAL_FATAL(kill(lpid, SIGSTOP), 0);
+  CU_ASSERT_EQUAL(kill(rpid, SIGCONT), 0);
+  CU_ASSERT(ms_sim_wait(serving, (void *)c.addr[1 - old], WAIT_MS)); /* a new leader */
+  /* The old one wakes long past its deadline: its worker must not send the second write. */
+  CU_ASSERT_EQUAL(kill(lpid, SIGCONT), 0);
+  CU_ASSERT(ms_sim_wait(t4_weight_done, &first, WAIT_MS));
+  CU_ASSERT(ms_sim_wait(t4_weight_done, &second, WAIT_MS));
+  pthread_join(first.th, NULL);
+  pthread_join(second.th, NULL);
+  CU_ASSERT(ms_sim_wait(t4_standby, (void *)c.addr[old], WAIT_MS)); /* it is a standby now... */
+  /* ...and its worker has run what was queued: the second write was never sent. */
+  ms_status second_rec = t4_record(reg, MESETA__V1__RECORD_KIND__WEIGHT, "t4-second");
+  fprintf(stderr,
+          "trust_4 registry fence: the write queued at the frozen leader: registry answers %d (5: absent)\n",
+          (int)second_rec);
+  CU_ASSERT_EQUAL(second_rec, MS_NOT_FOUND);
+  ms_test_cluster_stop(&c);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"standby_refuses_admission_is_durable", test_standby_and_admission},
@@ -719,6 +799,7 @@ int main(int argc, char **argv) {
       {"trust_4_leader_killed_real_agents", test_trust_4_leader_killed_real_agents},
       {"trust_4_leader_frozen_real_agents", test_trust_4_leader_frozen_real_agents},
       {"trust_4_recovery_keeps_late_agents", test_trust_4_recovery_keeps_late_agents},
+      {"trust_4_registry_writes_fenced", test_trust_4_registry_writes_fenced},
       {NULL, NULL},
   };
   return ms_test_main_etcd(argc, argv, "allocator-failover", cases, &dir, &etcd);
