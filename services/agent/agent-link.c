@@ -184,9 +184,11 @@ static void *follow_main(void *arg) {
 /* ---- the link ---- */
 
 static ms_rpc_channel *channel_for(agent_link *l, const char *target, ms_error **err) {
+  /* gRPC also takes the initial backoff as its minimum connect timeout: keep it well above
+   * a (TLS) handshake on a busy host; this thread decides when to move on anyway. */
   ms_rpc_channel_options o = {.tls = l->has_tls ? &l->tls : NULL,
-                              .initial_backoff_ms = l->backoff0,
-                              .max_backoff_ms = l->backoff_max};
+                              .initial_backoff_ms = 1000,
+                              .max_backoff_ms = l->backoff_max > 1000 ? l->backoff_max : 1000};
   return ms_rpc_channel_new(target, &o, err);
 }
 

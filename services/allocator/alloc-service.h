@@ -56,6 +56,11 @@ typedef struct alloc_service_config {
   /* Completed tasks kept for WatchState (and so GetState / GetTasks): at most this many
    * per framework and in all, the oldest forgotten first. 0: 1,000 and 10,000. */
   int64_t max_completed_tasks_per_framework, max_completed_tasks;
+  /* Called on the registry worker thread before every registry request: false, and the
+   * request is not sent (UNAVAILABLE). A leader whose lease may be gone writes nothing,
+   * even what it queued before it froze. NULL: always sent. */
+  bool (*registry_fence)(void *arg);
+  void *registry_fence_arg;
 } alloc_service_config;
 
 /* Fails on a malformed sorter, minimum, interval or fraction (INVALID_ARGUMENT naming

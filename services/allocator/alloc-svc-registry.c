@@ -78,6 +78,9 @@ static int unary(alloc_service *s, const char *method, const ProtobufCMessage *r
                  const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp, ms_error **err) {
   if (atomic_load(&s->reg->stop))
     return ms_error_set(err, MS_CANCELLED, "the allocator is shutting down");
+  if (s->cfg.registry_fence && !s->cfg.registry_fence(s->cfg.registry_fence_arg))
+    return ms_error_set(err, MS_UNAVAILABLE,
+                        "registry request not sent: this allocator's leader lease may be gone");
   ms_rpc_call_options co = {.timeout_ms = s->cfg.registry_timeout_ms};
   ProtobufCMessage *r = NULL;
   if (ms_rpc_unary(s->reg->ch, method, req, desc, &co, &r, err) < 0)

@@ -1,5 +1,6 @@
 /* meseta-allocator: the cluster's live model and its allocation cycle, over gRPC. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,9 +95,20 @@ static const ms_flag_spec spec = {"meseta-allocator",
 typedef struct app {
   ms_loop *loop;
   alloc_service *svc;
-  alloc_leader *leader; /* NULL: leading alone */
+  alloc_leader *leader; /* NULL: leading alone; under fence_mu */
+  bool elected;         /* leadership comes from an election (else: leading alone) */
   bool leading;         /* the service was told it leads */
+  pthread_mutex_t fence_mu;
 } app;
+
+/* The registry worker, before each request: only a valid leader writes. */
+static bool registry_fence(void *arg) {
+  app *a = arg;
+  pthread_mutex_lock(&a->fence_mu);
+  bool ok = !a->elected || alloc_leader_valid(a->leader);
+  pthread_mutex_unlock(&a->fence_mu);
+  return ok;
+}
 
 typedef struct lead_news {
   app *a;
@@ -166,7 +178,11 @@ static int run(ms_error **err) {
   ms_log_init("meseta-allocator", level, format, 2);
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
-  alloc_service_config cfg = {.allocation_interval_ms = interval_ns / 1000000,
+  app a = {.elected = etcd_endpoints.n > 0};
+  pthread_mutex_init(&a.fence_mu, NULL);
+  alloc_service_config cfg = {.registry_fence = registry_fence,
+                              .registry_fence_arg = &a,
+                              .allocation_interval_ms = interval_ns / 1000000,
                               .offer_timeout_ms = offer_timeout_ns / 1000000,
                               .max_offers_per_framework = max_offers,
                               .heartbeat_interval_ms = heartbeat_ns / 1000000,
@@ -182,10 +198,11 @@ static int run(ms_error **err) {
                               .max_completed_tasks_per_framework = max_done_per_fw,
                               .max_completed_tasks = max_done};
   if (alloc_sorter_parse(role_sorter, "--role-sorter", &cfg.role_sorter, err) < 0 ||
-      alloc_sorter_parse(framework_sorter, "--framework-sorter", &cfg.framework_sorter, err) < 0)
+      alloc_sorter_parse(framework_sorter, "--framework-sorter", &cfg.framework_sorter, err) < 0) {
+    pthread_mutex_destroy(&a.fence_mu);
     return MS_ERR;
+  }
 
-  app a = {0};
   ms_rpc_server *srv = NULL;
   ms_etcd *etcd = NULL;
   alloc_leader *leader = NULL;
@@ -222,7 +239,9 @@ static int run(ms_error **err) {
     if (!(leader = alloc_leader_start(etcd, election, cfg.advertise_address, lease_ns / MS_NSEC_PER_SEC,
                                       on_lead, &a, err)))
       goto out;
+    pthread_mutex_lock(&a.fence_mu);
     a.leader = leader;
+    pthread_mutex_unlock(&a.fence_mu);
     ms_loop_set_guard(a.loop, fence, &a);
     ms_log_info(NULL, "standby: campaigning in election `%s`", election);
   } else {
@@ -239,8 +258,10 @@ static int run(ms_error **err) {
 out:
   if (a.loop)
     ms_loop_set_guard(a.loop, NULL, NULL);
+  pthread_mutex_lock(&a.fence_mu);
+  a.leader = NULL; /* news still queued, and the registry worker, find no candidacy */
+  pthread_mutex_unlock(&a.fence_mu);
   alloc_leader_stop(leader); /* resign first: a standby takes over at once */
-  a.leader = NULL;           /* news still queued finds no candidacy */
   a.leading = false;
   if (a.svc)
     alloc_service_close(a.svc);
@@ -252,6 +273,7 @@ out:
   alloc_service_free(a.svc);
   ms_loop_free(a.loop);
   ms_etcd_free(etcd);
+  pthread_mutex_destroy(&a.fence_mu);
   return rc;
 }
 
