@@ -58,6 +58,7 @@
 #include "meseta/v1/scheduler.pb-c.h"
 
 #define CALL_TIMEOUT_MS 30000
+#define CONNECT_TIMEOUT_MS 10000 /* to wait for a master-api's connection before Subscribe */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define RECONCILE_CHUNK 1000
@@ -540,7 +541,11 @@ static int subscribe(batch *b, ms_error **err) {
   pthread_mutex_lock(&b->mu);
   ms_rpc_channel *ch = b->chs[b->cur];
   pthread_mutex_unlock(&b->mu);
-  ms_rpc_stream *st = ms_rpc_stream_open(ch, "/meseta.v1.Scheduler/Subscribe", &req.base, &co, err);
+  /* A slow handshake (a loaded machine) is waited for, a dead address not for long. */
+  co.wait_for_ready = true;
+  ms_rpc_stream *st = NULL;
+  if (ms_rpc_channel_wait_ready(ch, CONNECT_TIMEOUT_MS, err) == 0)
+    st = ms_rpc_stream_open(ch, "/meseta.v1.Scheduler/Subscribe", &req.base, &co, err);
   if (!st)
     return ms_error_prefix(err, "Subscribe through %s", f_master.v[b->cur]);
   pthread_mutex_lock(&b->mu);
@@ -604,17 +609,62 @@ static bool retryable(const ms_error *e) {
                e->code == MS_CANCELLED || e->code == MS_DEADLINE_EXCEEDED);
 }
 
-/* Opens a stream through the next address (its first event says whether it took). */
-static int failover(batch *b, const ms_error *why, ms_error **err) {
+static bool stopping(batch *b) {
   pthread_mutex_lock(&b->mu);
-  size_t from = b->cur;
-  b->cur = (b->cur + 1) % b->n_chs;
+  bool stop = b->stopping;
   pthread_mutex_unlock(&b->mu);
+  return stop;
+}
+
+/* Sleeps ms, or less when a signal asks to stop. */
+static void pause_ms(batch *b, int64_t ms) {
+  for (int64_t slept = 0; slept < ms && !stopping(b); slept += 50)
+    ms_time_sleep_ms(50);
+}
+
+/* Opens a stream through each address in turn from `first`, once each. */
+static int subscribe_from(batch *b, size_t first, ms_error **err) {
+  for (size_t k = first; k < b->n_chs; k++) {
+    pthread_mutex_lock(&b->mu);
+    b->cur = k;
+    pthread_mutex_unlock(&b->mu);
+    ms_error_free(*err);
+    *err = NULL;
+    if (subscribe(b, err) == 0)
+      return 0;
+    if (k + 1 < b->n_chs)
+      fprintf(stderr, "warning: %s\n", (*err)->msg);
+  }
+  return MS_ERR;
+}
+
+/* Opens a stream through the next addresses in turn, with backoff, until one opens, or
+ * the master has dropped the framework (--failover-timeout since `lost_ms`), or a signal.
+ * The stream's first event says whether the subscription took. */
+static int failover(batch *b, const ms_error *why, int64_t lost_ms, int64_t *backoff, ms_error **err) {
+  size_t from = b->cur;
   b->failovers++;
-  printf("failover: the stream through %s broke (%s: %s); subscribing again through %s\n", f_master.v[from],
-         ms_status_name(why->code), why->msg, f_master.v[b->cur]);
-  fflush(stdout);
-  return subscribe(b, err);
+  for (;;) {
+    pthread_mutex_lock(&b->mu);
+    b->cur = (b->cur + 1) % b->n_chs;
+    pthread_mutex_unlock(&b->mu);
+    printf("failover: the stream through %s broke (%s: %s); subscribing again through %s\n", f_master.v[from],
+           ms_status_name(why->code), why->msg, f_master.v[b->cur]);
+    fflush(stdout);
+    ms_error *e = NULL;
+    if (subscribe(b, &e) == 0)
+      return 0;
+    bool timed_out = f_timeout > 0 && e->code == MS_DEADLINE_EXCEEDED; /* --timeout */
+    if (!retryable(e) || timed_out || stopping(b) ||
+        ms_time_mono_ms() - lost_ms > f_failover_timeout / MS_NSEC_PER_MSEC) {
+      *err = e;
+      return ms_error_prefix(err, "failover");
+    }
+    fprintf(stderr, "warning: %s (next try in %" PRId64 " ms)\n", e->msg, *backoff);
+    ms_error_free(e);
+    pause_ms(b, *backoff);
+    *backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
+  }
 }
 
 /* Reads events until every task has ended, subscribing again when a stream breaks. */
@@ -627,9 +677,7 @@ static int run(batch *b, ms_error **err) {
     Meseta__V1__Event *ev = NULL;
     int r = ms_rpc_stream_recv(b->stream, &meseta__v1__event__descriptor, (ProtobufCMessage **)&ev, err);
     if (r <= 0) {
-      pthread_mutex_lock(&b->mu);
-      bool stop = b->stopping;
-      pthread_mutex_unlock(&b->mu);
+      bool stop = stopping(b);
       if (r < 0 && (*err)->code == MS_DEADLINE_EXCEEDED && f_timeout > 0) {
         rc = ms_error_prefix(err, "--timeout reached with %" PRId64 " of %" PRId64 " tasks ended", b->ended,
                              f_tasks);
@@ -640,21 +688,16 @@ static int run(batch *b, ms_error **err) {
         *err = NULL;
         if (!lost_ms)
           lost_ms = ms_time_mono_ms();
-        /* The first address that fails before SUBSCRIBED is retried after a pause. */
-        for (int64_t slept = 0; !subscribed && slept < backoff; slept += 50)
-          ms_time_sleep_ms(50);
+        /* A stream that broke before its SUBSCRIBED: pause before the next. */
+        if (!subscribed)
+          pause_ms(b, backoff);
         backoff = subscribed ? BACKOFF_MIN_MS : (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2);
         subscribed = false;
-        rc = failover(b, why, err);
+        rc = failover(b, why, lost_ms, &backoff, err);
         ms_error_free(why);
       } else if (r < 0 && !stop && !b->framework_id && retryable(*err) && b->cur + 1 < b->n_chs) {
         fprintf(stderr, "warning: subscribe through %s: %s\n", f_master.v[b->cur], (*err)->msg);
-        ms_error_free(*err);
-        *err = NULL;
-        pthread_mutex_lock(&b->mu);
-        b->cur++;
-        pthread_mutex_unlock(&b->mu);
-        rc = subscribe(b, err);
+        rc = subscribe_from(b, b->cur + 1, err);
       } else {
         rc = r < 0 ? ms_error_prefix(err, "the event stream broke")
                    : ms_error_set(err, MS_UNAVAILABLE, "the event stream ended");
@@ -791,7 +834,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < f_master.n && !err; i++)
     if (!(b.chs[b.n_chs++] = ms_rpc_channel_new(f_master.v[i], NULL, &err)))
       ms_error_prefix(&err, "--master `%s`", f_master.v[i]);
-  if (!err && subscribe(&b, &err) == 0) {
+  if (!err && subscribe_from(&b, 0, &err) == 0) {
     pthread_t sig_thread;
     pthread_create(&sig_thread, NULL, signal_thread, &b);
     rc = run(&b, &err);

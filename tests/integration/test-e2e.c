@@ -387,6 +387,7 @@ typedef struct killer {
   const char *watch; /* B: where to see tasks running */
   pid_t victim;      /* A */
   bool killed;
+  bool done; /* the batch exited (atomic) */
 } killer;
 
 static int64_t running_tasks(const char *addr) {
@@ -408,8 +409,11 @@ static int64_t running_tasks(const char *addr) {
 static void *killer_main(void *arg) {
   killer *k = arg;
   int64_t end = ms_time_mono_ms() + BATCH_TIMEOUT_MS;
-  while (ms_time_mono_ms() < end && running_tasks(k->watch) < FAILOVER_TASKS / 3)
+  while (ms_time_mono_ms() < end && !__atomic_load_n(&k->done, __ATOMIC_SEQ_CST) &&
+         running_tasks(k->watch) < FAILOVER_TASKS / 3)
     ms_time_sleep_ms(100);
+  if (__atomic_load_n(&k->done, __ATOMIC_SEQ_CST))
+    return NULL;
   printf("\n  killing master-api A (pid %d) with %" PRId64 " tasks running\n", (int)k->victim,
          running_tasks(k->watch));
   k->killed = kill(k->victim, SIGKILL) == 0;
@@ -438,6 +442,7 @@ static void test_trust_5_batch_survives_master_api_loss(void) {
   const char *extra[] = {"--master", b_addr, "--cmd", "sleep 3", "--no-teardown", "--name", "failover", NULL};
   ms_e2e_batch r;
   int rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra, log, BATCH_TIMEOUT_MS, &r, &err);
+  __atomic_store_n(&k.done, true, __ATOMIC_SEQ_CST);
   pthread_join(th, NULL);
   /* A is dead: B takes its place in the stack (the last case stops it). */
   ms_test_proc_stop(stack.mapi, SIGKILL);
@@ -504,6 +509,7 @@ typedef struct stopper {
   const char *watch, *needle;
   int64_t want_running;
   bool stopped;
+  bool done; /* the batch exited by itself (atomic) */
 } stopper;
 
 /* SIGTERM to the batch once `want_running` tasks run: it leaves without teardown
@@ -511,8 +517,11 @@ typedef struct stopper {
 static void *stopper_main(void *arg) {
   stopper *st = arg;
   int64_t end = ms_time_mono_ms() + BATCH_TIMEOUT_MS;
-  while (ms_time_mono_ms() < end && running_tasks(st->watch) < st->want_running)
+  while (ms_time_mono_ms() < end && !__atomic_load_n(&st->done, __ATOMIC_SEQ_CST) &&
+         running_tasks(st->watch) < st->want_running)
     ms_time_sleep_ms(100);
+  if (__atomic_load_n(&st->done, __ATOMIC_SEQ_CST))
+    return NULL;
   pid_t pid = pid_with(st->needle);
   printf("\n  stopping the first meseta-batch (pid %d) with %" PRId64 " tasks running\n", (int)pid,
          running_tasks(st->watch));
@@ -534,6 +543,7 @@ static void test_trust_5_batch_resumes_framework_id(void) {
   ms_e2e_batch r1, r2;
   ms_error *err = NULL;
   int rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra1, log1, BATCH_TIMEOUT_MS, &r1, &err);
+  __atomic_store_n(&st.done, true, __ATOMIC_SEQ_CST);
   pthread_join(th, NULL);
   MS_ASSERT_OK(rc, &err);
   CU_ASSERT(st.stopped);
@@ -542,8 +552,8 @@ static void test_trust_5_batch_resumes_framework_id(void) {
   CU_ASSERT_FATAL(r1.framework_id[0] != '\0');
 
   _cleanup_free_ char *log2 = ms_xasprintf("%s/meseta-batch-resume-2.log", dir);
-  const char *extra2[] = {"--cmd", "sleep 10", "--no-teardown", "--name", "resume-e2e", "--framework-id",
-                          r1.framework_id, NULL};
+  const char *extra2[] = {"--cmd",      "sleep 10",       "--no-teardown", "--name",
+                          "resume-e2e", "--framework-id", r1.framework_id, NULL};
   rc = ms_e2e_run_batch(&stack, FAILOVER_TASKS, 0.1, 32, extra2, log2, BATCH_TIMEOUT_MS, &r2, &err);
   MS_ASSERT_OK(rc, &err);
   printf("  resumed: exit %d, launched %" PRId64 ", finished %" PRId64 ", errors %" PRId64 "; log %s\n",
