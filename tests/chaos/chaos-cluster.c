@@ -139,7 +139,7 @@ typedef struct agents_wait {
 
 static bool all_agents_active(void *ctx) {
   agents_wait *w = ctx;
-  return chaos_active_agents(w->c, w->mapi, 0) == CHAOS_AGENTS;
+  return chaos_active_agents(w->c, w->mapi) == CHAOS_AGENTS;
 }
 
 void chaos_cluster_start(chaos_cluster *c, const char *dir) {
@@ -242,11 +242,7 @@ int chaos_wait_leader(chaos_cluster *c, int not, int64_t timeout_ms) {
   return -1;
 }
 
-static int64_t ts_ms(const Google__Protobuf__Timestamp *t) {
-  return t ? t->seconds * 1000 + t->nanos / 1000000 : 0;
-}
-
-int chaos_active_agents(chaos_cluster *c, int mapi, int64_t since_real_ms) {
+int chaos_active_agents(chaos_cluster *c, int mapi) {
   if (!c->mapi[mapi].proc)
     return -1;
   ms_rpc_channel *ch = ms_rpc_channel_new(c->mapi[mapi].addr, NULL, NULL);
@@ -260,15 +256,33 @@ int chaos_active_agents(chaos_cluster *c, int mapi, int64_t since_real_ms) {
                    &meseta__v1__get_agents_response__descriptor, &co, &out, NULL) == 0) {
     Meseta__V1__GetAgentsResponse *r = (void *)out;
     n = 0;
-    for (size_t i = 0; i < r->n_agents; i++) {
-      const Meseta__V1__Agent *a = r->agents[i];
-      int64_t reg = ts_ms(a->registered_time), rereg = ts_ms(a->reregistered_time);
-      n += a->state == MESETA__V1__AGENT__STATE__ACTIVE && (reg >= since_real_ms || rereg >= since_real_ms);
-    }
+    for (size_t i = 0; i < r->n_agents; i++)
+      n += r->agents[i]->state == MESETA__V1__AGENT__STATE__ACTIVE;
     protobuf_c_message_free_unpacked(out, NULL);
   }
   ms_rpc_channel_free(ch);
   return n;
+}
+
+char *chaos_master_id(chaos_cluster *c, int mapi) {
+  if (!c->mapi[mapi].proc)
+    return NULL;
+  ms_rpc_channel *ch = ms_rpc_channel_new(c->mapi[mapi].addr, NULL, NULL);
+  if (!ch)
+    return NULL;
+  Meseta__V1__GetMasterRequest req = MESETA__V1__GET_MASTER_REQUEST__INIT;
+  ProtobufCMessage *out = NULL;
+  ms_rpc_call_options co = {.timeout_ms = 5000};
+  char *id = NULL;
+  if (ms_rpc_unary(ch, "/meseta.v1.Operator/GetMaster", &req.base,
+                   &meseta__v1__get_master_response__descriptor, &co, &out, NULL) == 0) {
+    Meseta__V1__GetMasterResponse *r = (void *)out;
+    if (r->master_info && r->master_info->id && *r->master_info->id)
+      id = ms_xstrdup(r->master_info->id);
+    protobuf_c_message_free_unpacked(out, NULL);
+  }
+  ms_rpc_channel_free(ch);
+  return id;
 }
 
 /* Kills what is left in container cgroups (c-*) under `parent` and removes them and it,

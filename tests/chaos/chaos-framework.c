@@ -151,6 +151,7 @@ static void use_offer(chaos_fw *f, const Meseta__V1__Offer *o) {
   Meseta__V1__OfferID *oids[] = {o->id};
   ms_error *err = NULL;
   int rc;
+  int64_t sent = ms_time_mono_ms(); /* a launch counts from when it was asked for */
   if (k == 0) {
     refuse.seconds = 1;
     Meseta__V1__DeclineRequest d = MESETA__V1__DECLINE_REQUEST__INIT;
@@ -205,7 +206,6 @@ static void use_offer(chaos_fw *f, const Meseta__V1__Offer *o) {
     free(tp);
     free(tids);
   }
-  int64_t now = ms_time_mono_ms();
   pthread_mutex_lock(&f->mu);
   if (k == 0) {
     f->declines += rc == 0;
@@ -219,8 +219,8 @@ static void use_offer(chaos_fw *f, const Meseta__V1__Offer *o) {
     for (size_t j = 0; j < k; j++) {
       fw_attempt *t = &f->att[picked[j]];
       t->a.accept_ok = rc == 0;
-      t->accept_ms = rc == 0 ? now : 0;
-      t->news_ms = rc == 0 ? now : 0; /* a failed Accept: reconciled at the next tick */
+      t->accept_ms = rc == 0 ? sent : 0;
+      t->news_ms = rc == 0 ? ms_time_mono_ms() : 0; /* a failed Accept: reconciled at the next tick */
     }
   }
   pthread_mutex_unlock(&f->mu);

@@ -77,9 +77,11 @@ int chaos_leader(chaos_cluster *c);
 /* Polls until an allocator other than `not` (-1: any) leads; its index, or -1 after
  * timeout_ms. */
 int chaos_wait_leader(chaos_cluster *c, int not, int64_t timeout_ms);
-/* How many agents master-api `mapi` lists as ACTIVE and (re-)registered at or after
- * since_real_ms (wall clock, ms_time_real_ms; 0: ever); -1: no answer. */
-int chaos_active_agents(chaos_cluster *c, int mapi, int64_t since_real_ms);
+/* How many agents master-api `mapi` lists as ACTIVE; -1: no answer. */
+int chaos_active_agents(chaos_cluster *c, int mapi);
+/* The leader's id (MasterInfo.id, new at every leadership change) as master-api `mapi`
+ * sees it; NULL if none. The caller frees. */
+char *chaos_master_id(chaos_cluster *c, int mapi);
 
 /* ---- the batch framework ---- */
 

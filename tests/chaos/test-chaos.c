@@ -86,16 +86,34 @@ static void wait_finished(chaos_fw *f, int n) {
 /* What a recovery looks like from outside, each time from t0 (a step not seen within
  * RECOVERY_WAIT_MS is printed as such; the batch check that follows says what broke). */
 typedef struct recovery {
-  int old_leader; /* -1: no leader change expected */
-  int rejoin;     /* agents that must (re-)register after the fault: all after a new
-                   * leader, one after an agent restart */
-  int64_t t0_real;
+  int old_leader;    /* -1: no leader change expected */
+  char *old_id;      /* the leader's MasterInfo.id before the fault (old_leader >= 0) */
+  int64_t rejoin_ms; /* an agent restart: when it had registered again (from t0) */
   int new_leader;
   int64_t leader_ms, agents_ms, launch_ms, finish_ms;
 } recovery;
 
+/* Before the fault: what a leader change will be told from. */
+static void before_fault(recovery *r, int old_leader) {
+  *r = (recovery){.old_leader = old_leader, .rejoin_ms = -1};
+  if (old_leader >= 0)
+    r->old_id = chaos_master_id(&cl, 1);
+}
+
+/* Agents are back when the framework's master-api lists all three ACTIVE under a new
+ * leader's id (after a leader change: they registered with it), or once the restarted
+ * agent registered again (its ready file). */
+static bool agents_back(chaos_fw *f, recovery *r) {
+  int mapi = chaos_fw_target(f);
+  if (r->old_leader >= 0) {
+    _cleanup_free_ char *id = chaos_master_id(&cl, mapi);
+    if (!id || (r->old_id && strcmp(id, r->old_id) == 0))
+      return false;
+  }
+  return chaos_active_agents(&cl, mapi) == CHAOS_AGENTS;
+}
+
 static void watch_recovery(chaos_fw *f, int64_t t0, recovery *r) {
-  r->t0_real = ms_time_real_ms() - (ms_time_mono_ms() - t0);
   r->new_leader = -1;
   r->leader_ms = r->agents_ms = r->launch_ms = r->finish_ms = -1;
   int64_t end = t0 + RECOVERY_WAIT_MS;
@@ -108,11 +126,8 @@ static void watch_recovery(chaos_fw *f, int64_t t0, recovery *r) {
         r->leader_ms = now - t0;
       }
     }
-    int mapi = chaos_fw_target(f);
-    if (r->agents_ms < 0 && (r->old_leader < 0 || r->leader_ms >= 0) &&
-        chaos_active_agents(&cl, mapi, 0) == CHAOS_AGENTS &&
-        (r->rejoin == 0 || chaos_active_agents(&cl, mapi, r->t0_real) >= r->rejoin))
-      r->agents_ms = ms_time_mono_ms() - t0;
+    if (r->agents_ms < 0 && (r->old_leader < 0 || r->leader_ms >= 0) && agents_back(f, r))
+      r->agents_ms = r->rejoin_ms >= 0 ? r->rejoin_ms : ms_time_mono_ms() - t0;
     int64_t l = chaos_fw_first_launch_after(f, t0), fin = chaos_fw_first_finish_after(f, t0);
     if (r->launch_ms < 0 && l > 0)
       r->launch_ms = l - t0;
@@ -124,6 +139,8 @@ static void watch_recovery(chaos_fw *f, int64_t t0, recovery *r) {
       break;
     ms_time_sleep_ms(100);
   }
+  free(r->old_id);
+  r->old_id = NULL;
 }
 
 static void print_ms(const char *what, int64_t ms) {
@@ -159,9 +176,10 @@ static void test_kill_leader(void) {
   cluster_up();
   chaos_fw *f = batch_start("kill-leader", TASKS);
   wait_finished(f, FAULT_AFTER);
+  recovery r;
+  before_fault(&r, 0);
   int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.alloc[0]);
-  recovery r = {.old_leader = 0, .rejoin = CHAOS_AGENTS};
   watch_recovery(f, t0, &r);
   print_recovery("kill -9 of the leading allocator", &r);
   finish(f);
@@ -172,9 +190,10 @@ static void test_kill_mapi(void) {
   cluster_up();
   chaos_fw *f = batch_start("kill-mapi", TASKS);
   wait_finished(f, FAULT_AFTER);
+  recovery r;
+  before_fault(&r, -1);
   int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.mapi[0]); /* the framework's replica */
-  recovery r = {.old_leader = -1};
   watch_recovery(f, t0, &r);
   print_recovery("kill -9 of the framework's master-api", &r);
   CU_ASSERT_EQUAL(chaos_fw_target(f), 1);
@@ -204,12 +223,14 @@ static void test_kill_agent(void) {
   busy_agent b = {f, -1};
   CU_ASSERT_FATAL(ms_sim_wait(some_agent_busy, &b, PROGRESS_WAIT_MS));
   int running = chaos_fw_running_on(f, cl.agent_id[b.agent]);
+  recovery r;
+  before_fault(&r, -1);
   int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.agent[b.agent]);
   printf("\n  killed agent-%d with %d task(s) running; restarting it in 2 s\n", b.agent, running);
-  ms_time_sleep_ms(2000); /* its tasks go on (or end) without it */
-  chaos_agent_restart(&cl, b.agent);
-  recovery r = {.old_leader = -1, .rejoin = 1};
+  ms_time_sleep_ms(2000);            /* its tasks go on (or end) without it */
+  chaos_agent_restart(&cl, b.agent); /* returns once it registered again (its ready file) */
+  r.rejoin_ms = ms_time_mono_ms() - t0;
   watch_recovery(f, t0, &r);
   print_recovery("kill -9 and restart of an agent", &r);
   finish(f);
@@ -220,9 +241,10 @@ static void test_kill_registry(void) {
   cluster_up();
   chaos_fw *f = batch_start("kill-registry", TASKS);
   wait_finished(f, FAULT_AFTER);
+  recovery r;
+  before_fault(&r, -1);
   int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_kill(&cl.reg[0]); /* the replica gRPC's pick_first prefers */
-  recovery r = {.old_leader = -1};
   watch_recovery(f, t0, &r);
   print_recovery("kill -9 of a registry replica", &r);
   /* A new framework needs the registry (its record is durable). */
@@ -247,7 +269,8 @@ static void test_etcd_restart(void) {
   printf("  a leader %.2f s after etcd is back: allocator-%d\n", (double)(ms_time_mono_ms() - t0) / 1000,
          leader);
   CU_ASSERT(leader >= 0);
-  recovery r = {.old_leader = -1};
+  recovery r;
+  before_fault(&r, -1);
   watch_recovery(f, t0, &r);
   print_recovery("etcd stopped and restarted", &r);
   finish(f);
@@ -261,9 +284,10 @@ static void freeze_leader(int secs) {
   _cleanup_free_ char *name = ms_xasprintf("stop-leader-%d", secs);
   chaos_fw *f = batch_start(name, TASKS);
   wait_finished(f, FAULT_AFTER);
+  recovery r;
+  before_fault(&r, 0);
   int64_t t0 = fault_ms = ms_time_mono_ms();
   chaos_freeze(&cl.alloc[0]);
-  recovery r = {.old_leader = 0, .rejoin = CHAOS_AGENTS};
   watch_recovery(f, t0, &r);
   _cleanup_free_ char *what = ms_xasprintf("SIGSTOP of the leading allocator for %d s", secs);
   print_recovery(what, &r);
@@ -279,7 +303,7 @@ static void freeze_leader(int secs) {
     polls++;
     ms_time_sleep_ms(100);
   }
-  int leader = chaos_leader(&cl);
+  int leader = chaos_wait_leader(&cl, -1, 30000); /* one leader, not a passing moment without */
   bool alive = chaos_alive(chaos_pid(&cl.alloc[0]));
   printf("  after SIGCONT: the old leader said SERVING in %d of %d polls over 10 s; leader now allocator-%d; "
          "old leader %s\n",
