@@ -166,33 +166,14 @@ ms_rpc_achannel *ms_rpc_achannel_new(const char *target, const ms_rpc_channel_op
     return NULL;
   }
   ms_rpc__init();
-  grpc_channel_credentials *creds = ms_rpc__channel_creds(opts->tls, err);
-  if (!creds) {
+  /* The same channel as ms_rpc_channel_new's (limits, backoff, connect timeout, keepalive). */
+  grpc_channel *gch = ms_rpc__channel_create(target, opts, err);
+  if (!gch) {
     ms_rpc__shutdown();
     return NULL;
   }
-  /* As ms_rpc_channel_new: message limits, reconnect backoff, keepalive. */
-  int max = opts->max_message_bytes > 0 ? (int)opts->max_message_bytes : MS_RPC_DEFAULT_MAX_MESSAGE;
-  int initial = opts->initial_backoff_ms > 0 ? (int)opts->initial_backoff_ms : 200;
-  int max_backoff = opts->max_backoff_ms > 0 ? (int)opts->max_backoff_ms : 10000;
-  grpc_arg args[8];
-  size_t n = 0;
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = max}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = initial}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, {.integer = max_backoff}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 30000}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 10000}};
-  if (opts->gzip)
-    args[n++] = (grpc_arg){
-        GRPC_ARG_INTEGER, GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, {.integer = GRPC_COMPRESS_GZIP}};
-  if (opts->tls && opts->tls->server_name)
-    args[n++] = (grpc_arg){
-        GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)opts->tls->server_name}};
-  grpc_channel_args cargs = {.num_args = n, .args = args};
   ms_rpc_achannel *ch = ms_xcalloc(1, sizeof(*ch));
-  ch->ch = grpc_channel_create(target, creds, &cargs);
-  grpc_channel_credentials_release(creds);
+  ch->ch = gch;
   ch->target = ms_xstrdup(target);
   return ch;
 }

@@ -55,38 +55,11 @@ ms_rpc_channel *ms_rpc_channel_new(const char *target, const ms_rpc_channel_opti
     return NULL;
   }
   ms_rpc__init();
-  grpc_channel_credentials *creds = ms_rpc__channel_creds(opts->tls, err);
-  if (!creds) {
+  grpc_channel *gch = ms_rpc__channel_create(target, opts, err);
+  if (!gch) {
     ms_rpc__shutdown();
     return NULL;
   }
-  int max = opts->max_message_bytes > 0 ? (int)opts->max_message_bytes : MS_RPC_DEFAULT_MAX_MESSAGE;
-  grpc_arg args[10];
-  size_t n = 0;
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, {.integer = max}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, {.integer = max}};
-  int initial = opts->initial_backoff_ms > 0 ? (int)opts->initial_backoff_ms : 200;
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, {.integer = initial}};
-  /* gRPC core takes its "minimum reconnect backoff" as the minimum time a connection
-   * attempt may take (handshake included), not as a backoff: it must not be the
-   * short initial backoff, or a slow handshake never completes. */
-  int connect = opts->connect_timeout_ms > 0 ? (int)opts->connect_timeout_ms : 20000;
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, {.integer = connect}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER,
-                         GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
-                         {.integer = opts->max_backoff_ms > 0 ? (int)opts->max_backoff_ms : 10000}};
-  /* Long-lived streams (agents, subscribers) must notice a dead peer. */
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIME_MS, {.integer = 30000}};
-  args[n++] = (grpc_arg){GRPC_ARG_INTEGER, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, {.integer = 10000}};
-  if (opts->gzip)
-    args[n++] = (grpc_arg){
-        GRPC_ARG_INTEGER, GRPC_COMPRESSION_CHANNEL_DEFAULT_ALGORITHM, {.integer = GRPC_COMPRESS_GZIP}};
-  if (opts->tls && opts->tls->server_name)
-    args[n++] = (grpc_arg){
-        GRPC_ARG_STRING, GRPC_SSL_TARGET_NAME_OVERRIDE_ARG, {.string = (char *)opts->tls->server_name}};
-  grpc_channel_args cargs = {.num_args = n, .args = args};
-  grpc_channel *gch = grpc_channel_create(target, creds, &cargs);
-  grpc_channel_credentials_release(creds);
   ms_rpc_channel *ch = ms_xcalloc(1, sizeof(*ch));
   ch->ch = gch;
   ch->target = ms_xstrdup(target);

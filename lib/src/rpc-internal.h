@@ -33,6 +33,9 @@ char *ms_rpc__read_pem(const char *path, const char *what, ms_error **err);
 
 grpc_server_credentials *ms_rpc__server_creds(const ms_rpc_tls *tls, ms_error **err);
 grpc_channel_credentials *ms_rpc__channel_creds(const ms_rpc_tls *tls, ms_error **err);
+/* A channel with the layer's arguments for opts (limits, backoff, connect timeout,
+ * keepalive, gzip, TLS name). NULL with err set when the credentials fail. */
+grpc_channel *ms_rpc__channel_create(const char *target, const ms_rpc_channel_options *opts, ms_error **err);
 
 /* A copy of a slice as a C string (the caller frees). */
 char *ms_rpc__slice_strdup(grpc_slice s);
