@@ -136,6 +136,23 @@ void svc_send_agent(alloc_service *s, svc_agent *a, const Meseta__V1__AllocatorM
   }
 }
 
+void svc_send_ack(alloc_service *s, svc_agent *a, const char *framework_id, const char *task_id,
+                  const ProtobufCBinaryData *uuid) {
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = (char *)framework_id;
+  Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
+  tid.value = (char *)task_id;
+  Meseta__V1__AllocatorMessage__AcknowledgeStatus ack =
+      MESETA__V1__ALLOCATOR_MESSAGE__ACKNOWLEDGE_STATUS__INIT;
+  ack.framework_id = &fid;
+  ack.task_id = &tid;
+  ack.uuid = *uuid;
+  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS;
+  m.acknowledge_status = &ack;
+  svc_send_agent(s, a, &m);
+}
+
 void svc_send_update(alloc_service *s, svc_framework *fw, const Meseta__V1__TaskStatus *st) {
   Meseta__V1__Event__Update u = MESETA__V1__EVENT__UPDATE__INIT;
   u.status = (Meseta__V1__TaskStatus *)st;

@@ -256,8 +256,12 @@ static int on_register(alloc_service *s, svc_link *l, const Meseta__V1__AgentMes
 static void readopt_tasks(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__Reregister *r) {
   for (size_t i = 0; i < r->n_tasks; i++) {
     const Meseta__V1__Task *t = r->tasks[i];
-    if (!t->task_id || !t->framework_id || svc_task_state_terminal(t->state))
+    if (!t->task_id || !t->framework_id || !t->task_id->value || !t->framework_id->value)
       continue;
+    if (svc_task_state_terminal(t->state)) {
+      svc_task_adopt_ended(s, a->e.key, t->framework_id->value, t->task_id->value, t->state);
+      continue;
+    }
     svc_framework *fw = svc_table_get(&s->frameworks, t->framework_id->value);
     if (!fw || svc_task_get(s, t->framework_id->value, t->task_id->value)) {
       ms_log_warn(a->e.key, "task `%s` of unknown framework `%s` not accounted", t->task_id->value,

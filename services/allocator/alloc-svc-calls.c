@@ -468,15 +468,8 @@ static int do_acknowledge(alloc_service *s, const call_req *c, ms_error **err) {
   svc_agent *a = svc_table_get(&s->agents, r->agent_id->value);
   if (!a)
     return ms_error_set(err, MS_NOT_FOUND, "agent `%s` is not known", r->agent_id->value);
-  Meseta__V1__AllocatorMessage__AcknowledgeStatus ack =
-      MESETA__V1__ALLOCATOR_MESSAGE__ACKNOWLEDGE_STATUS__INIT;
-  ack.framework_id = r->framework_id;
-  ack.task_id = r->task_id;
-  ack.uuid = r->uuid;
-  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
-  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS;
-  m.acknowledge_status = &ack;
-  svc_send_agent(s, a, &m);
+  if (!svc_history_hold_ack(s, a->e.key, fw->e.key, r->task_id->value, &r->uuid))
+    svc_send_ack(s, a, fw->e.key, r->task_id->value, &r->uuid);
   svc_unacked_ack(s, fw->e.key, r->task_id->value, &r->uuid);
   return 0;
 }
@@ -488,6 +481,24 @@ static int do_teardown(alloc_service *s, const call_req *c, ms_error **err) {
     return MS_ERR;
   svc_framework_remove(s, fw, "torn down");
   return 0;
+}
+
+/* An admitted agent that has not re-registered with this leader yet: it may still bring
+ * tasks this leader does not know. Until it is back or marked unreachable, a task it
+ * may hold is not answered TASK_UNKNOWN (a framework would launch it a second time). */
+static bool awaited_agent(alloc_service *s, const char *id) {
+  return svc_durable(s) && !svc_table_get(&s->agents, id) &&
+         svc_agent_rec_state(s, id) == MESETA__V1__AGENT_RECORD__STATE__ADMITTED;
+}
+
+/* Whether any agent is awaited; *memo caches the answer for one call (-1: not known). */
+static bool any_awaited(alloc_service *s, int *memo) {
+  if (*memo < 0) {
+    *memo = 0;
+    for (uint32_t i = 0; i < s->agent_recs.n && !*memo; i++)
+      *memo = awaited_agent(s, s->agent_recs.v[i]->key);
+  }
+  return *memo > 0;
 }
 
 static int do_reconcile(alloc_service *s, const call_req *c, ms_error **err) {
@@ -512,6 +523,7 @@ static int do_reconcile(alloc_service *s, const call_req *c, ms_error **err) {
     if (!q->task_id || !q->task_id->value || !*q->task_id->value)
       return ms_error_set(err, MS_INVALID_ARGUMENT, "`reconcile.tasks[%zu].task_id` is missing", i);
   }
+  int awaited = -1;
   for (size_t i = 0; i < r->n_tasks; i++) {
     const Meseta__V1__ReconcileRequest__Task *q = r->tasks[i];
     svc_task *t = svc_task_get(s, fw->e.key, q->task_id->value);
@@ -529,6 +541,8 @@ static int do_reconcile(alloc_service *s, const call_req *c, ms_error **err) {
                   NULL);
     else if (s->recovering && (!aid || !svc_table_get(&s->agents, aid)))
       continue; /* its agent may still re-register: no answer yet (ask again later) */
+    else if (aid ? awaited_agent(s, aid) : any_awaited(s, &awaited))
+      continue; /* an admitted agent not back since the failover may bring it (as Mesos) */
     else if (aid && svc_agent_rec_state(s, aid) == MESETA__V1__AGENT_RECORD__STATE__UNREACHABLE)
       send_status(s, fw, q->task_id->value, aid, MESETA__V1__TASK_STATE__TASK_UNREACHABLE, why,
                   "its agent is unreachable");

@@ -8,8 +8,10 @@
  * order (the writing leader's election time, then a sequence) and keeps the last copy
  * of each task.
  *
- * Losses, by design: what waits for its group (at most SVC_HIST_DELAY_MS) is not written
- * when the leader dies; a write that fails is tried again with the next group.
+ * Nothing is lost with a dead leader: a framework's acknowledgement of a task's terminal
+ * update reaches the agent only once the record holding the task is written, so a task
+ * not yet written is still the agent's, which brings it to the next leader. A write that
+ * fails is tried again with the next group.
  *
  * Owner thread only. The history (s->hist) exists while leading with a registry. */
 #include <stdio.h>
@@ -34,8 +36,18 @@ typedef struct svc_hist {
   uint32_t nretire;
   uint64_t seq;
   uint64_t timer;
-  bool loading; /* records are being read: counts only, nothing dropped yet */
+  bool loading;          /* records are being read: counts only, nothing dropped yet */
+  struct held_ack *held; /* acknowledgements waiting for their task's record */
+  uint32_t nheld, capheld;
 } svc_hist;
+
+typedef struct held_ack {
+  char *agent_id, *framework_id, *task_id, *key;
+  uint8_t uuid[16];
+} held_ack;
+
+/* Past this many held acknowledgements, more are sent at once (bounded memory). */
+#define MAX_HELD_ACKS 100000u
 
 static svc_hist *hist_of(alloc_service *s) {
   if (!s->hist && svc_durable(s) && s->leading) {
@@ -132,6 +144,58 @@ static void chunk_lost_one(svc_hist *h, svc_chunk *c) {
   chunk_free(h, c);
 }
 
+static void held_free(held_ack *a) {
+  free(a->agent_id);
+  free(a->framework_id);
+  free(a->task_id);
+  free(a->key);
+}
+
+/* Whether d's record is written (or d is not for the registry at all). */
+static bool settled(const svc_done_task *d) {
+  return !d || (!d->pending && (!d->chunk || d->chunk->written));
+}
+
+/* Sends the held acknowledgements whose tasks are written now (or forgotten). */
+static void release_acks(svc_hist *h) {
+  alloc_service *s = h->s;
+  uint32_t keep = 0;
+  for (uint32_t i = 0; i < h->nheld; i++) {
+    held_ack *a = &h->held[i];
+    if (!settled(svc_table_get(&s->done_tasks, a->key))) {
+      h->held[keep++] = *a;
+      continue;
+    }
+    ProtobufCBinaryData uuid = {.len = sizeof(a->uuid), .data = a->uuid};
+    svc_agent *ag = svc_table_get(&s->agents, a->agent_id);
+    if (ag)
+      svc_send_ack(s, ag, a->framework_id, a->task_id, &uuid);
+    held_free(a);
+  }
+  h->nheld = keep;
+}
+
+bool svc_history_hold_ack(alloc_service *s, const char *agent_id, const char *framework_id,
+                          const char *task_id, const ProtobufCBinaryData *uuid) {
+  svc_hist *h = s->hist;
+  if (!h || uuid->len != 16 || h->nheld >= MAX_HELD_ACKS)
+    return false;
+  _cleanup_free_ char *key = svc_key2(framework_id, task_id);
+  if (settled(svc_table_get(&s->done_tasks, key)))
+    return false;
+  if (h->nheld == h->capheld) {
+    h->capheld = h->capheld ? h->capheld * 2 : 64;
+    h->held = ms_xrealloc(h->held, h->capheld * sizeof(*h->held));
+  }
+  held_ack *a = &h->held[h->nheld++];
+  a->agent_id = ms_xstrdup(agent_id);
+  a->framework_id = ms_xstrdup(framework_id);
+  a->task_id = ms_xstrdup(task_id);
+  a->key = TAKE_PTR(key);
+  memcpy(a->uuid, uuid->data, 16);
+  return true;
+}
+
 typedef struct flush_ctx {
   char *id;      /* the record written */
   char **retire; /* deleted once it is */
@@ -158,7 +222,11 @@ static void flushed(alloc_service *s, void *arg, const ms_error *err, bool curre
     }
     free(ctx->retire);
   } else if (h) {
+    svc_chunk *c = svc_table_get(&h->chunks, ctx->id);
+    if (c)
+      c->written = true;
     delete_records(s, ctx->retire, ctx->nretire);
+    release_acks(h);
   } else {
     for (uint32_t i = 0; i < ctx->nretire; i++)
       free(ctx->retire[i]);
@@ -251,6 +319,8 @@ void svc_history_forget(alloc_service *s, svc_done_task *d) {
   d->chunk = NULL;
   if (c)
     chunk_lost_one(h, c);
+  if (h->nheld)
+    release_acks(h); /* an acknowledgement held for d is not held for ever */
 }
 
 void svc_history_loaded(alloc_service *s, const svc_reg_loaded *l) {
@@ -267,6 +337,7 @@ void svc_history_loaded(alloc_service *s, const svc_reg_loaded *l) {
       svc_chunk *c = ms_xcalloc(1, sizeof(*c));
       c->e.key = ms_xstrdup(r->id);
       c->total = (uint32_t)r->completed_tasks->n_tasks;
+      c->written = true;
       svc_table_put(&h->chunks, &c->e);
       nrec++;
       for (size_t t = 0; t < r->completed_tasks->n_tasks; t++) {
@@ -314,6 +385,10 @@ void svc_history_reset(alloc_service *s) {
   for (uint32_t i = 0; i < h->nretire; i++)
     free(h->retire[i]);
   free(h->retire);
+  /* Held acknowledgements are dropped: their agents resend the updates to the next leader. */
+  for (uint32_t i = 0; i < h->nheld; i++)
+    held_free(&h->held[i]);
+  free(h->held);
   for (uint32_t i = 0; i < h->chunks.n; i++) {
     free(h->chunks.v[i]->key);
     free(h->chunks.v[i]);

@@ -205,6 +205,9 @@ void svc_check_trigger(alloc_service *s);
 void svc_send_event(alloc_service *s, svc_framework *fw, const Meseta__V1__Event *ev);
 /* Sends to an agent's link (no-op without one). */
 void svc_send_agent(alloc_service *s, svc_agent *a, const Meseta__V1__AllocatorMessage *m);
+/* Sends an ACKNOWLEDGE_STATUS of the task's update (uuid) to its agent. */
+void svc_send_ack(alloc_service *s, svc_agent *a, const char *framework_id, const char *task_id,
+                  const ProtobufCBinaryData *uuid);
 /* An UPDATE event for a framework with the status (borrowed). */
 void svc_send_update(alloc_service *s, svc_framework *fw, const Meseta__V1__TaskStatus *st);
 
@@ -304,6 +307,12 @@ svc_task *svc_task_add(alloc_service *s, const char *framework_id, const char *t
                        const ms_resources *exec_res);
 /* The task ended: recovers its resources (and its executor's if it was the last) and
  * forgets it. */
+/* A task an agent reports ended that this leader does not know (the last leader died
+ * before its terminal update, or before that update's record was written): kept as
+ * completed, as if its update had come here, so GetTasks and reconciliation know it.
+ * Nothing when its framework is not known (yet), or it is live or completed already. */
+void svc_task_adopt_ended(alloc_service *s, const char *agent_id, const char *fid, const char *tid,
+                          Meseta__V1__TaskState state);
 void svc_task_end(alloc_service *s, svc_task *t);
 /* A status update from the agent: forwards it, ends the task when terminal. */
 void svc_task_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__StatusUpdate *u);
@@ -566,7 +575,14 @@ Meseta__V1__Task *svc_state_build_task(const svc_task *t);
 typedef struct svc_chunk {
   svc_entry e; /* the record id */
   uint32_t live, total;
+  bool written; /* the registry has it (loaded, or its write answered OK) */
 } svc_chunk;
+/* A framework's acknowledgement of a completed task's terminal update is held from the
+ * agent until the record holding the task is written: until then the agent keeps the
+ * task and would bring it to a new leader. True: held (sent later, or dropped with the
+ * lead); false: send it now. */
+bool svc_history_hold_ack(alloc_service *s, const char *agent_id, const char *framework_id,
+                          const char *task_id, const ProtobufCBinaryData *uuid);
 /* d was kept as completed: written with the next group. */
 void svc_history_added(alloc_service *s, svc_done_task *d);
 /* d was loaded from chunk's record. */

@@ -105,6 +105,19 @@ void svc_task_end(alloc_service *s, svc_task *t) {
   svc_check_trigger(s);
 }
 
+void svc_task_adopt_ended(alloc_service *s, const char *agent_id, const char *fid, const char *tid,
+                          Meseta__V1__TaskState state) {
+  _cleanup_free_ char *key = svc_key2(fid, tid);
+  if (!svc_table_get(&s->frameworks, fid) || svc_task_get(s, fid, tid) || svc_completed_get(s, key))
+    return;
+  ms_resources *none = ms_resources_new();
+  svc_task *t = svc_task_add(s, fid, tid, agent_id, "*", none, NULL, NULL);
+  ms_resources_free(none);
+  t->state = state;
+  svc_state_emit_task(s, t, SVC_UPDATED);
+  svc_task_end(s, t);
+}
+
 void svc_task_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__StatusUpdate *u) {
   if (!u->status || !u->status->task_id || !u->framework_id) {
     ms_log_warn(a->e.key, "status update without `framework_id` or `status.task_id` ignored");
@@ -123,6 +136,8 @@ void svc_task_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMess
   svc_task *t = svc_task_get(s, fid, tid);
   if (!t) {
     ms_log_debug(fid, "status %d of unknown task `%s` forwarded", (int)u->status->state, tid);
+    if (svc_task_state_terminal(u->status->state)) /* ended while no leader knew it */
+      svc_task_adopt_ended(s, a->e.key, fid, tid, u->status->state);
     return;
   }
   if (strcmp(t->agent_id, a->e.key) != 0) {
