@@ -53,7 +53,7 @@ struct chaos_fw {
   size_t natt, capatt;
   int *cur_att, *next_k, *state;
   ms_rpc_stream *st;
-  bool stop, connected, reconcile_all;
+  bool stop, connected, reconcile_all, paused;
   int64_t last_reconcile_ms;
   pthread_t rx, tick;
   uint64_t offers, launches, accept_failures, declines, relaunches, updates, subscriptions, reconciles,
@@ -128,7 +128,8 @@ static void use_offer(chaos_fw *f, const Meseta__V1__Offer *o) {
   int running = 0;
   for (int i = 0; i < f->tasks; i++)
     running += f->state[i] == T_LAUNCHED;
-  for (int i = 0; i < f->tasks && k < MS_ARRAY_SIZE(picked); i++) {
+  bool paused = f->paused;
+  for (int i = 0; i < f->tasks && k < MS_ARRAY_SIZE(picked) && !paused; i++) {
     if (f->state[i] != T_PENDING || running >= f->max_running || cpus < need_c || mem < need_m)
       continue;
     picked[k++] = new_attempt(f, i, o->agent_id->value);
@@ -153,7 +154,7 @@ static void use_offer(chaos_fw *f, const Meseta__V1__Offer *o) {
   int rc;
   int64_t sent = ms_time_mono_ms(); /* a launch counts from when it was asked for */
   if (k == 0) {
-    refuse.seconds = 1;
+    refuse.seconds = paused ? 3600 : 1; /* paused: until chaos_fw_resume revives */
     Meseta__V1__DeclineRequest d = MESETA__V1__DECLINE_REQUEST__INIT;
     d.framework_id = &fid;
     d.stream_id = stream_id;
@@ -514,6 +515,7 @@ chaos_fw *chaos_fw_start(const char *const *targets, int n_targets, const chaos_
                         o->sleep ? o->sleep : "1");
   f->tasks = o->tasks;
   f->max_running = o->max_running > 0 ? o->max_running : o->tasks;
+  f->paused = o->paused;
   f->cur_att = ms_xcalloc((size_t)f->tasks, sizeof(int));
   f->next_k = ms_xcalloc((size_t)f->tasks, sizeof(int));
   f->state = ms_xcalloc((size_t)f->tasks, sizeof(int));
@@ -541,6 +543,24 @@ chaos_fw *chaos_fw_start(const char *const *targets, int n_targets, const chaos_
     fprintf(stderr, "chaos-fw: no SUBSCRIBED from %s\n", targets[0]);
   CU_ASSERT_FATAL(subscribed);
   return f;
+}
+
+void chaos_fw_resume(chaos_fw *f) {
+  pthread_mutex_lock(&f->mu);
+  f->paused = false;
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = ms_xstrdup(f->id);
+  _cleanup_free_ char *stream_id = ms_xstrdup(f->stream_id ? f->stream_id : "");
+  pthread_mutex_unlock(&f->mu);
+  Meseta__V1__ReviveRequest r = MESETA__V1__REVIVE_REQUEST__INIT;
+  r.framework_id = &fid;
+  r.stream_id = stream_id;
+  ms_error *err = NULL;
+  if (sched_call(f, "Revive", &r.base, &meseta__v1__revive_response__descriptor, &err) < 0)
+    fprintf(stderr, "chaos-fw: Revive: %s\n", err->msg);
+  CU_ASSERT_PTR_NULL(err);
+  ms_error_free(err);
+  free(fid.value);
 }
 
 const char *chaos_fw_id(chaos_fw *f) {

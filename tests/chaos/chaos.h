@@ -92,11 +92,14 @@ typedef struct chaos_fw_options {
   int max_running;   /* launched and not ended at once */
   const char *sleep; /* each task's `sleep` after writing the ledger, e.g. "1" */
   const char *name;
+  bool paused; /* subscribe, decline every offer (1 h filter) until chaos_fw_resume */
 } chaos_fw_options;
 
 /* Subscribes through targets[0] (the others are where it fails over to, in order);
  * fatal if no SUBSCRIBED comes. The batch starts at once. */
 chaos_fw *chaos_fw_start(const char *const *targets, int n_targets, const chaos_fw_options *o);
+/* Starts launching (Revive: the filters of the paused time go). */
+void chaos_fw_resume(chaos_fw *f);
 const char *chaos_fw_id(chaos_fw *f);
 int chaos_fw_tasks(chaos_fw *f);
 /* Logical tasks that have a FINISHED attempt / that ended (any terminal state that is

@@ -54,12 +54,17 @@ static void cluster_down(void) {
 }
 
 /* The framework on master-api-0, failing over to master-api-1. */
-static chaos_fw *batch_start(const char *name, int tasks) {
+static chaos_fw *batch_start_paused(const char *name, int tasks, bool paused) {
   const char *targets[] = {cl.mapi[0].addr, cl.mapi[1].addr};
-  chaos_fw_options o = {.tasks = tasks, .max_running = MAX_RUNNING, .sleep = TASK_SLEEP, .name = name};
+  chaos_fw_options o = {
+      .tasks = tasks, .max_running = MAX_RUNNING, .sleep = TASK_SLEEP, .name = name, .paused = paused};
   chaos_fw *f = chaos_fw_start(targets, 2, &o);
   fws[fws[0] ? 1 : 0] = f;
   return f;
+}
+
+static chaos_fw *batch_start(const char *name, int tasks) {
+  return batch_start_paused(name, tasks, false);
 }
 
 typedef struct progress {
@@ -374,10 +379,13 @@ static void test_flood(void) {
 
 static void test_idle_subscribers(void) {
   cluster_up();
-  chaos_fw *f = batch_start("idle", TASKS);
+  /* The batch subscribes first (within any per-principal bound) but launches only once
+   * the idle subscribers are there to be offered everything. */
+  chaos_fw *f = batch_start_paused("idle", TASKS, true);
   int threads_before = chaos_threads(chaos_pid(&cl.mapi[0]));
-  fault_ms = ms_time_mono_ms();
   chaos_idle *idle = chaos_idle_start(&cl, 0, 200);
+  fault_ms = ms_time_mono_ms();
+  chaos_fw_resume(f);
   int subscribed, refused, failed;
   chaos_idle_counts(idle, &subscribed, &refused, &failed);
   printf("\n  200 idle subscribers on %s: %d subscribed, %d refused (RESOURCE_EXHAUSTED), %d failed\n",
