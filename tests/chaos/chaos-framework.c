@@ -40,6 +40,7 @@ enum { T_PENDING, T_LAUNCHED, T_FINISHED, T_FAILED };
 typedef struct fw_attempt {
   chaos_attempt a;
   int64_t accept_ms, finish_ms, news_ms;
+  bool accepting; /* its Accept is in flight: the cluster may not know it yet */
 } fw_attempt;
 
 struct chaos_fw {
@@ -114,6 +115,7 @@ static size_t new_attempt(chaos_fw *f, int i, const char *agent_id) {
   t->a.agent_id = ms_xstrdup(agent_id);
   f->cur_att[i] = (int)f->natt;
   f->state[i] = T_LAUNCHED;
+  t->accepting = true;
   return f->natt++;
 }
 
@@ -220,6 +222,7 @@ static void use_offer(chaos_fw *f, const Meseta__V1__Offer *o) {
     for (size_t j = 0; j < k; j++) {
       fw_attempt *t = &f->att[picked[j]];
       t->a.accept_ok = rc == 0;
+      t->accepting = false;
       t->accept_ms = rc == 0 ? sent : 0;
       t->news_ms = rc == 0 ? ms_time_mono_ms() : 0; /* a failed Accept: reconciled at the next tick */
     }
@@ -446,7 +449,10 @@ static void reconcile(chaos_fw *f) {
     if (f->state[i] != T_LAUNCHED)
       continue;
     fw_attempt *t = &f->att[f->cur_att[i]];
-    if (!all && now - t->news_ms < QUIET_MS)
+    /* Not while its Accept is unanswered: calls may overtake each other on the way, and
+     * a task the allocator has not seen yet is rightly unknown (the Accept's deadline
+     * bounds the wait). */
+    if (t->accepting || (!all && now - t->news_ms < QUIET_MS))
       continue;
     meseta__v1__task_id__init(&tids[n]);
     tids[n].value = ms_xstrdup(t->a.id);
