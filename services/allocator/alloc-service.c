@@ -443,6 +443,7 @@ static void forget_all(alloc_service *s) {
   svc_table_release(&s->torn_down);
   svc_agent_recs_clear(s);
   svc_operator_reset(s);
+  svc_operator_quota_drop(s);
 }
 
 bool svc_serving(const alloc_service *s, const char **why) {

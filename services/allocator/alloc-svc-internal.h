@@ -132,7 +132,12 @@ struct alloc_service {
   bool leading, closing;
   bool loading;    /* leading, reading the registry: calls answer UNAVAILABLE */
   bool recovering; /* leading, loaded, waiting for agents: no offers */
-  uint64_t term;   /* bumped on every change of leadership: older registry results are stale */
+  /* Quota updates one at a time (alloc-svc-operator.c): each is checked against the
+   * quota the one before it made, not against a model it has not reached yet. */
+  bool quota_busy;
+  struct op_wait **quota_waiting;
+  uint32_t nquota_waiting;
+  uint64_t term; /* bumped on every change of leadership: older registry results are stale */
   svc_table agents, frameworks, tasks, executors, torn_down;
   svc_table operations; /* svc_operation: framework operations with an id (launches too) */
   svc_table agent_recs; /* svc_agent_rec, while durable */
@@ -431,6 +436,8 @@ void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
 void svc_operator_load(alloc_service *s, const Meseta__V1__Record *r);
 /* Forgets weights, quota and the schedule (lost lead, shutdown). */
 void svc_operator_reset(alloc_service *s);
+/* Ends the quota updates waiting their turn (UNAVAILABLE): the lead is lost or closing. */
+void svc_operator_quota_drop(alloc_service *s);
 
 /* Maintenance (alloc-svc-operator.c). The registry record an UpdateMaintenanceSchedule,
  * StartMaintenance or StopMaintenance writes (schedule and DOWN machines as they will

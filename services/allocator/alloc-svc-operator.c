@@ -701,6 +701,9 @@ static int apply(alloc_service *s, const op_req *r, op_resp *resp, ms_error **er
 
 /* ---- the call ---- */
 
+/* Quota updates waiting their turn, at most. */
+#define MAX_QUOTA_WAITING 1024u
+
 typedef struct op_wait {
   ms_rpc_call *call; /* referenced */
   op_req *req;       /* a copy */
@@ -719,8 +722,11 @@ static void answer(alloc_service *s, ms_rpc_call *call, const op_req *r) {
   protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
+static void quota_next(alloc_service *s);
+
 static void persisted(alloc_service *s, void *ctx, const ms_error *err, bool current) {
   op_wait *w = ctx;
+  bool quota = w->req->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA;
   if (!current)
     ms_rpc_call_finish(w->call, MS_UNAVAILABLE, "this allocator is no longer the leader");
   else if (err)
@@ -730,6 +736,36 @@ static void persisted(alloc_service *s, void *ctx, const ms_error *err, bool cur
   ms_rpc_call_unref(w->call);
   protobuf_c_message_free_unpacked(&w->req->base, NULL);
   free(w);
+  if (quota && current) /* (a lost lead has dropped the waiting ones already) */
+    quota_next(s);
+}
+
+static void wait_free(op_wait *w) {
+  ms_rpc_call_unref(w->call);
+  protobuf_c_message_free_unpacked(&w->req->base, NULL);
+  free(w);
+}
+
+/* The quota update in flight is done: the next waiting one runs, checked anew. */
+static void quota_next(alloc_service *s) {
+  s->quota_busy = false;
+  while (!s->quota_busy && s->nquota_waiting > 0) { /* one refused or answered at once: the next */
+    op_wait *w = s->quota_waiting[0];
+    memmove(s->quota_waiting, s->quota_waiting + 1, --s->nquota_waiting * sizeof(*s->quota_waiting));
+    svc_operator_call(s, w->call, NULL, &w->req->base);
+    wait_free(w);
+  }
+}
+
+void svc_operator_quota_drop(alloc_service *s) {
+  for (uint32_t i = 0; i < s->nquota_waiting; i++) {
+    ms_rpc_call_finish(s->quota_waiting[i]->call, MS_UNAVAILABLE, "this allocator is no longer the leader");
+    wait_free(s->quota_waiting[i]);
+  }
+  free(s->quota_waiting);
+  s->quota_waiting = NULL;
+  s->nquota_waiting = 0;
+  s->quota_busy = false;
 }
 
 static op_wait *wait_new(ms_rpc_call *call, const op_req *r) {
@@ -798,6 +834,16 @@ void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
     ms_rpc_call_finish(call, MS_INVALID_ARGUMENT, "`call` is not set");
     return;
   }
+  bool quota = r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA;
+  if (quota && s->quota_busy) { /* its turn comes when the one in flight is applied */
+    if (s->nquota_waiting >= MAX_QUOTA_WAITING) {
+      ms_rpc_call_finish(call, MS_RESOURCE_EXHAUSTED, "too many quota updates waiting: try again");
+      return;
+    }
+    s->quota_waiting = ms_xrealloc(s->quota_waiting, (s->nquota_waiting + 1) * sizeof(*s->quota_waiting));
+    s->quota_waiting[s->nquota_waiting++] = wait_new(call, r);
+    return;
+  }
   if (check(s, r, &err) < 0) {
     ms_log_info(NULL, "operator call refused: %s", err->msg);
     ms_rpc_call_finish_error(call, err);
@@ -838,6 +884,8 @@ void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
     return;
   }
   Meseta__V1__BatchRequest *b = svc_config_batch(s, r);
+  if (b && quota)
+    s->quota_busy = true;
   if (b)
     svc_reg_batch(s, b, persisted, wait_new(call, r));
   else

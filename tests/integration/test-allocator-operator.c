@@ -3,7 +3,9 @@
  * reservations, refused quota changes change nothing, WatchState's snapshot and
  * changes, drain and mark-gone, and that quota, weights and drain state survive a
  * failover. Waits are bounded hang guards, never timing assertions. */
+#include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -661,12 +663,74 @@ static void test_trust_6_quota_and_weights(void) {
   ms_test_cluster_stop(&c);
 }
 
+/* ---- issue 12 point 6: quota updates at once are checked one after the other ---- */
+
+#define NQ 8
+
+typedef struct quota_race {
+  const char *leader;
+  int i;
+  pthread_barrier_t *go;
+  ms_status code;
+} quota_race;
+
+static void *quota_racer(void *arg) {
+  quota_race *q = arg;
+  char role[16];
+  snprintf(role, sizeof(role), "race%d", q->i);
+  Meseta__V1__QuotaConfig *cfg[] = {quota(role, "cpus", 1.5, -1)};
+  pthread_barrier_wait(q->go);
+  q->code = update_quota(q->leader, cfg, 1, NULL);
+  return NULL;
+}
+
+static void test_trust_6_quota_updates_at_once(void) {
+  ms_test_cluster c;
+  ms_test_cluster_start(&c, etcd, dir, "quota-race", 1, "5s");
+  int wl = ms_test_cluster_wait_leader(&c, WAIT_MS);
+  CU_ASSERT_FATAL(wl >= 0);
+  ms_error *err = NULL;
+  ms_sim_agent_options ao = {.hostname = "node-r", .resources = "cpus:4;mem:4096"};
+  ms_sim_agent *a = ms_sim_agent_start(c.addr[wl], &ao, &err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+  /* Eight guarantees of 1.5 cpus, sent at once on a 4-cpu cluster: each fits alone,
+   * two fit together. Checked against one another's quota, exactly two pass. */
+  pthread_barrier_t go;
+  pthread_barrier_init(&go, NULL, NQ);
+  quota_race q[NQ];
+  pthread_t th[NQ];
+  for (int i = 0; i < NQ; i++) {
+    q[i] = (quota_race){.leader = c.addr[wl], .i = i, .go = &go};
+    pthread_create(&th[i], NULL, quota_racer, &q[i]);
+  }
+  int ok = 0, refused = 0, stored = 0;
+  for (int i = 0; i < NQ; i++) {
+    pthread_join(th[i], NULL);
+    ok += q[i].code == MS_OK;
+    refused += q[i].code == MS_FAILED_PRECONDITION;
+    char role[16];
+    snprintf(role, sizeof(role), "race%d", i);
+    Meseta__V1__Record *r = reg_get(&c, MESETA__V1__RECORD_KIND__QUOTA, role);
+    stored += r != NULL;
+    if (r)
+      protobuf_c_message_free_unpacked(&r->base, NULL);
+  }
+  pthread_barrier_destroy(&go);
+  printf("  quota updates at once: %d accepted, %d refused, %d stored\n", ok, refused, stored);
+  CU_ASSERT_EQUAL(ok, 2);
+  CU_ASSERT_EQUAL(refused, NQ - 2);
+  CU_ASSERT_EQUAL(stored, 2);
+  ms_sim_agent_free(a);
+  ms_test_cluster_stop(&c);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"quota_counts_reservations_watch_failover", test_quota_reservations_watch_failover},
       {"drain_and_gone", test_drain_and_gone},
       {"weights_split_offers", test_weights},
       {"trust_6_quota_and_weights", test_trust_6_quota_and_weights},
+      {"trust_6_quota_updates_at_once", test_trust_6_quota_updates_at_once},
       {NULL, NULL},
   };
   return ms_test_main_etcd(argc, argv, "allocator-operator", cases, &dir, &etcd);
