@@ -158,20 +158,9 @@ void ms_rpc_aqueue_free(ms_rpc_aqueue *q) {
 /* ---- channels ---- */
 
 ms_rpc_achannel *ms_rpc_achannel_new(const char *target, const ms_rpc_channel_options *opts, ms_error **err) {
-  static const ms_rpc_channel_options defaults = {0};
-  if (!opts)
-    opts = &defaults;
-  if (!target || !*target) {
-    ms_error_set(err, MS_INVALID_ARGUMENT, "a channel needs a target address");
+  grpc_channel *gch = ms_rpc__channel_create(target, opts, err); /* rpc-common.c */
+  if (!gch)
     return NULL;
-  }
-  ms_rpc__init();
-  /* The same channel as ms_rpc_channel_new's (limits, backoff, connect timeout, keepalive). */
-  grpc_channel *gch = ms_rpc__channel_create(target, opts, err);
-  if (!gch) {
-    ms_rpc__shutdown();
-    return NULL;
-  }
   ms_rpc_achannel *ch = ms_xcalloc(1, sizeof(*ch));
   ch->ch = gch;
   ch->target = ms_xstrdup(target);

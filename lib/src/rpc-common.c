@@ -234,9 +234,19 @@ bool ms_rpc__unix_in_use(const char *addr) {
 }
 
 grpc_channel *ms_rpc__channel_create(const char *target, const ms_rpc_channel_options *opts, ms_error **err) {
-  grpc_channel_credentials *creds = ms_rpc__channel_creds(opts->tls, err);
-  if (!creds)
+  static const ms_rpc_channel_options defaults = {0};
+  if (!opts)
+    opts = &defaults;
+  if (!target || !*target) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "a channel needs a target address");
     return NULL;
+  }
+  ms_rpc__init();
+  grpc_channel_credentials *creds = ms_rpc__channel_creds(opts->tls, err);
+  if (!creds) {
+    ms_rpc__shutdown();
+    return NULL;
+  }
   int max = opts->max_message_bytes > 0 ? (int)opts->max_message_bytes : MS_RPC_DEFAULT_MAX_MESSAGE;
   grpc_arg args[10];
   size_t n = 0;

@@ -33,8 +33,10 @@ char *ms_rpc__read_pem(const char *path, const char *what, ms_error **err);
 
 grpc_server_credentials *ms_rpc__server_creds(const ms_rpc_tls *tls, ms_error **err);
 grpc_channel_credentials *ms_rpc__channel_creds(const ms_rpc_tls *tls, ms_error **err);
-/* A channel with the layer's arguments for opts (limits, backoff, connect timeout,
- * keepalive, gzip, TLS name). NULL with err set when the credentials fail. */
+/* A channel to target with the layer's arguments for opts (NULL: defaults; limits,
+ * backoff, connect timeout, keepalive, gzip, TLS name). It holds one ms_rpc__init,
+ * which the caller gives back with ms_rpc__shutdown after destroying the channel.
+ * NULL with err set (and nothing held) on a bad target or credentials. */
 grpc_channel *ms_rpc__channel_create(const char *target, const ms_rpc_channel_options *opts, ms_error **err);
 
 /* A copy of a slice as a C string (the caller frees). */
