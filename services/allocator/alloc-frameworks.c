@@ -110,6 +110,7 @@ int alloc_model_add_framework(alloc_model *m, const alloc_framework_spec *s, ms_
   m->fws[i].live = m->fws[i].active = true;
   alloc_map_put(&m->fw_ids, m->fws[i].id, i);
   fw_apply(m, i, s);
+  alloc_fw_offers_changed(m, i); /* silent until it answers: it may have to wait a slot */
   m->trigger = true;
   return 0;
 }
@@ -121,6 +122,7 @@ int alloc_model_update_framework(alloc_model *m, const alloc_framework_spec *s, 
   if (i == ALLOC_NONE)
     return MS_ERR;
   fw_apply(m, i, s);
+  alloc_fw_answered(m, i); /* a re-subscribing scheduler is not silent */
   m->trigger = true;
   return 0;
 }
@@ -328,6 +330,7 @@ static int each_membership(alloc_model *m, const char *framework_id, const char 
   alloc_framework *f = &m->fws[fi];
   if (role && (ri == ALLOC_NONE || !alloc_fwrole_find(f, ri) || !alloc_fwrole_find(f, ri)->subscribed))
     return ms_error_set(err, MS_INVALID_ARGUMENT, "framework `%s` has no role `%s`", framework_id, role);
+  alloc_fw_answered(m, fi); /* lifts a hold for expired offers (syncs every role) */
   for (uint32_t j = 0; j < f->nroles; j++) {
     alloc_fwrole *fr = &f->roles[j];
     if (role && fr->role != ri)

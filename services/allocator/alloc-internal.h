@@ -58,7 +58,18 @@ typedef struct alloc_framework {
   uint32_t caps;
   double failover_timeout_s;
   uint32_t noffers; /* outstanding */
-  bool capped;      /* noffers at the model's max_offers: out of every level until it answers */
+  /* noffers at the model's max_offers, or silent without offers while the silent slots
+   * are full: out of every level until that changes */
+  bool capped;
+  /* Offers it let expire (one per expiry sweep) since it last answered anything: > 0
+   * ranks it last; while held (until held_until_ms) it is out of every level. */
+  uint32_t expiries;
+  bool held;
+  /* Answered anything since it subscribed or its last expired offer; if not, it is
+   * silent: it holds offers only in one of the model's max_silent slots. */
+  bool answered;
+  bool silent_slot; /* silent and holding offers: counted in silent_holding */
+  int64_t held_until_ms, last_expiry_ms;
   alloc_fwrole *roles;
   uint32_t nroles, caproles;
 } alloc_framework;
@@ -111,7 +122,9 @@ struct alloc_model {
   char *local_region;
   int64_t offer_timeout_ms;
   uint32_t max_offers; /* per framework; 0: no bound */
-  bool cap_dirty;      /* a framework's cap changed during the cycle: levels synced after it */
+  uint32_t max_silent; /* silent frameworks holding offers at once; 0: no bound */
+  uint32_t silent_holding;
+  bool cap_dirty; /* a framework's cap changed during the cycle: levels synced after it */
   alloc_rescind_fn on_rescind;
   void *rescind_ctx;
   void (*on_change)(void *ctx);
@@ -172,6 +185,8 @@ static inline void alloc_role_changed(alloc_model *m, uint32_t role) {
 void alloc_account(alloc_model *m, uint32_t fw, uint32_t role, const ms_resources *res, int sign);
 /* Repositions every touched client in its levels (skipped while keys are stale). */
 void alloc_flush(alloc_model *m);
+/* Recomputes the framework's keys (its expiries went to 0) and repositions it. */
+void alloc_fw_rekey(alloc_model *m, uint32_t fw);
 /* Recomputes every key and re-sorts every level. */
 void alloc_resort(alloc_model *m);
 double alloc_role_key(const alloc_model *m, const alloc_role *r);
@@ -206,9 +221,13 @@ void alloc_offer_drop(alloc_model *m, uint32_t o, bool rescind);
 uint32_t alloc_offer_new(alloc_model *m, uint32_t fw, uint32_t agent, uint32_t role, ms_resources *res,
                          int64_t now_ms);
 void alloc_offer_view_of(const alloc_model *m, uint32_t o, alloc_offer_view *ret);
-/* A framework's outstanding offers changed: it leaves or rejoins the levels at the cap
- * (after the cycle when in one). */
+/* A framework's outstanding offers or its answered flag changed: it leaves or rejoins
+ * the levels at its cap or for want of a silent slot (after the cycle when in one); when
+ * the silent slots fill or free up, so do all silent frameworks without offers. */
 void alloc_fw_offers_changed(alloc_model *m, uint32_t fw);
+/* The framework answered (accept, decline, suppress, revive, re-subscribe): its run of
+ * expired offers ends and a hold is lifted. */
+void alloc_fw_answered(alloc_model *m, uint32_t fw);
 /* Whether a live filter holds cand back from (fw, role) on agent a; drops dead ones. */
 bool alloc_filtered(alloc_model *m, alloc_agent *a, uint32_t fw, uint32_t role, const ms_resources *cand,
                     int64_t now_ms);

@@ -47,6 +47,26 @@ static double self_key(const alloc_model *m, const alloc_role *r) {
   return share(m, &r->self_alloc_q) / r->weight;
 }
 
+/* A framework that let an offer expire and has not answered since ranks after every
+ * framework of the role that answers (shares stay far below the offset). */
+#define EXPIRED_KEY 1e6
+
+static double fw_key(const alloc_model *m, uint32_t fw, const alloc_fwrole *fr) {
+  double k = share(m, &fr->alloc_q);
+  return m->fws[fw].expiries ? k + EXPIRED_KEY : k;
+}
+
+void alloc_fw_rekey(alloc_model *m, uint32_t fw) { /* never in a cycle */
+  alloc_framework *f = &m->fws[fw];
+  for (uint32_t j = 0; j < f->nroles; j++) {
+    alloc_fwrole *fr = &f->roles[j];
+    double k = fw_key(m, fw, fr);
+    if (fr->in_level && !m->totals_dirty)
+      alloc_level_update(&m->roles[fr->role].fws, fw, fr->key, k);
+    fr->key = k;
+  }
+}
+
 alloc_fwrole *alloc_fwrole_find(alloc_framework *f, uint32_t role) {
   for (uint32_t i = 0; i < f->nroles; i++)
     if (f->roles[i].role == role)
@@ -113,12 +133,12 @@ void alloc_role_wanting(alloc_model *m, uint32_t role, int delta) {
 
 void alloc_fwrole_sync(alloc_model *m, uint32_t fw, alloc_fwrole *fr) {
   const alloc_framework *f = &m->fws[fw];
-  bool want = f->live && f->active && !f->capped && fr->subscribed && !fr->suppressed;
+  bool want = f->live && f->active && !f->capped && !f->held && fr->subscribed && !fr->suppressed;
   if (want == fr->in_level)
     return;
   alloc_role *r = &m->roles[fr->role];
   if (want) {
-    fr->key = share(m, &fr->alloc_q);
+    fr->key = fw_key(m, fw, fr);
     alloc_level_insert(&r->fws, fw, fr->key);
   } else {
     alloc_level_remove(&r->fws, fw, fr->key);
@@ -149,7 +169,7 @@ void alloc_flush(alloc_model *m) {
     alloc_role *r = &m->roles[role];
     alloc_fwrole *fr = m->fws[fw].live ? alloc_fwrole_find(&m->fws[fw], role) : NULL;
     if (fr) {
-      double k = share(m, &fr->alloc_q);
+      double k = fw_key(m, fw, fr);
       if (fr->in_level)
         alloc_level_update(&r->fws, fw, fr->key, k);
       fr->key = k;
@@ -181,7 +201,7 @@ void alloc_resort(alloc_model *m) {
   }
   for (uint32_t i = 0; i < m->nfws; i++)
     for (uint32_t j = 0; m->fws[i].live && j < m->fws[i].nroles; j++)
-      m->fws[i].roles[j].key = share(m, &m->fws[i].roles[j].alloc_q);
+      m->fws[i].roles[j].key = fw_key(m, i, &m->fws[i].roles[j]);
   for (uint32_t i = 0; i < m->nroles; i++) {
     alloc_role *r = &m->roles[i];
     for (uint32_t j = 0; j < r->children.n; j++) {
@@ -342,6 +362,7 @@ int alloc_model_new(const alloc_config *cfg, alloc_model **ret, ms_error **err) 
   m->fw_sorter = cfg->framework_sorter;
   m->offer_timeout_ms = cfg->offer_timeout_ms;
   m->max_offers = cfg->max_offers_per_framework;
+  m->max_silent = cfg->max_silent_frameworks;
   m->on_rescind = cfg->on_rescind;
   m->rescind_ctx = cfg->rescind_ctx;
   m->on_change = cfg->on_change;

@@ -45,6 +45,11 @@ typedef void (*alloc_rescind_fn)(void *ctx, const alloc_offer_view *offer);
 
 #define ALLOC_DEFAULT_REFUSE_MS 5000LL
 #define ALLOC_MAX_REFUSE_MS (365LL * 24 * 3600 * 1000)
+/* A framework that lets offers expire is held back from every agent: 5 s after the
+ * first expiry, doubling with each further one in a row, at most 5 min; any answer
+ * ends the run. */
+#define ALLOC_EXPIRY_HOLD_MS 5000LL
+#define ALLOC_EXPIRY_HOLD_MAX_MS (300LL * 1000)
 /* Mesos' default minimum: an offer must hold 0.01 cpus or 32 MB of memory. */
 #define ALLOC_DEFAULT_MIN_ALLOCATABLE "cpus:0.01|mem:32"
 
@@ -57,6 +62,10 @@ typedef struct alloc_config {
   /* A framework holding this many outstanding offers gets no more until it answers
    * (accepts, declines) or they are rescinded or expire. 0: no bound. */
   uint32_t max_offers_per_framework;
+  /* At most this many silent frameworks (no answer since they subscribed or since an
+   * offer of theirs expired) hold offers at once; other silent ones wait their turn,
+   * which ends at their first answer or when their offers go. 0: no bound. */
+  uint32_t max_silent_frameworks;
   uint64_t seed;               /* the random sorter's generator */
   alloc_rescind_fn on_rescind; /* called for each offer the model takes back; may be NULL */
   void *rescind_ctx;
@@ -157,7 +166,8 @@ int alloc_model_recover(alloc_model *m, const char *framework_id, const char *ag
 
 /* ---- offers and filters ---- */
 
-/* role NULL: every role of the framework. Revive also clears its filters. */
+/* role NULL: every role of the framework. Revive also clears its filters. Both lift a
+ * hold for expired offers (see alloc_model_expire_offers). */
 int alloc_model_suppress(alloc_model *m, const char *framework_id, const char *role, ms_error **err);
 int alloc_model_revive(alloc_model *m, const char *framework_id, const char *role, ms_error **err);
 
@@ -188,9 +198,13 @@ int alloc_model_accept(alloc_model *m, const char *framework_id, const char *con
 
 /* Takes an offer back (on_rescind is called). */
 int alloc_model_rescind(alloc_model *m, const char *offer_id, ms_error **err);
-/* Rescinds offers older than the configured timeout; returns how many. An expired
- * offer counts as declined with the default filter (ALLOC_DEFAULT_REFUSE_MS), as in
- * Mesos: its resources go to others first rather than straight back. */
+/* Rescinds offers older than the configured timeout; returns how many. A framework
+ * whose offer expires is held back from every agent (out of the sorters) for
+ * ALLOC_EXPIRY_HOLD_MS, doubling with each sweep in which another of its offers
+ * expires, capped at ALLOC_EXPIRY_HOLD_MAX_MS, so the resources go to frameworks that
+ * answer. Any answer (accept, decline, even of an offer already gone; suppress; revive;
+ * re-subscribe) resets the run and lifts the hold. Holds that are over end here too:
+ * call it every second or so (the cycle does not end them). */
 uint32_t alloc_model_expire_offers(alloc_model *m, int64_t now_ms);
 
 /* An operator's RESERVE / UNRESERVE / CREATE / DESTROY on an agent's unallocated

@@ -62,9 +62,10 @@ static ms_resources *offer_unlink(alloc_model *m, uint32_t o, bool rescind) {
   return res;
 }
 
-void alloc_fw_offers_changed(alloc_model *m, uint32_t fw) {
+static void fw_recap(alloc_model *m, uint32_t fw) {
   alloc_framework *f = &m->fws[fw];
-  bool capped = m->max_offers && f->noffers >= m->max_offers;
+  bool capped = (m->max_offers && f->noffers >= m->max_offers) ||
+                (m->max_silent && !f->answered && !f->noffers && m->silent_holding >= m->max_silent);
   if (capped == f->capped)
     return;
   f->capped = capped;
@@ -76,6 +77,22 @@ void alloc_fw_offers_changed(alloc_model *m, uint32_t fw) {
     alloc_fwrole_sync(m, fw, &f->roles[j]);
   if (!capped)
     m->trigger = true;
+}
+
+void alloc_fw_offers_changed(alloc_model *m, uint32_t fw) {
+  alloc_framework *f = &m->fws[fw];
+  bool slot = m->max_silent && f->live && !f->answered && f->noffers > 0;
+  if (slot != f->silent_slot) {
+    bool full = m->silent_holding >= m->max_silent;
+    f->silent_slot = slot;
+    m->silent_holding = slot ? m->silent_holding + 1 : m->silent_holding - 1;
+    if (full != (m->silent_holding >= m->max_silent)) { /* every waiting silent one changes */
+      for (uint32_t fi = 0; fi < m->nfws; fi++)
+        if (fi != fw && m->fws[fi].live && !m->fws[fi].answered)
+          fw_recap(m, fi);
+    }
+  }
+  fw_recap(m, fw);
 }
 
 void alloc_offer_drop(alloc_model *m, uint32_t o, bool rescind) {
@@ -138,20 +155,68 @@ int alloc_model_rescind(alloc_model *m, const char *offer_id, ms_error **err) {
   return 0;
 }
 
-static void filter_add(alloc_model *m, uint32_t ai, uint32_t fw, uint32_t role, const ms_resources *refused,
-                       int64_t until_ms);
+/* ---- expiry and holds ---- */
+
+static void fw_set_held(alloc_model *m, uint32_t fw, bool held) {
+  alloc_framework *f = &m->fws[fw];
+  f->held = held;
+  if (!held)
+    f->held_until_ms = 0;
+  for (uint32_t j = 0; j < f->nroles; j++)
+    alloc_fwrole_sync(m, fw, &f->roles[j]);
+  if (!held)
+    m->trigger = true;
+}
+
+void alloc_fw_answered(alloc_model *m, uint32_t fw) {
+  alloc_framework *f = &m->fws[fw];
+  if (f->expiries) {
+    f->expiries = 0;
+    alloc_fw_rekey(m, fw);
+  }
+  if (!f->answered) {
+    f->answered = true;
+    alloc_fw_offers_changed(m, fw); /* frees its silent slot */
+  }
+  if (f->held)
+    fw_set_held(m, fw, false);
+}
+
+/* One more expiry in the framework's run (several offers in one sweep count once): it
+ * leaves every level for 5 s, 10 s, 20 s ... up to the cap. A hold replaces a filter:
+ * it covers every agent, whatever the size of what is free there, at no cycle cost. */
+static void fw_expired(alloc_model *m, uint32_t fw, int64_t now_ms) {
+  alloc_framework *f = &m->fws[fw];
+  if (f->expiries && f->last_expiry_ms == now_ms)
+    return;
+  f->expiries++; /* ranked last from now (it leaves the levels for the hold first) */
+  f->last_expiry_ms = now_ms;
+  int64_t hold = ALLOC_EXPIRY_HOLD_MS;
+  for (uint32_t i = 1; i < f->expiries && hold < ALLOC_EXPIRY_HOLD_MAX_MS; i++)
+    hold *= 2;
+  f->held_until_ms = now_ms + (hold > ALLOC_EXPIRY_HOLD_MAX_MS ? ALLOC_EXPIRY_HOLD_MAX_MS : hold);
+  if (!f->held)
+    fw_set_held(m, fw, true);
+  if (f->answered) { /* silent again: it needs a slot to hold offers */
+    f->answered = false;
+    alloc_fw_offers_changed(m, fw);
+  }
+}
 
 uint32_t alloc_model_expire_offers(alloc_model *m, int64_t now_ms) {
   uint32_t n = 0;
   for (uint32_t o = 0; m->offer_timeout_ms > 0 && o < m->noffers; o++)
     if (m->offers[o].live && now_ms - m->offers[o].created_ms >= m->offer_timeout_ms) {
-      uint32_t ai = m->offers[o].agent, fw = m->offers[o].fw, role = m->offers[o].role;
+      uint32_t ai = m->offers[o].agent, fw = m->offers[o].fw;
       ms_resources *res = offer_unlink(m, o, true);
-      filter_add(m, ai, fw, role, res, now_ms + ALLOC_DEFAULT_REFUSE_MS);
       ms_resources_add(m->agents[ai].available, res, NULL);
       ms_resources_free(res);
+      fw_expired(m, fw, now_ms);
       n++;
     }
+  for (uint32_t fi = 0; fi < m->nfws; fi++)
+    if (m->fws[fi].live && m->fws[fi].held && m->fws[fi].held_until_ms <= now_ms)
+      fw_set_held(m, fi, false); /* the run goes on: the next expiry holds it longer */
   if (n) {
     alloc_flush(m);
     m->trigger = true;
@@ -204,6 +269,7 @@ int alloc_model_decline(alloc_model *m, const char *framework_id, const char *of
   uint32_t fi = alloc_map_get(&m->fw_ids, framework_id ? framework_id : "");
   if (fi == ALLOC_NONE)
     return ms_error_set(err, MS_NOT_FOUND, "framework `%s` is not known", framework_id ? framework_id : "");
+  alloc_fw_answered(m, fi); /* even late (the offer gone): it is not silent */
   uint32_t o = offer_of(m, fi, framework_id, offer_id, err);
   if (o == ALLOC_NONE)
     return MS_ERR;
@@ -240,6 +306,7 @@ int alloc_model_accept(alloc_model *m, const char *framework_id, const char *con
   uint32_t fi = alloc_map_get(&m->fw_ids, framework_id ? framework_id : "");
   if (fi == ALLOC_NONE)
     return ms_error_set(err, MS_NOT_FOUND, "framework `%s` is not known", framework_id ? framework_id : "");
+  alloc_fw_answered(m, fi); /* even late or malformed: it is not silent */
   if (noffers == 0)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "framework `%s`: accept names no offer", framework_id);
   _cleanup_free_ uint32_t *os = ms_xcalloc(noffers, sizeof(*os));

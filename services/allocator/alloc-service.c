@@ -323,6 +323,7 @@ static int new_model(alloc_service *s, ms_error **err) {
                      .local_region = s->cfg.local_region,
                      .offer_timeout_ms = s->cfg.offer_timeout_ms,
                      .max_offers_per_framework = (uint32_t)s->cfg.max_offers_per_framework,
+                     .max_silent_frameworks = (uint32_t)s->cfg.max_silent_frameworks,
                      .on_rescind = on_rescind,
                      .rescind_ctx = s,
                      .on_change = svc_state_changed,
@@ -353,6 +354,11 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
   if (cfg->max_offers_per_framework < 0 || cfg->max_offers_per_framework > UINT32_MAX) {
     ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--max-offers-per-framework`: %lld is out of range",
                  (long long)cfg->max_offers_per_framework);
+    return NULL;
+  }
+  if (cfg->max_silent_frameworks < 0 || cfg->max_silent_frameworks > UINT32_MAX) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--max-silent-frameworks`: %lld is out of range",
+                 (long long)cfg->max_silent_frameworks);
     return NULL;
   }
   if (!(cfg->recovery_agent_fraction >= 0 && cfg->recovery_agent_fraction <= 1)) {

@@ -37,6 +37,7 @@ typedef struct alloc_service_config {
   int64_t allocation_interval_ms;   /* the cycle's period; > 0 */
   int64_t offer_timeout_ms;         /* 0: offers never time out (main.c's default: 30 s) */
   int64_t max_offers_per_framework; /* outstanding offers one framework may hold; 0: no bound */
+  int64_t max_silent_frameworks;    /* silent frameworks holding offers at once; 0: no bound */
   int64_t heartbeat_interval_ms;    /* framework HEARTBEAT and agent PING period; > 0 */
   alloc_sorter_kind role_sorter, framework_sorter;
   const char *fair_share_excluded; /* NULL: none */

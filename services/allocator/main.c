@@ -23,7 +23,7 @@ static char *etcd_ca, *etcd_cert, *etcd_key, *tls_cert, *tls_key, *tls_ca, *log_
     *ready_file, *registry;
 static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_message, etcd_timeout_ns, lease_ns,
     registry_timeout_ns, recovery_timeout_ns, agent_reconnect_ns, max_done_per_fw, max_done, stream_queue,
-    max_offers;
+    max_offers, max_silent;
 static double recovery_fraction;
 
 static const ms_flag flags[] = {
@@ -33,10 +33,15 @@ static const ms_flag flags[] = {
      "The address agents and master-api reach this allocator at (default: the first bound address)", "ADDR"},
     {"allocation-interval", MS_FLAG_DURATION, &interval_ns, "1s", "How often an allocation cycle runs"},
     {"offer-timeout", MS_FLAG_DURATION, &offer_timeout_ns, "30s",
-     "How long an offer stays outstanding before it is rescinded and counted as declined, its resources "
-     "held back from that framework for 5s (0: forever, and one silent framework can hold every agent)"},
+     "How long an offer stays outstanding before it is rescinded; the framework then gets no offers for "
+     "5s, doubling with each further expiry until it answers, at most 5min, and ranks last until it "
+     "answers (0: forever, and one silent framework can hold every agent)"},
     {"max-offers-per-framework", MS_FLAG_INT, &max_offers, "1000",
      "Outstanding offers one framework may hold; past it, it gets no more until it answers (0: no bound)",
+     "N"},
+    {"max-silent-frameworks", MS_FLAG_INT, &max_silent, "2",
+     "Frameworks that have not answered since they subscribed (or since an offer of theirs expired) "
+     "that may hold offers at once; the others wait their turn (0: no bound)",
      "N"},
     {"role-sorter", MS_FLAG_STRING, &role_sorter, "drf", "How roles are ordered: drf or random", "SORTER"},
     {"framework-sorter", MS_FLAG_STRING, &framework_sorter, "drf",
@@ -185,6 +190,7 @@ static int run(ms_error **err) {
                               .allocation_interval_ms = interval_ns / 1000000,
                               .offer_timeout_ms = offer_timeout_ns / 1000000,
                               .max_offers_per_framework = max_offers,
+                              .max_silent_frameworks = max_silent,
                               .heartbeat_interval_ms = heartbeat_ns / 1000000,
                               .fair_share_excluded = excluded,
                               .min_allocatable = min_alloc,

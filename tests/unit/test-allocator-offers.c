@@ -148,8 +148,9 @@ static void test_timeout_and_rescind(void) {
   CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 30000), 2);
   CU_ASSERT_EQUAL(rescinded, 2);
   CU_ASSERT_EQUAL(alloc_model_offer_count(m), 0);
-  /* An expired offer counts as declined: 5 s before the framework sees it again. */
+  /* An expired offer holds the framework back for 5 s (the sweep ends the hold). */
   CU_ASSERT_EQUAL(offers_at(m, 30000), 0);
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 35000), 0);
   CU_ASSERT_EQUAL(offers_at(m, 35000), 2);
   ms_error *err = NULL;
   MS_ASSERT_OK(alloc_model_remove_agent(m, "a1", &err), &err);
@@ -427,6 +428,160 @@ static void test_trust_2_idle_framework_offers(void) {
   alloc_model_free(m);
 }
 
+/* The service's expiry timer then a cycle, at `now`: how many offers were made. */
+static uint32_t tick(alloc_model *m, int64_t now) {
+  alloc_model_expire_offers(m, now);
+  return offers_at(m, now);
+}
+
+/* Issue 12 point 2: a framework that lets its offers expire is held back from every
+ * agent for 5 s, then 10 s, 20 s ... capped at 5 min; any answer resets the run. */
+static void test_trust_2_expiry_backoff(void) {
+  alloc_model *m = model_with(ALLOC_SORTER_DRF, 30000, 1);
+  agent(m, "a0", "cpus:2;mem:100");
+  framework(m, "idle", "r");
+  CU_ASSERT_EQUAL(tick(m, 0), 1);
+  int64_t t = 0, hold = 5000;
+  for (int i = 0; i < 9; i++) { /* 5, 10, 20, 40, 80, 160, 300, 300, 300 s */
+    t += 30000;
+    CU_ASSERT_EQUAL(alloc_model_expire_offers(m, t), 1);
+    CU_ASSERT_EQUAL(tick(m, t + hold - 1), 0);
+    t += hold;
+    CU_ASSERT_EQUAL_FATAL(tick(m, t), 1);
+    hold = hold * 2 > 300000 ? 300000 : hold * 2;
+  }
+  /* A decline, even of an offer that is gone, ends the run: the next expiry costs 5 s. */
+  alloc_offer_list l = cycle(m, t); /* nothing new: it holds the agent */
+  CU_ASSERT_EQUAL(l.n, 0);
+  alloc_offer_list_release(&l);
+  ms_error *err = NULL;
+  CU_ASSERT_EQUAL(alloc_model_decline(m, "idle", "o-0", 0, t, &err), MS_ERR); /* not its offer */
+  ms_error_free(err);
+  err = NULL;
+  t += 30000;
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, t), 1);
+  CU_ASSERT_EQUAL(tick(m, t + 4999), 0);
+  CU_ASSERT_EQUAL(tick(m, t + 5000), 1);
+  alloc_model_free(m);
+}
+
+/* A revive, a suppress and an accept each lift the hold at once; a held framework is
+ * out of every agent, not only the one whose offer expired. */
+static void test_trust_2_expiry_backoff_answers(void) {
+  alloc_model *m = model_with(ALLOC_SORTER_DRF, 30000, 1);
+  agent(m, "a0", "cpus:2;mem:100");
+  framework(m, "idle", "r"); /* first: DRF ties go to it */
+  framework(m, "busy", "r");
+  alloc_offer_list l = cycle(m, 0);
+  CU_ASSERT_EQUAL_FATAL(l.n, 1);
+  CU_ASSERT_STRING_EQUAL(l.v[0].framework_id, "idle");
+  alloc_offer_list_release(&l);
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 30000), 1);
+  /* A second agent comes: the held framework (share 0, first) does not get it. */
+  agent(m, "a1", "cpus:2;mem:100");
+  l = cycle(m, 30000);
+  CU_ASSERT_EQUAL_FATAL(l.n, 2);
+  CU_ASSERT_STRING_EQUAL(l.v[0].framework_id, "busy");
+  CU_ASSERT_STRING_EQUAL(l.v[1].framework_id, "busy");
+  ms_error *err = NULL;
+  for (uint32_t i = 0; i < l.n; i++)
+    MS_ASSERT_OK(alloc_model_decline(m, "busy", l.v[i].id, ALLOC_MAX_REFUSE_MS, 30000, &err), &err);
+  alloc_offer_list_release(&l);
+  CU_ASSERT_EQUAL(offers_at(m, 31000), 0); /* idle held, busy filtered */
+  MS_ASSERT_OK(alloc_model_revive(m, "idle", NULL, &err), &err);
+  l = cycle(m, 31000);
+  CU_ASSERT_EQUAL_FATAL(l.n, 2);
+  CU_ASSERT_STRING_EQUAL(l.v[0].framework_id, "idle");
+  /* Accepting (launching part of) one offer is an answer too. */
+  ms_resources *use = R("cpus:1;mem:10");
+  alloc_accept_op op = {.kind = ALLOC_OP_LAUNCH, .launch = use};
+  const char *ids[1];
+  alloc_offer_list_release(&l);
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 61000), 2); /* a run of one (one sweep) */
+  CU_ASSERT_EQUAL(tick(m, 65999), 0);
+  CU_ASSERT_EQUAL(tick(m, 66000), 2);
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 96000), 2); /* second: 10 s */
+  CU_ASSERT_EQUAL(tick(m, 96000), 0);
+  MS_ASSERT_OK(alloc_model_suppress(m, "idle", NULL, &err), &err);
+  MS_ASSERT_OK(alloc_model_revive(m, "idle", NULL, &err), &err);
+  l = cycle(m, 97000);
+  CU_ASSERT_EQUAL_FATAL(l.n, 2);
+  char *gone = ms_xstrdup(l.v[0].id);
+  alloc_offer_list_release(&l);
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 127000), 2);
+  /* The expired offer cannot be accepted, but the late answer ends the run. */
+  ids[0] = gone;
+  CU_ASSERT_EQUAL(alloc_model_accept(m, "idle", ids, 1, &op, 1, -1, 127500, &err), MS_ERR);
+  ms_error_free(err);
+  err = NULL;
+  free(gone);
+  l = cycle(m, 127500);
+  CU_ASSERT_EQUAL_FATAL(l.n, 2);
+  ids[0] = l.v[0].id;
+  MS_ASSERT_OK(alloc_model_accept(m, "idle", ids, 1, &op, 1, 0, 128000, &err), &err);
+  alloc_offer_list_release(&l);
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 157500), 1); /* the run starts again: 5 s */
+  CU_ASSERT_EQUAL(tick(m, 162499), 0);
+  CU_ASSERT_EQUAL(tick(m, 162500), 2); /* what the task left on a0, and a1 */
+  ms_resources_free(use);
+  alloc_model_free(m);
+}
+
+/* With --max-silent-frameworks 1, frameworks that have not answered take turns: a crowd
+ * of them cannot take the agents from one that answers, ranked first by DRF (share 0)
+ * as they are; a turn ends at the framework's first answer or when its offers expire. */
+static void test_trust_2_expiry_backoff_silent_slots(void) {
+  alloc_config cfg = {.seed = 1, .offer_timeout_ms = 30000, .max_silent_frameworks = 1};
+  alloc_model *m = NULL;
+  ms_error *err = NULL;
+  MS_ASSERT_OK(alloc_model_new(&cfg, &m, &err), &err);
+  for (int i = 0; i < 3; i++) {
+    char id[8];
+    snprintf(id, sizeof(id), "a%d", i);
+    agent(m, id, "cpus:2;mem:100");
+  }
+  framework(m, "batch", "r");
+  alloc_offer_list l = cycle(m, 0);
+  CU_ASSERT_EQUAL_FATAL(l.n, 3);
+  for (uint32_t i = 0; i < l.n; i++)
+    MS_ASSERT_OK(alloc_model_decline(m, "batch", l.v[i].id, ALLOC_MAX_REFUSE_MS, 0, &err), &err);
+  alloc_offer_list_release(&l);
+  for (int i = 0; i < 5; i++) {
+    char id[8];
+    snprintf(id, sizeof(id), "idle%d", i);
+    framework(m, id, "r");
+  }
+  l = cycle(m, 1000); /* the batch filtered: the first silent one's turn, alone */
+  CU_ASSERT_EQUAL_FATAL(l.n, 3);
+  for (uint32_t i = 0; i < l.n; i++)
+    CU_ASSERT_STRING_EQUAL(l.v[i].framework_id, "idle0");
+  alloc_offer_list_release(&l);
+  MS_ASSERT_OK(alloc_model_revive(m, "batch", NULL, &err), &err);
+  CU_ASSERT_EQUAL(alloc_model_expire_offers(m, 31000), 3);
+  l = cycle(m, 31000); /* idle0 held; the next turn is idle1's; the batch gets the rest */
+  CU_ASSERT_EQUAL_FATAL(l.n, 3);
+  const char *idle_offer = NULL;
+  uint32_t to_batch = 0;
+  for (uint32_t i = 0; i < l.n; i++) {
+    if (strcmp(l.v[i].framework_id, "batch") == 0) {
+      to_batch++;
+      continue;
+    }
+    CU_ASSERT_STRING_EQUAL(l.v[i].framework_id, "idle1");
+    idle_offer = l.v[i].id;
+  }
+  CU_ASSERT_EQUAL(to_batch, 2);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(idle_offer);
+  /* idle1 answers: its turn ends, idle2's begins. */
+  MS_ASSERT_OK(alloc_model_decline(m, "idle1", idle_offer, ALLOC_MAX_REFUSE_MS, 32000, &err), &err);
+  alloc_offer_list_release(&l);
+  l = cycle(m, 32000);
+  CU_ASSERT_EQUAL_FATAL(l.n, 1);
+  CU_ASSERT_STRING_EQUAL(l.v[0].framework_id, "idle2");
+  alloc_offer_list_release(&l);
+  alloc_model_free(m);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"filters", test_filters},
@@ -437,6 +592,9 @@ int main(int argc, char **argv) {
       {"random_sorter_weights", test_random_sorter_weights},
       {"invariants", test_invariants},
       {"trust_2_idle_framework_offers", test_trust_2_idle_framework_offers},
+      {"trust_2_expiry_backoff", test_trust_2_expiry_backoff},
+      {"trust_2_expiry_backoff_answers", test_trust_2_expiry_backoff_answers},
+      {"trust_2_expiry_backoff_silent_slots", test_trust_2_expiry_backoff_silent_slots},
       {NULL, NULL},
   };
   return ms_test_main(argc, argv, "allocator-offers", cases);
