@@ -373,10 +373,12 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
                                                 : "--agent-reconnect-timeout");
     return NULL;
   }
-  if (cfg->max_completed_tasks_per_framework < 0 || cfg->max_completed_tasks < 0) {
+  if (cfg->max_completed_tasks_per_framework < 0 || cfg->max_completed_tasks < 0 ||
+      cfg->max_completed_frameworks < 0) {
     ms_error_set(err, MS_INVALID_ARGUMENT, "flag `%s`: must not be negative",
-                 cfg->max_completed_tasks < 0 ? "--max-completed-tasks"
-                                              : "--max-completed-tasks-per-framework");
+                 cfg->max_completed_tasks < 0        ? "--max-completed-tasks"
+                 : cfg->max_completed_frameworks < 0 ? "--max-completed-frameworks"
+                                                     : "--max-completed-tasks-per-framework");
     return NULL;
   }
   alloc_service *s = ms_xcalloc(1, sizeof(*s));
@@ -397,6 +399,8 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
     s->cfg.max_completed_tasks_per_framework = 1000;
   if (!s->cfg.max_completed_tasks)
     s->cfg.max_completed_tasks = 10000;
+  if (!s->cfg.max_completed_frameworks)
+    s->cfg.max_completed_frameworks = 1000;
   s->loop = loop;
   svc_uuid(s->id);
   if (new_model(s, err) < 0 || svc_reg_open(s, err) < 0) {
@@ -442,11 +446,7 @@ static void forget_all(alloc_service *s) {
   svc_unacked_free_all(s);
   svc_state_reset(s);
   svc_ops_free_all(s);
-  for (uint32_t i = 0; i < s->torn_down.n; i++) {
-    free(s->torn_down.v[i]->key);
-    free(s->torn_down.v[i]);
-  }
-  svc_table_release(&s->torn_down);
+  svc_ended_fw_free_all(s);
   svc_agent_recs_clear(s);
   svc_operator_reset(s);
   svc_operator_quota_drop(s);

@@ -57,6 +57,9 @@ typedef struct alloc_service_config {
   /* Completed tasks kept for WatchState (and so GetState / GetTasks): at most this many
    * per framework and in all, the oldest forgotten first. 0: 1,000 and 10,000. */
   int64_t max_completed_tasks_per_framework, max_completed_tasks;
+  /* Completed frameworks kept (GetFrameworks include_completed), oldest forgotten first;
+   * a subscription with a kept one's id is refused. 0: 1,000. */
+  int64_t max_completed_frameworks;
   /* Called on the registry worker thread before every registry request: false, and the
    * request is not sent (UNAVAILABLE). A leader whose lease may be gone writes nothing,
    * even what it queued before it froze. NULL: always sent. */

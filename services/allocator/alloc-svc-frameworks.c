@@ -10,6 +10,7 @@
 #include "meseta/pb-check.h"
 #include "meseta/pb.h"
 #include "meseta/roles.h"
+#include "meseta/time.h"
 
 #include "alloc-svc-internal.h"
 
@@ -80,17 +81,9 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
   drop_stream(fw, MS_OK, NULL);
   if (svc_durable(s) && !s->closing)
     svc_reg_complete_framework(s, fw->info, NULL, NULL);
-  svc_entry *gone = ms_xcalloc(1, sizeof(*gone));
-  gone->key = ms_xstrdup(fw->e.key);
-  if (!svc_table_get(&s->torn_down, gone->key))
-    svc_table_put(&s->torn_down, gone);
-  else {
-    free(gone->key);
-    free(gone);
-  }
-  if (!s->closing)
-    svc_state_emit_framework(s, fw->e.key, SVC_REMOVED);
   svc_table_del(&s->frameworks, &fw->e);
+  if (!s->closing)
+    svc_ended_fw_add(s, fw->info, ms_time_real_ms());
   svc_framework_free(fw);
   svc_check_trigger(s);
 }
@@ -349,7 +342,7 @@ static void subscribe_job(alloc_service *s, ms_rpc_call *call, void *data, Proto
   }
   Meseta__V1__FrameworkInfo *info = req->framework_info;
   const char *asked = info->id && info->id->value ? info->id->value : "";
-  if (*asked && svc_table_get(&s->torn_down, asked)) {
+  if (*asked && svc_ended_fw_has(s, asked)) {
     _cleanup_free_ char *m = ms_xasprintf("framework `%s` was removed and cannot subscribe again", asked);
     ms_rpc_call_finish(call, MS_NOT_FOUND, m);
     return;

@@ -138,7 +138,10 @@ struct alloc_service {
   struct op_wait **quota_waiting;
   uint32_t nquota_waiting;
   uint64_t term; /* bumped on every change of leadership: older registry results are stale */
-  svc_table agents, frameworks, tasks, executors, torn_down;
+  svc_table agents, frameworks, tasks, executors;
+  /* Completed frameworks (alloc-svc-ended-fws.c), the one that ended first at the head. */
+  svc_table ended_fws;
+  struct svc_ended_fw *ended_head, *ended_tail;
   svc_table operations; /* svc_operation: framework operations with an id (launches too) */
   svc_table agent_recs; /* svc_agent_rec, while durable */
   svc_table expected;   /* ADMITTED agents not re-registered yet (recovery) */
@@ -480,6 +483,8 @@ void svc_state_close(alloc_service *s, ms_status code, const char *why);
 typedef enum svc_change { SVC_ADDED, SVC_UPDATED, SVC_REMOVED } svc_change;
 int64_t svc_state_emit_agent(alloc_service *s, const char *agent_id, svc_change what);
 int64_t svc_state_emit_framework(alloc_service *s, const char *framework_id, svc_change what);
+/* A framework ended: shown as msg (a completed framework; copied), as framework_updated. */
+int64_t svc_state_emit_framework_ended(alloc_service *s, const Meseta__V1__Framework *msg);
 int64_t svc_state_emit_task(alloc_service *s, const svc_task *t, svc_change what);
 int64_t svc_state_emit_role(alloc_service *s, const char *role);
 int64_t svc_state_emit_quota(alloc_service *s);
@@ -539,6 +544,21 @@ void svc_completed_restore(alloc_service *s, Meseta__V1__Task *msg, struct svc_c
 void svc_completed_free_all(alloc_service *s);
 /* The completed task with the key (framework \x1f task id), NULL if none. Borrowed. */
 const Meseta__V1__Task *svc_completed_get(alloc_service *s, const char *key);
+
+/* ---- completed frameworks (alloc-svc-ended-fws.c) ---- */
+typedef struct svc_ended_fw {
+  svc_entry e;                /* the framework id */
+  Meseta__V1__Framework *msg; /* owned: as shown (active false, unregistered_time set) */
+  int64_t ended_ms;           /* wall clock */
+  struct svc_ended_fw *prev, *next;
+} svc_ended_fw;
+
+/* The framework ended at ended_ms (wall clock, ms): kept (info copied) and shown as
+ * completed; past cfg.max_completed_frameworks the one that ended first is forgotten
+ * (framework_removed). Known already: nothing happens. */
+void svc_ended_fw_add(alloc_service *s, const Meseta__V1__FrameworkInfo *info, int64_t ended_ms);
+bool svc_ended_fw_has(alloc_service *s, const char *id);
+void svc_ended_fw_free_all(alloc_service *s); /* lost lead, close */
 
 /* Terminal statuses not acknowledged yet, so reconciliation answers them (as Mesos'
  * master keeps such tasks until the acknowledgement) rather than TASK_UNKNOWN, which

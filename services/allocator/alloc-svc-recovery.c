@@ -131,11 +131,8 @@ static void load_record(alloc_service *s, const Meseta__V1__Record *r, uint32_t 
     if (!r->framework->info)
       break;
     if (r->framework->completed_time) {
-      if (!svc_table_get(&s->torn_down, r->id)) {
-        svc_entry *e = ms_xcalloc(1, sizeof(*e));
-        e->key = ms_xstrdup(r->id);
-        svc_table_put(&s->torn_down, e);
-      }
+      const Google__Protobuf__Timestamp *t = r->framework->completed_time;
+      svc_ended_fw_add(s, r->framework->info, t->seconds * 1000 + t->nanos / 1000000);
     } else if ((rc = svc_framework_restore(s, r->framework->info, &err)) == 0) {
       (*nfw)++;
     }

@@ -410,6 +410,17 @@ int64_t svc_state_emit_framework(alloc_service *s, const char *framework_id, svc
   return broadcast(s, c);
 }
 
+int64_t svc_state_emit_framework_ended(alloc_service *s, const Meseta__V1__Framework *msg) {
+  s->roles_stale = true;
+  svc_state_changed(s);
+  if (!s->watchers)
+    return ++s->revision;
+  Meseta__V1__StateChange *c = change_new();
+  c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_UPDATED;
+  c->framework_updated = dup_msg(msg);
+  return broadcast(s, c);
+}
+
 int64_t svc_state_emit_task(alloc_service *s, const svc_task *t, svc_change what) {
   if (what == SVC_ADDED)
     svc_completed_replaced(s, t->e.key); /* a completed task of the same id: replaced in the views */
@@ -812,7 +823,7 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
   Google__Protobuf__Timestamp *el = ts_new(s->elected_ms);
   b.leader_elected_time = el;
   b.agents = s->agents.n;
-  b.frameworks = s->frameworks.n;
+  b.frameworks = s->frameworks.n + s->ended_fws.n;
   b.tasks = s->tasks.n + s->ndone;
   b.executors = s->executors.n;
   b.roles = nroles;
@@ -843,6 +854,11 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
   }
   for (uint32_t i = 0; i < s->frameworks.n && k.ok; i++) {
     Meseta__V1__Framework *f = build_framework(s, (svc_framework *)s->frameworks.v[i]);
+    Meseta__V1__State *st = chunk_for(&k, protobuf_c_message_get_packed_size(&f->base));
+    APPEND(st->frameworks, st->n_frameworks, f);
+  }
+  for (const svc_ended_fw *e = s->ended_head; e && k.ok; e = e->next) {
+    Meseta__V1__Framework *f = dup_msg(e->msg);
     Meseta__V1__State *st = chunk_for(&k, protobuf_c_message_get_packed_size(&f->base));
     APPEND(st->frameworks, st->n_frameworks, f);
   }

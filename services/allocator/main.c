@@ -22,8 +22,8 @@ static char *advertise, *role_sorter, *framework_sorter, *excluded, *min_alloc, 
 static char *etcd_ca, *etcd_cert, *etcd_key, *tls_cert, *tls_key, *tls_ca, *log_level, *log_format,
     *ready_file, *registry;
 static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_message, etcd_timeout_ns, lease_ns,
-    registry_timeout_ns, recovery_timeout_ns, agent_reconnect_ns, max_done_per_fw, max_done, stream_queue,
-    max_offers, max_silent;
+    registry_timeout_ns, recovery_timeout_ns, agent_reconnect_ns, max_done_per_fw, max_done, max_done_fws,
+    stream_queue, max_offers, max_silent;
 static double recovery_fraction;
 
 static const ms_flag flags[] = {
@@ -78,6 +78,10 @@ static const ms_flag flags[] = {
     {"max-completed-tasks-per-framework", MS_FLAG_INT, &max_done_per_fw, "1000",
      "Completed tasks kept per framework for the operator API (oldest forgotten first)", "N"},
     {"max-completed-tasks", MS_FLAG_INT, &max_done, "10000", "Completed tasks kept in all", "N"},
+    {"max-completed-frameworks", MS_FLAG_INT, &max_done_fws, "1000",
+     "Torn-down frameworks kept for the operator API (oldest forgotten first); a subscription with a kept "
+     "one's id is refused",
+     "N"},
     {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
     {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
     {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
@@ -202,7 +206,8 @@ static int run(ms_error **err) {
                               .recovery_timeout_ms = recovery_timeout_ns / 1000000,
                               .agent_reconnect_timeout_ms = agent_reconnect_ns / 1000000,
                               .max_completed_tasks_per_framework = max_done_per_fw,
-                              .max_completed_tasks = max_done};
+                              .max_completed_tasks = max_done,
+                              .max_completed_frameworks = max_done_fws};
   if (alloc_sorter_parse(role_sorter, "--role-sorter", &cfg.role_sorter, err) < 0 ||
       alloc_sorter_parse(framework_sorter, "--framework-sorter", &cfg.framework_sorter, err) < 0) {
     pthread_mutex_destroy(&a.fence_mu);

@@ -317,7 +317,31 @@ static blob *framework_event(uint32_t tag, int64_t rev, Meseta__V1__Framework *f
   return b;
 }
 
+static bool framework_ended(const ProtobufCMessage *m) {
+  return m && ((const Meseta__V1__Framework *)m)->unregistered_time;
+}
+
+/* A framework that ended is updated to completed (kept for GetFrameworks include_completed):
+ * operators get FRAMEWORK_REMOVED then, as Mesos sends it at teardown, and nothing when the
+ * completed framework is later dropped from memory. */
+static blob *framework_gone(int64_t rev, Meseta__V1__FrameworkInfo *info) {
+  Meseta__V1__OperatorEvent__FrameworkRemoved m = MESETA__V1__OPERATOR_EVENT__FRAMEWORK_REMOVED__INIT;
+  m.framework_info = info;
+  blob *b = blob_new(MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_REMOVED, rev, &m.base);
+  blob_scope_framework(b, info ? ID(info->id) : NULL, info);
+  return b;
+}
+
+static blob *framework_updated(int64_t rev, const mapi_state *st, Meseta__V1__Framework *f) {
+  if (!f->unregistered_time)
+    return framework_event(MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_UPDATED, rev, f);
+  const char *id = f->framework_info ? ID(f->framework_info->id) : "";
+  return framework_ended(mapi_coll_get(&st->frameworks, id)) ? NULL : framework_gone(rev, f->framework_info);
+}
+
 static blob *framework_removed(int64_t rev, const mapi_state *st, Meseta__V1__FrameworkID *id) {
+  if (framework_ended(mapi_coll_get(&st->frameworks, ID(id))))
+    return NULL; /* a completed framework dropped from memory */
   Meseta__V1__FrameworkInfo bare = MESETA__V1__FRAMEWORK_INFO__INIT;
   bare.id = id;
   const Meseta__V1__FrameworkInfo *info = framework_info(st, ID(id));
@@ -409,7 +433,7 @@ static blob *change_event(const mapi_state *st, const Meseta__V1__StateChange *c
   case MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_ADDED:
     return framework_event(MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_ADDED, rev, c->framework_added);
   case MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_UPDATED:
-    return framework_event(MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_UPDATED, rev, c->framework_updated);
+    return framework_updated(rev, st, c->framework_updated);
   case MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_REMOVED:
     return framework_removed(rev, st, c->framework_removed->framework_id);
   case MESETA__V1__STATE_CHANGE__CHANGE_TASK_ADDED:
@@ -523,15 +547,11 @@ static blob *diff_agent(const mapi_state *now, ProtobufCMessage *was, ProtobufCM
 }
 
 static blob *diff_framework(const mapi_state *now, ProtobufCMessage *was, ProtobufCMessage *is, int64_t rev) {
-  if (!is) {
-    Meseta__V1__Framework *f = (void *)was;
-    Meseta__V1__OperatorEvent__FrameworkRemoved m = MESETA__V1__OPERATOR_EVENT__FRAMEWORK_REMOVED__INIT;
-    m.framework_info = f->framework_info;
-    blob *b = blob_new(MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_REMOVED, rev, &m.base);
-    blob_scope_framework(b, f->framework_info ? ID(f->framework_info->id) : NULL, f->framework_info);
-    return b;
-  }
   (void)now;
+  if (framework_ended(was) || (!was && framework_ended(is)))
+    return NULL; /* seen ended already, or never seen live */
+  if (!is || framework_ended(is))
+    return framework_gone(rev, ((Meseta__V1__Framework *)(is ? is : was))->framework_info);
   return framework_event(was ? MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_UPDATED
                              : MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_ADDED,
                          rev, (void *)is);
