@@ -459,18 +459,9 @@ static void t4_up(t4 *w, const char *tag) {
   memset(w, 0, sizeof(*w));
   ms_test_cluster_start(&w->c, etcd, dir, tag, 2, "30s"); /* 30 s: the default recovery timeout */
   CU_ASSERT_FATAL(ms_test_cluster_wait_leader(&w->c, WAIT_MS) >= 0);
-  _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
   _cleanup_free_ char *name = ms_xasprintf("master-api-%s", tag);
-  const char *argv[] = {
-      bin,      "--listen", "127.0.0.1:0", "--registry", ms_test_proc_address(w->c.registry),
-      "--name", name,       "--log-level", "debug",      NULL};
-  ms_error *err = NULL;
-  w->mapi = ms_test_proc_start(name, dir, argv, &err);
-  if (!w->mapi)
-    fprintf(stderr, "%s: %s\n", name, err->msg);
-  ms_error_free(err);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(w->mapi);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)ms_test_proc_address(w->mapi), WAIT_MS));
+  w->mapi = ms_test_mapi_start(
+      dir, name, (const char *[]){"--registry", ms_test_proc_address(w->c.registry), NULL}, true);
   for (int i = 0; i < T4_AGENTS; i++) {
     w->agents[i] = t4_agent(w, tag, i);
     w->ids[i] = ms_xstrdup(ms_test_proc_address(w->agents[i])); /* the ready file holds the id */
@@ -482,6 +473,7 @@ static void t4_up(t4 *w, const char *tag) {
                                  .public_api = true,
                                  .more_targets = again,
                                  .failover_timeout_ms = 600000};
+  ms_error *err = NULL;
   w->fw = ms_sim_framework_start(mapi, &fo, &err);
   if (!w->fw)
     fprintf(stderr, "framework: %s\n", err->msg);

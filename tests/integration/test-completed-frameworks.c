@@ -26,32 +26,6 @@
 static ms_test_etcd *etcd;
 static char *dir;
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
-/* A master-api following the leader through `registry` (or at `alloc` when registry is NULL). */
-static ms_test_proc *mapi_start(const char *name, const char *registry, const char *alloc) {
-  _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
-  const char *argv[] = {bin,
-                        "--listen",
-                        "127.0.0.1:0",
-                        registry ? "--registry" : "--allocator",
-                        registry ? registry : alloc,
-                        "--name",
-                        name,
-                        "--log-level",
-                        "debug",
-                        NULL};
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)ms_test_proc_address(p), WAIT_MS));
-  return p;
-}
-
 /* A framework subscribed through master-api, then torn down by the operator: its id (the caller's). */
 static char *subscribe_and_teardown(const char *mapi, const char *name) {
   ms_sim_framework_options fo = {.name = name, .public_api = true, .failover_timeout_ms = 3600000};
@@ -187,7 +161,8 @@ static void test_trust_10_frameworks_all_survives_failover(void) {
   ms_test_cluster_start(&c, etcd, dir, "cfw", 2, "5s");
   int lead = ms_test_cluster_wait_leader(&c, WAIT_MS);
   CU_ASSERT_FATAL(lead >= 0);
-  ms_test_proc *mapi = mapi_start("mapi-cfw", ms_test_proc_address(c.registry), NULL);
+  ms_test_proc *mapi = ms_test_mapi_start(
+      dir, "mapi-cfw", (const char *[]){"--registry", ms_test_proc_address(c.registry), NULL}, true);
   const char *ma = ms_test_proc_address(mapi);
 
   _cleanup_free_ char *id = subscribe_and_teardown(ma, "ended");
@@ -270,7 +245,8 @@ static void count_removed(ms_rpc_stream *st, char **ids, int n, int *removed, in
 static void test_trust_10_completed_frameworks_bounded(void) {
   ms_test_allocator al =
       ms_test_allocator_run(dir, "alloc-bound", (const char *[]){"--max-completed-frameworks", "2", NULL});
-  ms_test_proc *mapi = mapi_start("mapi-bound", NULL, al.addr);
+  ms_test_proc *mapi =
+      ms_test_mapi_start(dir, "mapi-bound", (const char *[]){"--allocator", al.addr, NULL}, true);
   const char *ma = ms_test_proc_address(mapi);
   ms_rpc_channel *ch = ms_rpc_channel_new(ma, NULL, NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(ch);

@@ -157,6 +157,28 @@ ms_test_proc *ms_test_allocator_start(const char *dir, const char *name, const c
   return p;
 }
 
+ms_test_proc *ms_test_mapi_start(const char *dir, const char *name, const char *const *flags, bool wait) {
+  _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
+  const char *argv[40] = {bin, "--listen", "127.0.0.1:0", "--name", name, "--log-level", "debug"};
+  size_t n = 7;
+  for (size_t i = 0; flags && flags[i] && n < MS_ARRAY_SIZE(argv) - 1; i++)
+    argv[n++] = flags[i];
+  argv[n] = NULL;
+  ms_error *err = NULL;
+  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
+  if (!p)
+    fprintf(stderr, "%s: %s\n", name, err->msg);
+  ms_error_free(err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  int64_t waited = 0;
+  for (; wait && ms_test_health(ms_test_proc_address(p)) != 1 && waited < 30000; waited += 50)
+    usleep(50000);
+  if (wait && waited >= 30000)
+    fprintf(stderr, "%s: not serving after 30 s\n", name);
+  CU_ASSERT_FATAL(!wait || waited < 30000);
+  return p;
+}
+
 int ms_test_main_etcd(int argc, char **argv, const char *name, const ms_test_case *cases, char **dir,
                       ms_test_etcd **etcd) {
   _cleanup_free_ char *tag = ms_xasprintf("test-%s", name);

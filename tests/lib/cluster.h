@@ -4,6 +4,7 @@
  * Failures to start are fatal CUnit assertions. Not thread-safe. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "meseta/rpc.h"
@@ -34,6 +35,12 @@ void ms_test_cluster_stop(ms_test_cluster *c);
  * `extra`: more flags, NULL-terminated (NULL: none). A failure to start fails the test
  * (fatal). Stop it with ms_test_proc_stop. */
 ms_test_proc *ms_test_allocator_start(const char *dir, const char *name, const char *const *extra);
+
+/* A meseta-master-api on a free port named `name`, logging at debug into <dir>/<name>.log;
+ * `flags`: where it finds the allocator (`--registry ADDR` or `--allocator ADDR`) and more,
+ * NULL-terminated. Waits (30 s at most) until it serves when `wait`. A failure to start
+ * fails the test (fatal). Stop it with ms_test_proc_stop. */
+ms_test_proc *ms_test_mapi_start(const char *dir, const char *name, const char *const *flags, bool wait);
 
 /* The same with its address at hand; ms_test_allocator_stop sends SIGTERM, asserts a clean
  * exit (0: leak-free under ASan) and frees it. */
