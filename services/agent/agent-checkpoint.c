@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +101,9 @@ static pid_t find_runtime(const char *spec) {
   DIR *d = opendir("/proc");
   struct dirent *e;
   while (d && (e = readdir(d)) && n < MS_ARRAY_SIZE(found)) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9')
+    char *end;
+    long pid = strtol(e->d_name, &end, 10);
+    if (e->d_name[0] < '1' || e->d_name[0] > '9' || *end || pid > INT32_MAX)
       continue;
     _cleanup_free_ char *path = ms_xasprintf("/proc/%s/cmdline", e->d_name);
     char buf[8192];
@@ -116,7 +119,7 @@ static pid_t find_runtime(const char *spec) {
       if (!buf[i])
         last = buf + i + 1;
     if (strcmp(last, spec) == 0)
-      found[n++] = (pid_t)atoi(e->d_name);
+      found[n++] = (pid_t)pid;
   }
   if (d)
     closedir(d);

@@ -226,7 +226,7 @@ static int run(ms_error **err) {
     for (size_t i = 0; ms_rpc_server_address(srv, i); i++) {
       const char *addr = ms_rpc_server_address(srv, i), *colon = strrchr(addr, ':');
       if (strncmp(addr, "unix:", 5) != 0 && colon) {
-        agent_set_operator_port(a, atoi(colon + 1));
+        agent_set_operator_port(a, (int)strtol(colon + 1, NULL, 10));
         break;
       }
     }

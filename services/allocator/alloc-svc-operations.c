@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "meseta/alloc.h"
+#include "meseta/hex.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
@@ -59,8 +60,7 @@ static bool state_failed(Meseta__V1__OperationState st) {
 }
 
 static void uuid_hex(const uint8_t u[16], char out[33]) {
-  for (int i = 0; i < 16; i++)
-    snprintf(out + 2 * i, 3, "%02x", u[i]);
+  ms_hex_encode(u, 16, out);
 }
 
 static const char *info_id(const Meseta__V1__Offer__Operation *o) {

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "meseta/alloc.h"
+#include "meseta/hex.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/task-state.h"
@@ -137,10 +138,7 @@ static int page_parse(const ProtobufCMessage *req, page_req *p, ms_error **err) 
 
 static char *token_make(const ProtobufCMessage *req, int64_t revision, const char *key) {
   size_t n = strlen(key);
-  _cleanup_free_ char *hx = ms_xmalloc(2 * n + 1);
-  for (size_t i = 0; i < n; i++)
-    sprintf(hx + 2 * i, "%02x", (unsigned char)key[i]);
-  hx[2 * n] = 0;
+  _cleanup_free_ char *hx = ms_hex_encode(key, n, ms_xmalloc(2 * n + 1));
   return ms_xasprintf("r%" PRId64 ".t%" PRId64 ".f%" PRIx64 ".%s", revision, ms_time_real_ms(),
                       filter_hash(req), hx);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "meseta/alloc.h"
+#include "meseta/hex.h"
 #include "meseta/log.h"
 
 struct mapi_view {
@@ -146,11 +147,7 @@ static void state_free(mapi_state *st) {
 #define ID(m) ((m) && (m)->value ? (m)->value : "")
 
 static char *hex(const ProtobufCBinaryData *b) {
-  char *s = ms_xmalloc(2 * b->len + 1);
-  for (size_t i = 0; i < b->len; i++)
-    sprintf(s + 2 * i, "%02x", b->data[i]);
-  s[2 * b->len] = 0;
-  return s;
+  return ms_hex_encode(b->data, b->len, ms_xmalloc(2 * b->len + 1));
 }
 
 static char *agent_key(const Meseta__V1__Agent *a) {

@@ -724,7 +724,7 @@ static int processes_with(const char *needle) {
   int n = 0;
   struct dirent *e;
   while (d && (e = readdir(d))) {
-    if (e->d_name[0] < '1' || e->d_name[0] > '9' || atoi(e->d_name) == (int)getpid())
+    if (e->d_name[0] < '1' || e->d_name[0] > '9' || strtol(e->d_name, NULL, 10) == (long)getpid())
       continue;
     _cleanup_free_ char *p = ms_xasprintf("/proc/%s/cmdline", e->d_name);
     char buf[8192];
