@@ -29,33 +29,8 @@ static char *dir;
 
 /* ---- calls ---- */
 
-/* One OperatorCall; retried while the allocator answers UNAVAILABLE (recovering).
- * Returns the status code; *err_msg gets the message (the caller frees). */
-static ms_status op_call(const char *addr, Meseta__V1__OperatorCallRequest *req, char **err_msg) {
-  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
-  ms_status code = MS_UNAVAILABLE;
-  for (int i = 0; i < 300 && code == MS_UNAVAILABLE; i++) {
-    ms_error *err = NULL;
-    ProtobufCMessage *resp = NULL;
-    ms_rpc_call_options co = {.timeout_ms = 10000};
-    if (ms_rpc_unary(ch, "/meseta.v1.Allocator/OperatorCall", &req->base,
-                     &meseta__v1__operator_call_response__descriptor, &co, &resp, &err) == 0) {
-      protobuf_c_message_free_unpacked(resp, NULL);
-      code = MS_OK;
-    } else {
-      code = err->code;
-      if (err_msg) {
-        free(*err_msg);
-        *err_msg = ms_xstrdup(err->msg);
-      }
-      ms_error_free(err);
-      if (code == MS_UNAVAILABLE)
-        usleep(100000);
-    }
-  }
-  ms_rpc_channel_free(ch);
-  return code;
+static ms_status op_call(const char *addr, const Meseta__V1__OperatorCallRequest *req, char **msg) {
+  return ms_test_operator_call(addr, req, msg);
 }
 
 static Meseta__V1__Value__Scalar *scalar(double v) {

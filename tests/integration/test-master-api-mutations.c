@@ -944,33 +944,8 @@ static void test_scheduler_calls(void) {
 
 /* ---- DOWN machines survive a failover ---- */
 
-/* Allocator.OperatorCall on `addr` (retried while UNAVAILABLE: standing by or
- * recovering); the status, the error's message in *msg (the caller frees). */
 static ms_status op_call(const char *addr, const Meseta__V1__OperatorCallRequest *req, char **msg) {
-  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
-  ms_status code = MS_UNAVAILABLE;
-  for (int i = 0; i < 300 && code == MS_UNAVAILABLE; i++) {
-    ms_error *err = NULL;
-    ProtobufCMessage *resp = NULL;
-    ms_rpc_call_options co = {.timeout_ms = 10000};
-    if (ms_rpc_unary(ch, "/meseta.v1.Allocator/OperatorCall", &req->base,
-                     &meseta__v1__operator_call_response__descriptor, &co, &resp, &err) == 0) {
-      protobuf_c_message_free_unpacked(resp, NULL);
-      code = MS_OK;
-    } else {
-      code = err->code;
-      if (msg) {
-        free(*msg);
-        *msg = ms_xstrdup(err->msg);
-      }
-      ms_error_free(err);
-      if (code == MS_UNAVAILABLE)
-        ms_time_sleep_ms(100);
-    }
-  }
-  ms_rpc_channel_free(ch);
-  return code;
+  return ms_test_operator_call(addr, req, msg);
 }
 
 /* Start- or StopMaintenance of one machine (`host`) through the allocator. */

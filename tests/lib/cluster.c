@@ -179,6 +179,33 @@ ms_test_proc *ms_test_mapi_start(const char *dir, const char *name, const char *
   return p;
 }
 
+ms_status ms_test_operator_call(const char *addr, const Meseta__V1__OperatorCallRequest *req, char **msg) {
+  ms_rpc_channel *ch = ms_rpc_channel_new(addr, NULL, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ch);
+  ms_status code = MS_UNAVAILABLE;
+  for (int i = 0; i < 300 && code == MS_UNAVAILABLE; i++) {
+    ms_error *err = NULL;
+    ProtobufCMessage *resp = NULL;
+    ms_rpc_call_options co = {.timeout_ms = 10000};
+    if (ms_rpc_unary(ch, "/meseta.v1.Allocator/OperatorCall", &req->base,
+                     &meseta__v1__operator_call_response__descriptor, &co, &resp, &err) == 0) {
+      protobuf_c_message_free_unpacked(resp, NULL);
+      code = MS_OK;
+    } else {
+      code = err->code;
+      if (msg) {
+        free(*msg);
+        *msg = ms_xstrdup(err->msg);
+      }
+      ms_error_free(err);
+      if (code == MS_UNAVAILABLE)
+        usleep(100000);
+    }
+  }
+  ms_rpc_channel_free(ch);
+  return code;
+}
+
 int ms_test_main_etcd(int argc, char **argv, const char *name, const ms_test_case *cases, char **dir,
                       ms_test_etcd **etcd) {
   _cleanup_free_ char *tag = ms_xasprintf("test-%s", name);

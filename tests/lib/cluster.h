@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "meseta/rpc.h"
+#include "meseta/v1/allocator.pb-c.h"
 
 #include "etcd-harness.h"
 #include "proc.h"
@@ -68,6 +69,11 @@ int ms_test_health(const char *addr);
 ms_status ms_test_call(const char *addr, const ms_rpc_channel_options *co, const char *const *md,
                        const char *method, const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
                        int64_t timeout_ms, ProtobufCMessage **resp, char **msg);
+
+/* Allocator.OperatorCall on `addr`, retried while it answers UNAVAILABLE (standing by or
+ * recovering; 30 s at most). The status; *msg (msg may be NULL) the last error's message,
+ * the caller's to free. */
+ms_status ms_test_operator_call(const char *addr, const Meseta__V1__OperatorCallRequest *req, char **msg);
 
 /* The index of the one allocator that serves while every other live one does not;
  * -1 while that is not so. */

@@ -3,7 +3,7 @@
  * A function that can fail returns int (negative on failure, see MS_ERR) and takes
  * `ms_error **err` last. The innermost failure creates the error with a message that
  * names its subject; callers add context with ms_error_prefix() as it climbs. The
- * gRPC layer turns an error into a status in one place (ms_rpc_status_from_error).
+ * gRPC layer turns an error into a status in one place (ms_rpc_call_finish_error, rpc.h).
  *
  * Ownership: *err, once set, belongs to the caller that passed `err`; free it with
  * ms_error_free(). Passing err == NULL discards the error. Setting an error where one
