@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/hex.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/values.h"
@@ -169,11 +170,7 @@ static int cmp_names(const void *a, const void *b) {
 
 static char *hex_encode(const char *s) {
   size_t len = strlen(s);
-  char *out = ms_xmalloc(2 * len + 1);
-  for (size_t i = 0; i < len; i++)
-    snprintf(out + 2 * i, 3, "%02x", (unsigned char)s[i]);
-  out[2 * len] = '\0';
-  return out;
+  return ms_hex_encode(s, len, ms_xmalloc(2 * len + 1));
 }
 
 /* The page token is the last name returned, in hex (so it is UTF-8 whatever the name). */
