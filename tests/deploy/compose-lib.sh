@@ -101,65 +101,98 @@ check_advertised_leader() {
   esac
 }
 
-# Restart every service, one container at a time, while meseta-batch runs tasks; no
-# task may be lost, every work item completes exactly once.
+# The framework side of the rolling upgrade: rounds of meseta-batch (a framework each,
+# roll<R>-<i> tasks), back to back until $WORK/stop exists, so one runs at every restart.
+# A round that launched nothing (its subscription refused while, e.g., etcd restarts)
+# is tried again: its work never started. $WORK/rounds: "R FILE EXIT" of rounds that ran.
+batch_rounds() {
+  local r=0 k=0 f rc
+  while [ ! -e "$WORK/stop" ]; do
+    f=$WORK/batch-$r-$k
+    "$BATCH" --master "127.0.0.1:$API_PORT" --name "roll$r" --tasks "$ROUND_TASKS" --cmd 'sleep 1' --cpus 0.25 \
+      --mem 32 --verbose --timeout 300s >"$f.out" 2>"$f.err"
+    rc=$?
+    if grep -qs '^summary: launched=0 ' "$f.out" || ! grep -qs '^summary:' "$f.out"; then
+      echo "roll$r attempt $k launched nothing (exit $rc): $(grep -v '^warning' "$f.err" | head -1)" >>"$WORK/unstarted"
+      k=$((k + 1))
+      sleep 0.5
+      continue
+    fi
+    echo "$r $f $rc" >>"$WORK/rounds"
+    r=$((r + 1)) k=0
+  done
+}
+
+# Restart every service, one container at a time, while frameworks run tasks; no task
+# may be lost, every work item completes exactly once.
 rolling_upgrade() {
-  local n=${MESETA_DEPLOY_TASKS:-150} t0 s id
+  local t0 s id
+  ROUND_TASKS=${MESETA_DEPLOY_ROUND_TASKS:-40}
   t0=$(now)
-  "$BATCH" --master "127.0.0.1:$API_PORT" --name roll --tasks "$n" --cmd 'sleep 2' --cpus 0.25 --mem 32 \
-    --verbose --timeout 400s >"$WORK/batch.out" 2>"$WORK/batch.err" &
+  : >"$WORK/rounds"
+  : >"$WORK/unstarted"
+  batch_rounds &
   BATCH_PID=$!
-  until grep -q "^launched:" "$WORK/batch.out"; do
-    kill -0 "$BATCH_PID" 2>/dev/null || { cat "$WORK/batch.err"; say "FAIL: meseta-batch ended early"; return 1; }
+  until grep -qs "^launched:" "$WORK/batch-0-0.out"; do
+    kill -0 "$BATCH_PID" 2>/dev/null || { cat "$WORK"/batch-0-0.err; say "FAIL: meseta-batch ended early"; return 1; }
     sleep 0.2
   done
-  say "meseta-batch runs $n tasks (sleep 2, 0.25 cpus); restarting every service, one at a time"
-  local order="etcd registry allocator-a allocator-b master-api agent"
-  for s in $order; do
+  say "meseta-batch rounds of $ROUND_TASKS tasks (sleep 1, 0.25 cpus) run; restarting every container, one at a time"
+  for s in etcd registry allocator-a allocator-b master-api agent; do
     for id in $(compose ps -q "$s"); do
       local r0 name
       r0=$(now)
       name=$("$DOCKER" inspect -f '{{.Name}}' "$id")
       "$DOCKER" restart -t 30 "$id" >/dev/null || { say "FAIL: restart $name"; return 1; }
       wait_healthy 180 || return 1
-      say "restarted ${name#/}: healthy again in $(since "$r0") s; $(grep -c ': TASK_FINISHED' "$WORK/batch.out") tasks finished so far$(kill -0 "$BATCH_PID" 2>/dev/null || echo ', meseta-batch already done')"
+      say "restarted ${name#/}: healthy again in $(since "$r0") s; rounds done: $(wc -l <"$WORK/rounds"), tasks finished: $(cat "$WORK"/batch-*.out | grep -c ': TASK_FINISHED')"
     done
   done
+  touch "$WORK/stop"
   wait "$BATCH_PID"
-  local brc=$?
   BATCH_PID=
-  say "meseta-batch exit $brc after $(since "$t0") s: $(grep '^summary:' "$WORK/batch.out")"
-  check_batch "$n" || return 1
+  say "restarts done after $(since "$t0") s; meseta-batch rounds (round, exit, summary):"
+  local r f rc
+  while read -r r f rc; do
+    say "  roll$r exit $rc: $(grep '^summary:' "$f.out"), stream failovers $(grep -c '^failover:' "$f.out")"
+  done <"$WORK/rounds"
+  while read -r line; do say "  $line"; done <"$WORK/unstarted"
+  while read -r r f rc; do
+    check_batch "roll$r" "$f.out" "$f.err" || return 1
+  done <"$WORK/rounds"
+  say "work items: $ITEMS in $(wc -l <"$WORK/rounds") rounds ($(wc -l <"$WORK/unstarted") attempts launched nothing); finished in their batch $FIN, ended otherwise $OTHER (seen by the framework, run again once: $RETRIED), lost 0"
+  [ $((FIN + RETRIED)) = "$ITEMS" ] || { say "FAIL: $((FIN + RETRIED)) of $ITEMS work items completed"; return 1; }
 }
 
-# From meseta-batch's own lines: each task's terminal state, once.
+# From one meseta-batch's own lines: each task's terminal state, seen once.
+ITEMS=0 FIN=0 OTHER=0 RETRIED=0
 check_batch() {
-  local n=$1 i id st fin=0 other=0 missing=0 retried=0 out
+  local name=$1 out=$2 err=$3 n i id
   declare -A end
+  n=$(sed -n 's/^summary: launched=\([0-9]*\).*/\1/p' "$out")
+  [ -n "$n" ] || { say "FAIL: $name printed no summary"; cat "$err"; return 1; }
   while read -r id st; do
     end[$id]="${end[$id]:+${end[$id]},}$st"
-  done < <(sed -n 's/^task \(roll-[0-9]*\): \(TASK_[A-Z_]*\).*/\1 \2/p' "$WORK/batch.out" |
+  done < <(sed -n "s/^task \\($name-[0-9]*\\): \\(TASK_[A-Z_]*\\).*/\\1 \\2/p" "$out" |
     grep -E ' TASK_(FINISHED|FAILED|KILLED|LOST|ERROR|DROPPED|GONE|GONE_BY_OPERATOR)$' | sort -u)
   local failed=()
-  for ((i = 0; i < n; i++)); do
-    id=roll-$i
+  for ((i = 0; i < ROUND_TASKS; i++)); do
+    id=$name-$i
     case "${end[$id]:-}" in
-      TASK_FINISHED) fin=$((fin + 1)) ;;
-      "") missing=$((missing + 1)); say "lost: $id has no terminal state the framework saw" ;;
+      TASK_FINISHED) FIN=$((FIN + 1)) ;;
+      "") say "FAIL: lost: $id has no terminal state $name saw"; return 1 ;;
       *,*) say "FAIL: $id ended twice: ${end[$id]}"; return 1 ;;
-      *) other=$((other + 1)); failed+=("$i"); say "$id: ${end[$id]} (the framework saw it)" ;;
+      *) OTHER=$((OTHER + 1)); failed+=("$i"); say "$id: ${end[$id]} (its framework saw it)" ;;
     esac
   done
-  grep -E '^(error|failed):' "$WORK/batch.err" | head -20
-  say "work items: $n; finished in the batch $fin, ended otherwise $other (seen by the framework), lost $missing"
-  [ "$missing" = 0 ] || { say "FAIL: $missing tasks lost"; return 1; }
-  # A task ended by the agent's own restart is reported, not retried by meseta-batch:
-  # its work item runs again, once, as a task of its own.
+  ITEMS=$((ITEMS + ROUND_TASKS))
+  grep -E '^error:' "$err" && { say "FAIL: $name reported errors"; return 1; }
+  # meseta-batch reports a task the agent's restart ended and does not retry it: the
+  # work item runs again, once, as a task of its own.
+  local out1
   for i in "${failed[@]}"; do
-    out=$(timeout 120 "$MESETA" --master "127.0.0.1:$API_PORT" run --quiet --name "roll-retry-$i" --shell "echo item-$i" 2>>"$WORK/run.err")
-    [ "$out" = "item-$i" ] || { say "FAIL: retry of item $i printed \`$out\`"; return 1; }
-    retried=$((retried + 1))
+    out1=$(timeout 120 "$MESETA" --master "127.0.0.1:$API_PORT" run --quiet --name "$name-retry-$i" --shell "echo item-$i" 2>>"$WORK/run.err")
+    [ "$out1" = "item-$i" ] || { say "FAIL: the retry of $name-$i printed \`$out1\`"; return 1; }
+    RETRIED=$((RETRIED + 1))
   done
-  say "work items completed exactly once: $((fin + retried)) of $n ($fin in the batch, $retried retried)"
-  [ $((fin + retried)) = "$n" ]
 }
