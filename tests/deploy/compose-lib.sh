@@ -22,7 +22,14 @@ wait_healthy() {
     ids=$(compose ps -q)
     for id in $ids; do
       st=$("$DOCKER" inspect -f '{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")
-      case "$st" in *" running healthy" | *" running none") ;; *) bad="$bad ${st#/}" ;; esac
+      case "$st" in
+        *" running healthy" | *" running none") ;;
+        *" exited "* | *" dead "* | *" unhealthy")
+          say "FAIL: ${st#/}: $("$DOCKER" logs --tail 3 "$id" 2>&1 | tr '\n' ' ' | cut -c1-400)"
+          return 1
+          ;;
+        *) bad="$bad ${st#/}" ;;
+      esac
     done
     [ -n "$ids" ] && [ -z "$bad" ] && return 0
     if [ "$(since "$t0")" -ge "$limit" ]; then
