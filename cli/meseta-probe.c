@@ -1,8 +1,8 @@
 /* meseta-probe: asks a meseta service's grpc.health.v1 whether it is SERVING, for
  * container health checks (Kubernetes can probe gRPC itself; Compose cannot).
  *
- *   meseta-probe [--service NAME] [--any-status] [--timeout DURATION] [--tls-ca F [--tls-cert F --tls-key F]]
- * ADDRESS
+ *   meseta-probe [--service NAME] [--any-status] [--timeout DURATION]
+ *                [--tls-ca F [--tls-cert F --tls-key F]] ADDRESS
  *
  * Exits 0 when SERVING (with --any-status: when health answers at all, e.g. a standby
  * allocator's NOT_SERVING), 1 otherwise (printing why), 2 on bad usage. */
