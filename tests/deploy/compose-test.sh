@@ -38,6 +38,11 @@ cleanup() {
 }
 WORK=$(mktemp -d)
 trap cleanup EXIT
+# The CLI and meseta-batch read MESETA_* and ~/.config/meseta: none of the caller's.
+for v in $(compgen -e | grep '^MESETA_' | grep -v -E '^MESETA_(SOURCE_DIR|BINARY_DIR|DEPLOY_[A-Z_]+)$'); do
+  unset "$v"
+done
+export XDG_CONFIG_HOME=$WORK/config
 trap 'exit 1' INT TERM
 
 engine_start || exit $?

@@ -21,8 +21,8 @@ engine_packages() {
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" != 0 ]; then
-    say "SKIP: ${missing[*]} missing and not root to install them"
-    return 77
+    say "${missing[*]} missing and not root to install them"
+    return 1
   fi
   say "installing ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null ||
@@ -30,7 +30,10 @@ engine_packages() {
 }
 
 engine_start() {
-  engine_packages || return $?
+  if ! engine_packages; then
+    say "SKIP: Debian's docker.io / docker-compose / debootstrap are missing and could not be installed"
+    return 77
+  fi
   if [ "$(id -u)" != 0 ]; then
     say "SKIP: dockerd needs root"
     return 77
