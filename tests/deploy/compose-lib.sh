@@ -130,6 +130,26 @@ batch_rounds() {
   done
 }
 
+# Until the round in progress has tasks running (up to 30 s), so that each restart
+# meets running tasks; prints how many.
+tasks_running() {
+  local t0 f n=0
+  t0=$(now)
+  while [ "$(since "$t0")" -lt 30 ]; do
+    # shellcheck disable=SC2012 # our own file names
+    f=$(ls -t "$WORK"/batch-*.out 2>/dev/null | head -1)
+    if [ -n "$f" ]; then
+      n=$(sed -n 's/^task \([^:]*\): \(TASK_[A-Z_]*\).*/\1 \2/p' "$f" | awk '
+        $2 == "TASK_RUNNING" { run[$1] = 1 }
+        $2 ~ /^TASK_(FINISHED|FAILED|KILLED|LOST|ERROR|DROPPED|GONE|GONE_BY_OPERATOR)$/ { done[$1] = 1 }
+        END { n = 0; for (t in run) if (!(t in done)) n++; print n }')
+      [ "$n" -gt 0 ] && break
+    fi
+    sleep 0.2
+  done
+  echo "$n"
+}
+
 # Restart every service, one container at a time, while frameworks run tasks; no task
 # may be lost, every work item completes exactly once.
 rolling_upgrade() {
@@ -147,12 +167,13 @@ rolling_upgrade() {
   say "meseta-batch rounds of $ROUND_TASKS tasks (sleep 1, 0.25 cpus) run; restarting every container, one at a time"
   for s in etcd registry allocator-a allocator-b master-api agent; do
     for id in $(compose ps -q "$s"); do
-      local r0 name
+      local r0 name running
+      running=$(tasks_running)
       r0=$(now)
       name=$("$DOCKER" inspect -f '{{.Name}}' "$id")
       "$DOCKER" restart -t 30 "$id" >/dev/null || { say "FAIL: restart $name"; return 1; }
       wait_healthy 180 || return 1
-      say "restarted ${name#/}: healthy again in $(since "$r0") s; rounds done: $(wc -l <"$WORK/rounds"), tasks finished: $(cat "$WORK"/batch-*.out | grep -c ': TASK_FINISHED')"
+      say "restarted ${name#/} with $running tasks running: healthy again in $(since "$r0") s; rounds done: $(wc -l <"$WORK/rounds"), tasks finished: $(cat "$WORK"/batch-*.out | grep -c ': TASK_FINISHED')"
     done
   done
   touch "$WORK/stop"
