@@ -217,10 +217,13 @@ ms_rpc_channel *cli_agent_channel(cli *c, const char *agent_id, char **ret_addr,
     ms_error_set(err, MS_NOT_FOUND, "agent `%s` is not known to the master", agent_id);
   } else {
     const Meseta__V1__AgentInfo *ai = resp->agents[0]->agent_info;
-    /* The advertised AgentOperator port, unless --agent-port says otherwise (a port
-     * forwarded elsewhere); agents advertising none serve it on --agent-port. */
+    /* The advertised AgentOperator address (--advertise-address of the agent), unless
+     * --agent-port says otherwise (a port forwarded elsewhere): then hostname:that port;
+     * agents advertising no port serve it on --agent-port. */
     int port = c->agent_port_set || ai->port <= 0 ? (int)c->agent_port : ai->port;
-    char *addr = ms_xasprintf("%s:%d", ai->hostname, port);
+    char *addr = !c->agent_port_set && ai->address && *ai->address
+                     ? ms_xstrdup(ai->address)
+                     : ms_xasprintf("%s:%d", ai->hostname, port);
     if ((ch = channel(c, addr, err)) && ret_addr)
       *ret_addr = TAKE_PTR(addr);
     free(addr);

@@ -1,9 +1,12 @@
 /* meseta-probe: asks a meseta service's grpc.health.v1 whether it is SERVING, for
  * container health checks (Kubernetes can probe gRPC itself; Compose cannot).
  *
- *   meseta-probe [--service NAME] [--timeout DURATION] [--tls-ca F [--tls-cert F --tls-key F]] ADDRESS
+ *   meseta-probe [--service NAME] [--any-status] [--timeout DURATION]
+ *                [--tls-ca F [--tls-cert F --tls-key F]] ADDRESS
  *
- * Exits 0 when SERVING, 1 otherwise (printing why), 2 on bad usage. */
+ * Exits 0 when SERVING (with --any-status: when health answers at all, e.g. a standby
+ * allocator's NOT_SERVING), 1 otherwise (printing why), 2 on bad usage. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,9 +18,12 @@
 
 static char *service, *tls_ca, *tls_cert, *tls_key;
 static int64_t timeout_ns;
+static bool any_status;
 
 static const ms_flag flags[] = {
     {"service", MS_FLAG_STRING, &service, "", "Service to ask about (empty: the server as a whole)", "NAME"},
+    {"any-status", MS_FLAG_BOOL, &any_status, "false",
+     "Exit 0 whenever health answers, SERVING or not (a standby allocator is up and NOT_SERVING)"},
     {"timeout", MS_FLAG_DURATION, &timeout_ns, "3s", "How long to wait for an answer"},
     {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA to verify the server with (enables TLS)", "FILE"},
     {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Client certificate (mutual TLS)", "FILE"},
@@ -53,7 +59,7 @@ int main(int argc, char **argv) {
     if (ms_rpc_unary(ch, "/grpc.health.v1.Health/Check", &req.base,
                      &grpc__health__v1__health_check_response__descriptor, &co, &resp, &err) == 0) {
       int st = ((Grpc__Health__V1__HealthCheckResponse *)resp)->status;
-      rc = st == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0 : 1;
+      rc = any_status || st == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0 : 1;
       if (rc)
         fprintf(stderr, "meseta-probe: `%s` is not serving (status %d)\n", argv[next], st);
       protobuf_c_message_free_unpacked(resp, NULL);

@@ -369,6 +369,11 @@ void agent_set_operator_port(agent *a, int port) {
   a->operator_port = port;
 }
 
+void agent_set_operator_address(agent *a, const char *address) {
+  free(a->operator_address);
+  a->operator_address = address ? ms_xstrdup(address) : NULL;
+}
+
 const char *agent_id(const agent *a) {
   return a->id;
 }
@@ -426,6 +431,7 @@ void agent_free(agent *a) {
   free(a->cgroup_parent);
   free(a->attributes);
   free(a->hostname);
+  free(a->operator_address);
   free(a->resources_text);
   ms_resources_free(a->total);
   free(a->boot_id);

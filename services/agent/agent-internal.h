@@ -49,6 +49,7 @@ struct agent {
   char *tasks_dir;                          /* <work>/meta/tasks: the checkpoints */
   bool iso_seccomp, iso_pids, iso_net_none; /* from cfg.isolation */
   int operator_port;                        /* AgentInfo.port; 0: none */
+  char *operator_address;                   /* AgentInfo.address, owned; NULL: none */
   uint64_t gc_timer;                        /* the sweep's (agent-gc.c) */
 };
 

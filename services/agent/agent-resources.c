@@ -164,6 +164,8 @@ Meseta__V1__AgentInfo *agent_info_new(const agent *a, ms_error **err) {
   Meseta__V1__AgentInfo *info = ms_pb_new(&meseta__v1__agent_info__descriptor);
   info->hostname = ms_xstrdup(a->hostname);
   info->port = a->operator_port;
+  if (a->operator_address)
+    info->address = ms_xstrdup(a->operator_address);
   Meseta__V1__Resources *rp = ms_resources_to_proto(a->total);
   info->n_resources = rp->n_resources;
   info->resources = ms_xcalloc(rp->n_resources + 1, sizeof(*info->resources));

@@ -91,6 +91,9 @@ void agent_free(agent *a);
 /* The TCP port AgentOperator listens on, advertised in AgentInfo.port (0: none). Before
  * agent_start. */
 void agent_set_operator_port(agent *a, int port);
+/* HOST:PORT clients dial for AgentOperator, advertised in AgentInfo.address (copied;
+ * NULL: none). Before agent_start. */
+void agent_set_operator_address(agent *a, const char *address);
 /* The agent's id, NULL before REGISTERED. Owner thread. */
 const char *agent_id(const agent *a);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "meseta/advertise.h"
 #include "meseta/alloc.h"
 #include "meseta/flags.h"
 #include "meseta/log.h"
@@ -22,6 +23,7 @@ static int64_t link_timeout_ns;
 static char *work_dir, *resources, *attributes, *hostname, *runtime, *seccomp_dir, *seccomp_default,
     *cgroup_parent, *log_level, *log_format, *ready_file, *reconfiguration_policy;
 static bool switch_user, kill_on_exit;
+static char *advertise;
 static char *region, *zone, *tls_ca, *tls_cert, *tls_key, *tls_server_name, *isolation;
 static char *op_tls_cert, *op_tls_key, *op_tls_ca;
 static ms_rpc_tls op_tls;
@@ -46,6 +48,11 @@ static const ms_flag flags[] = {
      "intervals)"},
     {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5051",
      "Addresses to serve AgentOperator (sandbox files) on: host:port or unix:PATH; \"\": none", "ADDR"},
+    {"advertise-address", MS_FLAG_STRING, &advertise, NULL,
+     "HOST:PORT clients (meseta run, meseta task logs) reach AgentOperator at, e.g. a port published on "
+     "another address (default: the hostname and the first bound TCP port; an unspecified host such as "
+     "0.0.0.0 is refused)",
+     "ADDR"},
     {"resources", MS_FLAG_STRING, &resources, NULL,
      "Resources to offer, e.g. `cpus:4;mem:8192;disk:100000;ports:[31000-32000]` (default: detected)",
      "TEXT"},
@@ -130,6 +137,31 @@ static char *default_runtime(void) {
     return p;
   free(p);
   return ms_xasprintf("%s/meseta-runtime", self);
+}
+
+/* Advertised in AgentInfo.address and .port, for clients that reach sandboxes (meseta
+ * run, meseta task logs): the first TCP address bound, or --advertise-address. */
+static int advertise_operator(agent *a, ms_rpc_server *srv, ms_error **err) {
+  const char *bound = NULL;
+  for (size_t i = 0; ms_rpc_server_address(srv, i) && !bound; i++)
+    if (strncmp(ms_rpc_server_address(srv, i), "unix:", 5) != 0)
+      bound = ms_rpc_server_address(srv, i);
+  if (!bound && !advertise)
+    return 0; /* unix sockets only: nothing to dial from elsewhere */
+  char host[256] = "";
+  if (hostname && *hostname)
+    ms_strlcpy(host, hostname, sizeof(host));
+  else
+    gethostname(host, sizeof(host) - 1);
+  _cleanup_free_ char *addr = NULL;
+  if (ms_advertise_address("--advertise-address", advertise, bound ? bound : "", host, &addr, err) < 0)
+    return MS_ERR;
+  const char *colon = strrchr(addr, ':');
+  long port = colon && strncmp(addr, "unix:", 5) != 0 ? strtol(colon + 1, NULL, 10) : 0;
+  agent_set_operator_port(a, (int)port);
+  agent_set_operator_address(a, addr);
+  ms_log_info(NULL, "advertising AgentOperator at `%s`", addr);
+  return 0;
 }
 
 static void on_signal(ms_loop *loop, int signo, void *arg) {
@@ -222,14 +254,12 @@ static int run(ms_error **err) {
       goto out;
     }
     ms_log_info(NULL, "serving AgentOperator on %s", ms_rpc_server_address(srv, 0));
-    /* Advertised in AgentInfo.port, for clients that reach sandboxes (meseta task logs). */
-    for (size_t i = 0; ms_rpc_server_address(srv, i); i++) {
-      const char *addr = ms_rpc_server_address(srv, i), *colon = strrchr(addr, ':');
-      if (strncmp(addr, "unix:", 5) != 0 && colon) {
-        agent_set_operator_port(a, (int)strtol(colon + 1, NULL, 10));
-        break;
-      }
-    }
+    if (advertise_operator(a, srv, err) < 0)
+      goto out;
+  } else if (a && advertise) {
+    ms_error_set(err, MS_INVALID_ARGUMENT,
+                 "flag `--advertise-address`: AgentOperator is not served (`--listen` \"\")");
+    goto out;
   }
   if (!a || agent_start(a, err) < 0 || ms_loop_add_signal(loop, SIGTERM, on_signal, a, err) < 0 ||
       ms_loop_add_signal(loop, SIGINT, on_signal, a, err) < 0)

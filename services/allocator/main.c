@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "meseta/advertise.h"
 #include "meseta/alloc.h"
 #include "meseta/etcd.h"
 #include "meseta/flags.h"
@@ -30,7 +31,10 @@ static const ms_flag flags[] = {
     {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5053",
      "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
     {"advertise-address", MS_FLAG_STRING, &advertise, NULL,
-     "The address agents and master-api reach this allocator at (default: the first bound address)", "ADDR"},
+     "The address agents and master-api reach this allocator at, HOST:PORT (default: the first bound "
+     "address, with this machine's hostname for an unspecified host such as 0.0.0.0 or [::]; an "
+     "unspecified host here is refused)",
+     "ADDR"},
     {"allocation-interval", MS_FLAG_DURATION, &interval_ns, "1s", "How often an allocation cycle runs"},
     {"offer-timeout", MS_FLAG_DURATION, &offer_timeout_ns, "30s",
      "How long an offer stays outstanding before it is rescinded; the framework then gets no offers for "
@@ -217,6 +221,7 @@ static int run(ms_error **err) {
   ms_rpc_server *srv = NULL;
   ms_etcd *etcd = NULL;
   alloc_leader *leader = NULL;
+  _cleanup_free_ char *advertised = NULL;
   int rc = MS_ERR;
   ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
   ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
@@ -226,7 +231,11 @@ static int run(ms_error **err) {
                               .max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0};
   if (!(a.loop = ms_loop_new(err)) || !(srv = ms_rpc_server_new(&so, err)))
     goto out;
-  cfg.advertise_address = advertise ? advertise : ms_rpc_server_address(srv, 0);
+  if (ms_advertise_address("--advertise-address", advertise, ms_rpc_server_address(srv, 0), host, &advertised,
+                           err) < 0)
+    goto out;
+  cfg.advertise_address = advertised;
+  ms_log_info(NULL, "advertising `%s`", advertised);
   if (!(a.svc = alloc_service_new(&cfg, a.loop, err)) || alloc_service_add(a.svc, srv, err) < 0 ||
       ms_rpc_server_start(srv, err) < 0)
     goto out;
