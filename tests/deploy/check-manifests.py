@@ -16,34 +16,51 @@ from manifests_core import Binaries, Problems, check_compose, image_runs_as_root
 from manifests_k8s import check_k8s, kustomize  # noqa: E402
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."),
-                    help="the checkout (default: this file's)")
-    ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
-                    help="a binary the manifests run (default NAME: the file's name)")
-    ap.add_argument("--compose", help="default: ROOT/deploy/compose.yaml")
-    ap.add_argument("--k8s", help="default: ROOT/deploy/k8s")
-    ap.add_argument("--kubectl", default=os.environ.get("KUBECTL", "kubectl"))
-    opts = ap.parse_args()
-    opts.root = os.path.realpath(opts.root)
+def check(root, binaries, kubectl="kubectl", only=None, compose=None, k8s_dir=None):
+    """The problem lines for the checkout at root (paths in them relative to root)."""
+    root = os.path.realpath(root)
+    dockerfile = os.path.join(root, "deploy", "Dockerfile")
+    problems = Problems()
+    if only in (None, "compose"):
+        check_compose(os.path.realpath(compose or os.path.join(root, "deploy", "compose.yaml")), binaries,
+                      dockerfile, problems)
+    if only in (None, "k8s"):
+        k8s_dir = os.path.realpath(k8s_dir or os.path.join(root, "deploy", "k8s"))
+        docs = kustomize(kubectl, k8s_dir, problems)
+        if docs is not None:
+            check_k8s(k8s_dir, docs, binaries, image_runs_as_root(dockerfile), problems)
+    return [line.replace(root + os.sep, "") for line in problems.lines]
+
+
+def binaries_from(specs):
+    """Binaries from --bin NAME=PATH or PATH words (NAME: the file's name)."""
     paths = {}
-    for b in opts.bin:
+    for b in specs:
         name, _, path = b.rpartition("=")
         paths[name or os.path.basename(path)] = path
-    binaries = Binaries(paths)
-    dockerfile = os.path.join(opts.root, "deploy", "Dockerfile")
-    problems = Problems()
-    compose = os.path.realpath(opts.compose or os.path.join(opts.root, "deploy", "compose.yaml"))
-    check_compose(compose, binaries, dockerfile, problems)
-    k8s_dir = os.path.realpath(opts.k8s or os.path.join(opts.root, "deploy", "k8s"))
-    docs = kustomize(opts.kubectl, k8s_dir, problems)
-    if docs is not None:
-        check_k8s(k8s_dir, docs, binaries, image_runs_as_root(dockerfile), problems)
-    for line in problems.lines:
-        print(line.replace(opts.root + os.sep, ""))
-    print("check-manifests: %d problem(s)" % len(problems.lines), file=sys.stderr)
-    sys.exit(1 if problems.lines else 0)
+    return Binaries(paths)
+
+
+def add_common(ap):
+    ap.add_argument("--root", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."),
+                    help="the checkout (default: this file's)")
+    ap.add_argument("--bin", action="append", default=[], metavar="[NAME=]PATH",
+                    help="a meseta binary the manifests run, from the build tree (etcd, etcdctl: from PATH)")
+    ap.add_argument("--kubectl", default=os.environ.get("KUBECTL", "kubectl"))
+    ap.add_argument("--only", choices=("compose", "k8s"), help="check one of the two")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common(ap)
+    ap.add_argument("--compose", help="default: ROOT/deploy/compose.yaml")
+    ap.add_argument("--k8s", help="default: ROOT/deploy/k8s")
+    opts = ap.parse_args()
+    lines = check(opts.root, binaries_from(opts.bin), opts.kubectl, opts.only, opts.compose, opts.k8s)
+    for line in lines:
+        print(line)
+    print("check-manifests: %d problem(s)" % len(lines), file=sys.stderr)
+    sys.exit(1 if lines else 0)
 
 
 if __name__ == "__main__":
