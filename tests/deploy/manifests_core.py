@@ -12,6 +12,7 @@ One line per problem: FILE: OBJECT: container NAME: FIELD: what is wrong. Exit 1
 import ipaddress
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ DIALLED = {"registry", "allocator", "etcd-endpoints", "master"}
 ADVERTISED = {"advertise-address"}
 ETCD_DIALLED = {"advertise-client-urls", "initial-advertise-peer-urls", "initial-cluster", "endpoints"}
 DATA_DIR_FLAGS = {"data-dir", "work-dir"}
+OWN_HOSTNAME = "<own-hostname>"  # stands for the container's own hostname in an address
 # Capabilities these machines' processes lack (CAP_SYS_RESOURCE) or that ask for all of them.
 UNGRANTABLE_CAPS = {"SYS_RESOURCE", "CAP_SYS_RESOURCE", "ALL"}
 IMAGE_UID = 10001  # deploy/Dockerfile's USER meseta
@@ -42,8 +44,8 @@ class Problems:
 # ---- binaries and their flags ----
 
 class Flag:
-    def __init__(self, name, env=None, default=None, boolean=False):
-        self.name, self.env, self.default, self.boolean = name, env, default, boolean
+    def __init__(self, name, env=None, default=None, boolean=False, help=""):
+        self.name, self.env, self.default, self.boolean, self.help = name, env, default, boolean, help
 
 
 class Binary:
@@ -85,7 +87,7 @@ def parse_meseta_help(text):
         env = re.search(r"\[env: ([A-Z0-9_]+)\]", t)
         dflt = re.search(r"\[default: ([^\]]*)\]", t)
         d = dflt.group(1) if dflt else None
-        flags.append(Flag(m.group(2), env.group(1) if env else None, "" if d == '""' else d, bool(m.group(1))))
+        flags.append(Flag(m.group(2), env.group(1) if env else None, "" if d == '""' else d, bool(m.group(1)), t))
     return flags
 
 
@@ -245,18 +247,37 @@ def dialled_addresses(c):
         if v:
             for a in split_list(v):
                 out.append((n, a, src, n in ADVERTISED))
-        elif n in ADVERTISED and "listen" in b.flags and b.name != "meseta-agent":
-            lv, lsrc = c.value(b.flags["listen"])
-            first = split_list(lv or "")[:1]
-            out.append((n, first[0] if first else "", "unset, so the first --listen (%s)" % lsrc, True))
-    if b.name == "meseta-agent" and not (b.flags.get("advertise-address") and c.value(b.flags["advertise-address"])[0]):
-        # AgentOperator is reached at hostname:port of the first listen address.
-        hv, hsrc = c.value(b.flags["hostname"])
-        lv, _ = c.value(b.flags["listen"])
-        first = split_list(lv or "")[:1]
-        port = host_port(first[0])[1] if first else None
-        out.append(("hostname", "%s:%s" % (hv or "", port), hsrc or "unset (the container's own hostname)", True))
+        elif n in ADVERTISED and "listen" in b.flags:
+            out.append(default_advertised(c, f))
+    if b.name == "meseta-agent" and "advertise-address" not in b.flags:
+        out.append(default_advertised(c, None))
     return out
+
+
+def default_advertised(c, f):
+    """(flag, address, source, True) a service advertises without --advertise-address: its first
+    listen address; the agent, and services whose help says so, put their hostname (--hostname,
+    else the machine's: OWN_HOSTNAME) in place of an unspecified host."""
+    b = c.binary
+    lv, lsrc = c.value(b.flags["listen"])
+    first = (split_list(lv or "") or [""])[0]
+    host, port = host_port(first)
+    name = f.name if f else "hostname"
+    by_name = b.name == "meseta-agent" or (f is not None and "hostname" in f.help)
+    if not (by_name and unspecified_or_loopback(host) and not ipaddress_is_loopback(host)):
+        return (name, first, "unset, so the first --listen (%s)" % lsrc, True)
+    hf = b.flags.get("hostname")
+    hv, hsrc = c.value(hf) if hf else (None, None)
+    if hv:
+        return (name, "%s:%s" % (hv, port), "unset, so --hostname (%s) and the --listen port" % hsrc, True)
+    return (name, "%s:%s" % (OWN_HOSTNAME, port), "unset, so this container's hostname and the --listen port", True)
+
+
+def ipaddress_is_loopback(host):
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def image_runs_as_root(dockerfile):
@@ -299,6 +320,28 @@ def compose_env(svc):
     return {k: "" if v is None else str(v) for k, v in env.items()}
 
 
+def interpolate(v):
+    """Compose's ${NAME:-default}, ${NAME-default}, ${NAME}, $NAME and $$, from this environment."""
+    if isinstance(v, dict):
+        return {k: interpolate(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [interpolate(x) for x in v]
+    if not isinstance(v, str):
+        return v
+
+    def one(m):
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1) or m.group(4)
+        val = os.environ.get(name)
+        if m.group(2) == ":-":
+            return val if val else m.group(3)
+        if m.group(2) == "-":
+            return val if val is not None else m.group(3)
+        return val or ""
+    return re.sub(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)", one, v)
+
+
 def check_compose(path, binaries, dockerfile, problems):
     try:
         with open(path) as fh:
@@ -306,7 +349,7 @@ def check_compose(path, binaries, dockerfile, problems):
     except (OSError, yaml.YAMLError) as e:
         problems.add(path, "-", "cannot read: %s" % e)
         return
-    services = doc.get("services") or {}
+    services = interpolate(doc.get("services") or {})
     conts, names = {}, {}
     for sname, svc in services.items():
         where = "%s: service %s" % (path, sname)
@@ -336,14 +379,18 @@ def check_compose(path, binaries, dockerfile, problems):
             if cport not in listens:
                 problems.add(c.where, "ports `%s`" % p, "container port %d is not one it listens on %s" % (cport, sorted(listens)))
         hc = (svc.get("healthcheck") or {}).get("test")
-        if isinstance(hc, list) and hc and hc[0] in ("CMD", "CMD-SHELL") and hc[0] == "CMD":
-            check_compose_probe(c, [str(w) for w in hc[1:]], listens, binaries, problems)
+        if hc and hc != ["NONE"] and not (svc.get("healthcheck") or {}).get("disable"):
+            check_compose_probe(c, healthcheck_commands(hc), listens, binaries, problems)
         for flag, addr, src, adv in dialled_addresses(c):
             field = "%s (%s)" % (flag, src)
             host, port = host_port(addr)
             if unspecified_or_loopback(host) or host == "None":
+                if adv and host_published(c, svc, host, port):
+                    continue
                 problems.add(c.where, field, "`%s` cannot be dialled from another container" % addr)
                 continue
+            if host == OWN_HOSTNAME and not svc.get("hostname"):
+                continue  # Docker's DNS answers a container's short id, its default hostname
             target = names.get(host)
             if target is None:
                 problems.add(c.where, field, "`%s`: `%s` is no service, hostname or alias in the file" % (addr, host))
@@ -355,24 +402,68 @@ def check_compose(path, binaries, dockerfile, problems):
                 problems.add(c.where, field, "`%s` names all %s replicas of %s, not this one" % (addr, tsvc.get("scale"), target))
 
 
-def check_compose_probe(c, words, listens, binaries, problems):
+def healthcheck_commands(hc):
+    """The probe's commands, each a list of words: a CMD list as it is, a shell form split at
+    its operators (`test -s F && meseta-probe ADDR` is two commands)."""
+    if isinstance(hc, str):
+        hc = ["CMD-SHELL", hc]
+    if hc[0] == "CMD":
+        return [[str(w) for w in hc[1:]]]
+    cmds, cur = [], []
+    for w in shlex.split(" ".join(str(x) for x in hc[1:]), posix=True):
+        if w in ("&&", "||", ";", "|", "!"):
+            cmds.append(cur)
+            cur = []
+        else:
+            cur.append(w)
+    return [cmd for cmd in cmds + [cur] if cmd]
+
+
+def host_published(c, svc, host, port):
+    """Whether an advertised loopback address is one the Docker host reaches through `ports`.
+    Only AgentOperator's: the CLI on the host reads task output there (until that moves
+    behind master-api); every other advertised address is dialled by containers."""
+    if not isinstance(c.binary, Binary) or c.binary.name != "meseta-agent" or port not in c.listeners():
+        return False
+    for p in svc.get("ports") or []:
+        if isinstance(p, dict):
+            hip, hport, cport = p.get("host_ip", ""), p.get("published"), p.get("target")
+        else:
+            parts = str(p).split("/")[0].rsplit(":", 2)
+            hip, hport, cport = ([""] * (3 - len(parts)) + parts)
+        if str(hport) == str(port) and str(cport) == str(port) and (hip in ("", host) or host == "localhost"):
+            return True
+    return False
+
+
+def check_compose_probe(c, cmds, listens, binaries, problems):
+    """meseta-probe and etcdctl commands in a healthcheck: real flags, and a port the container
+    listens on; other tools (test, sh) are left alone."""
     field = "healthcheck test"
-    b = binaries.get(words[0])
-    if not isinstance(b, Binary):
-        problems.add(c.where, field, b)
-        return
-    addrs = []
-    for i, w in enumerate(words[1:]):
-        f = b.flag_of_arg(w)
-        if f is False:
-            problems.add(c.where, "%s `%s`" % (field, w.split("=", 1)[0]), "not a flag of %s" % b.name)
-        elif f and f.name == "endpoints":
-            addrs += split_list(w.split("=", 1)[1] if "=" in w else words[i + 2])
-        elif f is None and b.kind == "meseta" and re.search(r":\d+$", w) and (i == 0 or not words[i].startswith("--")):
-            addrs.append(w)
-    if not addrs:
+    addrs, probes = [], 0
+    for words in cmds:
+        name = os.path.basename(words[0])
+        if not (name.startswith("meseta") or name.startswith("etcd")):
+            continue
+        probes += 1
+        b = binaries.get(name)
+        if not isinstance(b, Binary):
+            problems.add(c.where, field, b)
+            continue
+        takes_value = False
+        for i, w in enumerate(words[1:], 1):
+            f = b.flag_of_arg(w)
+            if f is False:
+                problems.add(c.where, "%s `%s`" % (field, w.split("=", 1)[0]), "not a flag of %s" % b.name)
+            elif f and f.name == "endpoints":
+                addrs += split_list(w.split("=", 1)[1] if "=" in w else (words + [""])[i + 1])
+            elif f is None and not takes_value and b.kind == "meseta" and re.search(r":\d+$", w):
+                addrs.append(w)
+            takes_value = bool(f) and not f.boolean and "=" not in w and b.kind == "meseta"
+    if probes and not addrs:
         problems.add(c.where, field, "names no address to probe")
     for a in addrs:
-        host, port = host_port(a)
+        port = host_port(a)[1]
         if port not in listens:
-            problems.add(c.where, "%s `%s`" % (field, a), "port %s is not one the container listens on %s" % (port, sorted(listens)))
+            problems.add(c.where, "%s `%s`" % (field, a),
+                         "port %s is not one the container listens on %s" % (port, sorted(listens)))

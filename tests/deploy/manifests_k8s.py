@@ -6,7 +6,7 @@ import subprocess
 
 import yaml
 
-from manifests_core import (DATA_DIR_FLAGS, IMAGE_UID, UNGRANTABLE_CAPS, Binary, Container, check_flags,
+from manifests_core import (DATA_DIR_FLAGS, IMAGE_UID, OWN_HOSTNAME, UNGRANTABLE_CAPS, Binary, Container, check_flags,
                             dialled_addresses, host_port, unspecified_or_loopback)
 
 WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod")
@@ -241,7 +241,11 @@ def check_address(c, field, addr, advertised, services, pods, problems):
     host, port = host_port(addr)
     own = set(c.listeners())
     m = REF.fullmatch(host)
-    if unspecified_or_loopback(host):
+    if host == OWN_HOSTNAME:
+        problems.add(c.where, field, "`%s`: the %s's hostname is not in cluster DNS: advertise $(POD_IP) from the "
+                     "downward API, or a name under a headless Service" % (
+                         addr, "node" if c.pod.spec.get("hostNetwork") else "pod"))
+    elif unspecified_or_loopback(host):
         problems.add(c.where, field, "`%s` cannot be dialled from another pod" % addr)
     elif m:
         fp = c.fields.get(m.group(1))
