@@ -75,8 +75,32 @@ def compose_probe_port(svc, port):
     raise LookupError("healthcheck has no host:port: update the self-test")
 
 
-# (name, file under deploy/, edit(doc or docs), text the new problem line must contain)
+def cli_pod(args, env):
+    """A Pod running the CLI against master-api (the manifests have none: the cases add one)."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "meseta-cli", "labels": {"app": "cli"}},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "cli", "image": "meseta:dev", "command": ["meseta"], "args": args,
+                "env": [{"name": k, "value": v} for k, v in env.items()]}]}}
+
+
+RUN = ["--master", "meseta-master-api:5050", "run", "--cpus", "0.5"]
+
+# (name, file under deploy/, edit(docs), text a new problem line must contain; None: no new line)
 CASES = [
+    # `meseta run`'s flags come from `meseta run --help`, their env twins are MESETA_RUN_*.
+    ("cli_command_clean", "k8s/master-api.yaml",
+     lambda d: d.append(cli_pod(RUN + ["--", "echo", "--not-a-flag-of-meseta"], {"MESETA_RUN_MEM": "64"})),
+     None),
+    ("cli_command_flag", "k8s/master-api.yaml",
+     lambda d: d.append(cli_pod(RUN + ["--cpuz", "1", "--", "echo"], {})),
+     "Pod/meseta-cli: container cli: args[5] `--cpuz`: not a flag of meseta run"),
+    ("cli_command_env_prefix", "k8s/master-api.yaml",
+     lambda d: d.append(cli_pod(RUN + ["--", "echo"], {"MESETA_MEM": "64"})),
+     "Pod/meseta-cli: container cli: env MESETA_MEM: not a flag of meseta run"),
+    ("cli_master_address", "k8s/master-api.yaml",
+     lambda d: d.append(cli_pod(["--master", "meseta-master-api:5051", "run", "--", "echo"], {})),
+     "container cli: master (args `--master`): `meseta-master-api:5051`: Service meseta-master-api has ports [5050]"),
+
     ("flag_env_k8s", "k8s/allocator.yaml",
      lambda d: set_env(pod_spec(d, "Deployment", "meseta-allocator")["containers"][0], "MESETA_NO_SUCH_FLAG", "1"),
      "k8s/allocator.yaml: Deployment/meseta-allocator: container allocator: env MESETA_NO_SUCH_FLAG: "
@@ -176,7 +200,9 @@ def main():
             rc, lines = run(case)
             new = sorted(lines - base_lines)
             hits = [line for line in new if expect in line]
-            if rc == 1 and hits:
+            if expect is None and not new:
+                print("ok   %s: no new problem" % name)
+            elif expect is not None and rc == 1 and hits:
                 print("ok   %s: %s" % (name, hits[0]))
             else:
                 print("FAIL %s: exit %d, wanted a new line with %r; new lines: %s" % (name, rc, expect, new))

@@ -49,8 +49,8 @@ class Flag:
 
 
 class Binary:
-    def __init__(self, name, kind, flags):
-        self.name, self.kind = name, kind
+    def __init__(self, name, kind, flags, commands=()):
+        self.name, self.kind, self.commands = name, kind, set(commands)
         self.flags = {f.name: f for f in flags}
         self.envs = {f.env: f for f in flags if f.env}
 
@@ -100,9 +100,22 @@ def parse_etcd_help(text, env_prefix):
     return flags
 
 
-def load_binary(name, path):
+def parse_commands(text):
+    """The names under a help's `Commands:` heading (`run`, `task logs`...)."""
+    names, inside = [], False
+    for line in text.splitlines():
+        if line.strip() == "Commands:":
+            inside = True
+        elif inside and re.match(r"^  \S", line):
+            names.append(re.split(r"\s{2,}", line.strip())[0])
+        elif inside and line.strip():
+            inside = False
+    return names
+
+
+def load_binary(name, path, command=()):
     try:
-        out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([path] + list(command) + ["--help"], capture_output=True, text=True, timeout=60)
     except OSError as e:
         raise RuntimeError("cannot run `%s --help`: %s" % (path, e))
     text = out.stdout + out.stderr
@@ -112,8 +125,9 @@ def load_binary(name, path):
         return Binary(name, "etcd", parse_etcd_help(text, "ETCDCTL_"))
     flags = parse_meseta_help(text)
     if not flags:
-        raise RuntimeError("`%s --help` lists no flags (exit %d)" % (path, out.returncode))
-    return Binary(name, "meseta", flags)
+        raise RuntimeError("`%s --help` lists no flags (exit %d)" % (" ".join([path] + list(command)),
+                                                                   out.returncode))
+    return Binary(" ".join([name] + list(command)), "meseta", flags, parse_commands(text))
 
 
 class Binaries:
@@ -135,15 +149,47 @@ class Binaries:
                     self.cache[base] = str(e)
         return self.cache[base]
 
+    def command(self, name, argv):
+        """(Binary or reason, words of argv naming a command) for `prog [global flags] [command] ...`:
+        a command's flags are read from `prog command --help` (their env twins carry the
+        command's prefix, e.g. MESETA_RUN_), the program's global flags stay valid."""
+        b = self.get(name)
+        if not isinstance(b, Binary) or not b.commands:
+            return b, (0, 0)
+        i = 0
+        while i < len(argv) and argv[i].startswith("--") and argv[i] != "--":
+            f = b.flag_of_arg(argv[i])
+            i += 2 if f and not f.boolean and "=" not in argv[i] else 1
+        for n in (2, 1):
+            words = argv[i:i + n]
+            if len(words) == n and " ".join(words) in b.commands:
+                key = (os.path.basename(name),) + tuple(words)
+                if key not in self.cache:
+                    try:
+                        sub = load_binary(key[0], self.paths.get(key[0]) or shutil.which(key[0]), words)
+                        self.cache[key] = Binary(sub.name, "meseta", list(sub.flags.values()) +
+                                                 list(b.flags.values()), sub.commands)
+                    except RuntimeError as e:
+                        self.cache[key] = str(e)
+                return self.cache[key], (i, n)
+        return b, (0, 0)
+
 
 # ---- one container, from either format ----
 
 class Container:
-    """argv: the command words after the binary; env: name -> value, or ("field", fieldPath)."""
+    """argv: the words after the binary (and its command), up to `--`; arg_fields: where each
+    word was written (`command[2]`, `args[0]`); env: name -> value (downward-API values are
+    left as `$(NAME)`)."""
 
-    def __init__(self, where, binary, argv, env, env_field):
-        self.where, self.binary, self.argv, self.env = where, binary, argv, env
+    def __init__(self, where, binaries, words, fields, env, env_field):
+        self.where, self.env = where, env
         self.env_field = env_field  # "env" (k8s) or "environment" (compose)
+        self.binary, (i, n) = binaries.command(words[0], words[1:])
+        argv, fields = words[1:], fields[1:]
+        argv, fields = argv[:i] + argv[i + n:], fields[:i] + fields[i + n:]
+        end = argv.index("--") if "--" in argv else len(argv)
+        self.argv, self.arg_fields = argv[:end], fields[:end]
 
     def value(self, flag):
         """(value, source field) of a flag: its last --flag, else its env var, else the default."""
@@ -208,9 +254,9 @@ def check_flags(c, used_vars, problems, env_prefix_checked=("MESETA_",)):
     if not isinstance(b, Binary):
         problems.add(c.where, "command", b)
         return
-    for i, a in enumerate(c.argv):
+    for field, a in zip(c.arg_fields, c.argv):
         if b.flag_of_arg(a) is False:
-            problems.add(c.where, "args[%d] `%s`" % (i, a.split("=", 1)[0]), "not a flag of %s" % b.name)
+            problems.add(c.where, "%s `%s`" % (field, a.split("=", 1)[0]), "not a flag of %s" % b.name)
     prefixes = ("ETCD_",) if b.kind == "etcd" and b.name == "etcd" else env_prefix_checked
     for name in c.env:
         if name in b.envs:
@@ -293,24 +339,22 @@ def image_runs_as_root(dockerfile):
 # ---- Compose ----
 
 def compose_command(svc, dockerfile):
-    ep = svc.get("entrypoint")
-    cmd = svc.get("command") or []
-    if isinstance(ep, str):
-        ep = ep.split()
-    if isinstance(cmd, str):
-        cmd = cmd.split()
-    words = (ep or []) + list(cmd)
-    if words and not str(words[0]).startswith("-"):
-        return str(words[0]), [str(w) for w in words[1:]]
-    try:
-        with open(dockerfile) as fh:
-            eps = re.findall(r"^ENTRYPOINT\s+\[([^\]]*)\]", fh.read(), re.M)
-        ep = [w.strip().strip('"') for w in eps[-1].split(",") if w.strip()] if eps else []
-    except OSError:
-        ep = []
-    if ep:
-        return ep[0], ep[1:] + [str(w) for w in words]
-    return None, [str(w) for w in words]
+    """(words, where each was written): entrypoint (the service's, else the image's) + command."""
+    def words_of(key):
+        v = svc.get(key)
+        v = v.split() if isinstance(v, str) else list(v or [])
+        return [str(w) for w in v], ["%s[%d]" % (key, i) for i in range(len(v))]
+    ep, ep_f = words_of("entrypoint")
+    cmd, cmd_f = words_of("command")
+    if not ep and (not cmd or cmd[0].startswith("-")):
+        try:
+            with open(dockerfile) as fh:
+                eps = re.findall(r"^ENTRYPOINT\s+\[([^\]]*)\]", fh.read(), re.M)
+            ep = [w.strip().strip('"') for w in eps[-1].split(",") if w.strip()] if eps else []
+        except OSError:
+            ep = []
+        ep_f = ["Dockerfile ENTRYPOINT[%d]" % i for i in range(len(ep))]
+    return ep + cmd, ep_f + cmd_f
 
 
 def compose_env(svc):
@@ -353,9 +397,11 @@ def check_compose(path, binaries, dockerfile, problems):
     conts, names = {}, {}
     for sname, svc in services.items():
         where = "%s: service %s" % (path, sname)
-        prog, argv = compose_command(svc, dockerfile)
-        b = binaries.get(prog) if prog else "no command, and deploy/Dockerfile has no ENTRYPOINT"
-        c = Container(where, b, argv, compose_env(svc), "environment")
+        words, fields = compose_command(svc, dockerfile)
+        if not words:
+            problems.add(where, "command", "no command, and deploy/Dockerfile has no ENTRYPOINT")
+            continue
+        c = Container(where, binaries, words, fields, compose_env(svc), "environment")
         conts[sname] = (c, svc)
         names[sname] = sname
         for alias in [svc.get("hostname"), svc.get("container_name")]:

@@ -67,7 +67,7 @@ class Pod:
 
 
 class K8sContainer(Container):
-    def __init__(self, pod, spec, binaries, dockerfile_root):
+    def __init__(self, pod, spec, binaries):
         self.pod, self.spec = pod, spec
         where = "%s: %s/%s: container %s" % (pod.where, pod.kind, pod.name, spec.get("name"))
         self.fields, env, self.problems = {}, {}, []
@@ -86,6 +86,8 @@ class K8sContainer(Container):
                                               "container, so Kubernetes leaves it as written" % ref))
                 env[e["name"]] = REF.sub(lambda m: env.get(m.group(1), m.group(0)), v)
         words = [str(w) for w in (spec.get("command") or []) + (spec.get("args") or [])]
+        fields = (["command[%d]" % i for i in range(len(spec.get("command") or []))] +
+                  ["args[%d]" % i for i in range(len(spec.get("args") or []))])
         for w in words:
             for ref in REF.findall(w):
                 if ref not in env:
@@ -96,11 +98,10 @@ class K8sContainer(Container):
             self.used.update(REF.findall(str(e.get("value", ""))))
         for w in (spec.get("command") or []) + (spec.get("args") or []):
             self.used.update(REF.findall(str(w)))
-        if spec.get("command"):
-            b, argv = binaries.get(words[0]), words[1:]
-        else:
-            b, argv = "no command: the image has no ENTRYPOINT to run", words
-        super().__init__(where, b, argv, env, "env")
+        if not spec.get("command"):  # the image's ENTRYPOINT is empty: say which binary runs
+            self.problems.append(("command", "none: the image has no ENTRYPOINT, so name the binary"))
+            words, fields = ["<none>"] + words, ["command[0]"] + fields
+        super().__init__(where, binaries, words, fields, env, "env")
         self.ports = {p.get("name"): p.get("containerPort") for p in spec.get("ports") or []}
 
     def resolve_port(self, port):
@@ -123,7 +124,7 @@ def check_k8s(k8s_dir, docs, binaries, image_root, problems):
     for o in docs:
         if o.get("kind") in WORKLOADS:
             pod = Pod(o, where(o))
-            pod.containers = [K8sContainer(pod, c, binaries, k8s_dir) for c in pod.spec.get("containers") or []]
+            pod.containers = [K8sContainer(pod, c, binaries) for c in pod.spec.get("containers") or []]
             pods.append(pod)
     conts = [c for p in pods for c in p.containers]
     for c in conts:
