@@ -1,13 +1,5 @@
-#!/usr/bin/python3
-"""check-manifests: binaries, containers and the Compose file (the Kubernetes part: manifests_k8s.py).
-
-Checks deploy/compose.yaml and the Kubernetes manifests against the binaries they run.
-
-Every MESETA_* variable and --flag must be a flag of that binary (read from its --help),
-every probe, healthcheck and Service port must be a port the container listens on, every
-advertised or dialled address must be reachable from other pods/containers, and the
-issue-13 regressions (privileged, root-owned data dirs) must stay out.
-One line per problem: FILE: OBJECT: container NAME: FIELD: what is wrong. Exit 1 on any.
+"""check-manifests: the binaries' flags, containers, addresses, and the Compose file.
+(The Kubernetes part is manifests_k8s.py; the command is check-manifests.py.)
 """
 import ipaddress
 import os
@@ -22,7 +14,7 @@ try:
 except ImportError:
     sys.exit("check-manifests: python3-yaml is missing (apt-get install python3-yaml, scripts/setup-deps.sh)")
 
-# Flags naming an address another process dials, per binary. advertise = reached by others.
+# Flags naming an address another process dials; ADVERTISED: an address others reach this one at.
 DIALLED = {"registry", "allocator", "etcd-endpoints", "master"}
 ADVERTISED = {"advertise-address"}
 ETCD_DIALLED = {"advertise-client-urls", "initial-advertise-peer-urls", "initial-cluster", "endpoints"}
@@ -262,7 +254,8 @@ def check_flags(c, used_vars, problems, env_prefix_checked=("MESETA_",)):
         if name in b.envs:
             continue
         if any(name.startswith(p) for p in prefixes):
-            problems.add(c.where, "%s %s" % (c.env_field, name), "not a flag of %s (see `%s --help`)" % (b.name, b.name))
+            problems.add(c.where, "%s %s" % (c.env_field,
+                         name), "not a flag of %s (see `%s --help`)" % (b.name, b.name))
         elif used_vars is not None and name not in used_vars:
             problems.add(c.where, "%s %s" % (c.env_field, name),
                          "neither a flag of %s nor used in a $(%s) expansion" % (b.name, name))
@@ -423,7 +416,8 @@ def check_compose(path, binaries, dockerfile, problems):
         for p in svc.get("ports") or []:
             cport = int(str(p).split("/")[0].split(":")[-1]) if not isinstance(p, dict) else int(p.get("target"))
             if cport not in listens:
-                problems.add(c.where, "ports `%s`" % p, "container port %d is not one it listens on %s" % (cport, sorted(listens)))
+                problems.add(c.where, "ports `%s`" % p,
+                             "container port %d is not one it listens on %s" % (cport, sorted(listens)))
         hc = (svc.get("healthcheck") or {}).get("test")
         if hc and hc != ["NONE"] and not (svc.get("healthcheck") or {}).get("disable"):
             check_compose_probe(c, healthcheck_commands(hc), listens, binaries, problems)
@@ -443,9 +437,11 @@ def check_compose(path, binaries, dockerfile, problems):
                 continue
             tc, tsvc = conts[target]
             if port not in tc.listeners():
-                problems.add(c.where, field, "`%s`: service %s listens on %s, not %s" % (addr, target, sorted(tc.listeners()), port))
+                problems.add(c.where, field,
+                             "`%s`: service %s listens on %s, not %s" % (addr, target, sorted(tc.listeners()), port))
             if adv and host == target and int(tsvc.get("scale") or 1) > 1:
-                problems.add(c.where, field, "`%s` names all %s replicas of %s, not this one" % (addr, tsvc.get("scale"), target))
+                problems.add(c.where, field,
+                             "`%s` names all %s replicas of %s, not this one" % (addr, tsvc.get("scale"), target))
 
 
 def healthcheck_commands(hc):

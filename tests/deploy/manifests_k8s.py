@@ -252,7 +252,8 @@ def check_address(c, field, addr, advertised, services, pods, problems):
         fp = c.fields.get(m.group(1))
         ok_host = fp in POD_IP_FIELDS or (fp == "status.hostIP" and c.pod.spec.get("hostNetwork"))
         if not ok_host:
-            problems.add(c.where, field, "`%s`: $(%s) is %s, which cluster DNS does not resolve" % (addr, m.group(1), fp))
+            problems.add(c.where, field,
+                         "`%s`: $(%s) is %s, which cluster DNS does not resolve" % (addr, m.group(1), fp))
         elif not advertised:
             problems.add(c.where, field, "`%s` dials this pod itself" % addr)
         elif port not in own:
@@ -262,7 +263,8 @@ def check_address(c, field, addr, advertised, services, pods, problems):
         svc_name = split_service_host(host.split(".", 1)[1])
         svc = services.get(svc_name)
         if c.fields.get(var) != "metadata.name" or c.pod.kind != "StatefulSet" or c.pod.service_name != svc_name:
-            problems.add(c.where, field, "`%s`: only a StatefulSet pod's own name under its serviceName resolves" % addr)
+            problems.add(c.where, field,
+                         "`%s`: only a StatefulSet pod's own name under its serviceName resolves" % addr)
         elif not svc or (svc.get("spec") or {}).get("clusterIP") != "None":
             problems.add(c.where, field, "`%s`: %s is no headless Service" % (addr, svc_name))
         elif port not in own:
@@ -284,7 +286,8 @@ def check_address(c, field, addr, advertised, services, pods, problems):
             if spec.get("clusterIP") == "None":
                 listens = {p for pod in pods if selects(svc, pod) for tc in pod.containers for p in tc.listeners()}
                 if port not in listens:
-                    problems.add(c.where, field, "`%s`: headless %s's pods listen on %s" % (addr, host, sorted(listens)))
+                    problems.add(c.where, field,
+                                 "`%s`: headless %s's pods listen on %s" % (addr, host, sorted(listens)))
             elif port not in {p.get("port") for p in spec.get("ports") or []}:
                 problems.add(c.where, field, "`%s`: Service %s has ports %s" % (
                     addr, host, sorted(p.get("port") for p in spec.get("ports") or [])))
