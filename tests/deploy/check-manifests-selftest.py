@@ -75,6 +75,30 @@ def compose_probe_port(svc, port):
     raise LookupError("healthcheck has no host:port: update the self-test")
 
 
+def compose_drop_env(svc, name):
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict((e.split("=", 1) + [""])[:2] for e in env)
+    env.pop(name, None)
+    svc["environment"] = env
+
+
+def compose_move_data_dir(doc, new):
+    """etcd's --data-dir and the named volume there, moved to a directory the image lacks."""
+    svc = compose_service(doc, "etcd")
+    cmd = svc["command"]
+    i = next(i for i, w in enumerate(cmd) if str(w).startswith("--data-dir"))
+    old = cmd[i].split("=", 1)[1] if "=" in cmd[i] else cmd[i + 1]
+    cmd[i] = "--data-dir=" + new
+    svc["volumes"] = [str(v).replace(":" + old, ":" + new) for v in svc["volumes"]]
+
+
+def compose_agent_unreachable(doc):
+    svc = compose_service(doc, "agent")
+    compose_drop_env(svc, "MESETA_ADVERTISE_ADDRESS")
+    compose_set_env(svc, "MESETA_HOSTNAME", "agent-x")
+
+
 def cli_pod(args, env):
     """A Pod running the CLI against master-api (the manifests have none: the cases add one)."""
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "meseta-cli", "labels": {"app": "cli"}},
@@ -159,6 +183,20 @@ CASES = [
     ("probe_port_compose", "compose.yaml",
      lambda d: compose_probe_port(compose_service(d[0], "registry"), 5059),
      ":5059`: port 5059 is not one the container listens on"),
+    # The issue's four problems in Compose (3: on a service that is not privileged yet).
+    ("deploy_1_compose_volume_owner", "compose.yaml",
+     lambda d: compose_move_data_dir(d[0], "/var/lib/meseta/etcd-new"),
+     "service etcd: data-dir (args `--data-dir`): `/var/lib/meseta/etcd-new` is on volume etcd-data, which Docker "
+     "creates root-owned"),
+    ("deploy_2_compose_allocator_advertise", "compose.yaml",
+     lambda d: compose_set_env(compose_service(d[0], "allocator"), "MESETA_ADVERTISE_ADDRESS", "0.0.0.0:5053"),
+     "advertise-address (environment MESETA_ADVERTISE_ADDRESS): `0.0.0.0:5053` cannot be dialled"),
+    ("deploy_3_compose_privileged", "compose.yaml",
+     lambda d: compose_service(d[0], "etcd").__setitem__("privileged", True),
+     "service etcd: privileged: `privileged: true` asks for every capability"),
+    ("deploy_4_compose_agent_unreachable", "compose.yaml",
+     lambda d: compose_agent_unreachable(d[0]),
+     "`agent-x:5051`: the CLI on the Docker host dials AgentOperator there"),
     ("address_compose", "compose.yaml",
      lambda d: compose_set_env(compose_service(d[0], "master-api"), "MESETA_REGISTRY", "registri:5052"),
      "registry (environment MESETA_REGISTRY): `registri:5052`: `registri` is no service"),
@@ -191,7 +229,7 @@ def main():
                 docs = [d for d in yaml.safe_load_all(fh) if d]
             try:
                 edit(docs)
-            except (LookupError, KeyError, IndexError) as e:
+            except (LookupError, KeyError, IndexError, StopIteration) as e:
                 print("FAIL %s: cannot make the edit: %s" % (name, e))
                 failed += 1
                 continue

@@ -8,11 +8,15 @@ regressions (privileged, root-owned data dirs, unreachable advertised addresses)
 One line per problem: FILE: OBJECT: container NAME: FIELD: what is wrong. Exit 1 on any.
 """
 import argparse
+import importlib.util
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from manifests_core import Binaries, Problems, check_compose, image_runs_as_root  # noqa: E402
+if importlib.util.find_spec("yaml") is None:
+    sys.exit("check-manifests: python3-yaml is missing (apt-get install python3-yaml; scripts/setup-deps.sh has it)")
+from manifests_compose import check_compose  # noqa: E402
+from manifests_core import Binaries, Problems, image_runs_as_root  # noqa: E402
 from manifests_k8s import check_k8s, kustomize  # noqa: E402
 
 
