@@ -5,8 +5,8 @@ import shlex
 
 import yaml
 
-from manifests_core import (DATA_DIR_FLAGS, OWN_HOSTNAME, UNGRANTABLE_CAPS, Binary, Container, check_flags, dialled_addresses,
-                            host_port, split_list, unspecified_or_loopback)
+from manifests_core import (DATA_DIR_FLAGS, OWN_HOSTNAME, UNGRANTABLE_CAPS, Binary, Container, check_flags,
+                            dialled_addresses, host_port, split_list, unspecified_or_loopback)
 
 
 def compose_command(svc, dockerfile):
