@@ -157,6 +157,10 @@ CASES = [
      lambda d: k8s_obj(d, "StatefulSet", "meseta-etcd")["spec"].__setitem__("replicas", 2),
      "initial-cluster (args `--initial-cluster`): `http://meseta-etcd-2.meseta-etcd:2380`: StatefulSet meseta-etcd "
      "has 2 replicas"),
+    ("etcd_members", "k8s/etcd.yaml",
+     lambda d: k8s_obj(d, "StatefulSet", "meseta-etcd")["spec"].__setitem__("replicas", 5),
+     "container etcd: initial-cluster (args `--initial-cluster`): members ['meseta-etcd-0', 'meseta-etcd-1', "
+     "'meseta-etcd-2'] are not the StatefulSet's pods"),
     ("kustomize_renders", "k8s/kustomization.yaml",
      lambda d: d[0]["resources"].append("missing.yaml"),
      "kubectl kustomize: does not render"),

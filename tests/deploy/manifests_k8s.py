@@ -134,6 +134,7 @@ def check_k8s(k8s_dir, docs, binaries, image_root, problems):
         check_security(c, problems)
         check_data_dirs(c, image_root, problems)
         check_ports(c, problems)
+        check_etcd_members(c, problems)
         for flag, addr, src, adv in dialled_addresses(c):
             check_address(c, "%s (%s)" % (flag, src), addr, adv, services, pods, problems)
     for name, svc in services.items():
@@ -186,6 +187,23 @@ def check_data_dirs(c, image_root, problems):
         elif ("persistentVolumeClaim" in v or m["name"] in c.pod.claims) and fs_group is None:
             problems.add(c.where, field, "`%s` is a volume created root-owned and uid %d cannot write it: set the "
                          "pod's securityContext.fsGroup" % (path, uid))
+
+
+def check_etcd_members(c, problems):
+    """A StatefulSet of etcd members named $(POD_NAME): --initial-cluster lists exactly its pods."""
+    b = c.binary
+    if not isinstance(b, Binary) or b.name != "etcd" or c.pod.kind != "StatefulSet":
+        return
+    name, _ = c.value(b.flags["name"])
+    m = REF.fullmatch(name or "")
+    if not m or c.fields.get(m.group(1)) != "metadata.name":
+        return
+    cluster, src = c.value(b.flags["initial-cluster"])
+    members = {e.split("=", 1)[0] for e in (cluster or "").split(",") if "=" in e}
+    pods = {"%s-%d" % (c.pod.name, i) for i in range(int(c.pod.replicas))}
+    if members != pods:
+        problems.add(c.where, "initial-cluster (%s)" % src, "members %s are not the StatefulSet's pods %s"
+                     % (sorted(members), sorted(pods)))
 
 
 def check_ports(c, problems):
