@@ -143,9 +143,8 @@ def check_compose(path, binaries, dockerfile, problems):
         c = Container(where, binaries, words, fields, compose_env(svc), "environment")
         conts[sname] = (c, svc)
         names[sname] = sname
-        for alias in [svc.get("hostname"), svc.get("container_name")]:
-            if alias:
-                names[alias] = sname
+        if svc.get("container_name"):  # Docker's DNS answers it; not `hostname:`
+            names[svc["container_name"]] = sname
         for net in (svc.get("networks") or {}).values() if isinstance(svc.get("networks"), dict) else []:
             for alias in (net or {}).get("aliases", []):
                 names[alias] = sname
@@ -180,11 +179,13 @@ def check_compose(path, binaries, dockerfile, problems):
             if unspecified_or_loopback(host):
                 problems.add(c.where, field, "`%s` cannot be dialled from another container" % addr)
                 continue
-            if host == OWN_HOSTNAME and not svc.get("hostname"):
-                continue  # Docker's DNS answers a container's short id, its default hostname
+            if host == OWN_HOSTNAME:
+                if not svc.get("hostname"):
+                    continue  # Docker's DNS answers a container's short id, its default hostname
+                host = svc["hostname"]
             target = names.get(host)
             if target is None:
-                problems.add(c.where, field, "`%s`: `%s` is no service, hostname or alias in the file" % (addr, host))
+                problems.add(c.where, field, "`%s`: `%s` is no service, container_name or alias in the file" % (addr, host))
                 continue
             tc, tsvc = conts[target]
             if port not in tc.listeners():

@@ -104,14 +104,16 @@ def load_binary(name, path, command=()):
     except OSError as e:
         raise RuntimeError("cannot run `%s --help`: %s" % (path, e))
     text = out.stdout + out.stderr
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError("`%s --help` exits %d: %s" % (" ".join([path] + list(command)), out.returncode, tail))
     if name == "etcd":
         return Binary(name, "etcd", parse_etcd_help(text, "ETCD_"))
     if name == "etcdctl":
         return Binary(name, "etcd", parse_etcd_help(text, "ETCDCTL_"))
     flags = parse_meseta_help(text)
     if not flags:
-        raise RuntimeError("`%s --help` lists no flags (exit %d)" % (" ".join([path] + list(command)),
-                                                                   out.returncode))
+        raise RuntimeError("`%s --help` lists no flags" % " ".join([path] + list(command)))
     return Binary(" ".join([name] + list(command)), "meseta", flags, parse_commands(text))
 
 
@@ -247,8 +249,8 @@ def check_flags(c, used_vars, problems, env_prefix_checked=("MESETA_",)):
         if name in b.envs:
             continue
         if any(name.startswith(p) for p in prefixes):
-            problems.add(c.where, "%s %s" % (c.env_field,
-                         name), "not a flag of %s (see `%s --help`)" % (b.name, b.name))
+            problems.add(c.where, "%s %s" % (c.env_field, name),
+                         "not a flag of %s (see `%s --help`)" % (b.name, b.name))
         elif used_vars is not None and name not in used_vars:
             problems.add(c.where, "%s %s" % (c.env_field, name),
                          "neither a flag of %s nor used in a $(%s) expansion" % (b.name, name))
