@@ -269,7 +269,10 @@ def check_address(c, field, addr, advertised, services, pods, problems):
     elif m:
         fp = c.fields.get(m.group(1))
         ok_host = fp in POD_IP_FIELDS or (fp == "status.hostIP" and c.pod.spec.get("hostNetwork"))
-        if not ok_host:
+        if fp == "status.hostIP" and not ok_host:
+            problems.add(c.where, field, "`%s`: $(%s) is the node's IP, but the pod is not on the node's network "
+                         "(hostNetwork)" % (addr, m.group(1)))
+        elif not ok_host:
             problems.add(c.where, field,
                          "`%s`: $(%s) is %s, which cluster DNS does not resolve" % (addr, m.group(1), fp))
         elif not advertised:
