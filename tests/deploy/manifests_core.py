@@ -29,8 +29,21 @@ class Problems:
 # ---- binaries and their flags ----
 
 class Flag:
-    def __init__(self, name, env=None, default=None, boolean=False, help=""):
+    def __init__(self, name, env=None, default=None, boolean=False, help="", metavar=None):
         self.name, self.env, self.default, self.boolean, self.help = name, env, default, boolean, help
+        self.metavar = metavar
+
+    def bad_value(self, v):
+        """Why v cannot be this flag's value (lib/src/flags.c's parse_bool, time.c's durations), or None."""
+        if self.boolean and v.lower() not in BOOL_WORDS:
+            return "`%s` is not a boolean (%s)" % (v, ", ".join(BOOL_WORDS))
+        if self.metavar == "DURATION" and not DURATION.match(v):
+            return "`%s` is not a duration (a number with a unit: ns, us, ms, s, m, h, d; e.g. 15s)" % v
+        return None
+
+
+BOOL_WORDS = ("true", "yes", "on", "1", "false", "no", "off", "0")
+DURATION = re.compile(r"^(0|((\d+(\.\d*)?|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h|d))+)$")
 
 
 class Binary:
@@ -66,13 +79,14 @@ def parse_meseta_help(text):
     flags = []
     for row in rows:
         t = " ".join(s.strip() for s in row)
-        m = re.match(r"(?:-\w, )?--(\[no-\])?([a-z0-9][a-z0-9-]*)", t)
+        m = re.match(r"(?:-\w, )?--(\[no-\])?([a-z0-9][a-z0-9-]*)(?: <([A-Z_]+)>)?", t)
         if not m:
             continue
         env = re.search(r"\[env: ([A-Z0-9_]+)\]", t)
         dflt = re.search(r"\[default: ([^\]]*)\]", t)
         d = dflt.group(1) if dflt else None
-        flags.append(Flag(m.group(2), env.group(1) if env else None, "" if d == '""' else d, bool(m.group(1)), t))
+        flags.append(Flag(m.group(2), env.group(1) if env else None, "" if d == '""' else d, bool(m.group(1)), t,
+                          m.group(3)))
     return flags
 
 
@@ -241,12 +255,20 @@ def check_flags(c, used_vars, problems, env_prefix_checked=("MESETA_",)):
     if not isinstance(b, Binary):
         problems.add(c.where, "command", b)
         return
-    for field, a in zip(c.arg_fields, c.argv):
-        if b.flag_of_arg(a) is False:
+    for i, (field, a) in enumerate(zip(c.arg_fields, c.argv)):
+        f = b.flag_of_arg(a)
+        if f is False:
             problems.add(c.where, "%s `%s`" % (field, a.split("=", 1)[0]), "not a flag of %s" % b.name)
+        elif f and ("=" in a or (not f.boolean and i + 1 < len(c.argv))):
+            why = f.bad_value(a.split("=", 1)[1] if "=" in a else c.argv[i + 1])
+            if why:
+                problems.add(c.where, "%s `%s`" % (field, a.split("=", 1)[0]), why)
     prefixes = ("ETCD_",) if b.kind == "etcd" and b.name == "etcd" else env_prefix_checked
-    for name in c.env:
+    for name, v in c.env.items():
         if name in b.envs:
+            why = b.envs[name].bad_value(v) if v and not v.startswith(("$(", "<")) else None
+            if why:
+                problems.add(c.where, "%s %s" % (c.env_field, name), why)
             continue
         if any(name.startswith(p) for p in prefixes):
             problems.add(c.where, "%s %s" % (c.env_field, name),
