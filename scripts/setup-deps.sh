@@ -11,6 +11,7 @@ PACKAGES=(
   libcurl4-openssl-dev libjansson-dev libseccomp-dev libbpf-dev bpftool libcunit1-dev
   etcd-server etcd-client
   python3 python3-grpcio python3-protobuf python3-grpc-tools
+  python3-yaml # tests/deploy/check-manifests.py
   openssl iproute2 ca-certificates git
   crun busybox-static # bench/containers: the OCI runtime baseline and its rootfs
 )
@@ -25,6 +26,11 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 if ! command -v npm >/dev/null 2>&1; then
   PACKAGES+=(npm)
+fi
+# kubectl (`kubectl kustomize`, for the manifest check) from Debian only when none is
+# installed: Debian's kubernetes-client ships /usr/bin/kubectl too.
+if ! command -v kubectl >/dev/null 2>&1; then
+  PACKAGES+=(kubernetes-client)
 fi
 
 # Which packages are not installed yet (dpkg status "install ok installed").
