@@ -184,9 +184,9 @@ CASES = [
          "privileged", True),
      "DaemonSet/meseta-agent: container agent: securityContext.privileged: asks for every capability"),
     ("deploy_4_agent_unreachable", "k8s/agent.yaml",
-     lambda d: drop_env(pod_spec(d, "DaemonSet", "meseta-agent")["containers"][0], "MESETA_HOSTNAME"),
-     "container agent: hostname (unset, so this container's hostname and the --listen port): "
-     "`<own-hostname>:5051`: the node's hostname is not in cluster DNS"),
+     lambda d: drop_env(pod_spec(d, "DaemonSet", "meseta-agent")["containers"][0], "MESETA_ADVERTISE_ADDRESS"),
+     "container agent: advertise-address (unset, so --hostname (env MESETA_HOSTNAME) and the --listen port): "
+     "`$(NODE_NAME):5051`: $(NODE_NAME) is spec.nodeName, which cluster DNS does not resolve"),
     # Compose: whatever compose.yaml the tree holds.
     ("flag_env_compose", "compose.yaml",
      lambda d: compose_set_env(compose_service(d[0], "registry"), "MESETA_NO_SUCH_FLAG", "1"),
