@@ -19,6 +19,7 @@
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/values.h"
+#include "meseta/workq.h"
 
 #define QUOTE_MAX 256
 
@@ -400,52 +401,93 @@ static void log_refusal(const char *method, const Meseta__V1__FrameworkID *fw, c
   ms_log_warn(id, "%s refused: %s", method, e->msg);
 }
 
-static int on_list(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
-  const Meseta__V1__ListFilesRequest *req = (const Meseta__V1__ListFilesRequest *)msg;
-  Meseta__V1__ListFilesResponse *resp = NULL;
-  const agent_operator_ctx *ctx = ms_rpc_call_userdata(call);
-  if (agent_files_list(ctx->work_dir, req, &resp, err) < 0) {
-    log_refusal("ListFiles", req->framework_id, req->task_id, *err);
-    return MS_ERR;
+/* One ListFiles or ReadFile, on a worker of ctx->files: directory walks and reads touch
+ * the disk, which the server thread must not wait on. */
+typedef struct file_job {
+  ms_rpc_call *call;
+  ProtobufCMessage *req; /* a copy: the server frees its own when on_start returns */
+  const agent_operator_ctx *ctx;
+} file_job;
+
+static int answer(ms_rpc_call *call, const agent_operator_ctx *ctx, const ProtobufCMessage *msg,
+                  ms_error **err) {
+  ProtobufCMessage *resp = NULL;
+  int rc;
+  if (msg->descriptor == &meseta__v1__list_files_request__descriptor) {
+    const Meseta__V1__ListFilesRequest *req = (const void *)msg;
+    rc = agent_files_list(ctx->work_dir, req, (Meseta__V1__ListFilesResponse **)&resp, err);
+    if (rc < 0)
+      log_refusal("ListFiles", req->framework_id, req->task_id, *err);
+  } else {
+    const Meseta__V1__ReadFileRequest *req = (const void *)msg;
+    rc = agent_files_read(ctx->work_dir, req, (Meseta__V1__ReadFileResponse **)&resp, err);
+    if (rc < 0)
+      log_refusal("ReadFile", req->framework_id, req->task_id, *err);
   }
-  int rc = ms_rpc_call_reply(call, &resp->base, err);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  if (rc == 0) {
+    rc = ms_rpc_call_reply(call, resp, err);
+    protobuf_c_message_free_unpacked(resp, NULL);
+  }
   return rc;
 }
 
-static int on_read(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
-  const Meseta__V1__ReadFileRequest *req = (const Meseta__V1__ReadFileRequest *)msg;
-  Meseta__V1__ReadFileResponse *resp = NULL;
+static void file_run(void *arg) {
+  file_job *j = arg;
+  ms_error *err = NULL;
+  if (answer(j->call, j->ctx, j->req, &err) < 0)
+    ms_rpc_call_finish_error(j->call, err);
+  ms_error_free(err);
+  protobuf_c_message_free_unpacked(j->req, NULL);
+  ms_rpc_call_unref(j->call);
+  free(j);
+}
+
+static int on_file_call(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const agent_operator_ctx *ctx = ms_rpc_call_userdata(call);
-  if (agent_files_read(ctx->work_dir, req, &resp, err) < 0) {
-    log_refusal("ReadFile", req->framework_id, req->task_id, *err);
-    return MS_ERR;
+  if (!ctx->files)
+    return answer(call, ctx, msg, err);
+  file_job *j = ms_xmalloc(sizeof(*j));
+  *j = (file_job){call, ms_pb_dup(msg), ctx};
+  ms_rpc_call_ref(call);
+  if (ms_workq_push(ctx->files, file_run, j, err) < 0) {
+    ms_rpc_call_unref(call);
+    protobuf_c_message_free_unpacked(j->req, NULL);
+    free(j);
+    return ms_error_prefix(err, "agent busy reading sandboxes");
   }
-  int rc = ms_rpc_call_reply(call, &resp->base, err);
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return 0;
 }
 
 int agent_files_add_service(ms_rpc_server *srv, const agent_operator_ctx *ctx, ms_error **err) {
   static const ms_rpc_method methods[] = {
-      {.name = "ListFiles", .on_start = on_list},
-      {.name = "ReadFile", .on_start = on_read},
+      {.name = "ListFiles", .on_start = on_file_call},
+      {.name = "ReadFile", .on_start = on_file_call},
       {.name = "KillTask", .on_start = agent_operator_kill},
   };
   return ms_rpc_server_add_service(srv, &meseta__v1__agent_operator__descriptor, methods,
                                    MS_ARRAY_SIZE(methods), (void *)ctx, err);
 }
 
-ms_rpc_server *agent_operator_serve(const agent_operator_ctx *ctx, const char *const *listen, size_t n,
+ms_rpc_server *agent_operator_serve(agent_operator_ctx *ctx, const char *const *listen, size_t n,
                                     ms_error **err) {
   /* The default 4 MiB message holds a 1 MiB read or a full page of entries. */
   ms_rpc_server_options so = {.listen = listen, .n_listen = n, .tls = ctx->tls};
+  if (!ctx->files && !(ctx->files = ms_workq_new(AGENT_FILES_WORKERS, AGENT_FILES_MAX_QUEUED, err)))
+    return NULL;
   ms_rpc_server *srv = ms_rpc_server_new(&so, err);
-  if (!srv)
-    return NULL;
-  if (agent_files_add_service(srv, ctx, err) < 0 || ms_rpc_server_start(srv, err) < 0) {
+  if (srv && (agent_files_add_service(srv, ctx, err) < 0 || ms_rpc_server_start(srv, err) < 0)) {
     ms_rpc_server_free(srv);
-    return NULL;
+    srv = NULL;
+  }
+  if (!srv) {
+    ms_workq_free(ctx->files);
+    ctx->files = NULL;
   }
   return srv;
+}
+
+void agent_operator_free(ms_rpc_server *srv, agent_operator_ctx *ctx) {
+  ms_rpc_server_free(srv); /* waits for the calls the workers hold */
+  ms_workq_free(ctx->files);
+  ctx->files = NULL;
 }

@@ -273,7 +273,7 @@ out:
   /* KillTask calls wait on the loop: run what they posted, so the server's references go. */
   while (srv && ms_loop_run_once(loop, 0, NULL) > 0)
     ;
-  ms_rpc_server_free(srv);
+  agent_operator_free(srv, &op_ctx);
   agent_free(a);
   ms_loop_free(loop);
   return rc;
