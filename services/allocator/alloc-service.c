@@ -373,12 +373,18 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
                                                 : "--agent-reconnect-timeout");
     return NULL;
   }
-  if (cfg->max_completed_tasks_per_framework < 0 || cfg->max_completed_tasks < 0 ||
-      cfg->max_completed_frameworks < 0) {
-    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `%s`: must not be negative",
-                 cfg->max_completed_tasks < 0        ? "--max-completed-tasks"
-                 : cfg->max_completed_frameworks < 0 ? "--max-completed-frameworks"
-                                                     : "--max-completed-tasks-per-framework");
+  /* Defaults live in the flag table alone (main.c): a 0 here is what was asked for, and
+   * where it cannot be honoured it is refused, not replaced. */
+  if (cfg->registry && cfg->registry_timeout_ms == 0) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--registry-timeout`: must be positive");
+    return NULL;
+  }
+  if (cfg->max_completed_tasks_per_framework <= 0 || cfg->max_completed_tasks <= 0 ||
+      cfg->max_completed_frameworks <= 0) {
+    ms_error_set(err, MS_INVALID_ARGUMENT, "flag `%s`: must be at least 1",
+                 cfg->max_completed_tasks <= 0        ? "--max-completed-tasks"
+                 : cfg->max_completed_frameworks <= 0 ? "--max-completed-frameworks"
+                                                      : "--max-completed-tasks-per-framework");
     return NULL;
   }
   alloc_service *s = ms_xcalloc(1, sizeof(*s));
@@ -389,18 +395,6 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
   s->cfg.advertise_address = dup_or_null(cfg->advertise_address);
   s->cfg.hostname = dup_or_null(cfg->hostname);
   s->cfg.registry = dup_or_null(cfg->registry);
-  if (!s->cfg.registry_timeout_ms)
-    s->cfg.registry_timeout_ms = 5000;
-  if (!s->cfg.recovery_timeout_ms)
-    s->cfg.recovery_timeout_ms = 30000;
-  if (!s->cfg.agent_reconnect_timeout_ms)
-    s->cfg.agent_reconnect_timeout_ms = 75000;
-  if (!s->cfg.max_completed_tasks_per_framework)
-    s->cfg.max_completed_tasks_per_framework = 1000;
-  if (!s->cfg.max_completed_tasks)
-    s->cfg.max_completed_tasks = 10000;
-  if (!s->cfg.max_completed_frameworks)
-    s->cfg.max_completed_frameworks = 1000;
   s->loop = loop;
   svc_uuid(s->id);
   if (new_model(s, err) < 0 || svc_reg_open(s, err) < 0) {

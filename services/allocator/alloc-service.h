@@ -48,17 +48,18 @@ typedef struct alloc_service_config {
   /* Durability: meseta-registry's address. NULL: nothing is written or loaded (tests,
    * single-node setups); a new leader then rebuilds only from re-registrations. */
   const char *registry;
-  int64_t registry_timeout_ms;    /* one registry call's deadline; 0: 5 s */
+  int64_t registry_timeout_ms;    /* one registry call's deadline; > 0 with a registry */
   double recovery_agent_fraction; /* offers wait until this share of admitted agents is back */
-  int64_t recovery_timeout_ms;    /* ... or this long has passed; 0: 30 s */
+  int64_t recovery_timeout_ms;    /* ... or this long has passed (0: no wait) */
   /* An agent whose stream ended keeps its tasks (no offers) this long before they are
-   * reported lost: time for it to reconnect or restart and re-attach. 0: 75 s. */
+   * reported lost: time for it to reconnect or restart and re-attach (0: at once).
+   * Defaults are the flags' (main.c), written nowhere else. */
   int64_t agent_reconnect_timeout_ms;
   /* Completed tasks kept for WatchState (and so GetState / GetTasks): at most this many
-   * per framework and in all, the oldest forgotten first. 0: 1,000 and 10,000. */
+   * per framework and in all, the oldest forgotten first; at least 1. */
   int64_t max_completed_tasks_per_framework, max_completed_tasks;
   /* Completed frameworks kept (GetFrameworks include_completed), oldest forgotten first;
-   * a subscription with a kept one's id is refused. 0: 1,000. */
+   * a subscription with a kept one's id is refused; at least 1. */
   int64_t max_completed_frameworks;
   /* Called on the registry worker thread before every registry request: false, and the
    * request is not sent (UNAVAILABLE). A leader whose lease may be gone writes nothing,

@@ -527,6 +527,31 @@ static bool acked_pred(void *ctx) {
  * whose update is not acknowledged yet is FINISHED (explicitly and implicitly), and so is
  * a completed (acknowledged) task the allocator remembers; only an unknown one is
  * TASK_UNKNOWN. */
+/* A 0 is what the operator asked for: refused where it cannot be honoured (it silently
+ * meant the default before: --recovery-timeout 0 waited 30 s), kept where it means "none". */
+static void test_zero_flags_not_replaced(void) {
+  static const char *const refused[][2] = {{"--max-completed-tasks", "0"},
+                                           {"--max-completed-tasks-per-framework", "0"},
+                                           {"--max-completed-frameworks", "0"}};
+  _cleanup_free_ char *bin = ms_test_binary("services/allocator/meseta-allocator");
+  for (size_t i = 0; i < MS_ARRAY_SIZE(refused); i++) {
+    const char *argv[] = {bin, "--listen", "127.0.0.1:0", refused[i][0], refused[i][1], NULL};
+    ms_error *err = NULL;
+    ms_test_proc *p = ms_test_proc_start("alloc-zero", dir, argv, &err);
+    CU_ASSERT_PTR_NULL(p);
+    _cleanup_free_ char *want = ms_xasprintf("flag `%s`: must be at least 1", refused[i][0]);
+    CU_ASSERT(err && strstr(err->msg, want));
+    if (err && !strstr(err->msg, want))
+      fprintf(stderr, "%s 0: %s\n", refused[i][0], err->msg);
+    ms_error_free(err);
+    ms_test_proc_free(p);
+  }
+  ms_test_allocator al = ms_test_allocator_run(
+      dir, "alloc-zero-ok",
+      (const char *[]){"--recovery-timeout", "0", "--agent-reconnect-timeout", "0", NULL});
+  ms_test_allocator_stop(&al);
+}
+
 static void test_trust_3_reconcile_last_known_state(void) {
   ms_test_allocator al = ms_test_allocator_run(dir, "reconcile", NULL);
   const char *targets[] = {al.addr, NULL}; /* so it resends what is not acknowledged */
@@ -566,6 +591,7 @@ int main(int argc, char **argv) {
   dir = ms_test_tmpdir("test-allocator");
   static const ms_test_case cases[] = {
       {"offers_flow", test_offers_flow},
+      {"zero_flags_not_replaced", test_zero_flags_not_replaced},
       {"launch_and_recover", test_launch_and_recover},
       {"drf_two_frameworks", test_drf_two_frameworks},
       {"decline_and_revive", test_decline_and_revive},
