@@ -16,7 +16,8 @@
  *               error, reported
  *   ERROR       the control plane ended the stream for good
  *
- * Failover: when the stream to a master-api breaks (the replica died, UNAVAILABLE), it
+ * Failover: when the stream to a master-api breaks (the replica died, UNAVAILABLE; also
+ * before the first SUBSCRIBED, e.g. an allocator that just lost the lead), it
  * subscribes again through the next --master address (backoff 100 ms doubling to 5 s,
  * for at most --failover-timeout) with its framework id, then reconciles: explicitly the
  * tasks it launched and has not seen end, and implicitly. A task whose Accept got no
@@ -33,7 +34,7 @@
  * (seconds: from SUBSCRIBED to the last terminal update; tasks/s: finished / seconds;
  * launched counts Accepts that succeeded, a relaunch after TASK_UNKNOWN included).
  * Exit status: 0 when every task FINISHED, 1 otherwise (a task did not finish, an error,
- * a refused call, a broken stream no other address could replace, --timeout, a signal),
+ * a refused call, a stream not replaced within --failover-timeout, --timeout, a signal),
  * 2 on bad usage.
  *
  * Threads: the main thread reads the stream and makes Accept / Decline / Suppress calls;
@@ -681,9 +682,11 @@ static int run(batch *b, ms_error **err) {
       if (r < 0 && (*err)->code == MS_DEADLINE_EXCEEDED && f_timeout > 0) {
         rc = ms_error_prefix(err, "--timeout reached with %" PRId64 " of %" PRId64 " tasks ended", b->ended,
                              f_tasks);
-      } else if (r < 0 && !stop && b->framework_id && retryable(*err) &&
+      } else if (r < 0 && !stop && retryable(*err) &&
                  (!lost_ms || ms_time_mono_ms() - lost_ms < f_failover_timeout / MS_NSEC_PER_MSEC)) {
-        /* Retried for as long as the master keeps the framework without a stream. */
+        /* Retried for as long as the master keeps the framework without a stream; a first
+         * subscription too (a replica relaying to an allocator that just lost the lead
+         * answers UNAVAILABLE: the next try finds the new leader). */
         ms_error *why = *err;
         *err = NULL;
         if (!lost_ms)
@@ -695,9 +698,6 @@ static int run(batch *b, ms_error **err) {
         subscribed = false;
         rc = failover(b, why, lost_ms, &backoff, err);
         ms_error_free(why);
-      } else if (r < 0 && !stop && !b->framework_id && retryable(*err) && b->cur + 1 < b->n_chs) {
-        fprintf(stderr, "warning: subscribe through %s: %s\n", f_master.v[b->cur], (*err)->msg);
-        rc = subscribe_from(b, b->cur + 1, err);
       } else {
         rc = r < 0 ? ms_error_prefix(err, "the event stream broke")
                    : ms_error_set(err, MS_UNAVAILABLE, "the event stream ended");

@@ -4,20 +4,24 @@
  * hop failed (point 8), and a lost task is not live (point 9). Real allocator and
  * master-api processes, simulated agents and frameworks; waits are hang guards. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "meseta/alloc.h"
 #include "meseta/rpc.h"
+#include "meseta/time.h"
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
 
@@ -476,6 +480,74 @@ static void test_trust_8_which_hop_failed(void) {
   ms_test_allocator_stop(&al);
 }
 
+/* ---- point 5: a first subscription that meets no leader is tried again ---- */
+
+/* meseta-batch started while master-api's allocator is not there yet: its first Subscribe
+ * ends UNAVAILABLE (as it does through a replica whose allocator just lost the lead). It
+ * subscribes again with backoff and runs its tasks once the allocator comes; it exited
+ * with "the event stream broke" before, having launched nothing. */
+static void test_trust_5_first_subscription_retried(void) {
+  int port = free_port();
+  CU_ASSERT_FATAL(port > 0);
+  char later[64];
+  snprintf(later, sizeof(later), "127.0.0.1:%d", port);
+  ms_test_proc *mp = mapi_start("mapi-first", later, NULL, false);
+  _cleanup_free_ char *bin = ms_test_binary("examples/c/meseta-batch");
+  _cleanup_free_ char *log = ms_xasprintf("%s/meseta-batch-first.log", dir);
+  const char *argv[] = {
+      bin,     "--master", ms_test_proc_address(mp), "--tasks", "3", "--cmd", "true", "--cpus", "0.1",
+      "--mem", "32",       "--failover-timeout",     "2m",      NULL};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  pid_t pid;
+  CU_ASSERT_EQUAL_FATAL(posix_spawn(&pid, bin, &fa, NULL, (char *const *)argv, environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ms_time_sleep_ms(1500); /* a few refused subscriptions */
+  int status = 0;
+  bool exited_early = waitpid(pid, &status, WNOHANG) == pid;
+  ms_test_allocator al = {0};
+  ms_sim_agent *ag = NULL;
+  if (!exited_early) {
+    const char *extra[] = {"--listen", later, NULL};
+    al = ms_test_allocator_run(dir, "alloc-first", extra);
+    ms_sim_agent_options ao = {.resources = "cpus:2;mem:1024", .task_ms = 10};
+    ms_error *err = NULL;
+    ag = ms_sim_agent_start(al.addr, &ao, &err);
+    CU_ASSERT_PTR_NOT_NULL(ag);
+    ms_error_free(err);
+    int64_t waited = 0;
+    for (; waitpid(pid, &status, WNOHANG) != pid && waited < 60000; waited += 100)
+      ms_time_sleep_ms(100);
+    if (waited >= 60000) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+  }
+  _cleanup_free_ char *out = NULL;
+  FILE *f = fopen(log, "r");
+  if (f) {
+    size_t cap = 1 << 16;
+    out = ms_xcalloc(1, cap + 1);
+    size_t n = fread(out, 1, cap, f);
+    out[n] = '\0';
+    fclose(f);
+  }
+  const char *summary = out ? strstr(out, "summary:") : NULL;
+  printf("\n  meseta-batch %s: exit %d; %.*s\n", exited_early ? "exited before the allocator came" : "ran",
+         WIFEXITED(status) ? WEXITSTATUS(status) : -1, summary ? (int)strcspn(summary, "\n") : 0,
+         summary ? summary : "");
+  CU_ASSERT_FALSE(exited_early);
+  CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CU_ASSERT(summary && strstr(summary, "finished=3"));
+  ms_sim_agent_free(ag);
+  CU_ASSERT_EQUAL(ms_test_proc_stop(mp, SIGTERM), 0);
+  ms_test_proc_free(mp);
+  if (al.proc)
+    ms_test_allocator_stop(&al);
+}
+
 /* ---- point 9: a lost task is not live ---- */
 
 typedef struct tasks_wait {
@@ -591,6 +663,7 @@ int main(int argc, char **argv) {
       {"relay_slow_scheduler_cut", test_relay_slow_scheduler_cut},
       {"trust_6_undefined_enum_values", test_trust_6_undefined_enum_values},
       {"trust_8_which_hop_failed", test_trust_8_which_hop_failed},
+      {"trust_5_first_subscription_retried", test_trust_5_first_subscription_retried},
       {"trust_9_lost_task_not_live", test_trust_9_lost_task_not_live},
       {NULL, NULL},
   };
