@@ -31,11 +31,7 @@ static ms_test_proc *alloc_proc, *agent_proc;
 static ms_rpc_channel *ch;
 
 static ms_test_proc *start(const char *name, const char *const *argv) {
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s: %s\n", name, err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  ms_test_proc *p = ms_test_start(name, dir, argv);
   return p;
 }
 

@@ -446,13 +446,7 @@ static ms_test_proc *t4_agent(t4 *w, const char *tag, int i) {
                         "--log-level",
                         "debug",
                         NULL};
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s: %s\n", name, err->msg);
-  ms_error_free(err);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-  return p;
+  return ms_test_start(name, dir, argv);
 }
 
 static void t4_up(t4 *w, const char *tag) {

@@ -188,14 +188,10 @@ static void up(void) {
     return;
   ms_test_cluster_start(&cluster, etcd, dir, "cli", 1, "5s");
   CU_ASSERT_FATAL(ms_test_cluster_wait_leader(&cluster, WAIT_MS) == 0);
-  ms_error *err = NULL;
   _cleanup_free_ char *mbin = ms_test_binary("services/master-api/meseta-master-api");
   const char *margv[] = {mbin,    "--listen", "127.0.0.1:0", "--allocator", cluster.addr[0], "--max-backoff",
                          "200ms", NULL};
-  mapi_proc = ms_test_proc_start("master-api", dir, margv, &err);
-  if (!mapi_proc)
-    fprintf(stderr, "master-api: %s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(mapi_proc);
+  mapi_proc = ms_test_start("master-api", dir, margv);
   mapi_addr = ms_xstrdup(ms_test_proc_address(mapi_proc));
   CU_ASSERT_FATAL(ms_sim_wait(serving, mapi_addr, WAIT_MS));
 
@@ -226,10 +222,7 @@ static void up(void) {
                          "--log-level",
                          "debug",
                          NULL};
-  agent_proc = ms_test_proc_start("agent", dir, aargv, &err);
-  if (!agent_proc)
-    fprintf(stderr, "agent: %s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(agent_proc);
+  agent_proc = ms_test_start("agent", dir, aargv);
   agent_id = ms_xstrdup(ms_test_proc_address(agent_proc)); /* the agent's ready file holds its id */
 }
 

@@ -436,11 +436,7 @@ static ms_test_proc *restart_allocator(ms_test_cluster *c, const char *addr) {
                         "--log-level",
                         "debug",
                         NULL};
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start("allocator-again", dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  ms_test_proc *p = ms_test_start("allocator-again", dir, argv);
   return p;
 }
 
@@ -506,10 +502,7 @@ static void test_events(void) {
                         "debug",       "--state-chunk-bytes",
                         "64KiB",       "--subscriber-queue-bytes",
                         "16KiB",       NULL};
-  ms_test_proc *mp = ms_test_proc_start("master-api", dir, argv, &err);
-  if (!mp)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(mp);
+  ms_test_proc *mp = ms_test_start("master-api", dir, argv);
   const char *mapi = ms_test_proc_address(mp);
   CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
 

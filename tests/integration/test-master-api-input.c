@@ -735,10 +735,7 @@ static void test_mtls(void) {
       ca,          "--tokens-file", tokens,        "--require-auth", "--log-level", "debug",
       NULL};
   ms_error *err = NULL;
-  ms_test_proc *mp = ms_test_proc_start("mapi-mtls", dir, argv, &err);
-  if (!mp)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(mp);
+  ms_test_proc *mp = ms_test_start("mapi-mtls", dir, argv);
   const char *mapi = ms_test_proc_address(mp);
   tls_client alice, bob;
   tls_client_init(&alice, "client-alice");

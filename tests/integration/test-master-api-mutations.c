@@ -627,10 +627,7 @@ static void test_mutations(void) {
   _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
   const char *argv[] = {bin,        "--listen",      "127.0.0.1:0", "--allocator", alloc_addr, "--name",
                         "mapi-mut", "--max-backoff", "200ms",       "--log-level", "debug",    NULL};
-  ms_test_proc *mp = ms_test_proc_start("master-api", dir, argv, &err);
-  if (!mp)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(mp);
+  ms_test_proc *mp = ms_test_start("master-api", dir, argv);
   mapi = ms_test_proc_address(mp);
   CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
 
@@ -797,8 +794,7 @@ static void test_scheduler_calls(void) {
   _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
   const char *argv[] = {bin,          "--listen",      "127.0.0.1:0", "--allocator", alloc_addr, "--name",
                         "mapi-sched", "--max-backoff", "200ms",       "--log-level", "debug",    NULL};
-  ms_test_proc *mp = ms_test_proc_start("master-api-sched", dir, argv, &err);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(mp);
+  ms_test_proc *mp = ms_test_start("master-api-sched", dir, argv);
   mapi = ms_test_proc_address(mp);
   CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
   ms_sim_agent_options ao = {.hostname = "node-s", .resources = "cpus:4;mem:4096", .task_ms = -1};

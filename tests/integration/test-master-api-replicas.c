@@ -60,12 +60,7 @@ static ms_test_proc *start_replica(const char *name) {
   const char *argv[] = {bin,      "--listen", "127.0.0.1:0",   "--registry", ms_test_proc_address(c.registry),
                         "--name", name,       "--max-backoff", "200ms",      "--log-level",
                         "debug",  NULL};
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s\n", err->msg);
-  ms_error_free(err);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  ms_test_proc *p = ms_test_start(name, dir, argv);
   CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)ms_test_proc_address(p), WAIT_MS));
   return p;
 }

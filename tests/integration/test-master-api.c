@@ -107,10 +107,7 @@ static void test_master_api(void) {
   _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
   const char *argv[] = {bin,         "--listen",      "127.0.0.1:0", "--allocator", alloc,   "--name",
                         "mapi-test", "--max-backoff", "200ms",       "--log-level", "debug", NULL};
-  ms_test_proc *mp = ms_test_proc_start("master-api", dir, argv, &err);
-  if (!mp)
-    fprintf(stderr, "%s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(mp);
+  ms_test_proc *mp = ms_test_start("master-api", dir, argv);
   const char *mapi = ms_test_proc_address(mp);
   CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
 

@@ -13,6 +13,7 @@
 #include "meseta/rpc.h"
 #include "meseta/v1/registry.pb-c.h"
 
+#include "cluster.h"
 #include "etcd-harness.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "proc.h"
@@ -858,8 +859,7 @@ static void test_mutual_tls(void) {
                         extra[4],
                         extra[5],
                         NULL};
-  ms_test_proc *p = ms_test_proc_start("reg-tls", dir, argv, &err);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  ms_test_proc *p = ms_test_start("reg-tls", dir, argv);
 
   ms_rpc_tls tls = {.ca_file = ca, .cert_file = ccert, .key_file = ckey};
   ms_rpc_channel_options o = {.tls = &tls};

@@ -10,11 +10,11 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 
-static ms_test_proc *start(const char *name, const char *dir, const char *const *argv) {
+ms_test_proc *ms_test_start(const char *name, const char *dir, const char *const *argv) {
   ms_error *err = NULL;
   ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
   if (!p)
-    fprintf(stderr, "%s\n", err->msg);
+    fprintf(stderr, "%s: %s\n", name, err->msg);
   ms_error_free(err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(p);
   return p;
@@ -31,7 +31,7 @@ void ms_test_cluster_start(ms_test_cluster *c, ms_test_etcd *etcd, const char *d
   const char *rargv[] = {
       reg,          "--listen", "127.0.0.1:0", "--etcd-endpoints", ep, "--key-prefix", prefix,
       "--election", election,   NULL};
-  *c = (ms_test_cluster){.registry = start(rname, dir, rargv),
+  *c = (ms_test_cluster){.registry = ms_test_start(rname, dir, rargv),
                          .n = n < MS_TEST_MAX_ALLOCATORS ? n : MS_TEST_MAX_ALLOCATORS};
   for (int i = 0; i < c->n; i++) {
     _cleanup_free_ char *name = ms_xasprintf("allocator-%s-%d", tag, i);
@@ -55,7 +55,7 @@ void ms_test_cluster_start(ms_test_cluster *c, ms_test_etcd *etcd, const char *d
                           "--log-level",
                           "debug",
                           NULL};
-    c->alloc[i] = start(name, dir, argv);
+    c->alloc[i] = ms_test_start(name, dir, argv);
     c->addr[i] = ms_test_proc_address(c->alloc[i]);
   }
 }
@@ -149,12 +149,7 @@ ms_test_proc *ms_test_allocator_start(const char *dir, const char *name, const c
   for (size_t i = 0; extra && extra[i] && n < MS_ARRAY_SIZE(argv) - 1; i++)
     argv[n++] = extra[i];
   argv[n] = NULL;
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s: %s\n", name, err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-  return p;
+  return ms_test_start(name, dir, argv);
 }
 
 ms_test_proc *ms_test_mapi_start(const char *dir, const char *name, const char *const *flags, bool wait) {
@@ -164,12 +159,7 @@ ms_test_proc *ms_test_mapi_start(const char *dir, const char *name, const char *
   for (size_t i = 0; flags && flags[i] && n < MS_ARRAY_SIZE(argv) - 1; i++)
     argv[n++] = flags[i];
   argv[n] = NULL;
-  ms_error *err = NULL;
-  ms_test_proc *p = ms_test_proc_start(name, dir, argv, &err);
-  if (!p)
-    fprintf(stderr, "%s: %s\n", name, err->msg);
-  ms_error_free(err);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  ms_test_proc *p = ms_test_start(name, dir, argv);
   int64_t waited = 0;
   for (; wait && ms_test_health(ms_test_proc_address(p)) != 1 && waited < 30000; waited += 50)
     usleep(50000);

@@ -23,6 +23,9 @@ typedef struct ms_test_cluster {
   int n;
 } ms_test_cluster;
 
+/* ms_test_proc_start, or the test fails (fatal) after printing why. */
+ms_test_proc *ms_test_start(const char *name, const char *dir, const char *const *argv);
+
 /* Starts the registry and n allocators (100 ms cycles, 2 s leader lease, the given
  * recovery timeout, e.g. "10s"); logs go to dir. */
 void ms_test_cluster_start(ms_test_cluster *c, ms_test_etcd *etcd, const char *dir, const char *tag, int n,
