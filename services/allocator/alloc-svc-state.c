@@ -384,7 +384,20 @@ int64_t svc_state_emit_agent(alloc_service *s, const char *agent_id, svc_change 
   return broadcast(s, c);
 }
 
+static int64_t emit_framework(alloc_service *s, const char *framework_id, svc_change what,
+                              const Meseta__V1__Framework *ended);
+
 int64_t svc_state_emit_framework(alloc_service *s, const char *framework_id, svc_change what) {
+  return emit_framework(s, framework_id, what, NULL);
+}
+
+int64_t svc_state_emit_framework_ended(alloc_service *s, const Meseta__V1__Framework *msg) {
+  return emit_framework(s, NULL, SVC_UPDATED, msg);
+}
+
+/* ended: a completed framework, shown as framework_updated (framework_id unused). */
+static int64_t emit_framework(alloc_service *s, const char *framework_id, svc_change what,
+                              const Meseta__V1__Framework *ended) {
   /* Roles list their frameworks: see them again at the next flush. */
   s->roles_stale = true;
   svc_state_changed(s);
@@ -393,8 +406,11 @@ int64_t svc_state_emit_framework(alloc_service *s, const char *framework_id, svc
   if (!s->watchers)
     return ++s->revision;
   Meseta__V1__StateChange *c = change_new();
-  svc_framework *fw = svc_table_get(&s->frameworks, framework_id);
-  if (what == SVC_REMOVED || !fw) {
+  svc_framework *fw = ended ? NULL : svc_table_get(&s->frameworks, framework_id);
+  if (ended) {
+    c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_UPDATED;
+    c->framework_updated = dup_msg(ended);
+  } else if (what == SVC_REMOVED || !fw) {
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_REMOVED;
     c->framework_removed =
         NEW(Meseta__V1__StateChange__FrameworkRemoved, meseta__v1__state_change__framework_removed);
@@ -407,17 +423,6 @@ int64_t svc_state_emit_framework(alloc_service *s, const char *framework_id, svc
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_UPDATED;
     c->framework_updated = build_framework(s, fw);
   }
-  return broadcast(s, c);
-}
-
-int64_t svc_state_emit_framework_ended(alloc_service *s, const Meseta__V1__Framework *msg) {
-  s->roles_stale = true;
-  svc_state_changed(s);
-  if (!s->watchers)
-    return ++s->revision;
-  Meseta__V1__StateChange *c = change_new();
-  c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_UPDATED;
-  c->framework_updated = dup_msg(msg);
   return broadcast(s, c);
 }
 

@@ -345,11 +345,7 @@ static blob *framework_removed(int64_t rev, const mapi_state *st, Meseta__V1__Fr
   Meseta__V1__FrameworkInfo bare = MESETA__V1__FRAMEWORK_INFO__INIT;
   bare.id = id;
   const Meseta__V1__FrameworkInfo *info = framework_info(st, ID(id));
-  Meseta__V1__OperatorEvent__FrameworkRemoved m = MESETA__V1__OPERATOR_EVENT__FRAMEWORK_REMOVED__INIT;
-  m.framework_info = info ? (Meseta__V1__FrameworkInfo *)info : &bare;
-  blob *b = blob_new(MESETA__V1__OPERATOR_EVENT__EVENT_FRAMEWORK_REMOVED, rev, &m.base);
-  blob_scope_framework(b, ID(id), info);
-  return b;
+  return framework_gone(rev, info ? (Meseta__V1__FrameworkInfo *)info : &bare);
 }
 
 static blob *task_event(uint32_t tag, int64_t rev, const mapi_state *st, Meseta__V1__Task *t) {
