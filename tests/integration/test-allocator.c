@@ -115,14 +115,17 @@ static void test_launch_and_recover(void) {
 
 static void test_drf_two_frameworks(void) {
   ms_test_allocator al = ms_test_allocator_run(dir, "drf", NULL);
-  ms_sim_agent *ags[4];
-  for (int i = 0; i < 4; i++)
-    ags[i] = agent(&al, "cpus:2;mem:2048", -1);
   ms_sim_framework_options fa = {
       .name = "a", .mode = MS_SIM_ACCEPT, .task_resources = "cpus:1;mem:256", .refuse_ms = 0};
   ms_sim_framework_options fb = fa;
   fb.name = "b";
+  /* Both are subscribed (framework() returns on SUBSCRIBED) before any agent comes:
+   * otherwise the first, alone, may fill every agent (its tasks never end) before the
+   * second subscribes, and nothing is left to share. */
   ms_sim_framework *f1 = framework(&al, &fa), *f2 = framework(&al, &fb);
+  ms_sim_agent *ags[4];
+  for (int i = 0; i < 4; i++)
+    ags[i] = agent(&al, "cpus:2;mem:2048", -1);
   /* 8 cpus, tasks of one: DRF lets both frameworks launch. */
   WAIT_FW(f1, running, 2);
   WAIT_FW(f2, running, 2);
