@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/version.h"
 
 #include "cli.h"
 
@@ -359,7 +360,7 @@ int cli_cmd_version(cli *c, int argc, char **argv) {
   (void)c;
   (void)argc;
   (void)argv;
-  printf("meseta %s\n", MESETA_VERSION);
+  printf("meseta %s\n", ms_version());
   return CLI_EXIT_OK;
 }
 

@@ -449,6 +449,9 @@ void ms_rpc_call_set_data(ms_rpc_call *c, void *data) {
 const char *ms_rpc_call_method(const ms_rpc_call *c) {
   return c->m->path;
 }
+const void *ms_rpc_call_method_arg(const ms_rpc_call *c) {
+  return c->m ? c->m->h.arg : NULL;
+}
 int64_t ms_rpc_call_deadline_ms(const ms_rpc_call *c) {
   return ms_rpc__ms_until(c->deadline);
 }

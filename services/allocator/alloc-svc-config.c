@@ -247,25 +247,6 @@ bool svc_agent_window(alloc_service *s, const Meseta__V1__AgentInfo *info, int64
   return false;
 }
 
-int svc_config_check_weights(const Meseta__V1__UpdateWeightsRequest *r, ms_error **err) {
-  for (size_t i = 0; i < r->n_weight_infos; i++) {
-    const Meseta__V1__WeightInfo *w = r->weight_infos[i];
-    if (ms_role_validate(w->role, err) < 0)
-      return ms_error_prefix(err, "`update_weights.weight_infos[%zu].role`", i);
-    /* Shares are divided by weights: an extreme one makes every other role's share
-     * round to nothing (or overflow to infinity). */
-    if (!isfinite(w->weight) || w->weight <= 0 || w->weight > SVC_MAX_WEIGHT)
-      return ms_error_set(err, MS_INVALID_ARGUMENT,
-                          "`update_weights.weight_infos[%zu].weight`: %g is not in (0, %g]", i, w->weight,
-                          SVC_MAX_WEIGHT);
-    for (size_t k = 0; k < i; k++)
-      if (strcmp(r->weight_infos[k]->role, w->role) == 0)
-        return ms_error_set(err, MS_INVALID_ARGUMENT,
-                            "`update_weights.weight_infos[%zu].role`: `%s` is listed twice", i, w->role);
-  }
-  return 0;
-}
-
 /* ---- quota: capacity and hierarchy (alloc-svc-config.c) ----
  *
  * The quota every role would have after the request (what the leader keeps, with the
@@ -476,13 +457,6 @@ int svc_config_check_quota(alloc_service *s, const Meseta__V1__UpdateQuotaReques
     const Meseta__V1__QuotaConfig *q = r->configs[i];
     char field[64];
     snprintf(field, sizeof(field), "update_quota.configs[%zu]", i);
-    if (ms_role_validate(q->role, err) < 0)
-      return ms_error_prefix(err, "`%s.role`", field);
-    if (strcmp(q->role, "*") == 0)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.role`: role `*` cannot have quota", field);
-    for (size_t k = 0; k < i; k++)
-      if (strcmp(r->configs[k]->role, q->role) == 0)
-        return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.role`: `%s` is listed twice", field, q->role);
     ms_quantities g = {0}, l = {0};
     int rc = quota_quantities(s, q, field, &g, &l, err);
     ms_quantities_release(&g);
@@ -493,35 +467,6 @@ int svc_config_check_quota(alloc_service *s, const Meseta__V1__UpdateQuotaReques
   return r->force ? 0 : check_forest(s, r, err);
 }
 
-int svc_config_check_schedule(const Meseta__V1__UpdateMaintenanceScheduleRequest *r, ms_error **err) {
-  if (!r->schedule)
-    return 0;
-  const Meseta__V1__MaintenanceSchedule *sc = r->schedule;
-  for (size_t i = 0; i < sc->n_windows; i++) {
-    const Meseta__V1__MaintenanceWindow *w = sc->windows[i];
-    if (!w->unavailability || !w->unavailability->start)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "`schedule.windows[%zu].unavailability.start` is missing",
-                          i);
-    for (size_t k = 0; k < w->n_machine_ids; k++) {
-      const Meseta__V1__MachineID *m = w->machine_ids[k];
-      if ((!m->hostname || !*m->hostname) && (!m->ip || !*m->ip))
-        return ms_error_set(err, MS_INVALID_ARGUMENT,
-                            "`schedule.windows[%zu].machine_ids[%zu]` has neither hostname nor ip", i, k);
-      for (size_t j = 0; j <= i; j++)
-        for (size_t h = 0; h < (j == i ? k : sc->windows[j]->n_machine_ids); h++) {
-          const Meseta__V1__MachineID *o = sc->windows[j]->machine_ids[h];
-          if (strcmp(o->hostname ? o->hostname : "", m->hostname ? m->hostname : "") == 0 &&
-              strcmp(o->ip ? o->ip : "", m->ip ? m->ip : "") == 0)
-            return ms_error_set(
-                err, MS_INVALID_ARGUMENT,
-                "`schedule.windows[%zu].machine_ids[%zu]`: the machine is already in a window", i, k);
-        }
-    }
-  }
-  return 0;
-}
-
-/* The resource operation a request asks for, as the engine takes it. */
 /* ---- persisting ---- */
 
 static Meseta__V1__Write *write_new(void) {
@@ -556,52 +501,55 @@ static Meseta__V1__Record *record_new(const char *id) {
   return rec;
 }
 
-/* The registry writes a call needs; NULL when nothing is durable. */
-Meseta__V1__BatchRequest *svc_config_batch(alloc_service *s, const op_req *r) {
-  Meseta__V1__BatchRequest *b = ms_pb_new(&meseta__v1__batch_request__descriptor);
-  if (r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_WEIGHTS) {
-    for (size_t i = 0; i < r->update_weights->n_weight_infos; i++) {
-      const Meseta__V1__WeightInfo *w = r->update_weights->weight_infos[i];
-      if (w->weight == 1.0) { /* the default: no record */
-        if (svc_table_get(&s->weights, w->role))
-          batch_delete(b, MESETA__V1__RECORD_KIND__WEIGHT, w->role);
-        continue;
-      }
-      Meseta__V1__Record *rec = record_new(w->role);
-      rec->body_case = MESETA__V1__RECORD__BODY_WEIGHT;
-      rec->weight = ms_pb_new(&meseta__v1__weight_record__descriptor);
-      rec->weight->weight = (Meseta__V1__WeightInfo *)ms_pb_dup(&w->base);
-      batch_put(b, rec);
-    }
-  } else if (r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA) {
-    for (size_t i = 0; i < r->update_quota->n_configs; i++) {
-      const Meseta__V1__QuotaConfig *q = r->update_quota->configs[i];
-      if (quota_empty(q)) { /* removes the role's quota */
-        if (svc_table_get(&s->quotas, q->role))
-          batch_delete(b, MESETA__V1__RECORD_KIND__QUOTA, q->role);
-        continue;
-      }
-      Meseta__V1__Record *rec = record_new(q->role);
-      rec->body_case = MESETA__V1__RECORD__BODY_QUOTA;
-      rec->quota = ms_pb_new(&meseta__v1__quota_record__descriptor);
-      rec->quota->config = (Meseta__V1__QuotaConfig *)ms_pb_dup(&q->base);
-      batch_put(b, rec);
-    }
-  } else if (r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_MAINTENANCE_SCHEDULE ||
-             r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_START_MAINTENANCE ||
-             r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_STOP_MAINTENANCE) {
-    /* The schedule and the DOWN machines as they will be, in one record. */
-    Meseta__V1__MaintenanceRecord *mr = svc_maint_record(s, r);
-    if (mr) {
-      Meseta__V1__Record *rec = record_new("schedule");
-      rec->body_case = MESETA__V1__RECORD__BODY_MAINTENANCE;
-      rec->maintenance = mr;
-      batch_put(b, rec);
-    }
-  }
+static Meseta__V1__BatchRequest *batch_or_null(Meseta__V1__BatchRequest *b) {
   if (b->n_writes == 0) {
     protobuf_c_message_free_unpacked(&b->base, NULL);
     return NULL;
   }
+  return b;
+}
+
+Meseta__V1__BatchRequest *svc_config_weights_batch(alloc_service *s, const Meseta__V1__UpdateWeightsRequest *u) {
+  Meseta__V1__BatchRequest *b = ms_pb_new(&meseta__v1__batch_request__descriptor);
+  for (size_t i = 0; i < u->n_weight_infos; i++) {
+    const Meseta__V1__WeightInfo *w = u->weight_infos[i];
+    if (w->weight == 1.0) { /* the default: no record */
+      if (svc_table_get(&s->weights, w->role))
+        batch_delete(b, MESETA__V1__RECORD_KIND__WEIGHT, w->role);
+      continue;
+    }
+    Meseta__V1__Record *rec = record_new(w->role);
+    rec->body_case = MESETA__V1__RECORD__BODY_WEIGHT;
+    rec->weight = ms_pb_new(&meseta__v1__weight_record__descriptor);
+    rec->weight->weight = (Meseta__V1__WeightInfo *)ms_pb_dup(&w->base);
+    batch_put(b, rec);
+  }
+  return batch_or_null(b);
+}
+
+Meseta__V1__BatchRequest *svc_config_quota_batch(alloc_service *s, const Meseta__V1__UpdateQuotaRequest *u) {
+  Meseta__V1__BatchRequest *b = ms_pb_new(&meseta__v1__batch_request__descriptor);
+  for (size_t i = 0; i < u->n_configs; i++) {
+    const Meseta__V1__QuotaConfig *q = u->configs[i];
+    if (quota_empty(q)) { /* removes the role's quota */
+      if (svc_table_get(&s->quotas, q->role))
+        batch_delete(b, MESETA__V1__RECORD_KIND__QUOTA, q->role);
+      continue;
+    }
+    Meseta__V1__Record *rec = record_new(q->role);
+    rec->body_case = MESETA__V1__RECORD__BODY_QUOTA;
+    rec->quota = ms_pb_new(&meseta__v1__quota_record__descriptor);
+    rec->quota->config = (Meseta__V1__QuotaConfig *)ms_pb_dup(&q->base);
+    batch_put(b, rec);
+  }
+  return batch_or_null(b);
+}
+
+Meseta__V1__BatchRequest *svc_config_maint_batch(Meseta__V1__MaintenanceRecord *mr) {
+  Meseta__V1__BatchRequest *b = ms_pb_new(&meseta__v1__batch_request__descriptor);
+  Meseta__V1__Record *rec = record_new("schedule");
+  rec->body_case = MESETA__V1__RECORD__BODY_MAINTENANCE;
+  rec->maintenance = mr;
+  batch_put(b, rec);
   return b;
 }

@@ -442,25 +442,22 @@ void svc_operator_reset(alloc_service *s);
 /* Ends the quota updates waiting their turn (UNAVAILABLE): the lead is lost or closing. */
 void svc_operator_quota_drop(alloc_service *s);
 
-/* Maintenance (alloc-svc-operator.c). The registry record an UpdateMaintenanceSchedule,
- * StartMaintenance or StopMaintenance writes (schedule and DOWN machines as they will
- * be), NULL when the call is refused. The caller frees. */
-Meseta__V1__MaintenanceRecord *svc_maint_record(alloc_service *s, const Meseta__V1__OperatorCallRequest *r);
 /* An agent registering from a DOWN machine: SHUTDOWN_AGENT, the link ends
  * FAILED_PRECONDITION; true when refused. */
 bool svc_maint_refuse(alloc_service *s, ms_rpc_call *link, const Meseta__V1__AgentInfo *info);
 
-/* alloc-svc-config.c: weights, quota and the maintenance schedule. Weights are in
- * (0, SVC_MAX_WEIGHT]. */
-#define SVC_MAX_WEIGHT 1e6
+/* alloc-svc-config.c: weights, quota and the maintenance schedule (their stateless
+ * checks are ms_operator_check's, operator-check.h). */
 void svc_config_weight(alloc_service *s, const char *role, double w);
 int svc_config_quota_apply(alloc_service *s, const Meseta__V1__QuotaConfig *q, ms_error **err);
-int svc_config_check_weights(const Meseta__V1__UpdateWeightsRequest *r, ms_error **err);
-/* Syntax, resource names, and unless r->force the capacity and hierarchy checks
+/* Resource names, and unless r->force the capacity and hierarchy checks
  * (FAILED_PRECONDITION naming the config). */
 int svc_config_check_quota(alloc_service *s, const Meseta__V1__UpdateQuotaRequest *r, ms_error **err);
-int svc_config_check_schedule(const Meseta__V1__UpdateMaintenanceScheduleRequest *r, ms_error **err);
-Meseta__V1__BatchRequest *svc_config_batch(alloc_service *s, const Meseta__V1__OperatorCallRequest *r);
+/* The registry writes of a call (the caller's); NULL when there are none. The
+ * maintenance record is the batch's after the call. */
+Meseta__V1__BatchRequest *svc_config_weights_batch(alloc_service *s, const Meseta__V1__UpdateWeightsRequest *u);
+Meseta__V1__BatchRequest *svc_config_quota_batch(alloc_service *s, const Meseta__V1__UpdateQuotaRequest *u);
+Meseta__V1__BatchRequest *svc_config_maint_batch(Meseta__V1__MaintenanceRecord *mr);
 
 /* ---- WatchState (alloc-svc-state.c) ----
  *

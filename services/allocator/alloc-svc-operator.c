@@ -7,6 +7,10 @@
  * change is applied at once. Reservations and volumes are not registry records (agents
  * own them): they are applied to the model and sent to the agent as APPLY_OPERATION.
  *
+ * Each call kind is one row of `kinds` (the end of this file): its checks, what it
+ * writes to the registry first, how it changes the model, and its answer's type.
+ * Adding a call is adding a row and its function(s).
+ *
  * Everything here runs on the owner thread. */
 #include <math.h>
 #include <stdlib.h>
@@ -15,11 +19,13 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/operator-check.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
 #include "meseta/roles.h"
 #include "meseta/time.h"
 #include "meseta/values.h"
+#include "meseta/version.h"
 
 #include "alloc-svc-internal.h"
 
@@ -48,28 +54,19 @@ static svc_agent *agent_of(alloc_service *s, const Meseta__V1__AgentID *id, cons
   return a;
 }
 
-/* One row per resource-operation call: the request's field name and its answer's type
- * (every such answer has revision = 1 and operation_id = 2; the response oneof's
- * cases are the request's). */
+/* The request's field name of each resource-operation call. */
 typedef struct rop_row {
   Meseta__V1__OperatorCallRequest__CallCase call;
   const char *what;
-  const ProtobufCMessageDescriptor *resp;
 } rop_row;
 
 static const rop_row rop_rows[] = {
-    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_RESERVE_RESOURCES, "reserve_resources",
-     &meseta__v1__reserve_resources_response__descriptor},
-    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UNRESERVE_RESOURCES, "unreserve_resources",
-     &meseta__v1__unreserve_resources_response__descriptor},
-    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_CREATE_VOLUMES, "create_volumes",
-     &meseta__v1__create_volumes_response__descriptor},
-    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DESTROY_VOLUMES, "destroy_volumes",
-     &meseta__v1__destroy_volumes_response__descriptor},
-    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_GROW_VOLUME, "grow_volume",
-     &meseta__v1__grow_volume_response__descriptor},
-    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_SHRINK_VOLUME, "shrink_volume",
-     &meseta__v1__shrink_volume_response__descriptor},
+    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_RESERVE_RESOURCES, "reserve_resources"},
+    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UNRESERVE_RESOURCES, "unreserve_resources"},
+    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_CREATE_VOLUMES, "create_volumes"},
+    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DESTROY_VOLUMES, "destroy_volumes"},
+    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_GROW_VOLUME, "grow_volume"},
+    {MESETA__V1__OPERATOR_CALL_REQUEST__CALL_SHRINK_VOLUME, "shrink_volume"},
 };
 
 static const rop_row *rop_row_of(const op_req *r) {
@@ -149,13 +146,7 @@ static int resource_op(const op_req *r, rop_msg *m, ms_operation *op, const char
   const Meseta__V1__AgentID *aid = rop_build(r, m);
   if (!aid || !aid->value || !*aid->value)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.agent_id` is missing", row->what);
-  *agent = aid->value;
-  if (m->op.type == MESETA__V1__OPERATION__TYPE__GROW_VOLUME && (!m->gv.volume || !m->gv.addition))
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "`grow_volume.%s` is missing",
-                        m->gv.volume ? "addition" : "volume");
-  if (m->op.type == MESETA__V1__OPERATION__TYPE__SHRINK_VOLUME && (!m->sv.volume || !m->sv.subtract))
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "`shrink_volume.%s` is missing",
-                        m->sv.volume ? "subtract" : "volume");
+  *agent = aid->value; /* (volume, addition, subtract: ms_operator_check) */
   if (ms_operation_from_proto(&m->op, op, err) < 0)
     return ms_error_prefix(err, "`%s`", row->what);
   return 0;
@@ -197,7 +188,7 @@ static void emit_roles_of(alloc_service *s, const ms_resources *res) {
   }
 }
 
-static int apply_resource_op(alloc_service *s, const op_req *r, op_resp *resp, ms_error **err) {
+static int apply_resource_op(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
   const rop_row *row = rop_row_of(r);
   ms_operation op = {0};
   rop_msg m;
@@ -247,13 +238,9 @@ static int apply_resource_op(alloc_service *s, const op_req *r, op_resp *resp, m
     emit_roles_of(s, op.resources);
     emit_roles_of(s, op.source); /* a reservation moved: the old role's too */
     emit_roles_of(s, op.volume);
-    ProtobufCMessage *pm = ms_pb_new(row->resp);
-    const ProtobufCFieldDescriptor *fr = protobuf_c_message_descriptor_get_field(row->resp, 1);
-    const ProtobufCFieldDescriptor *fo = protobuf_c_message_descriptor_get_field(row->resp, 2);
-    *(int64_t *)((char *)pm + fr->offset) = settled_revision(s);
-    *(ProtobufCMessage **)((char *)pm + fo->offset) = ms_pb_dup(&oid.base);
-    resp->result_case = (Meseta__V1__OperatorCallResponse__ResultCase)r->call_case;
-    resp->reserve_resources = (Meseta__V1__ReserveResourcesResponse *)pm; /* a union: every member */
+    /* Every such answer has operation_id = 2 (the revision is filled by the caller). */
+    const ProtobufCFieldDescriptor *fo = protobuf_c_message_descriptor_get_field(ans->descriptor, 2);
+    *(ProtobufCMessage **)((char *)ans + fo->offset) = ms_pb_dup(&oid.base);
     svc_check_trigger(s);
   }
   ms_operation_release(&op);
@@ -287,13 +274,8 @@ static int respec(alloc_service *s, svc_agent *a, ms_error **err) {
   return 0;
 }
 
-#define SET_REV(field, type_desc, rev)                                                                       \
-  do {                                                                                                       \
-    resp->field = ms_pb_new(&type_desc);                                                                     \
-    resp->field->revision = (rev);                                                                           \
-  } while (0)
-
-static int apply_agent_state(alloc_service *s, const op_req *r, op_resp *resp, ms_error **err) {
+static int apply_agent_state(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
+  (void)ans;
   const Meseta__V1__AgentID *id;
   switch (r->call_case) {
   case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT:
@@ -335,21 +317,12 @@ static int apply_agent_state(alloc_service *s, const op_req *r, op_resp *resp, m
               r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT        ? "draining"
               : r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DEACTIVATE_AGENT ? "deactivated"
                                                                                          : "reactivated");
-  int64_t rev = svc_state_emit_agent(s, a->e.key, SVC_UPDATED);
-  if (r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT) {
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_DRAIN_AGENT;
-    SET_REV(drain_agent, meseta__v1__drain_agent_response__descriptor, rev);
-  } else if (r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DEACTIVATE_AGENT) {
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_DEACTIVATE_AGENT;
-    SET_REV(deactivate_agent, meseta__v1__deactivate_agent_response__descriptor, rev);
-  } else {
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_REACTIVATE_AGENT;
-    SET_REV(reactivate_agent, meseta__v1__reactivate_agent_response__descriptor, rev);
-  }
+  svc_state_emit_agent(s, a->e.key, SVC_UPDATED);
   return 0;
 }
 
-static int apply_gone(alloc_service *s, const op_req *r, op_resp *resp, ms_error **err) {
+static int apply_gone(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
+  (void)ans;
   (void)err;
   const char *id = r->mark_agent_gone->agent_id->value;
   svc_agent_rec_set(s, id, MESETA__V1__AGENT_RECORD__STATE__GONE);
@@ -369,8 +342,6 @@ static int apply_gone(alloc_service *s, const op_req *r, op_resp *resp, ms_error
     svc_state_emit_agent(s, id, SVC_REMOVED);
   }
   ms_log_info(id, "agent marked gone by an operator");
-  resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_MARK_AGENT_GONE;
-  SET_REV(mark_agent_gone, meseta__v1__mark_agent_gone_response__descriptor, settled_revision(s));
   svc_check_trigger(s);
   return 0;
 }
@@ -417,17 +388,6 @@ static void down_add(Meseta__V1__MaintenanceRecord *mr, const Meseta__V1__Machin
   mr->down_machines[mr->n_down_machines++] = (Meseta__V1__MachineID *)ms_pb_dup(&m->base);
 }
 
-/* The machines of a Start/StopMaintenance: named, each with a hostname or an ip. */
-static int check_machines(Meseta__V1__MachineID *const *v, size_t n, const char *what, ms_error **err) {
-  if (n == 0)
-    return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.machines` is empty", what);
-  for (size_t i = 0; i < n; i++)
-    if (!*str0(v[i]->hostname) && !*str0(v[i]->ip))
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.machines[%zu]` has neither hostname nor ip", what,
-                          i);
-  return 0;
-}
-
 /* The schedule and DOWN machines the call leaves (all owned by the result); NULL and
  * *err when refused. Nothing changes here. */
 static Meseta__V1__MaintenanceRecord *maint_next(alloc_service *s, const op_req *r, ms_error **err) {
@@ -452,7 +412,7 @@ static Meseta__V1__MaintenanceRecord *maint_next(alloc_service *s, const op_req 
   }
   case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_START_MAINTENANCE: {
     const Meseta__V1__StartMaintenanceRequest *q = r->start_maintenance;
-    rc = check_machines(q->machines, q->n_machines, "start_maintenance", err);
+    /* (machines named: ms_operator_check) */
     for (size_t i = 0; i < q->n_machines && rc == 0; i++)
       if (!in_schedule(s->schedule, q->machines[i]))
         rc =
@@ -470,7 +430,6 @@ static Meseta__V1__MaintenanceRecord *maint_next(alloc_service *s, const op_req 
   }
   case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_STOP_MAINTENANCE: {
     const Meseta__V1__StopMaintenanceRequest *q = r->stop_maintenance;
-    rc = check_machines(q->machines, q->n_machines, "stop_maintenance", err);
     for (size_t i = 0; i < q->n_machines && rc == 0; i++)
       if (!is_down(down, ndown, q->machines[i]))
         rc = ms_error_set(err, MS_FAILED_PRECONDITION,
@@ -511,10 +470,6 @@ static Meseta__V1__MaintenanceRecord *maint_next(alloc_service *s, const op_req 
     return NULL;
   }
   return mr;
-}
-
-Meseta__V1__MaintenanceRecord *svc_maint_record(alloc_service *s, const op_req *r) {
-  return maint_next(s, r, NULL);
 }
 
 static void send_shutdown(alloc_service *s, svc_agent *a, ms_rpc_call *link, const char *why) {
@@ -571,7 +526,8 @@ static void shut_down_machines(alloc_service *s) {
   free(ids);
 }
 
-static int apply_maintenance(alloc_service *s, const op_req *r, op_resp *resp, ms_error **err) {
+static int apply_maintenance(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
+  (void)ans;
   Meseta__V1__MaintenanceRecord *mr = maint_next(s, r, err);
   if (!mr)
     return MS_ERR;
@@ -616,87 +572,185 @@ static int apply_maintenance(alloc_service *s, const op_req *r, op_resp *resp, m
               : r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_STOP_MAINTENANCE
                   ? "machines back UP"
                   : "schedule updated");
-  switch (r->call_case) {
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_START_MAINTENANCE:
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_START_MAINTENANCE;
-    SET_REV(start_maintenance, meseta__v1__start_maintenance_response__descriptor, settled_revision(s));
-    break;
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_STOP_MAINTENANCE:
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_STOP_MAINTENANCE;
-    SET_REV(stop_maintenance, meseta__v1__stop_maintenance_response__descriptor, settled_revision(s));
-    break;
-  default:
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_UPDATE_MAINTENANCE_SCHEDULE;
-    SET_REV(update_maintenance_schedule, meseta__v1__update_maintenance_schedule_response__descriptor,
-            settled_revision(s));
-    break;
-  }
   return 0;
 }
 
-static int apply(alloc_service *s, const op_req *r, op_resp *resp, ms_error **err) {
-  switch (r->call_case) {
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_WEIGHTS: {
-    const Meseta__V1__UpdateWeightsRequest *u = r->update_weights;
-    for (size_t i = 0; i < u->n_weight_infos; i++) {
-      const Meseta__V1__WeightInfo *w = u->weight_infos[i];
-      if (alloc_model_set_weight(s->model, w->role, w->weight, err) < 0)
-        return ms_error_prefix(err, "`update_weights.weight_infos[%zu]`", i);
-      svc_config_weight(s, w->role, w->weight);
-    }
-    svc_state_emit_weights(s);
-    for (size_t i = 0; i < u->n_weight_infos; i++)
-      svc_state_emit_role(s, u->weight_infos[i]->role);
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_UPDATE_WEIGHTS;
-    SET_REV(update_weights, meseta__v1__update_weights_response__descriptor, settled_revision(s));
-    svc_want_cycle(s);
-    return 0;
+static int apply_weights(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
+  (void)ans;
+  const Meseta__V1__UpdateWeightsRequest *u = r->update_weights;
+  for (size_t i = 0; i < u->n_weight_infos; i++) {
+    const Meseta__V1__WeightInfo *w = u->weight_infos[i];
+    if (alloc_model_set_weight(s->model, w->role, w->weight, err) < 0)
+      return ms_error_prefix(err, "`update_weights.weight_infos[%zu]`", i);
+    svc_config_weight(s, w->role, w->weight);
   }
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA: {
-    const Meseta__V1__UpdateQuotaRequest *u = r->update_quota;
-    for (size_t i = 0; i < u->n_configs; i++)
-      if (svc_config_quota_apply(s, u->configs[i], err) < 0)
-        return ms_error_prefix(err, "`update_quota.configs[%zu]`", i);
-    svc_state_emit_quota(s);
-    for (size_t i = 0; i < u->n_configs; i++)
-      svc_state_emit_role(s, u->configs[i]->role);
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_UPDATE_QUOTA;
-    SET_REV(update_quota, meseta__v1__update_quota_response__descriptor, settled_revision(s));
-    svc_want_cycle(s);
-    return 0;
-  }
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_RESERVE_RESOURCES:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UNRESERVE_RESOURCES:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_CREATE_VOLUMES:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DESTROY_VOLUMES:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_GROW_VOLUME:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_SHRINK_VOLUME:
-    return apply_resource_op(s, r, resp, err);
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DEACTIVATE_AGENT:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_REACTIVATE_AGENT:
-    return apply_agent_state(s, r, resp, err);
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_MARK_AGENT_GONE:
-    return apply_gone(s, r, resp, err);
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_MAINTENANCE_SCHEDULE:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_START_MAINTENANCE:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_STOP_MAINTENANCE:
-    return apply_maintenance(s, r, resp, err);
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_TEARDOWN: {
-    const Meseta__V1__FrameworkID *id = r->teardown->framework_id;
-    if (!id || !id->value || !*id->value)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "`teardown.framework_id` is missing");
-    svc_framework *fw = svc_table_get(&s->frameworks, id->value);
-    if (!fw)
-      return ms_error_set(err, MS_NOT_FOUND, "framework `%s` is not known", id->value);
-    svc_framework_remove(s, fw, "torn down by an operator");
-    resp->result_case = MESETA__V1__OPERATOR_CALL_RESPONSE__RESULT_TEARDOWN;
-    SET_REV(teardown, meseta__v1__teardown_framework_response__descriptor, settled_revision(s));
-    return 0;
-  }
-  default:
-    return ms_error_set(err, MS_UNIMPLEMENTED, "this operator call is not served by the allocator yet");
-  }
+  svc_state_emit_weights(s);
+  for (size_t i = 0; i < u->n_weight_infos; i++)
+    svc_state_emit_role(s, u->weight_infos[i]->role);
+  svc_want_cycle(s);
+  return 0;
+}
+
+static int apply_quota(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
+  (void)ans;
+  const Meseta__V1__UpdateQuotaRequest *u = r->update_quota;
+  for (size_t i = 0; i < u->n_configs; i++)
+    if (svc_config_quota_apply(s, u->configs[i], err) < 0)
+      return ms_error_prefix(err, "`update_quota.configs[%zu]`", i);
+  svc_state_emit_quota(s);
+  for (size_t i = 0; i < u->n_configs; i++)
+    svc_state_emit_role(s, u->configs[i]->role);
+  svc_want_cycle(s);
+  return 0;
+}
+
+static int apply_teardown(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
+  (void)ans;
+  const char *id = r->teardown->framework_id->value; /* present: ms_operator_check */
+  svc_framework *fw = svc_table_get(&s->frameworks, id);
+  if (!fw)
+    return ms_error_set(err, MS_NOT_FOUND, "`teardown.framework_id`: framework `%s` is not known", id);
+  svc_framework_remove(s, fw, "torn down by an operator");
+  return 0;
+}
+
+static int apply_get_version(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err) {
+  (void)s, (void)r, (void)err;
+  Meseta__V1__GetVersionResponse *v = (Meseta__V1__GetVersionResponse *)ans;
+  v->version_info = ms_pb_new(&meseta__v1__version_info__descriptor);
+  v->version_info->version = ms_xstrdup(ms_version());
+  return 0;
+}
+
+/* ---- checks against the state (the stateless ones are ms_operator_check's) ---- */
+
+static int check_quota(alloc_service *s, const op_req *r, ms_error **err) {
+  return svc_config_check_quota(s, r->update_quota, err);
+}
+
+static int check_maintenance(alloc_service *s, const op_req *r, ms_error **err) {
+  Meseta__V1__MaintenanceRecord *mr = maint_next(s, r, err);
+  if (!mr)
+    return MS_ERR;
+  protobuf_c_message_free_unpacked(&mr->base, NULL);
+  return 0;
+}
+
+static const ProtobufCMessage *member_of(const op_req *r, const ProtobufCFieldDescriptor **field);
+
+/* The agent calls (AgentID agent_id = 1), present: ms_operator_check. */
+static const Meseta__V1__AgentID *agent_id_of(const op_req *r) {
+  const ProtobufCFieldDescriptor *field;
+  const ProtobufCMessage *m = member_of(r, &field);
+  const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(m->descriptor, 1);
+  return *(const Meseta__V1__AgentID *const *)((const char *)m + f->offset);
+}
+
+static int check_agent(alloc_service *s, const op_req *r, ms_error **err) {
+  const ProtobufCFieldDescriptor *field;
+  (void)member_of(r, &field);
+  return agent_of(s, agent_id_of(r), field->name, err) ? 0 : MS_ERR;
+}
+
+static int check_gone(alloc_service *s, const op_req *r, ms_error **err) {
+  const char *id = r->mark_agent_gone->agent_id->value;
+  if (!svc_table_get(&s->agents, id) &&
+      svc_agent_rec_state(s, id) == MESETA__V1__AGENT_RECORD__STATE__STATE_UNKNOWN)
+    return ms_error_set(err, MS_NOT_FOUND, "`mark_agent_gone.agent_id`: agent `%s` is not known", id);
+  return 0;
+}
+
+/* ---- what is written to the registry first ---- */
+
+typedef struct op_record {
+  Meseta__V1__BatchRequest *batch; /* registry writes (owned), or */
+  const char *agent;               /* an agent record patch */
+  svc_agent_patch patch;
+  const Meseta__V1__DrainConfig *drain;
+} op_record;
+
+static void record_weights(alloc_service *s, const op_req *r, op_record *rec) {
+  rec->batch = svc_config_weights_batch(s, r->update_weights);
+}
+
+static void record_quota(alloc_service *s, const op_req *r, op_record *rec) {
+  rec->batch = svc_config_quota_batch(s, r->update_quota);
+}
+
+static void record_maintenance(alloc_service *s, const op_req *r, op_record *rec) {
+  Meseta__V1__MaintenanceRecord *mr = maint_next(s, r, NULL); /* checked already */
+  rec->batch = mr ? svc_config_maint_batch(mr) : NULL;
+}
+
+static void record_drain(alloc_service *s, const op_req *r, op_record *rec) {
+  (void)s;
+  *rec = (op_record){.agent = agent_id_of(r)->value, .patch = SVC_PATCH_DRAIN, .drain = r->drain_agent->config};
+}
+
+static void record_deactivate(alloc_service *s, const op_req *r, op_record *rec) {
+  (void)s;
+  *rec = (op_record){.agent = agent_id_of(r)->value, .patch = SVC_PATCH_DEACTIVATE};
+}
+
+static void record_reactivate(alloc_service *s, const op_req *r, op_record *rec) {
+  (void)s;
+  *rec = (op_record){.agent = agent_id_of(r)->value, .patch = SVC_PATCH_REACTIVATE};
+}
+
+static void record_gone(alloc_service *s, const op_req *r, op_record *rec) {
+  (void)s;
+  *rec = (op_record){.agent = r->mark_agent_gone->agent_id->value, .patch = SVC_PATCH_GONE};
+}
+
+/* ---- the table ---- */
+
+#define OP_SERIAL 1u /* one at a time, each checked after the one before is applied (quota) */
+
+typedef struct op_kind {
+  Meseta__V1__OperatorCallRequest__CallCase call;
+  /* Checks against the state; nothing changes. NULL: none beyond ms_operator_check. */
+  int (*check)(alloc_service *s, const op_req *r, ms_error **err);
+  /* What must be durable before the model changes. NULL: nothing. */
+  void (*record)(alloc_service *s, const op_req *r, op_record *rec);
+  /* Changes the model and fills the answer (a new message of the response's member
+   * type; a `revision` left 0 is set to the settled revision after it). */
+  int (*apply)(alloc_service *s, const op_req *r, ProtobufCMessage *ans, ms_error **err);
+  unsigned flags;
+} op_kind;
+
+#define CALL(x) MESETA__V1__OPERATOR_CALL_REQUEST__CALL_##x
+static const op_kind kinds[] = {
+    {CALL(UPDATE_WEIGHTS), NULL, record_weights, apply_weights, 0},
+    {CALL(UPDATE_QUOTA), check_quota, record_quota, apply_quota, OP_SERIAL},
+    {CALL(RESERVE_RESOURCES), NULL, NULL, apply_resource_op, 0},
+    {CALL(UNRESERVE_RESOURCES), NULL, NULL, apply_resource_op, 0},
+    {CALL(CREATE_VOLUMES), NULL, NULL, apply_resource_op, 0},
+    {CALL(DESTROY_VOLUMES), NULL, NULL, apply_resource_op, 0},
+    {CALL(GROW_VOLUME), NULL, NULL, apply_resource_op, 0},
+    {CALL(SHRINK_VOLUME), NULL, NULL, apply_resource_op, 0},
+    {CALL(UPDATE_MAINTENANCE_SCHEDULE), check_maintenance, record_maintenance, apply_maintenance, 0},
+    {CALL(START_MAINTENANCE), check_maintenance, record_maintenance, apply_maintenance, 0},
+    {CALL(STOP_MAINTENANCE), check_maintenance, record_maintenance, apply_maintenance, 0},
+    {CALL(DRAIN_AGENT), check_agent, record_drain, apply_agent_state, 0},
+    {CALL(DEACTIVATE_AGENT), check_agent, record_deactivate, apply_agent_state, 0},
+    {CALL(REACTIVATE_AGENT), check_agent, record_reactivate, apply_agent_state, 0},
+    {CALL(MARK_AGENT_GONE), check_gone, record_gone, apply_gone, 0},
+    {CALL(TEARDOWN), NULL, NULL, apply_teardown, 0},
+    {CALL(GET_VERSION), NULL, NULL, apply_get_version, 0},
+};
+#undef CALL
+
+static const op_kind *kind_of(const op_req *r) {
+  for (size_t i = 0; i < MS_ARRAY_SIZE(kinds); i++)
+    if (kinds[i].call == r->call_case)
+      return &kinds[i];
+  return NULL;
+}
+
+/* The request's member (the call oneof is set: checked on entry). */
+static const ProtobufCMessage *member_of(const op_req *r, const ProtobufCFieldDescriptor **field) {
+  *field = protobuf_c_message_descriptor_get_field(r->base.descriptor, (unsigned)r->call_case);
+  return *(const ProtobufCMessage *const *)((const char *)r + (*field)->offset);
 }
 
 /* ---- the call ---- */
@@ -709,16 +763,28 @@ typedef struct op_wait {
   op_req *req;       /* a copy */
 } op_wait;
 
+/* Applies the call and answers: the response's member has the request's number. */
 static void answer(alloc_service *s, ms_rpc_call *call, const op_req *r) {
-  op_resp *resp = ms_pb_new(&meseta__v1__operator_call_response__descriptor);
+  const op_kind *k = kind_of(r);
+  const ProtobufCFieldDescriptor *rf =
+      protobuf_c_message_descriptor_get_field(&meseta__v1__operator_call_response__descriptor, r->call_case);
+  ProtobufCMessage *ans = ms_pb_new(rf->descriptor);
   ms_error *err = NULL;
-  if (apply(s, r, resp, &err) < 0) {
+  if (k->apply(s, r, ans, &err) < 0) {
     ms_log_info(NULL, "operator call refused: %s", err->msg);
     ms_rpc_call_finish_error(call, err);
     ms_error_free(err);
-  } else if (ms_rpc_call_reply(call, &resp->base, &err) < 0) {
-    ms_error_free(err);
+    protobuf_c_message_free_unpacked(ans, NULL);
+    return;
   }
+  const ProtobufCFieldDescriptor *rev = protobuf_c_message_descriptor_get_field_by_name(rf->descriptor, "revision");
+  if (rev && rev->type == PROTOBUF_C_TYPE_INT64 && *(int64_t *)((char *)ans + rev->offset) == 0)
+    *(int64_t *)((char *)ans + rev->offset) = settled_revision(s);
+  op_resp *resp = ms_pb_new(&meseta__v1__operator_call_response__descriptor);
+  resp->result_case = (Meseta__V1__OperatorCallResponse__ResultCase)r->call_case;
+  *(ProtobufCMessage **)((char *)resp + rf->offset) = ans;
+  if (ms_rpc_call_reply(call, &resp->base, &err) < 0)
+    ms_error_free(err);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
@@ -726,7 +792,7 @@ static void quota_next(alloc_service *s);
 
 static void persisted(alloc_service *s, void *ctx, const ms_error *err, bool current) {
   op_wait *w = ctx;
-  bool quota = w->req->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA;
+  bool serial = kind_of(w->req)->flags & OP_SERIAL;
   if (!current)
     ms_rpc_call_finish(w->call, MS_UNAVAILABLE, "this allocator is no longer the leader");
   else if (err)
@@ -736,7 +802,7 @@ static void persisted(alloc_service *s, void *ctx, const ms_error *err, bool cur
   ms_rpc_call_unref(w->call);
   protobuf_c_message_free_unpacked(&w->req->base, NULL);
   free(w);
-  if (quota && current) /* (a lost lead has dropped the waiting ones already) */
+  if (serial && current) /* (a lost lead has dropped the waiting ones already) */
     quota_next(s);
 }
 
@@ -776,43 +842,10 @@ static op_wait *wait_new(ms_rpc_call *call, const op_req *r) {
   return w;
 }
 
-/* Checks what can be checked before anything is written. */
-static int check(alloc_service *s, const op_req *r, ms_error **err) {
-  switch (r->call_case) {
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_WEIGHTS:
-    return svc_config_check_weights(r->update_weights, err);
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA:
-    return svc_config_check_quota(s, r->update_quota, err);
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_MAINTENANCE_SCHEDULE:
-    if (svc_config_check_schedule(r->update_maintenance_schedule, err) < 0)
-      return MS_ERR;
-    /* fallthrough */
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_START_MAINTENANCE:
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_STOP_MAINTENANCE: {
-    Meseta__V1__MaintenanceRecord *mr = maint_next(s, r, err);
-    if (!mr)
-      return MS_ERR;
-    protobuf_c_message_free_unpacked(&mr->base, NULL);
-    return 0;
-  }
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT:
-    return agent_of(s, r->drain_agent->agent_id, "drain_agent", err) ? 0 : MS_ERR;
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DEACTIVATE_AGENT:
-    return agent_of(s, r->deactivate_agent->agent_id, "deactivate_agent", err) ? 0 : MS_ERR;
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_REACTIVATE_AGENT:
-    return agent_of(s, r->reactivate_agent->agent_id, "reactivate_agent", err) ? 0 : MS_ERR;
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_MARK_AGENT_GONE: {
-    const Meseta__V1__AgentID *id = r->mark_agent_gone->agent_id;
-    if (!id || !id->value || !*id->value)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "`mark_agent_gone.agent_id` is missing");
-    if (!svc_table_get(&s->agents, id->value) &&
-        svc_agent_rec_state(s, id->value) == MESETA__V1__AGENT_RECORD__STATE__STATE_UNKNOWN)
-      return ms_error_set(err, MS_NOT_FOUND, "agent `%s` is not known", id->value);
-    return 0;
-  }
-  default:
-    return 0;
-  }
+static void refuse(ms_rpc_call *call, ms_error *err) {
+  ms_log_info(NULL, "operator call refused: %s", err->msg);
+  ms_rpc_call_finish_error(call, err);
+  ms_error_free(err);
 }
 
 void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
@@ -834,8 +867,15 @@ void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
     ms_rpc_call_finish(call, MS_INVALID_ARGUMENT, "`call` is not set");
     return;
   }
-  bool quota = r->call_case == MESETA__V1__OPERATOR_CALL_REQUEST__CALL_UPDATE_QUOTA;
-  if (quota && s->quota_busy) { /* its turn comes when the one in flight is applied */
+  const ProtobufCFieldDescriptor *field;
+  const ProtobufCMessage *req = member_of(r, &field);
+  const op_kind *k = kind_of(r);
+  if (!k) {
+    ms_error_set(&err, MS_UNIMPLEMENTED, "`%s`: not served by the allocator yet", field->name);
+    refuse(call, err);
+    return;
+  }
+  if (k->flags & OP_SERIAL && s->quota_busy) { /* its turn comes when the one in flight is applied */
     if (s->nquota_waiting >= MAX_QUOTA_WAITING) {
       ms_rpc_call_finish(call, MS_RESOURCE_EXHAUSTED, "too many quota updates waiting: try again");
       return;
@@ -844,50 +884,20 @@ void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
     s->quota_waiting[s->nquota_waiting++] = wait_new(call, r);
     return;
   }
-  if (check(s, r, &err) < 0) {
-    ms_log_info(NULL, "operator call refused: %s", err->msg);
-    ms_rpc_call_finish_error(call, err);
-    ms_error_free(err);
+  if (ms_operator_check(req, &err) < 0 || (k->check && k->check(s, r, &err) < 0)) {
+    refuse(call, err);
     return;
   }
-  if (!svc_durable(s)) {
-    answer(s, call, r);
-    return;
-  }
-  const char *agent = NULL;
-  svc_agent_patch patch;
-  const Meseta__V1__DrainConfig *cfg = NULL;
-  switch (r->call_case) {
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DRAIN_AGENT:
-    agent = r->drain_agent->agent_id->value;
-    patch = SVC_PATCH_DRAIN;
-    cfg = r->drain_agent->config;
-    break;
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_DEACTIVATE_AGENT:
-    agent = r->deactivate_agent->agent_id->value;
-    patch = SVC_PATCH_DEACTIVATE;
-    break;
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_REACTIVATE_AGENT:
-    agent = r->reactivate_agent->agent_id->value;
-    patch = SVC_PATCH_REACTIVATE;
-    break;
-  case MESETA__V1__OPERATOR_CALL_REQUEST__CALL_MARK_AGENT_GONE:
-    agent = r->mark_agent_gone->agent_id->value;
-    patch = SVC_PATCH_GONE;
-    break;
-  default:
-    patch = SVC_PATCH_DRAIN;
-    break;
-  }
-  if (agent) {
-    svc_reg_agent_patch(s, agent, patch, cfg, persisted, wait_new(call, r));
-    return;
-  }
-  Meseta__V1__BatchRequest *b = svc_config_batch(s, r);
-  if (b && quota)
-    s->quota_busy = true;
-  if (b)
-    svc_reg_batch(s, b, persisted, wait_new(call, r));
-  else
+  op_record rec = {0};
+  if (svc_durable(s) && k->record)
+    k->record(s, r, &rec);
+  if (rec.agent) {
+    svc_reg_agent_patch(s, rec.agent, rec.patch, rec.drain, persisted, wait_new(call, r));
+  } else if (rec.batch) {
+    if (k->flags & OP_SERIAL)
+      s->quota_busy = true;
+    svc_reg_batch(s, rec.batch, persisted, wait_new(call, r));
+  } else {
     answer(s, call, r); /* nothing durable */
+  }
 }

@@ -1,4 +1,6 @@
 /* Unary calls relayed to the allocator: Operator mutations as Allocator.OperatorCall,
+ * (every Operator method whose request is a member of OperatorCallRequest's oneof:
+ * nothing to add here for a new one),
  * Scheduler calls as Allocator.SchedulerCall. The request goes inside the internal
  * oneof as it came (after the checks below); the answer's payload, or its status and
  * message unchanged, go back. The blocking call runs on the forwarding pool. */
@@ -6,7 +8,9 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/operator-check.h"
 #include "meseta/pb.h"
+#include "meseta/version.h"
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
 
@@ -184,49 +188,33 @@ static int need_id(const char *field, const void *idmsg, ms_error **err) {
   return 0;
 }
 
-static int check_operator(const ProtobufCMessage *req, ms_error **err) {
-  const ProtobufCMessageDescriptor *d = req->descriptor;
-  if (d == &meseta__v1__update_weights_request__descriptor) {
-    const Meseta__V1__UpdateWeightsRequest *r = (const void *)req;
-    if (!r->n_weight_infos)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "weight_infos: at least one is required");
-    for (size_t i = 0; i < r->n_weight_infos; i++) {
-      if (!r->weight_infos[i]->role || !*r->weight_infos[i]->role)
-        return ms_error_set(err, MS_INVALID_ARGUMENT, "weight_infos[%zu].role: required", i);
-      if (!(r->weight_infos[i]->weight > 0))
-        return ms_error_set(err, MS_INVALID_ARGUMENT, "weight_infos[%zu].weight: %g is not above 0", i,
-                            r->weight_infos[i]->weight);
-    }
-  } else if (d == &meseta__v1__update_quota_request__descriptor) {
-    const Meseta__V1__UpdateQuotaRequest *r = (const void *)req;
-    if (!r->n_configs)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "configs: at least one is required");
-    for (size_t i = 0; i < r->n_configs; i++)
-      if (!r->configs[i]->role || !*r->configs[i]->role)
-        return ms_error_set(err, MS_INVALID_ARGUMENT, "configs[%zu].role: required", i);
-  } else if (d == &meseta__v1__teardown_framework_request__descriptor) {
-    return need_id("framework_id", ((const Meseta__V1__TeardownFrameworkRequest *)req)->framework_id, err);
-  } else if (d == &meseta__v1__update_maintenance_schedule_request__descriptor ||
-             d == &meseta__v1__start_maintenance_request__descriptor ||
-             d == &meseta__v1__stop_maintenance_request__descriptor) {
-    return 0;
-  } else {
-    /* The agent calls: AgentID agent_id = 1. */
-    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, 1);
-    if (f && f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == &meseta__v1__agent_id__descriptor)
-      return need_id("agent_id", MEMBER(req, f->offset, const void *), err);
-  }
-  return 0;
-}
-
 static int operator_write(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  if (mapi_check_request(req, err) < 0 || check_operator(req, err) < 0)
+  if (mapi_check_request(req, err) < 0 || ms_operator_check(req, err) < 0)
     return MS_ERR;
   return forward(call, req, &meseta__v1__operator_call_request__descriptor,
                  &meseta__v1__operator_call_response__descriptor, "/meseta.v1.Allocator/OperatorCall", err);
 }
 
-/* Per-process calls: `component` (field 1) ALLOCATOR goes to the allocator. */
+/* ---- per-process calls ---- */
+
+static int get_version(ms_rpc_call *call, ms_error **err) {
+  Meseta__V1__VersionInfo v = MESETA__V1__VERSION_INFO__INIT;
+  v.version = (char *)ms_version();
+  Meseta__V1__GetVersionResponse resp = MESETA__V1__GET_VERSION_RESPONSE__INIT;
+  resp.version_info = &v;
+  return ms_rpc_call_reply(call, &resp.base, err);
+}
+
+/* What this replica answers about itself, by request type. */
+static const struct {
+  const ProtobufCMessageDescriptor *req;
+  int (*serve)(ms_rpc_call *call, ms_error **err);
+} own[] = {
+    {&meseta__v1__get_version_request__descriptor, get_version},
+};
+
+/* `component` (field 1) ALLOCATOR goes to the allocator; MASTER_API (or unset) is
+ * this replica's own answer. */
 static int per_process(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   if (mapi_check_request(req, err) < 0)
     return MS_ERR;
@@ -234,34 +222,33 @@ static int per_process(ms_rpc_call *call, const ProtobufCMessage *req, ms_error 
   int component = f ? MEMBER(req, f->offset, int) : 0;
   if (component == MESETA__V1__COMPONENT__COMPONENT_ALLOCATOR)
     return operator_write(call, req, err);
+  for (size_t i = 0; i < MS_ARRAY_SIZE(own); i++)
+    if (own[i].req == req->descriptor)
+      return own[i].serve(call, err);
   return ms_error_set(err, MS_UNIMPLEMENTED, "%s for COMPONENT_MASTER_API: not implemented yet",
                       ms_rpc_call_method(call));
 }
 
-const ms_rpc_method mapi_operator_writes[] = {
-    {.name = "UpdateWeights", .on_start = operator_write},
-    {.name = "UpdateQuota", .on_start = operator_write},
-    {.name = "ReserveResources", .on_start = operator_write},
-    {.name = "UnreserveResources", .on_start = operator_write},
-    {.name = "CreateVolumes", .on_start = operator_write},
-    {.name = "DestroyVolumes", .on_start = operator_write},
-    {.name = "GrowVolume", .on_start = operator_write},
-    {.name = "ShrinkVolume", .on_start = operator_write},
-    {.name = "UpdateMaintenanceSchedule", .on_start = operator_write},
-    {.name = "StartMaintenance", .on_start = operator_write},
-    {.name = "StopMaintenance", .on_start = operator_write},
-    {.name = "DrainAgent", .on_start = operator_write},
-    {.name = "DeactivateAgent", .on_start = operator_write},
-    {.name = "ReactivateAgent", .on_start = operator_write},
-    {.name = "MarkAgentGone", .on_start = operator_write},
-    {.name = "Teardown", .on_start = operator_write},
-    {.name = "GetVersion", .on_start = per_process},
-    {.name = "GetFlags", .on_start = per_process},
-    {.name = "GetMetrics", .on_start = per_process},
-    {.name = "GetLoggingLevel", .on_start = per_process},
-    {.name = "SetLoggingLevel", .on_start = per_process},
-};
-const size_t mapi_n_operator_writes = MS_ARRAY_SIZE(mapi_operator_writes);
+/* Per-process requests start with `Component component = 1`. */
+static bool is_per_process(const ProtobufCMessageDescriptor *d) {
+  const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field(d, 1);
+  return f && f->type == PROTOBUF_C_TYPE_ENUM && f->descriptor == &meseta__v1__component__descriptor;
+}
+
+size_t mapi_operator_writes(ms_rpc_method *out) {
+  size_t n = 0;
+  const ProtobufCServiceDescriptor *op = &meseta__v1__operator__descriptor;
+  for (unsigned i = 0; i < op->n_methods; i++) {
+    const ProtobufCMethodDescriptor *md = &op->methods[i];
+    if (!ms_operator_call_member(md->input))
+      continue;
+    if (out)
+      out[n] = (ms_rpc_method){.name = md->name,
+                               .on_start = is_per_process(md->input) ? per_process : operator_write};
+    n++;
+  }
+  return n;
+}
 
 /* Every Scheduler request starts with FrameworkID framework_id = 1, string stream_id = 2. */
 static int scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {

@@ -85,8 +85,9 @@ void *mapi_park_main(void *arg);
 /* Wakes the parked reads (the view advanced). */
 void mapi_reads_kick(mapi_service *s);
 /* mapi-forward.c: unary calls relayed to the allocator. */
-extern const ms_rpc_method mapi_operator_writes[];
-extern const size_t mapi_n_operator_writes;
+/* The Operator methods relayed (those whose request is a member of
+ * Allocator.OperatorCallRequest's oneof) written to out (NULL: only counted). */
+size_t mapi_operator_writes(ms_rpc_method *out);
 extern const ms_rpc_method mapi_scheduler_calls[];
 extern const size_t mapi_n_scheduler_calls;
 /* The Principal of a call, authenticated (mapi-auth.h), with via = this replica;

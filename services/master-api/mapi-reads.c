@@ -32,8 +32,7 @@ typedef struct read_kind read_kind;
 typedef int (*serve_fn)(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const mapi_state *st,
                         bool *unlocked, ms_error **err);
 
-struct read_kind {
-  const char *name;
+struct read_kind { /* a row's ms_rpc_method.arg */
   serve_fn serve;
 };
 
@@ -454,28 +453,13 @@ static int try_serve(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage 
   return rc < 0 ? MS_ERR : 1;
 }
 
-static const read_kind kinds[] = {
-    {"GetState", get_state},           {"GetAgents", get_agents},
-    {"GetFrameworks", get_frameworks}, {"GetExecutors", get_executors},
-    {"GetTasks", get_tasks},           {"GetOperations", get_operations},
-    {"GetRoles", get_roles},           {"GetWeights", get_weights},
-    {"GetQuota", get_quota},           {"GetMaintenanceSchedule", get_schedule},
-    {"GetMaster", get_master},         {"GetMaintenanceStatus", get_maintenance_status},
-};
-
 static int read_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   mapi_service *s = ms_rpc_call_userdata(call);
   if (mapi_check_request(req, err) < 0) /* enum values the proto does not define */
     return MS_ERR;
   if (mapi_read_auth(s, call, err) < 0) /* a bad token, or anonymous with --require-auth */
     return MS_ERR;
-  const char *m = strrchr(ms_rpc_call_method(call), '/') + 1;
-  const read_kind *k = NULL;
-  for (size_t i = 0; i < MS_ARRAY_SIZE(kinds) && !k; i++)
-    if (strcmp(kinds[i].name, m) == 0)
-      k = &kinds[i];
-  if (!k)
-    return ms_error_set(err, MS_UNIMPLEMENTED, "%s: not implemented yet", m);
+  const read_kind *k = ms_rpc_call_method_arg(call);
   int64_t need = 0;
   int r = try_serve(s, call, req, k, &need, err);
   if (r != 0)
@@ -513,25 +497,27 @@ static int get_health(ms_rpc_call *call, const ProtobufCMessage *req, ms_error *
   return ms_rpc_call_reply(call, &resp.base, err);
 }
 
+#define READ(method, fn) {.name = method, .on_start = read_start, .arg = &(const read_kind){fn}}
 const ms_rpc_method mapi_operator_reads[] = {
     {.name = "GetHealth", .on_start = get_health},
-    {.name = "GetState", .on_start = read_start},
-    {.name = "GetAgents", .on_start = read_start},
-    {.name = "GetFrameworks", .on_start = read_start},
-    {.name = "GetExecutors", .on_start = read_start},
-    {.name = "GetTasks", .on_start = read_start},
-    {.name = "GetOperations", .on_start = read_start},
-    {.name = "GetRoles", .on_start = read_start},
-    {.name = "GetWeights", .on_start = read_start},
-    {.name = "GetQuota", .on_start = read_start},
-    {.name = "GetMaintenanceSchedule", .on_start = read_start},
-    {.name = "GetMaster", .on_start = read_start},
+    READ("GetState", get_state),
+    READ("GetAgents", get_agents),
+    READ("GetFrameworks", get_frameworks),
+    READ("GetExecutors", get_executors),
+    READ("GetTasks", get_tasks),
+    READ("GetOperations", get_operations),
+    READ("GetRoles", get_roles),
+    READ("GetWeights", get_weights),
+    READ("GetQuota", get_quota),
+    READ("GetMaintenanceSchedule", get_schedule),
+    READ("GetMaster", get_master),
+    READ("GetMaintenanceStatus", get_maintenance_status),
     {.name = "Subscribe",
      .on_start = mapi_events_subscribe,
      .on_drain = mapi_events_drain,
      .on_done = mapi_events_done},
-    {.name = "GetMaintenanceStatus", .on_start = read_start},
 };
+#undef READ
 const size_t mapi_n_operator_reads = MS_ARRAY_SIZE(mapi_operator_reads);
 
 void mapi_reads_kick(mapi_service *s) {

@@ -104,10 +104,10 @@ mapi_service *mapi_service_new(const mapi_config *cfg, ms_error **err) {
 
 int mapi_service_add(mapi_service *s, ms_rpc_server *srv, ms_error **err) {
   s->srv = srv;
-  size_t n = mapi_n_operator_reads + mapi_n_operator_writes;
+  size_t n = mapi_n_operator_reads + mapi_operator_writes(NULL);
   _cleanup_free_ ms_rpc_method *ops = ms_xmalloc(n * sizeof(*ops));
   memcpy(ops, mapi_operator_reads, mapi_n_operator_reads * sizeof(*ops));
-  memcpy(ops + mapi_n_operator_reads, mapi_operator_writes, mapi_n_operator_writes * sizeof(*ops));
+  mapi_operator_writes(ops + mapi_n_operator_reads);
   size_t n_sched = mapi_n_scheduler_calls + 1;
   _cleanup_free_ ms_rpc_method *sched = ms_xmalloc(n_sched * sizeof(*sched));
   memcpy(sched, mapi_scheduler_calls, mapi_n_scheduler_calls * sizeof(*sched));

@@ -1,7 +1,8 @@
 /* meseta-master-api over a real etcd, meseta-registry and meseta-allocator, with
  * simulated agents: its view (GetAgents, GetState, pagination, min_revision), a
  * framework subscribing through the public Scheduler API and declining its offers,
- * an operator mutation relayed to the allocator, errors kept intact, and health
+ * an operator mutation relayed to the allocator, GetVersion of both components,
+ * errors kept intact, and health
  * following the allocator. Waits are bounded hang guards, never timing assertions. */
 #include <signal.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/rpc.h"
+#include "meseta/version.h"
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
 
@@ -250,6 +252,32 @@ static void test_master_api(void) {
                        &meseta__v1__update_weights_response__descriptor, 10000, NULL, &msg),
                   MS_INVALID_ARGUMENT);
   CU_ASSERT(msg && strstr(msg, "weight_infos[0].weight"));
+  free(TAKE_PTR(msg));
+
+  /* GetVersion: each component answers its own (the allocator's through its
+   * operator-call table); a per-process call the allocator does not serve is refused
+   * naming it. */
+  static const Meseta__V1__Component comps[] = {MESETA__V1__COMPONENT__COMPONENT_UNSPECIFIED,
+                                                MESETA__V1__COMPONENT__COMPONENT_MASTER_API,
+                                                MESETA__V1__COMPONENT__COMPONENT_ALLOCATOR};
+  for (size_t i = 0; i < MS_ARRAY_SIZE(comps); i++) {
+    Meseta__V1__GetVersionRequest gv = MESETA__V1__GET_VERSION_REQUEST__INIT;
+    gv.component = comps[i];
+    m = NULL;
+    CU_ASSERT_EQUAL_FATAL(call(mapi, "/meseta.v1.Operator/GetVersion", &gv.base,
+                               &meseta__v1__get_version_response__descriptor, 10000, &m, NULL),
+                          MS_OK);
+    Meseta__V1__GetVersionResponse *vr = (Meseta__V1__GetVersionResponse *)m;
+    CU_ASSERT_FATAL(vr->version_info != NULL);
+    CU_ASSERT_STRING_EQUAL(vr->version_info->version, ms_version());
+    protobuf_c_message_free_unpacked(m, NULL);
+  }
+  Meseta__V1__GetFlagsRequest gf = MESETA__V1__GET_FLAGS_REQUEST__INIT;
+  gf.component = MESETA__V1__COMPONENT__COMPONENT_ALLOCATOR;
+  CU_ASSERT_EQUAL(call(mapi, "/meseta.v1.Operator/GetFlags", &gf.base, &meseta__v1__get_flags_response__descriptor,
+                       10000, NULL, &msg),
+                  MS_UNIMPLEMENTED);
+  CU_ASSERT(msg && strstr(msg, "get_flags"));
   free(TAKE_PTR(msg));
 
   /* The scheduler leaving ends its stream on the allocator: the framework goes. */

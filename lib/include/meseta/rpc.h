@@ -73,6 +73,9 @@ typedef struct ms_rpc_method {
   /* The call is over: finished, cancelled by the client, past its deadline or cut
    * by shutdown. Drop every pointer to it here. Optional. */
   void (*on_done)(ms_rpc_call *call, bool cancelled);
+  /* The row's own argument (ms_rpc_call_method_arg): one handler serving several
+   * methods finds what differs without matching the method's name. */
+  const void *arg;
 } ms_rpc_method;
 
 typedef struct ms_rpc_server_options {
@@ -156,6 +159,8 @@ void ms_rpc_call_set_data(ms_rpc_call *call, void *data);
 
 /* "/pkg.Service/Method". Owned by the call. */
 const char *ms_rpc_call_method(const ms_rpc_call *call);
+/* The `arg` of the method's row (NULL for the catch-all of unknown methods). */
+const void *ms_rpc_call_method_arg(const ms_rpc_call *call);
 /* Milliseconds left before the client's deadline; INT64_MAX without one. */
 int64_t ms_rpc_call_deadline_ms(const ms_rpc_call *call);
 /* Whether the call is over (client cancelled, deadline passed, or finished). */
