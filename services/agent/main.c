@@ -81,8 +81,7 @@ static const ms_flag flags[] = {
     {"reconnect-backoff-max", MS_FLAG_DURATION, &backoff_max_ns, "2s", "Longest wait before reconnecting"},
     {"shutdown-grace", MS_FLAG_DURATION, &shutdown_ns, "35s",
      "When containers are ended at exit: how long they get before the agent exits anyway"},
-    {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
-    {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
+    MS_LOG_FLAGS(&log_level, &log_format),
     {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the agent id here once registered", "FILE"},
     {"reconfiguration-policy", MS_FLAG_STRING, &reconfiguration_policy, "equal",
      "What a restart may change and keep the agent id: `equal` (nothing) or `additive` (add resources "
@@ -171,11 +170,8 @@ static void on_signal(ms_loop *loop, int signo, void *arg) {
 }
 
 static int run(ms_error **err) {
-  ms_log_level level;
-  ms_log_format format;
-  if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
+  if (ms_service_log_init("meseta-agent", log_level, log_format, err) < 0)
     return MS_ERR;
-  ms_log_init("meseta-agent", level, format, 2);
   if (work_dir[0] != '/')
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--work-dir`: `%s` is not an absolute path",
                         work_dir);

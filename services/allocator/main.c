@@ -13,23 +13,23 @@
 #include "meseta/flags.h"
 #include "meseta/log.h"
 #include "meseta/loop.h"
+#include "meseta/service.h"
 #include "meseta/time.h"
 
 #include "alloc-leader.h"
 #include "alloc-service.h"
 
-static ms_strv listen_addrs, etcd_endpoints;
+static ms_server_flags sf;
+static ms_strv etcd_endpoints;
 static char *advertise, *role_sorter, *framework_sorter, *excluded, *min_alloc, *region, *election;
-static char *etcd_ca, *etcd_cert, *etcd_key, *tls_cert, *tls_key, *tls_ca, *log_level, *log_format,
-    *ready_file, *registry;
-static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, grace_ns, max_message, etcd_timeout_ns, lease_ns,
+static char *etcd_ca, *etcd_cert, *etcd_key, *registry;
+static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, etcd_timeout_ns, lease_ns,
     registry_timeout_ns, recovery_timeout_ns, agent_reconnect_ns, max_done_per_fw, max_done, max_done_fws,
     stream_queue, max_offers, max_silent;
 static double recovery_fraction;
 
 static const ms_flag flags[] = {
-    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5053",
-     "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
+    MS_SERVER_FLAGS(sf, "0.0.0.0:5053", "4MiB", "5s"),
     {"advertise-address", MS_FLAG_STRING, &advertise, NULL,
      "The address agents and master-api reach this allocator at, HOST:PORT (default: the first bound "
      "address, with this machine's hostname for an unspecified host such as 0.0.0.0 or [::]; an "
@@ -86,19 +86,10 @@ static const ms_flag flags[] = {
      "Torn-down frameworks kept for the operator API (oldest forgotten first); a subscription with a kept "
      "one's id is refused",
      "N"},
-    {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
-    {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
-    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
-     "FILE"},
-    {"max-message-bytes", MS_FLAG_BYTES, &max_message, "4MiB", "Largest gRPC message accepted"},
     {"stream-queue", MS_FLAG_INT, &stream_queue, "65536",
      "Messages a stream (framework, agent, state watcher) may have waiting to be sent before it is "
      "ended as too slow: bursts (e.g. many tasks ending at once) must fit",
      "N"},
-    {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "5s", "How long calls may finish after SIGTERM"},
-    {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
-    {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
-    {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the bound addresses here once serving", "FILE"},
 };
 
 static const ms_flag_spec spec = {"meseta-allocator",
@@ -171,24 +162,11 @@ static void on_lead(void *arg, bool leading) {
   ms_loop_post(a->loop, lead_changed, n);
 }
 
-static int write_ready(const char *path, ms_rpc_server *srv, ms_error **err) {
-  _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
-  FILE *f = fopen(tmp, "we");
-  if (!f)
-    return ms_error_set_errno(err, errno, "ready file `%s`", tmp);
-  for (size_t i = 0; ms_rpc_server_address(srv, i); i++)
-    fprintf(f, "%s\n", ms_rpc_server_address(srv, i));
-  if (fclose(f) != 0 || rename(tmp, path) != 0)
-    return ms_error_set_errno(err, errno, "ready file `%s`", path);
-  return 0;
-}
-
 static int run(ms_error **err) {
-  ms_log_level level;
-  ms_log_format format;
-  if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
+  ms_rpc_tls tls;
+  ms_rpc_server_options so;
+  if (ms_server_setup("meseta-allocator", &sf, &tls, &so, err) < 0)
     return MS_ERR;
-  ms_log_init("meseta-allocator", level, format, 2);
   char host[256] = "";
   gethostname(host, sizeof(host) - 1);
   app a = {.elected = etcd_endpoints.n > 0};
@@ -223,12 +201,7 @@ static int run(ms_error **err) {
   alloc_leader *leader = NULL;
   _cleanup_free_ char *advertised = NULL;
   int rc = MS_ERR;
-  ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
-  ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
-                              .n_listen = listen_addrs.n,
-                              .tls = tls_cert ? &tls : NULL,
-                              .max_message_bytes = max_message,
-                              .max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0};
+  so.max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0;
   if (!(a.loop = ms_loop_new(err)) || !(srv = ms_rpc_server_new(&so, err)))
     goto out;
   if (ms_advertise_address("--advertise-address", advertise, ms_rpc_server_address(srv, 0), host, &advertised,
@@ -268,7 +241,7 @@ static int run(ms_error **err) {
     ms_log_info(NULL, "no `--etcd-endpoints`: leading alone");
     alloc_service_set_leading(a.svc, true);
   }
-  if (ready_file && write_ready(ready_file, srv, err) < 0)
+  if (ms_server_ready(&sf, srv, err) < 0)
     goto out;
   ms_log_info(NULL, "serving on %s", ms_rpc_server_address(srv, 0));
   if (ms_loop_add_signal(a.loop, SIGTERM, on_signal, NULL, err) < 0 ||
@@ -286,7 +259,7 @@ out:
   if (a.svc)
     alloc_service_close(a.svc);
   if (srv)
-    ms_rpc_server_shutdown(srv, grace_ns / 1000000);
+    ms_rpc_server_shutdown(srv, sf.grace_ns / 1000000);
   if (a.svc)
     alloc_service_drain(a.svc);
   ms_rpc_server_free(srv);
@@ -298,24 +271,5 @@ out:
 }
 
 int main(int argc, char **argv) {
-  ms_error *err = NULL;
-  /* signalfd needs the signals blocked in every thread: before any thread starts. */
-  static const int sigs[] = {SIGTERM, SIGINT};
-  if (ms_signals_block(sigs, MS_ARRAY_SIZE(sigs), &err) < 0) {
-    fprintf(stderr, "meseta-allocator: %s\n", err->msg);
-    return 1;
-  }
-  int r = ms_flags_parse(&spec, argc, argv, NULL, &err);
-  if (r == 1) {
-    ms_flags_free(&spec);
-    return 0;
-  }
-  if (r < 0 || run(&err) < 0) {
-    fprintf(stderr, "meseta-allocator: %s\n", err->msg);
-    ms_error_free(err);
-    ms_flags_free(&spec);
-    return r < 0 ? 2 : 1;
-  }
-  ms_flags_free(&spec);
-  return 0;
+  return ms_service_main(argc, argv, &spec, run);
 }

@@ -15,10 +15,9 @@
 #include "mapi-auth.h"
 #include "mapi-service.h"
 
-static ms_strv listen_addrs;
-static char *allocator, *registry, *name, *tls_cert, *tls_key, *tls_ca, *alloc_ca, *alloc_cert, *alloc_key,
-    *log_level, *log_format, *ready_file;
-static int64_t forwarders, call_timeout_ns, revision_wait_ns, backoff_ns, chunk_bytes, max_message, grace_ns;
+static ms_server_flags sf;
+static char *allocator, *registry, *name, *alloc_ca, *alloc_cert, *alloc_key;
+static int64_t forwarders, call_timeout_ns, revision_wait_ns, backoff_ns, chunk_bytes;
 
 static int64_t subscriber_queue; /* Operator.Subscribe */
 static int64_t stream_queue;     /* any stream's send queue, in messages */
@@ -28,8 +27,7 @@ static char *tokens_file; /* Identity (mapi-auth.h) */
 static bool require_auth;
 
 static const ms_flag flags[] = {
-    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5050",
-     "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
+    MS_SERVER_FLAGS(sf, "0.0.0.0:5050", "16MiB", "5s"),
     {"allocator", MS_FLAG_STRING, &allocator, NULL,
      "A fixed allocator address (e.g. a Service routing to the leader); or --registry", "ADDR"},
     {"registry", MS_FLAG_STRING, &registry, NULL,
@@ -51,16 +49,10 @@ static const ms_flag flags[] = {
      "CA to verify the allocator's certificate (enables TLS)", "FILE"},
     {"allocator-cert", MS_FLAG_STRING, &alloc_cert, NULL, "Client certificate for the allocator", "FILE"},
     {"allocator-key", MS_FLAG_STRING, &alloc_key, NULL, "Client key for the allocator", "FILE"},
-    {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
-    {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
-    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
-     "FILE"},
     {"tokens-file", MS_FLAG_STRING, &tokens_file, NULL,
      "Bearer tokens, JSON {\"tokens\":[{\"token\",\"principal\",\"claims\"}]}; re-read on SIGHUP", "FILE"},
     {"require-auth", MS_FLAG_BOOL, &require_auth, "false",
      "Refuse anonymous callers (UNAUTHENTICATED): a bearer token or a client certificate is required"},
-    {"max-message-bytes", MS_FLAG_BYTES, &max_message, "16MiB",
-     "Largest gRPC message accepted and sent (GetState answers can be large)"},
     {"stream-queue", MS_FLAG_INT, &stream_queue, "65536",
      "Messages a stream (a scheduler's events) may have waiting to be sent before it is ended as too "
      "slow",
@@ -69,10 +61,6 @@ static const ms_flag flags[] = {
      "Scheduler.Subscribe streams one principal may hold on this replica (anonymous callers: per "
      "peer host); past it RESOURCE_EXHAUSTED; 0: no limit",
      "N"},
-    {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "5s", "How long calls may finish after SIGTERM"},
-    {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
-    {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
-    {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the bound addresses here once serving", "FILE"},
 };
 
 static const ms_flag_spec spec = {"meseta-master-api",
@@ -99,11 +87,10 @@ static void on_hup(ms_loop *loop, int signo, void *arg) {
 }
 
 static int run(ms_error **err) {
-  ms_log_level level;
-  ms_log_format format;
-  if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
+  ms_rpc_tls tls;
+  ms_rpc_server_options so;
+  if (ms_server_setup("meseta-master-api", &sf, &tls, &so, err) < 0)
     return MS_ERR;
-  ms_log_init("meseta-master-api", level, format, 2);
   if (!allocator == !registry)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flags `--allocator` and `--registry`: give exactly one");
   if (forwarders < 1 || forwarders > 256)
@@ -125,21 +112,16 @@ static int run(ms_error **err) {
                      .max_revision_wait_ms = revision_wait_ns / 1000000,
                      .max_backoff_ms = backoff_ns / 1000000,
                      .max_chunk_bytes = (uint32_t)chunk_bytes,
-                     .max_message_bytes = max_message,
+                     .max_message_bytes = sf.max_message,
                      .subscriber_queue_bytes = (size_t)subscriber_queue,
                      .max_subscriptions_per_principal = (size_t)max_subs,
                      .allocator_tls = alloc_ca ? &atls : NULL};
-  ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
-  ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
-                              .n_listen = listen_addrs.n,
-                              .tls = tls_cert ? &tls : NULL,
-                              .max_message_bytes = max_message,
-                              .max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0};
+  so.max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0;
   mapi_auth *auth = mapi_auth_new(tokens_file, require_auth, err);
   if (!auth)
     return MS_ERR;
   cfg.auth = auth;
-  if (!tls_ca && !tokens_file && require_auth)
+  if (!sf.tls_ca && !tokens_file && require_auth)
     ms_log_warn(NULL, "--require-auth without --tokens-file or --tls-ca: every call will be refused");
   mapi_service *svc = NULL;
   ms_rpc_server *srv = NULL;
@@ -149,7 +131,7 @@ static int run(ms_error **err) {
       !(srv = ms_rpc_server_new(&so, err)) || mapi_service_add(svc, srv, err) < 0 ||
       ms_rpc_server_start(srv, err) < 0 || mapi_service_start(svc, err) < 0)
     goto out;
-  if (ready_file && ms_service_write_ready(ready_file, srv, err) < 0)
+  if (ms_server_ready(&sf, srv, err) < 0)
     goto out;
   ms_log_info(NULL, "serving on %s, allocator %s %s", ms_rpc_server_address(srv, 0),
               allocator ? "at" : "leader from the registry at", allocator ? allocator : registry);
@@ -158,13 +140,13 @@ static int run(ms_error **err) {
       ms_loop_add_signal(loop, SIGHUP, on_hup, auth, err) < 0)
     goto out;
   ms_log_info(NULL, "identity: %zu bearer tokens, %s, anonymous callers %s", mapi_auth_count(auth),
-              tls_ca ? "client certificates" : "no client certificates",
+              sf.tls_ca ? "client certificates" : "no client certificates",
               require_auth ? "refused" : "allowed");
   rc = ms_loop_run(loop, err);
 out:
   mapi_service_close(svc); /* streams to the allocator cancelled, their callers answered */
   if (srv)
-    ms_rpc_server_shutdown(srv, grace_ns / 1000000);
+    ms_rpc_server_shutdown(srv, sf.grace_ns / 1000000);
   ms_rpc_server_free(srv);
   mapi_service_free(svc);
   mapi_auth_free(auth);

@@ -14,15 +14,15 @@
 
 #include "registry-service.h"
 
-static ms_strv listen_addrs, etcd_endpoints;
+static ms_server_flags sf;
+static ms_strv etcd_endpoints;
 static char *etcd_ca, *etcd_cert, *etcd_key, *etcd_user, *etcd_password;
-static char *tls_cert, *tls_key, *tls_ca, *prefix, *election, *log_level, *log_format, *ready_file;
-static int64_t etcd_timeout_ns, max_message, workers, committers, max_gone, gone_ttl_ns, max_unreachable,
-    unreachable_ttl_ns, max_completed, retention_ns, health_ns, grace_ns;
+static char *prefix, *election;
+static int64_t etcd_timeout_ns, workers, committers, max_gone, gone_ttl_ns, max_unreachable,
+    unreachable_ttl_ns, max_completed, retention_ns, health_ns;
 
 static const ms_flag flags[] = {
-    {"listen", MS_FLAG_LIST, &listen_addrs, "0.0.0.0:5052",
-     "Addresses to serve gRPC on (host:port or unix:PATH)", "ADDR"},
+    MS_SERVER_FLAGS(sf, "0.0.0.0:5052", "4MiB", "10s"),
     {"etcd-endpoints", MS_FLAG_LIST, &etcd_endpoints, "http://127.0.0.1:2379", "etcd client URLs", "URL"},
     {"etcd-timeout", MS_FLAG_DURATION, &etcd_timeout_ns, "5s", "Timeout of one etcd request"},
     {"etcd-ca", MS_FLAG_STRING, &etcd_ca, NULL, "CA bundle to verify etcd's certificate", "FILE"},
@@ -33,11 +33,6 @@ static const ms_flag flags[] = {
     {"key-prefix", MS_FLAG_STRING, &prefix, "/meseta", "Where the records live in etcd", "PREFIX"},
     {"election", MS_FLAG_STRING, &election, "meseta-allocator", "The allocator's election, for WatchLeader",
      "NAME"},
-    {"tls-cert", MS_FLAG_STRING, &tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE"},
-    {"tls-key", MS_FLAG_STRING, &tls_key, NULL, "Server key (PEM)", "FILE"},
-    {"tls-ca", MS_FLAG_STRING, &tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)",
-     "FILE"},
-    {"max-message-bytes", MS_FLAG_BYTES, &max_message, "4MiB", "Largest gRPC message accepted"},
     {"workers", MS_FLAG_INT, &workers, "4", "Threads serving listings and watch streams", "N"},
     {"committers", MS_FLAG_INT, &committers, "2",
      "Threads committing to etcd; fewer make bigger groups of writes per transaction", "N"},
@@ -52,10 +47,6 @@ static const ms_flag flags[] = {
     {"retention-interval", MS_FLAG_DURATION, &retention_ns, "1m", "How often retention limits are applied"},
     {"health-interval", MS_FLAG_DURATION, &health_ns, "1s",
      "How often etcd is checked for the health service"},
-    {"shutdown-grace", MS_FLAG_DURATION, &grace_ns, "10s", "How long calls may finish after SIGTERM"},
-    {"log-level", MS_FLAG_STRING, &log_level, "info", "trace, debug, info, warn or error", "LEVEL"},
-    {"log-format", MS_FLAG_STRING, &log_format, "text", "text or json", "FORMAT"},
-    {"ready-file", MS_FLAG_STRING, &ready_file, NULL, "Write the bound addresses here once serving", "FILE"},
 };
 
 static const ms_flag_spec spec = {"meseta-registry",
@@ -106,11 +97,10 @@ static void retention_tick(ms_loop *loop, uint64_t id, void *arg) {
 }
 
 static int run(ms_error **err) {
-  ms_log_level level;
-  ms_log_format format;
-  if (ms_log_level_parse(log_level, &level, err) < 0 || ms_log_format_parse(log_format, &format, err) < 0)
+  ms_rpc_tls tls;
+  ms_rpc_server_options so;
+  if (ms_server_setup("meseta-registry", &sf, &tls, &so, err) < 0)
     return MS_ERR;
-  ms_log_init("meseta-registry", level, format, 2);
   if (workers < 1 || workers > 256)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--workers`: %lld is not between 1 and 256",
                         (long long)workers);
@@ -138,13 +128,8 @@ static int run(ms_error **err) {
                     .max_unreachable_agents = max_unreachable,
                     .unreachable_agent_ttl_ms = unreachable_ttl_ns / 1000000,
                     .max_completed_frameworks = max_completed,
-                    .max_message_bytes = max_message};
+                    .max_message_bytes = sf.max_message};
   app a = {0};
-  ms_rpc_tls tls = {.cert_file = tls_cert, .key_file = tls_key, .ca_file = tls_ca};
-  ms_rpc_server_options so = {.listen = (const char *const *)listen_addrs.v,
-                              .n_listen = listen_addrs.n,
-                              .tls = tls_cert ? &tls : NULL,
-                              .max_message_bytes = max_message};
   ms_loop *loop = NULL;
   int rc = MS_ERR;
   if (!(a.svc = reg_service_new(&cfg, etcd, err)) || !(a.srv = ms_rpc_server_new(&so, err)) ||
@@ -152,7 +137,7 @@ static int run(ms_error **err) {
       !(loop = ms_loop_new(err)))
     goto out;
   health_tick(loop, 0, &a); /* know etcd's state before saying we are ready */
-  if (ready_file && ms_service_write_ready(ready_file, a.srv, err) < 0)
+  if (ms_server_ready(&sf, a.srv, err) < 0)
     goto out;
   ms_log_info(NULL, "serving on %s, records under `%s` in etcd %s", ms_rpc_server_address(a.srv, 0), prefix,
               ms_etcd_current_endpoint(etcd));
@@ -164,7 +149,7 @@ static int run(ms_error **err) {
   rc = ms_loop_run(loop, err);
 out:
   if (a.srv)
-    ms_rpc_server_shutdown(a.srv, grace_ns / 1000000);
+    ms_rpc_server_shutdown(a.srv, sf.grace_ns / 1000000);
   ms_rpc_server_free(a.srv);
   reg_service_free(a.svc);
   ms_loop_free(loop);
