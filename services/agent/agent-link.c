@@ -13,6 +13,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/flags.h"
+#include "meseta/leader-follow.h"
 #include "meseta/log.h"
 #include "meseta/rpc.h"
 #include "meseta/time.h"
@@ -21,7 +22,8 @@
 #include "agent-internal.h"
 
 #define CONNECT "/meseta.v1.AgentLink/Connect"
-#define WATCH_LEADER "/meseta.v1.Registry/WatchLeader"
+/* The registry's WatchLeader backoff stops growing here. */
+#define FOLLOW_MAX_BACKOFF_MS 2000
 #define CONNECT_STEP_MS 100     /* wait-for-connection steps: a leader change is seen between them */
 #define CONNECT_GIVE_UP_MS 1000 /* an address not connected by then counts as failed (dead or frozen) */
 #define WATCHDOG_MS 250
@@ -37,8 +39,8 @@ struct agent_link {
   bool has_tls;
   int64_t backoff0, backoff_max, backoff;
   int64_t silence_cfg; /* --link-timeout; 0: 3 heartbeat intervals */
-  pthread_t th, follow_th;
-  bool started, follow_started;
+  pthread_t th;
+  bool started;
   uint64_t watchdog;
   pthread_mutex_t mu;
   pthread_cond_t cv; /* CLOCK_MONOTONIC */
@@ -48,7 +50,8 @@ struct agent_link {
   uint64_t gen;             /* its generation, under mu */
   char *leader;             /* the registry's leader, under mu; NULL: unknown */
   uint64_t leader_gen;      /* bumped when it changes, under mu */
-  ms_rpc_stream *follow_st; /* WatchLeader, under mu */
+  ms_rpc_channel *follow_ch; /* to the registry */
+  ms_leader_follow *follow;  /* WatchLeader */
   _Atomic int64_t last_recv_ms, silence_ms;
   bool draining;        /* being freed: posts only release what they carry */
   ms_rpc_channel *keep; /* see agent_link_new */
@@ -101,13 +104,6 @@ static void nap_locked(agent_link *l, int64_t ms, uint64_t leader_gen) {
   }
 }
 
-static bool stopped(agent_link *l) {
-  pthread_mutex_lock(&l->mu);
-  bool s = l->stop;
-  pthread_mutex_unlock(&l->mu);
-  return s;
-}
-
 /* ---- following the registry's leader ---- */
 
 static void set_leader(agent_link *l, const Meseta__V1__LeaderInfo *li) {
@@ -128,57 +124,8 @@ static void set_leader(agent_link *l, const Meseta__V1__LeaderInfo *li) {
     ms_log_info(NULL, "allocator leader: `%s` (registry `%s`)", addr, l->registry);
 }
 
-static void *follow_main(void *arg) {
-  agent_link *l = arg;
-  ms_error *err = NULL;
-  ms_rpc_channel *ch = ms_rpc_channel_new(l->registry, NULL, &err);
-  if (!ch) { /* checked in agent_link_new: cannot happen */
-    ms_log_error(NULL, "registry `%s`: %s", l->registry, err->msg);
-    ms_error_free(err);
-    return NULL;
-  }
-  int64_t backoff = 100;
-  while (!stopped(l)) {
-    Meseta__V1__WatchLeaderRequest req = MESETA__V1__WATCH_LEADER_REQUEST__INIT;
-    ms_rpc_stream *st = ms_rpc_stream_open(ch, WATCH_LEADER, &req.base, NULL, &err);
-    if (st) {
-      pthread_mutex_lock(&l->mu);
-      l->follow_st = st;
-      if (l->stop)
-        ms_rpc_stream_cancel(st);
-      pthread_mutex_unlock(&l->mu);
-      for (;;) {
-        ProtobufCMessage *m = NULL;
-        int r = ms_rpc_stream_recv(st, &meseta__v1__leader_info__descriptor, &m, &err);
-        if (r <= 0) {
-          if (r == 0)
-            ms_error_set(&err, MS_UNAVAILABLE, "the registry ended the stream");
-          break;
-        }
-        set_leader(l, (const Meseta__V1__LeaderInfo *)m);
-        protobuf_c_message_free_unpacked(m, NULL);
-        backoff = 100;
-      }
-      pthread_mutex_lock(&l->mu);
-      l->follow_st = NULL;
-      pthread_mutex_unlock(&l->mu);
-      ms_rpc_stream_free(st);
-    }
-    if (stopped(l))
-      break;
-    /* The leader is kept as it was: a registry outage says nothing about it. */
-    ms_log_warn(NULL, "WatchLeader on `%s`: %s; again in %lld ms", l->registry, err ? err->msg : "ended",
-                (long long)backoff);
-    ms_error_free(err);
-    err = NULL;
-    pthread_mutex_lock(&l->mu);
-    nap_locked(l, backoff, UINT64_MAX);
-    pthread_mutex_unlock(&l->mu);
-    backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
-  }
-  ms_error_free(err);
-  ms_rpc_channel_free(ch);
-  return NULL;
+static void on_leader(void *arg, const Meseta__V1__LeaderInfo *li) {
+  set_leader(arg, li);
 }
 
 /* ---- the link ---- */
@@ -404,9 +351,10 @@ agent_link *agent_link_new(const agent_link_options *o, ms_loop *loop, agent *a,
 int agent_link_start(agent_link *l, ms_error **err) {
   int e;
   if (l->registry) {
-    if ((e = pthread_create(&l->follow_th, NULL, follow_main, l)))
-      return ms_error_set_errno(err, e, "agent link: the registry thread");
-    l->follow_started = true;
+    _cleanup_free_ char *who = ms_xasprintf("registry `%s`", l->registry);
+    if (!(l->follow_ch = ms_rpc_channel_new(l->registry, NULL, err)) ||
+        !(l->follow = ms_leader_follow_start(l->follow_ch, who, FOLLOW_MAX_BACKOFF_MS, on_leader, l, err)))
+      return ms_error_prefix(err, "agent link");
   }
   if ((e = pthread_create(&l->th, NULL, link_main, l)))
     return ms_error_set_errno(err, e, "agent link thread");
@@ -442,14 +390,12 @@ void agent_link_free(agent_link *l) {
   l->stop = true;
   if (l->st)
     ms_rpc_stream_cancel(l->st);
-  if (l->follow_st)
-    ms_rpc_stream_cancel(l->follow_st);
   pthread_cond_broadcast(&l->cv);
   pthread_mutex_unlock(&l->mu);
   if (l->started)
     pthread_join(l->th, NULL);
-  if (l->follow_started)
-    pthread_join(l->follow_th, NULL);
+  ms_leader_follow_stop(TAKE_PTR(l->follow)); /* before the link's state goes */
+  ms_rpc_channel_free(TAKE_PTR(l->follow_ch));
   if (l->watchdog)
     ms_loop_cancel_timer(l->loop, l->watchdog);
   /* What the thread posted and the loop has not run yet would leak: run it, inert. */

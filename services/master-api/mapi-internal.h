@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "meseta/leader-follow.h"
 #include "meseta/loop.h"
 #include "meseta/rpc-astream.h"
 #include "meseta/rpc.h"
@@ -36,11 +37,9 @@ struct mapi_service {
   mapi_chan *alloc;
   bool leader_absent; /* the registry says no leader: calls answer UNAVAILABLE */
   uint64_t leader_gen;
-  /* --registry: the channel, the thread following WatchLeader and its stream. */
+  /* --registry: the channel, and the thread following WatchLeader. */
   ms_rpc_channel *reg;
-  pthread_t leader_thread;
-  bool leader_started;
-  ms_rpc_stream *leader_st; /* under mu while open */
+  ms_leader_follow *leader;
   mapi_view *view;
   mapi_events *events; /* Operator.Subscribe (mapi-events.c) */
   ms_workq *fwd;

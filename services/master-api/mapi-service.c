@@ -128,15 +128,16 @@ void mapi_set_health(mapi_service *s, bool serving) {
   ms_rpc_server_set_health(s->srv, "meseta.v1.Scheduler", serving);
 }
 
-static void *leader_main(void *arg);
+static void on_leader(void *arg, const Meseta__V1__LeaderInfo *li);
 
 int mapi_service_start(mapi_service *s, ms_error **err) {
   mapi_set_health(s, false); /* until the first snapshot */
   int e;
   if (s->reg) {
-    if ((e = pthread_create(&s->leader_thread, NULL, leader_main, s)) != 0)
-      return ms_error_set_errno(err, e, "starting the leader thread");
-    s->leader_started = true;
+    _cleanup_free_ char *who = ms_xasprintf("`%s`", s->cfg.registry);
+    int64_t max_backoff = s->cfg.max_backoff_ms > 0 ? s->cfg.max_backoff_ms : 10000;
+    if (!(s->leader = ms_leader_follow_start(s->reg, who, max_backoff, on_leader, s, err)))
+      return MS_ERR;
   }
   if ((e = pthread_create(&s->watch_thread, NULL, mapi_watch_main, s)) != 0)
     return ms_error_set_errno(err, e, "starting the watch thread");
@@ -154,13 +155,9 @@ void mapi_service_close(mapi_service *s) {
   atomic_store(&s->stopping, true);
   if (s->watch)
     ms_rpc_stream_cancel(s->watch);
-  if (s->leader_st)
-    ms_rpc_stream_cancel(s->leader_st);
   pthread_cond_broadcast(&s->cond);
   pthread_mutex_unlock(&s->mu);
-  if (s->leader_started)
-    pthread_join(s->leader_thread, NULL);
-  s->leader_started = false;
+  ms_leader_follow_stop(TAKE_PTR(s->leader));
   if (s->watch_started)
     pthread_join(s->watch_thread, NULL);
   s->watch_started = false;
@@ -262,52 +259,8 @@ static void set_leader(mapi_service *s, const Meseta__V1__LeaderInfo *li) {
   ms_log_info(NULL, "allocator leader: %s (term %lld)", addr, (long long)li->revision);
 }
 
-static void *leader_main(void *arg) {
-  mapi_service *s = arg;
-  int64_t backoff = 100, max_backoff = s->cfg.max_backoff_ms > 0 ? s->cfg.max_backoff_ms : 10000;
-  while (!atomic_load(&s->stopping)) {
-    ms_error *err = NULL;
-    Meseta__V1__WatchLeaderRequest req = MESETA__V1__WATCH_LEADER_REQUEST__INIT;
-    ms_rpc_stream *st = ms_rpc_stream_open(s->reg, "/meseta.v1.Registry/WatchLeader", &req.base, NULL, &err);
-    if (st) {
-      pthread_mutex_lock(&s->mu);
-      s->leader_st = st;
-      if (atomic_load(&s->stopping))
-        ms_rpc_stream_cancel(st);
-      pthread_mutex_unlock(&s->mu);
-      for (;;) {
-        ProtobufCMessage *m = NULL;
-        int r = ms_rpc_stream_recv(st, &meseta__v1__leader_info__descriptor, &m, &err);
-        if (r <= 0) {
-          if (r == 0)
-            ms_error_set(&err, MS_UNAVAILABLE, "the registry ended the stream");
-          break;
-        }
-        set_leader(s, (const Meseta__V1__LeaderInfo *)m);
-        protobuf_c_message_free_unpacked(m, NULL);
-        backoff = 100;
-      }
-      pthread_mutex_lock(&s->mu);
-      s->leader_st = NULL;
-      pthread_mutex_unlock(&s->mu);
-      ms_rpc_stream_free(st);
-    }
-    if (atomic_load(&s->stopping)) {
-      ms_error_free(err);
-      break;
-    }
-    /* The leader is kept as it was: a registry outage says nothing about it. */
-    ms_log_warn(NULL, "WatchLeader on %s: %s; again in %lld ms", s->cfg.registry, err ? err->msg : "ended",
-                (long long)backoff);
-    ms_error_free(err);
-    pthread_mutex_lock(&s->mu);
-    uint64_t gen = s->leader_gen;
-    pthread_mutex_unlock(&s->mu);
-    if (!mapi_nap(s, backoff, gen))
-      break;
-    backoff = backoff * 2 > max_backoff ? max_backoff : backoff * 2;
-  }
-  return NULL;
+static void on_leader(void *arg, const Meseta__V1__LeaderInfo *li) {
+  set_leader(arg, li);
 }
 
 /* ---- the watch thread ---- */
