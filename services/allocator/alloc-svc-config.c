@@ -2,6 +2,8 @@
  * the maintenance schedule, their checks (all or nothing, INVALID_ARGUMENT naming the
  * field) and the registry batch that makes them durable. Loaded on election, applied
  * to the engine after the registry accepted them. Owner thread only. */
+#include "alloc-svc-config.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,7 +19,8 @@
 #include "meseta/time.h"
 #include "meseta/values.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-operator.h"
 typedef Meseta__V1__OperatorCallRequest op_req;
 
 /* ---- the configuration the leader keeps ---- */

@@ -8,6 +8,8 @@
  * own them): they are applied to the model and sent to the agent as APPLY_OPERATION.
  *
  * Everything here runs on the owner thread. */
+#include "alloc-svc-operator.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +23,12 @@
 #include "meseta/time.h"
 #include "meseta/values.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-agents.h"
+#include "alloc-svc-config.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-frameworks.h"
+#include "alloc-svc-registry.h"
+#include "alloc-svc-state.h"
 
 typedef Meseta__V1__OperatorCallRequest op_req;
 typedef Meseta__V1__OperatorCallResponse op_resp;
