@@ -1,11 +1,10 @@
-/* The allocator service's core: the owner thread's state, posting from gRPC callbacks,
- * the allocation cycle and its offers, the timers, leadership and shutdown. */
+/* The service layer (alloc-svc-core.h has the layers): lifecycle, leadership and
+ * shutdown, the allocation cycle and its offers, the timers, and the hooks' setup. */
 #include "alloc-service.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
