@@ -96,7 +96,8 @@ ms_leader_follow *ms_leader_follow_start(ms_rpc_channel *registry, const char *w
   ms_leader_follow *f = ms_xcalloc(1, sizeof(*f));
   *f = (ms_leader_follow){.ch = registry,
                           .who = ms_xstrdup(who),
-                          .max_backoff_ms = max_backoff_ms > FIRST_BACKOFF_MS ? max_backoff_ms : FIRST_BACKOFF_MS,
+                          .max_backoff_ms =
+                              max_backoff_ms > FIRST_BACKOFF_MS ? max_backoff_ms : FIRST_BACKOFF_MS,
                           .fn = on_leader,
                           .arg = arg};
   pthread_mutex_init(&f->mu, NULL);

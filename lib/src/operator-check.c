@@ -1,10 +1,11 @@
 /* Stateless checks of Operator mutations: one row per request type. */
+#include "meseta/operator-check.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "meseta/alloc.h"
-#include "meseta/operator-check.h"
 #include "meseta/roles.h"
 #include "meseta/v1/allocator.pb-c.h"
 
@@ -49,10 +50,12 @@ static int check_quota(const ProtobufCMessage *req, const char *m, ms_error **er
     if (ms_role_validate(role, err) < 0)
       return ms_error_prefix(err, "`%s.configs[%zu].role`", m, i);
     if (strcmp(role, "*") == 0)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.configs[%zu].role`: role `*` cannot have quota", m, i);
+      return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.configs[%zu].role`: role `*` cannot have quota", m,
+                          i);
     for (size_t k = 0; k < i; k++)
       if (strcmp(r->configs[k]->role, role) == 0)
-        return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.configs[%zu].role`: `%s` is listed twice", m, i, role);
+        return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.configs[%zu].role`: `%s` is listed twice", m, i,
+                            role);
   }
   return 0;
 }
@@ -62,23 +65,25 @@ static bool machine_eq(const Meseta__V1__MachineID *a, const Meseta__V1__Machine
 }
 
 static int check_schedule(const ProtobufCMessage *req, const char *m, ms_error **err) {
-  const Meseta__V1__MaintenanceSchedule *sc = ((const Meseta__V1__UpdateMaintenanceScheduleRequest *)req)->schedule;
+  const Meseta__V1__MaintenanceSchedule *sc =
+      ((const Meseta__V1__UpdateMaintenanceScheduleRequest *)req)->schedule;
   for (size_t i = 0; sc && i < sc->n_windows; i++) {
     const Meseta__V1__MaintenanceWindow *w = sc->windows[i];
     if (!w->unavailability || !w->unavailability->start)
-      return ms_error_set(err, MS_INVALID_ARGUMENT, "`%s.schedule.windows[%zu].unavailability.start` is missing",
-                          m, i);
+      return ms_error_set(err, MS_INVALID_ARGUMENT,
+                          "`%s.schedule.windows[%zu].unavailability.start` is missing", m, i);
     for (size_t k = 0; k < w->n_machine_ids; k++) {
       const Meseta__V1__MachineID *id = w->machine_ids[k];
       if (!*str0(id->hostname) && !*str0(id->ip))
         return ms_error_set(err, MS_INVALID_ARGUMENT,
-                            "`%s.schedule.windows[%zu].machine_ids[%zu]` has neither hostname nor ip", m, i, k);
+                            "`%s.schedule.windows[%zu].machine_ids[%zu]` has neither hostname nor ip", m, i,
+                            k);
       for (size_t j = 0; j <= i; j++)
         for (size_t h = 0; h < (j == i ? k : sc->windows[j]->n_machine_ids); h++)
           if (machine_eq(sc->windows[j]->machine_ids[h], id))
-            return ms_error_set(err, MS_INVALID_ARGUMENT,
-                                "`%s.schedule.windows[%zu].machine_ids[%zu]`: the machine is already in a window",
-                                m, i, k);
+            return ms_error_set(
+                err, MS_INVALID_ARGUMENT,
+                "`%s.schedule.windows[%zu].machine_ids[%zu]`: the machine is already in a window", m, i, k);
     }
   }
   return 0;
@@ -131,7 +136,8 @@ const ProtobufCFieldDescriptor *ms_operator_call_member(const ProtobufCMessageDe
   const ProtobufCMessageDescriptor *w = &meseta__v1__operator_call_request__descriptor;
   for (unsigned i = 0; i < w->n_fields; i++) {
     const ProtobufCFieldDescriptor *f = &w->fields[i];
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == req_desc && (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == req_desc &&
+        (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
       return f;
   }
   return NULL;

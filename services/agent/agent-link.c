@@ -45,11 +45,11 @@ struct agent_link {
   pthread_mutex_t mu;
   pthread_cond_t cv; /* CLOCK_MONOTONIC */
   bool stop;
-  ms_rpc_stream *st;        /* the current stream, under mu */
-  char *st_target;          /* its address, under mu */
-  uint64_t gen;             /* its generation, under mu */
-  char *leader;             /* the registry's leader, under mu; NULL: unknown */
-  uint64_t leader_gen;      /* bumped when it changes, under mu */
+  ms_rpc_stream *st;         /* the current stream, under mu */
+  char *st_target;           /* its address, under mu */
+  uint64_t gen;              /* its generation, under mu */
+  char *leader;              /* the registry's leader, under mu; NULL: unknown */
+  uint64_t leader_gen;       /* bumped when it changes, under mu */
   ms_rpc_channel *follow_ch; /* to the registry */
   ms_leader_follow *follow;  /* WatchLeader */
   _Atomic int64_t last_recv_ms, silence_ms;

@@ -1,166 +1,30 @@
-/* The allocator service's core: the owner thread's state, posting from gRPC callbacks,
- * the allocation cycle and its offers, the timers, leadership and shutdown. */
+/* The service layer (alloc-svc-core.h has the layers): lifecycle, leadership and
+ * shutdown, the allocation cycle and its offers, the timers, and the hooks' setup. */
 #include "alloc-service.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
 #include "meseta/resources-io.h"
 #include "meseta/time.h"
 
-#include "alloc-svc-internal.h"
-
-/* ---- tables ---- */
-
-void *svc_table_get(const svc_table *t, const char *key) {
-  uint32_t i = alloc_map_get(&t->map, key ? key : "");
-  return i == ALLOC_NONE ? NULL : t->v[i];
-}
-
-void svc_table_put(svc_table *t, svc_entry *e) {
-  if (t->n == t->cap) {
-    t->cap = t->cap ? 2 * t->cap : 16;
-    t->v = ms_xrealloc(t->v, t->cap * sizeof(*t->v));
-  }
-  t->v[t->n] = e;
-  alloc_map_put(&t->map, e->key, t->n);
-  t->n++;
-}
-
-void svc_table_del(svc_table *t, svc_entry *e) {
-  uint32_t i = alloc_map_get(&t->map, e->key);
-  if (i == ALLOC_NONE)
-    return;
-  alloc_map_del(&t->map, e->key);
-  t->n--;
-  if (i != t->n) {
-    t->v[i] = t->v[t->n];
-    alloc_map_put(&t->map, t->v[i]->key, i);
-  }
-}
-
-void svc_table_release(svc_table *t) {
-  free(t->v);
-  alloc_map_release(&t->map);
-  memset(t, 0, sizeof(*t));
-}
-
-/* ---- small helpers ---- */
-
-int64_t svc_now_ms(void) {
-  return ms_time_mono_ms();
-}
-
-void svc_uuid_bytes(uint8_t out[16]) {
-  size_t got = 0;
-  while (got < 16) {
-    ssize_t r = getrandom(out + got, 16 - got, 0);
-    if (r > 0)
-      got += (size_t)r;
-  }
-  out[6] = (uint8_t)((out[6] & 0x0f) | 0x40);
-  out[8] = (uint8_t)((out[8] & 0x3f) | 0x80);
-}
-
-void svc_uuid(char *buf) {
-  uint8_t b[16];
-  svc_uuid_bytes(b);
-  snprintf(buf, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-           b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
-
-char *svc_key2(const char *a, const char *b) {
-  return ms_xasprintf("%s\x1f%s", a, b);
-}
-
-char *svc_key3(const char *a, const char *b, const char *c) {
-  return ms_xasprintf("%s\x1f%s\x1f%s", a, b, c);
-}
-
-/* ---- posting ---- */
-
-typedef struct svc_job {
-  alloc_service *s;
-  svc_fn fn;
-  ms_rpc_call *call;
-  void *data;
-  ProtobufCMessage *msg;
-} svc_job;
-
-static void run_job(void *arg) {
-  svc_job *j = arg;
-  j->fn(j->s, j->call, j->data, j->msg);
-  if (j->msg)
-    protobuf_c_message_free_unpacked(j->msg, NULL);
-  if (j->call)
-    ms_rpc_call_unref(j->call);
-  free(j);
-}
-
-void svc_post(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
-  svc_job *j = ms_xmalloc(sizeof(*j));
-  *j = (svc_job){s, fn, call, data, msg};
-  if (call)
-    ms_rpc_call_ref(call);
-  ms_loop_post(s->loop, run_job, j);
-}
-
-/* ---- sending ---- */
-
-void svc_send_event(alloc_service *s, svc_framework *fw, const Meseta__V1__Event *ev) {
-  (void)s;
-  if (!fw || !fw->stream)
-    return;
-  ms_error *err = NULL;
-  if (ms_rpc_call_send(fw->stream, &ev->base, &err) < 0) {
-    /* Too slow or gone: end the stream; its on_done deactivates the framework. */
-    ms_log_warn(fw->e.key, "framework stream: %s", err->msg);
-    ms_rpc_call_finish_error(fw->stream, err);
-    ms_error_free(err);
-  }
-}
-
-void svc_send_agent(alloc_service *s, svc_agent *a, const Meseta__V1__AllocatorMessage *m) {
-  (void)s;
-  if (!a || !a->link)
-    return;
-  ms_error *err = NULL;
-  if (ms_rpc_call_send(a->link->call, &m->base, &err) < 0) {
-    ms_log_warn(a->e.key, "agent link: %s", err->msg);
-    ms_rpc_call_finish_error(a->link->call, err);
-    ms_error_free(err);
-  }
-}
-
-void svc_send_ack(alloc_service *s, svc_agent *a, const char *framework_id, const char *task_id,
-                  const ProtobufCBinaryData *uuid) {
-  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-  fid.value = (char *)framework_id;
-  Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
-  tid.value = (char *)task_id;
-  Meseta__V1__AllocatorMessage__AcknowledgeStatus ack =
-      MESETA__V1__ALLOCATOR_MESSAGE__ACKNOWLEDGE_STATUS__INIT;
-  ack.framework_id = &fid;
-  ack.task_id = &tid;
-  ack.uuid = *uuid;
-  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
-  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_STATUS;
-  m.acknowledge_status = &ack;
-  svc_send_agent(s, a, &m);
-}
-
-void svc_send_update(alloc_service *s, svc_framework *fw, const Meseta__V1__TaskStatus *st) {
-  Meseta__V1__Event__Update u = MESETA__V1__EVENT__UPDATE__INIT;
-  u.status = (Meseta__V1__TaskStatus *)st;
-  Meseta__V1__Event ev = MESETA__V1__EVENT__INIT;
-  ev.event_case = MESETA__V1__EVENT__EVENT_UPDATE;
-  ev.update = &u;
-  svc_send_event(s, fw, &ev);
-}
+#include "alloc-svc-agents.h"
+#include "alloc-svc-completed.h"
+#include "alloc-svc-config.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-ended-fws.h"
+#include "alloc-svc-frameworks.h"
+#include "alloc-svc-history.h"
+#include "alloc-svc-operations.h"
+#include "alloc-svc-operator.h"
+#include "alloc-svc-recovery.h"
+#include "alloc-svc-registry.h"
+#include "alloc-svc-state.h"
+#include "alloc-svc-tasks.h"
+#include "allocator-rpc.h"
 
 /* The model takes an offer back (agent gone, framework inactive, timeout...). */
 static void on_rescind(void *ctx, const alloc_offer_view *o) {
@@ -273,27 +137,6 @@ static void cycle_tick(ms_loop *loop, uint64_t id, void *arg) {
   run_cycle(arg);
 }
 
-static void soon_tick(ms_loop *loop, uint64_t id, void *arg) {
-  (void)loop;
-  (void)id;
-  alloc_service *s = arg;
-  s->soon_timer = 0;
-  run_cycle(s);
-}
-
-void svc_want_cycle(alloc_service *s) {
-  if (s->soon_timer || !s->leading || s->closing || s->loading || s->recovering)
-    return;
-  /* A few milliseconds let a burst of events (agents registering, tasks ending) share
-   * one cycle. */
-  s->soon_timer = ms_loop_add_timer(s->loop, 5, 0, soon_tick, s);
-}
-
-void svc_check_trigger(alloc_service *s) {
-  if (alloc_model_take_trigger(s->model))
-    svc_want_cycle(s);
-}
-
 static void expire_tick(ms_loop *loop, uint64_t id, void *arg) {
   (void)loop;
   (void)id;
@@ -337,6 +180,8 @@ static int new_model(alloc_service *s, ms_error **err) {
 static char *dup_or_null(const char *p) {
   return p && *p ? ms_xstrdup(p) : NULL;
 }
+
+static void setup_hooks(alloc_service *s);
 
 alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop, ms_error **err) {
   if (cfg->allocation_interval_ms <= 0) {
@@ -397,6 +242,7 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
   s->cfg.registry = dup_or_null(cfg->registry);
   s->loop = loop;
   svc_uuid(s->id);
+  setup_hooks(s);
   if (new_model(s, err) < 0 || svc_reg_open(s, err) < 0) {
     alloc_service_free(s);
     return NULL;
@@ -406,7 +252,7 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
 
 int alloc_service_add(alloc_service *s, ms_rpc_server *srv, ms_error **err) {
   s->srv = srv;
-  if (svc_agents_add(s, srv, err) < 0 || svc_frameworks_add(s, srv, err) < 0)
+  if (alloc_rpc_add(s, srv, err) < 0)
     return MS_ERR;
   /* A standby until told otherwise. */
   ms_rpc_server_set_health(srv, "", false);
@@ -429,40 +275,7 @@ static void cancel_timers(alloc_service *s) {
   }
 }
 
-/* Ends every stream and forgets the cluster (a new leader rebuilds it from
- * re-registrations and re-subscriptions). */
-static void forget_all(alloc_service *s) {
-  svc_state_close(s, MS_UNAVAILABLE, "the allocator is shutting down or lost the lead");
-  svc_frameworks_close(s);
-  svc_agents_close(s);
-  svc_tasks_free_all(s);
-  svc_completed_free_all(s);
-  svc_unacked_free_all(s);
-  svc_state_reset(s);
-  svc_ops_free_all(s);
-  svc_ended_fw_free_all(s);
-  svc_agent_recs_clear(s);
-  svc_operator_reset(s);
-  svc_operator_quota_drop(s);
-}
-
-bool svc_serving(const alloc_service *s, const char **why) {
-  if (s->leading && !s->loading)
-    return true;
-  *why =
-      s->leading ? "this allocator is recovering: loading the registry" : "this allocator is not the leader";
-  return false;
-}
-
-void svc_set_health(alloc_service *s, bool serving) {
-  if (!s->srv)
-    return;
-  ms_rpc_server_set_health(s->srv, "", serving);
-  ms_rpc_server_set_health(s->srv, "meseta.v1.AgentLink", serving);
-  ms_rpc_server_set_health(s->srv, "meseta.v1.Allocator", serving);
-}
-
-void svc_start_timers(alloc_service *s) {
+static void start_timers(alloc_service *s) {
   int64_t iv = s->cfg.allocation_interval_ms;
   s->cycle_timer = ms_loop_add_timer(s->loop, iv, iv, cycle_tick, s);
   int64_t hb = s->cfg.heartbeat_interval_ms;
@@ -473,6 +286,45 @@ void svc_start_timers(alloc_service *s) {
     ex = ex > 1000 ? 1000 : ex < 10 ? 10 : ex;
     s->expire_timer = ms_loop_add_timer(s->loop, ex, ex, expire_tick, s);
   }
+}
+
+/* Completed tasks in the registry come back once recovery accepted the load. */
+static void history_loaded(alloc_service *s, const struct svc_reg_loaded *l, const ms_error *err,
+                           bool current) {
+  if (current && !err && s->leading && !s->loading)
+    svc_history_loaded(s, l);
+}
+
+static void close_watchers(alloc_service *s) {
+  svc_state_close(s, MS_UNAVAILABLE, "the allocator is shutting down or lost the lead");
+}
+
+/* Who reacts to whose events (alloc-svc-core.h), in the order they run. */
+static void setup_hooks(alloc_service *s) {
+  s->hooks.run_cycle = run_cycle;
+  s->hooks.start_timers = start_timers;
+  s->hooks.task_shown = svc_completed_shown;
+  s->hooks.task_replaced = svc_completed_replaced;
+  /* Lost lead, close: every stream ends, the cluster is forgotten (a new leader rebuilds
+   * it from re-registrations and re-subscriptions). */
+  svc_hook_forget_all(s, close_watchers);
+  svc_hook_forget_all(s, svc_frameworks_close);
+  svc_hook_forget_all(s, svc_agents_close);
+  svc_hook_forget_all(s, svc_tasks_free_all);
+  svc_hook_forget_all(s, svc_completed_free_all);
+  svc_hook_forget_all(s, svc_unacked_free_all);
+  svc_hook_forget_all(s, svc_state_reset);
+  svc_hook_forget_all(s, svc_ops_free_all);
+  svc_hook_forget_all(s, svc_ended_fw_free_all);
+  svc_hook_forget_all(s, svc_agent_recs_clear);
+  svc_hook_forget_all(s, svc_operator_reset);
+  svc_hook_forget_all(s, svc_operator_quota_drop);
+  svc_hook_agent_removed(s, svc_ops_agent_removed); /* unsettled operations: UNREACHABLE / GONE */
+  svc_hook_framework_removed(s, svc_ops_forget_framework);
+  svc_hook_framework_removed(s, svc_unacked_forget_framework);
+  svc_hook_task_ended(s, svc_completed_add); /* kept as completed, or removed from the views */
+  svc_hook_registry_loaded(s, svc_recovery_loaded);
+  svc_hook_registry_loaded(s, history_loaded);
 }
 
 void alloc_service_set_leading(alloc_service *s, bool leading) {
@@ -487,11 +339,11 @@ void alloc_service_set_leading(alloc_service *s, bool leading) {
       svc_recovery_start(s); /* health says SERVING once the registry is loaded */
       return;
     }
-    svc_start_timers(s);
+    start_timers(s);
   } else {
     ms_log_warn(NULL, "no longer leading: ending every stream");
     cancel_timers(s);
-    forget_all(s);
+    svc_run_forget_all(s); /* ends every stream, forgets the cluster */
     alloc_model_free(s->model);
     s->model = NULL;
     ms_error *err = NULL;
@@ -511,7 +363,7 @@ void alloc_service_close(alloc_service *s) {
   svc_set_health(s, false);
   s->closing = true;
   s->leading = false;
-  forget_all(s);
+  svc_run_forget_all(s); /* ends every stream, forgets the cluster */
   svc_reg_stop(s);
 }
 
@@ -527,7 +379,7 @@ void alloc_service_free(alloc_service *s) {
     return;
   svc_reg_stop(s);
   cancel_timers(s);
-  forget_all(s);
+  svc_run_forget_all(s); /* ends every stream, forgets the cluster */
   svc_table_release(&s->agents);
   svc_table_release(&s->frameworks);
   svc_table_release(&s->tasks);

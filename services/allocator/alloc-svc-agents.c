@@ -2,6 +2,8 @@
  * updates and heartbeats, and receive launches, kills and acknowledgements. The stream
  * ending deactivates the agent until it reconnects (its offers rescinded, its tasks kept);
  * past --agent-reconnect-timeout it is removed (its tasks lost). */
+#include "alloc-svc-agents.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +13,22 @@
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-config.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-operations.h"
+#include "alloc-svc-operator.h"
+#include "alloc-svc-recovery.h"
+#include "alloc-svc-registry.h"
+#include "alloc-svc-state.h"
+#include "alloc-svc-tasks.h"
 
 /* ---- the owner thread ---- */
 
-static void link_opened(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+void svc_agent_link_opened(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)msg;
   svc_link *l = data;
   l->call = call;
-  ms_rpc_call_ref(call); /* held until link_closed */
+  ms_rpc_call_ref(call); /* held until svc_agent_link_closed */
   l->next = s->links;
   if (s->links)
     s->links->prev = l;
@@ -487,7 +496,7 @@ static int on_reregister(alloc_service *s, svc_link *l, const Meseta__V1__AgentM
   }
 }
 
-static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+void svc_agent_link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   svc_link *l = data;
   const Meseta__V1__AgentMessage *m = (const Meseta__V1__AgentMessage *)msg;
   const char *why;
@@ -539,7 +548,7 @@ static void link_msg(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCM
 void svc_agent_remove(alloc_service *s, svc_agent *a, const char *why) {
   ms_log_info(a->e.key, "agent removed: %s", why);
   bool gone = svc_agent_rec_state(s, a->e.key) == MESETA__V1__AGENT_RECORD__STATE__GONE;
-  svc_ops_agent_removed(s, a->e.key, gone, why); /* its unsettled operations: UNREACHABLE / GONE */
+  svc_run_agent_removed(s, a->e.key, gone, why); /* e.g. its unsettled operations: UNREACHABLE / GONE */
   /* Its tasks are lost: tell their frameworks; the model forgets their resources. */
   for (uint32_t i = 0; i < s->tasks.n;) {
     svc_task *t = (svc_task *)s->tasks.v[i];
@@ -597,7 +606,7 @@ static void agent_away(alloc_service *s, svc_agent *a) {
               (long long)s->cfg.agent_reconnect_timeout_ms);
 }
 
-static void link_closed(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+void svc_agent_link_closed(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)msg;
   svc_link *l = data;
   if (l->agent && l->agent->link == l && !s->closing)
@@ -636,46 +645,4 @@ void svc_agents_close(alloc_service *s) {
   for (uint32_t i = 0; i < s->agents.n; i++)
     agent_free((svc_agent *)s->agents.v[i]);
   svc_table_release(&s->agents);
-}
-
-/* ---- the server thread: copy, reference, post ---- */
-
-static int on_link_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)req;
-  (void)err;
-  alloc_service *s = ms_rpc_call_userdata(call);
-  svc_link *l = ms_xcalloc(1, sizeof(*l));
-  ms_rpc_call_set_data(call, l);
-  svc_post(s, link_opened, call, l, NULL);
-  return 0;
-}
-
-static int on_link_message(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), link_msg, call, ms_rpc_call_data(call), ms_pb_dup(msg));
-  return 0;
-}
-
-static int on_link_half_close(ms_rpc_call *call, ms_error **err) {
-  (void)err;
-  ms_rpc_call_finish(call, MS_OK, NULL); /* the agent said goodbye: the link ends */
-  return 0;
-}
-
-static void on_link_done(ms_rpc_call *call, bool cancelled) {
-  (void)cancelled;
-  if (ms_rpc_call_data(call))
-    svc_post(ms_rpc_call_userdata(call), link_closed, call, ms_rpc_call_data(call), NULL);
-}
-
-int svc_agents_add(alloc_service *s, ms_rpc_server *srv, ms_error **err) {
-  static const ms_rpc_method methods[] = {
-      {.name = "Connect",
-       .on_start = on_link_start,
-       .on_message = on_link_message,
-       .on_half_close = on_link_half_close,
-       .on_done = on_link_done},
-  };
-  return ms_rpc_server_add_service(srv, &meseta__v1__agent_link__descriptor, methods, MS_ARRAY_SIZE(methods),
-                                   s, err);
 }

@@ -14,7 +14,14 @@
 #include "meseta/roles.h"
 #include "meseta/task-check.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-completed.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-frameworks.h"
+#include "alloc-svc-history.h"
+#include "alloc-svc-operations.h"
+#include "alloc-svc-registry.h"
+#include "alloc-svc-state.h"
+#include "alloc-svc-tasks.h"
 
 typedef Meseta__V1__SchedulerCallRequest call_req;
 

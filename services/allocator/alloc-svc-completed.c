@@ -10,13 +10,18 @@
  *
  * Owner thread only. Entries live in s->done_tasks (every entry, linked or not) and, once
  * linked, in the all-list and their framework's list. */
+#include "alloc-svc-completed.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-history.h"
+#include "alloc-svc-state.h"
+#include "alloc-svc-tasks.h"
 
 static void link_done(alloc_service *s, svc_done_task *d, const char *framework_id);
 static void bound(alloc_service *s, svc_done_task *d);

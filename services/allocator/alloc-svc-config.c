@@ -2,6 +2,8 @@
  * the maintenance schedule, their checks (all or nothing, INVALID_ARGUMENT naming the
  * field) and the registry batch that makes them durable. Loaded on election, applied
  * to the engine after the registry accepted them. Owner thread only. */
+#include "alloc-svc-config.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -17,7 +19,7 @@
 #include "meseta/time.h"
 #include "meseta/values.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-core.h"
 typedef Meseta__V1__OperatorCallRequest op_req;
 
 /* ---- the configuration the leader keeps ---- */
@@ -509,7 +511,8 @@ static Meseta__V1__BatchRequest *batch_or_null(Meseta__V1__BatchRequest *b) {
   return b;
 }
 
-Meseta__V1__BatchRequest *svc_config_weights_batch(alloc_service *s, const Meseta__V1__UpdateWeightsRequest *u) {
+Meseta__V1__BatchRequest *svc_config_weights_batch(alloc_service *s,
+                                                   const Meseta__V1__UpdateWeightsRequest *u) {
   Meseta__V1__BatchRequest *b = ms_pb_new(&meseta__v1__batch_request__descriptor);
   for (size_t i = 0; i < u->n_weight_infos; i++) {
     const Meseta__V1__WeightInfo *w = u->weight_infos[i];

@@ -8,6 +8,8 @@
  *
  * Owner thread only. Entries live in s->ended_fws (the table) and, oldest first, in the
  * s->ended_head list. */
+#include "alloc-svc-ended-fws.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +17,8 @@
 #include "meseta/log.h"
 #include "meseta/pb.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-state.h"
 
 static void ended_free(svc_ended_fw *f) {
   free(f->e.key);

@@ -1,6 +1,8 @@
 /* Allocator.SubscribeFramework: a framework's event stream (SUBSCRIBED first, then
  * offers, rescinds, updates, heartbeats), its lifecycle (subscribe, re-subscribe,
  * disconnect, failover timeout, removal) and the check every scheduler call makes. */
+#include "alloc-svc-frameworks.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +14,12 @@
 #include "meseta/roles.h"
 #include "meseta/time.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-ended-fws.h"
+#include "alloc-svc-operations.h"
+#include "alloc-svc-registry.h"
+#include "alloc-svc-state.h"
+#include "alloc-svc-tasks.h"
 
 void svc_framework_free(svc_framework *fw) {
   if (fw->info)
@@ -70,8 +77,7 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
       ms_resources_clear(t->executor->res);
     svc_task_end(s, t);
   }
-  svc_ops_forget_framework(s, fw->e.key);
-  svc_unacked_forget_framework(s, fw->e.key);
+  svc_run_framework_removed(s, fw->e.key); /* its operations and unacknowledged statuses */
   ms_error *err = NULL;
   if (alloc_model_remove_framework(s->model, fw->e.key, &err) < 0) {
     ms_log_warn(fw->e.key, "%s", err->msg);
@@ -319,7 +325,7 @@ static void recorded(alloc_service *s, void *ctx, const ms_error *err, bool curr
   free(w);
 }
 
-static void subscribe_job(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+void svc_framework_subscribe(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
   const char *why;
   if (!svc_serving(s, &why)) {
@@ -417,7 +423,7 @@ void svc_frameworks_recovered(alloc_service *s) {
 
 /* The stream ended (the framework or master-api went away): no more offers; after
  * the failover timeout (0: at once), the framework is removed. */
-static void stream_closed_job(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+void svc_framework_stream_closed(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
   (void)msg;
   for (uint32_t i = 0; i < s->frameworks.n; i++) {
@@ -479,54 +485,4 @@ void svc_frameworks_close(alloc_service *s) {
     svc_framework_free(fw);
   }
   svc_table_release(&s->frameworks);
-}
-
-/* ---- the server thread: copy, reference, post ---- */
-
-static int on_subscribe(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), subscribe_job, call, NULL, ms_pb_dup(req));
-  return 0;
-}
-
-static void on_subscribe_done(ms_rpc_call *call, bool cancelled) {
-  (void)cancelled;
-  svc_post(ms_rpc_call_userdata(call), stream_closed_job, call, NULL, NULL);
-}
-
-static int on_scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_scheduler_call, call, NULL, ms_pb_dup(req));
-  return 0;
-}
-
-static int on_operator_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_operator_call, call, NULL, ms_pb_dup(req));
-  return 0;
-}
-
-static int on_watch_state(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_state_watch, call, NULL, ms_pb_dup(req));
-  return 0;
-}
-
-static void on_watch_done(ms_rpc_call *call, bool cancelled) {
-  (void)cancelled;
-  svc_post(ms_rpc_call_userdata(call), svc_state_watch_done, call, NULL, NULL);
-}
-
-int svc_frameworks_add(alloc_service *s, ms_rpc_server *srv, ms_error **err) {
-  static const ms_rpc_method methods[] = {
-      {.name = "SubscribeFramework", .on_start = on_subscribe, .on_done = on_subscribe_done},
-      {.name = "SchedulerCall", .on_start = on_scheduler_call},
-      {.name = "OperatorCall", .on_start = on_operator_call},
-      {.name = "WatchState",
-       .on_start = on_watch_state,
-       .on_drain = svc_state_watch_drained,
-       .on_done = on_watch_done},
-  };
-  return ms_rpc_server_add_service(srv, &meseta__v1__allocator__descriptor, methods, MS_ARRAY_SIZE(methods),
-                                   s, err);
 }

@@ -14,6 +14,8 @@
  * fails is tried again with the next group.
  *
  * Owner thread only. The history (s->hist) exists while leading with a registry. */
+#include "alloc-svc-history.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,9 @@
 #include "meseta/log.h"
 #include "meseta/pb.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-completed.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-registry.h"
 
 #define KIND MESETA__V1__RECORD_KIND__COMPLETED_TASKS
 

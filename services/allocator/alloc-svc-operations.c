@@ -25,6 +25,8 @@
  * the acknowledgement of a terminal status. A launch's record has an empty `operation`
  * (TYPE_UNSPECIFIED; the registry wants one). Nothing reads them back yet (a new leader
  * does not recover them). */
+#include "alloc-svc-operations.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +38,12 @@
 #include "meseta/resources-io.h"
 #include "meseta/task-state.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-frameworks.h"
+#include "alloc-svc-operator.h"
+#include "alloc-svc-registry.h"
+#include "alloc-svc-state.h"
+#include "alloc-svc-tasks.h"
 
 /* ---- helpers ---- */
 

@@ -12,6 +12,8 @@
  * Adding a call is adding a row and its function(s).
  *
  * Everything here runs on the owner thread. */
+#include "alloc-svc-operator.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,7 +29,12 @@
 #include "meseta/values.h"
 #include "meseta/version.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-agents.h"
+#include "alloc-svc-config.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-frameworks.h"
+#include "alloc-svc-registry.h"
+#include "alloc-svc-state.h"
 
 typedef Meseta__V1__OperatorCallRequest op_req;
 typedef Meseta__V1__OperatorCallResponse op_resp;
@@ -684,7 +691,8 @@ static void record_maintenance(alloc_service *s, const op_req *r, op_record *rec
 
 static void record_drain(alloc_service *s, const op_req *r, op_record *rec) {
   (void)s;
-  *rec = (op_record){.agent = agent_id_of(r)->value, .patch = SVC_PATCH_DRAIN, .drain = r->drain_agent->config};
+  *rec =
+      (op_record){.agent = agent_id_of(r)->value, .patch = SVC_PATCH_DRAIN, .drain = r->drain_agent->config};
 }
 
 static void record_deactivate(alloc_service *s, const op_req *r, op_record *rec) {
@@ -777,7 +785,8 @@ static void answer(alloc_service *s, ms_rpc_call *call, const op_req *r) {
     protobuf_c_message_free_unpacked(ans, NULL);
     return;
   }
-  const ProtobufCFieldDescriptor *rev = protobuf_c_message_descriptor_get_field_by_name(rf->descriptor, "revision");
+  const ProtobufCFieldDescriptor *rev =
+      protobuf_c_message_descriptor_get_field_by_name(rf->descriptor, "revision");
   if (rev && rev->type == PROTOBUF_C_TYPE_INT64 && *(int64_t *)((char *)ans + rev->offset) == 0)
     *(int64_t *)((char *)ans + rev->offset) = settled_revision(s);
   op_resp *resp = ms_pb_new(&meseta__v1__operator_call_response__descriptor);

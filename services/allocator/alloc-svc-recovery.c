@@ -7,6 +7,8 @@
  * passed: offers resuming early says nothing about the agents not back yet.
  *
  * Everything here runs on the owner thread. */
+#include "alloc-svc-recovery.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +17,11 @@
 #include "meseta/log.h"
 #include "meseta/values.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-config.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-ended-fws.h"
+#include "alloc-svc-frameworks.h"
+#include "alloc-svc-registry.h"
 
 #define LOAD_RETRY_MS 1000
 

@@ -6,6 +6,8 @@
  *
  * Ownership: a job owns its record copy and its result pages; the done callback owns
  * its ctx. */
+#include "alloc-svc-registry.h"
+
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +18,7 @@
 #include "meseta/pb.h"
 #include "meseta/workq.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-core.h"
 
 #define REG(m) "/meseta.v1.Registry/" m
 #define AGENT_KIND MESETA__V1__RECORD_KIND__AGENT
@@ -320,9 +322,7 @@ static void job_result(void *arg) {
   if (j->err && current)
     ms_log_warn(j->rec ? j->rec->id : NULL, "registry: %s", j->err->msg);
   if (j->kind == J_LOAD) {
-    svc_recovery_loaded(s, &j->loaded, j->err, current);
-    if (current && !j->err && s->leading && !s->loading)
-      svc_history_loaded(s, &j->loaded); /* completed tasks (alloc-svc-history.c) */
+    svc_run_registry_loaded(s, &j->loaded, j->err, current); /* recovery, then history */
   } else if (j->done)
     j->done(s, j->ctx, j->err, current);
   loaded_release(&j->loaded);

@@ -23,6 +23,8 @@
  *
  * Everything here runs on the owner thread. Messages built here are heap trees freed
  * with protobuf_c_message_free_unpacked. */
+#include "alloc-svc-state.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,9 +33,18 @@
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
+#include "meseta/task-state.h"
 #include "meseta/values.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-config.h"
+#include "alloc-svc-core.h"
+
+/* What WatchState last showed of something: its encoding. */
+typedef struct svc_shown {
+  svc_entry e;
+  uint8_t *bytes;
+  size_t len;
+} svc_shown;
 
 #define DEFAULT_CHUNK (1u << 20)
 #define MIN_CHUNK (64u << 10)
@@ -428,13 +439,13 @@ static int64_t emit_framework(alloc_service *s, const char *framework_id, svc_ch
 
 int64_t svc_state_emit_task(alloc_service *s, const svc_task *t, svc_change what) {
   if (what == SVC_ADDED)
-    svc_completed_replaced(s, t->e.key); /* a completed task of the same id: replaced in the views */
-  bool terminal = what != SVC_ADDED && svc_task_state_terminal(t->state);
+    s->hooks.task_replaced(s, t->e.key); /* a completed task of the same id: replaced in the views */
+  bool terminal = what != SVC_ADDED && ms_task_state_terminal(t->state);
   if (!s->watchers && !terminal)
     return ++s->revision;
   Meseta__V1__Task *m = build_task(t);
   if (terminal) /* kept as completed just as shown */
-    svc_completed_shown(s, t, (Meseta__V1__Task *)ms_pb_dup(&m->base));
+    s->hooks.task_shown(s, t, (Meseta__V1__Task *)ms_pb_dup(&m->base));
   if (!s->watchers) {
     protobuf_c_message_free_unpacked(&m->base, NULL);
     return ++s->revision;

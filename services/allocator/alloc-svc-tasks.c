@@ -3,6 +3,8 @@
  * to the launch operation that waits for them, alloc-svc-operations.c); a terminal one
  * gives the task's resources back to the model (and its executor's, when it was the
  * executor's last task). */
+#include "alloc-svc-tasks.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,7 +12,10 @@
 #include "meseta/log.h"
 #include "meseta/task-state.h"
 
-#include "alloc-svc-internal.h"
+#include "alloc-svc-completed.h"
+#include "alloc-svc-core.h"
+#include "alloc-svc-operations.h"
+#include "alloc-svc-state.h"
 
 bool svc_task_state_terminal(Meseta__V1__TaskState st) {
   return ms_task_state_terminal(st);
@@ -90,7 +95,7 @@ static void recover(alloc_service *s, const char *fw, const char *agent, const c
 }
 
 void svc_task_end(alloc_service *s, svc_task *t) {
-  svc_completed_add(s, t); /* kept as completed (terminal) or removed from the views */
+  svc_run_task_ended(s, t); /* e.g. kept as completed (terminal) or removed from the views */
   recover(s, t->framework_id, t->agent_id, t->role, t->res);
   svc_executor *x = t->executor;
   if (x && --x->ntasks == 0) {

@@ -23,9 +23,9 @@ static ms_server_flags sf;
 static ms_strv etcd_endpoints;
 static char *advertise, *role_sorter, *framework_sorter, *excluded, *min_alloc, *region, *election;
 static char *etcd_ca, *etcd_cert, *etcd_key, *registry;
-static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, etcd_timeout_ns, lease_ns,
-    registry_timeout_ns, recovery_timeout_ns, agent_reconnect_ns, max_done_per_fw, max_done, max_done_fws,
-    stream_queue, max_offers, max_silent;
+static int64_t interval_ns, offer_timeout_ns, heartbeat_ns, etcd_timeout_ns, lease_ns, registry_timeout_ns,
+    recovery_timeout_ns, agent_reconnect_ns, max_done_per_fw, max_done, max_done_fws, stream_queue,
+    max_offers, max_silent;
 static double recovery_fraction;
 
 static const ms_flag flags[] = {

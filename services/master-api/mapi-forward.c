@@ -10,9 +10,9 @@
 #include "meseta/log.h"
 #include "meseta/operator-check.h"
 #include "meseta/pb.h"
-#include "meseta/version.h"
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
+#include "meseta/version.h"
 
 #include "mapi-auth.h"
 #include "mapi-internal.h"

@@ -497,7 +497,12 @@ static int get_health(ms_rpc_call *call, const ProtobufCMessage *req, ms_error *
   return ms_rpc_call_reply(call, &resp.base, err);
 }
 
-#define READ(method, fn) {.name = method, .on_start = read_start, .arg = &(const read_kind){fn}}
+#define READ(method, fn)                                                                                     \
+  {                                                                                                          \
+    .name = method, .on_start = read_start, .arg = &(const read_kind) {                                      \
+      fn                                                                                                     \
+    }                                                                                                        \
+  }
 const ms_rpc_method mapi_operator_reads[] = {
     {.name = "GetHealth", .on_start = get_health},
     READ("GetState", get_state),

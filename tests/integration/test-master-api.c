@@ -11,9 +11,9 @@
 
 #include "meseta/alloc.h"
 #include "meseta/rpc.h"
-#include "meseta/version.h"
 #include "meseta/v1/operator.pb-c.h"
 #include "meseta/v1/scheduler.pb-c.h"
+#include "meseta/version.h"
 
 #include "cluster.h"
 #include "etcd-harness.h"
@@ -274,8 +274,8 @@ static void test_master_api(void) {
   }
   Meseta__V1__GetFlagsRequest gf = MESETA__V1__GET_FLAGS_REQUEST__INIT;
   gf.component = MESETA__V1__COMPONENT__COMPONENT_ALLOCATOR;
-  CU_ASSERT_EQUAL(call(mapi, "/meseta.v1.Operator/GetFlags", &gf.base, &meseta__v1__get_flags_response__descriptor,
-                       10000, NULL, &msg),
+  CU_ASSERT_EQUAL(call(mapi, "/meseta.v1.Operator/GetFlags", &gf.base,
+                       &meseta__v1__get_flags_response__descriptor, 10000, NULL, &msg),
                   MS_UNIMPLEMENTED);
   CU_ASSERT(msg && strstr(msg, "get_flags"));
   free(TAKE_PTR(msg));

@@ -5,8 +5,8 @@
 
 #include "meseta/operator-check.h"
 #include "meseta/v1/operator.pb-c.h"
-#include "google/protobuf/timestamp.pb-c.h"
 
+#include "google/protobuf/timestamp.pb-c.h"
 #include "testlib.h"
 
 static void expect(const ProtobufCMessage *req, const char *needle) {
@@ -119,7 +119,7 @@ static void test_members(void) {
 
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
-      {"weights", test_weights},         {"quota", test_quota}, {"agent_ids", test_agent_ids},
+      {"weights", test_weights},         {"quota", test_quota},     {"agent_ids", test_agent_ids},
       {"maintenance", test_maintenance}, {"members", test_members}, {NULL, NULL},
   };
   return ms_test_main(argc, argv, "operator-check", cases);

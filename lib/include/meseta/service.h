@@ -28,22 +28,34 @@ typedef struct ms_server_flags {
 } ms_server_flags;
 
 #define MS_LOG_FLAGS(level_ptr, format_ptr)                                                                  \
-  {"log-level", MS_FLAG_STRING, (level_ptr), "info", "trace, debug, info, warn or error", "LEVEL", false},   \
-      {"log-format", MS_FLAG_STRING, (format_ptr), "text", "text or json", "FORMAT", false}
+  {"log-level", MS_FLAG_STRING, (level_ptr), "info", "trace, debug, info, warn or error", "LEVEL", false}, { \
+    "log-format", MS_FLAG_STRING, (format_ptr), "text", "text or json", "FORMAT", false                      \
+  }
 
-#define MS_SERVER_FLAGS(f, listen_def, max_message_def, grace_def)                                           \
-  {"listen", MS_FLAG_LIST, &(f).listen, (listen_def), "Addresses to serve gRPC on (host:port or unix:PATH)", \
-   "ADDR", false},                                                                                           \
-      {"tls-cert", MS_FLAG_STRING, &(f).tls_cert, NULL, "Server certificate (PEM); enables TLS", "FILE", false}, \
+#define MS_SERVER_FLAGS(f, listen_def, max_message_def, grace_def)                                            \
+  {"listen", MS_FLAG_LIST, &(f).listen, (listen_def), "Addresses to serve gRPC on (host:port or unix:PATH)",  \
+   "ADDR",   false},                                                                                          \
+      {"tls-cert", MS_FLAG_STRING, &(f).tls_cert, NULL, "Server certificate (PEM); enables TLS",              \
+       "FILE",     false},                                                                                    \
       {"tls-key", MS_FLAG_STRING, &(f).tls_key, NULL, "Server key (PEM)", "FILE", false},                     \
       {"tls-ca", MS_FLAG_STRING, &(f).tls_ca, NULL, "CA that client certificates must chain to (mutual TLS)", \
-       "FILE", false},                                                                                       \
-      {"max-message-bytes", MS_FLAG_BYTES, &(f).max_message, (max_message_def),                             \
-       "Largest gRPC message accepted and sent", NULL, false},                                               \
-      {"shutdown-grace", MS_FLAG_DURATION, &(f).grace_ns, (grace_def),                                       \
-       "How long calls may finish after SIGTERM", NULL, false},                                              \
-      {"ready-file", MS_FLAG_STRING, &(f).ready_file, NULL, "Write the bound addresses here once serving",   \
-       "FILE", false},                                                                                       \
+       "FILE",   false},                                                                                      \
+      {"max-message-bytes",                                                                                   \
+       MS_FLAG_BYTES,                                                                                         \
+       &(f).max_message,                                                                                      \
+       (max_message_def),                                                                                     \
+       "Largest gRPC message accepted and sent",                                                              \
+       NULL,                                                                                                  \
+       false},                                                                                                \
+      {"shutdown-grace",                                                                                      \
+       MS_FLAG_DURATION,                                                                                      \
+       &(f).grace_ns,                                                                                         \
+       (grace_def),                                                                                           \
+       "How long calls may finish after SIGTERM",                                                             \
+       NULL,                                                                                                  \
+       false},                                                                                                \
+      {"ready-file", MS_FLAG_STRING, &(f).ready_file, NULL, "Write the bound addresses here once serving",    \
+       "FILE",       false},                                                                                  \
       MS_LOG_FLAGS(&(f).log_level, &(f).log_format)
 
 /* Starts logging as `prog` with the --log-level and --log-format given. */
