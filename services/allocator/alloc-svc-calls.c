@@ -449,14 +449,7 @@ static int do_kill(alloc_service *s, const call_req *c, ms_error **err) {
                 MESETA__V1__TASK_STATUS__REASON__REASON_TASK_UNKNOWN, "the task is not known");
     return 0;
   }
-  Meseta__V1__AllocatorMessage__KillTask k = MESETA__V1__ALLOCATOR_MESSAGE__KILL_TASK__INIT;
-  k.framework_id = r->framework_id;
-  k.task_id = r->task_id;
-  k.kill_policy = r->kill_policy;
-  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
-  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_KILL_TASK;
-  m.kill_task = &k;
-  svc_send_agent(s, a, &m);
+  svc_task_send_kill(s, a, fw->e.key, t->task_id, r->kill_policy);
   return 0;
 }
 

@@ -61,17 +61,7 @@ void svc_framework_remove(alloc_service *s, svc_framework *fw, const char *why) 
       i++;
       continue;
     }
-    Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-    fid.value = fw->e.key;
-    Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
-    tid.value = t->task_id;
-    Meseta__V1__AllocatorMessage__KillTask k = MESETA__V1__ALLOCATOR_MESSAGE__KILL_TASK__INIT;
-    k.framework_id = &fid;
-    k.task_id = &tid;
-    Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
-    m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_KILL_TASK;
-    m.kill_task = &k;
-    svc_send_agent(s, svc_table_get(&s->agents, t->agent_id), &m);
+    svc_task_send_kill(s, svc_table_get(&s->agents, t->agent_id), fw->e.key, t->task_id, NULL);
     ms_resources_clear(t->res);
     if (t->executor)
       ms_resources_clear(t->executor->res);

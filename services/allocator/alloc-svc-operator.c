@@ -35,6 +35,7 @@
 #include "alloc-svc-frameworks.h"
 #include "alloc-svc-registry.h"
 #include "alloc-svc-state.h"
+#include "alloc-svc-tasks.h"
 
 typedef Meseta__V1__OperatorCallRequest op_req;
 typedef Meseta__V1__OperatorCallResponse op_resp;
@@ -260,17 +261,7 @@ static void kill_agent_tasks(alloc_service *s, svc_agent *a) {
     svc_task *t = (svc_task *)s->tasks.v[i];
     if (strcmp(t->agent_id, a->e.key) != 0)
       continue;
-    Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-    fid.value = t->framework_id;
-    Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
-    tid.value = t->task_id;
-    Meseta__V1__AllocatorMessage__KillTask k = MESETA__V1__ALLOCATOR_MESSAGE__KILL_TASK__INIT;
-    k.framework_id = &fid;
-    k.task_id = &tid;
-    Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
-    m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_KILL_TASK;
-    m.kill_task = &k;
-    svc_send_agent(s, a, &m);
+    svc_task_send_kill(s, a, t->framework_id, t->task_id, NULL);
   }
 }
 

@@ -167,3 +167,19 @@ void svc_tasks_free_all(alloc_service *s) {
   svc_table_release(&s->tasks);
   svc_table_release(&s->executors);
 }
+
+void svc_task_send_kill(alloc_service *s, svc_agent *a, const char *framework_id, const char *task_id,
+                        Meseta__V1__KillPolicy *policy) {
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = (char *)framework_id;
+  Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
+  tid.value = (char *)task_id;
+  Meseta__V1__AllocatorMessage__KillTask k = MESETA__V1__ALLOCATOR_MESSAGE__KILL_TASK__INIT;
+  k.framework_id = &fid;
+  k.task_id = &tid;
+  k.kill_policy = policy;
+  Meseta__V1__AllocatorMessage m = MESETA__V1__ALLOCATOR_MESSAGE__INIT;
+  m.message_case = MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_KILL_TASK;
+  m.kill_task = &k;
+  svc_send_agent(s, a, &m);
+}

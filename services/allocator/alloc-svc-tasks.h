@@ -21,6 +21,10 @@ svc_task *svc_task_add(alloc_service *s, const char *framework_id, const char *t
 void svc_task_adopt_ended(alloc_service *s, const char *agent_id, const char *fid, const char *tid,
                           Meseta__V1__TaskState state);
 void svc_task_end(alloc_service *s, svc_task *t);
+/* Tells the agent (NULL or unlinked: nothing) to kill a task; policy may be NULL.
+ * Everything is borrowed. */
+void svc_task_send_kill(alloc_service *s, svc_agent *a, const char *framework_id, const char *task_id,
+                        Meseta__V1__KillPolicy *policy);
 /* A status update from the agent: forwards it, ends the task when terminal. */
 void svc_task_status(alloc_service *s, svc_agent *a, const Meseta__V1__AgentMessage__StatusUpdate *u);
 bool svc_task_state_terminal(Meseta__V1__TaskState st);
