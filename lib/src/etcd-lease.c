@@ -93,11 +93,7 @@ struct ms_etcd_lease_keeper {
 
 /* Waits up to ms or until stopped; returns true when stopped. */
 static bool keeper_wait(ms_etcd_lease_keeper *k, int64_t ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t ns = ts.tv_nsec + (ms % 1000) * MS_NSEC_PER_MSEC;
-  ts.tv_sec += ms / 1000 + ns / MS_NSEC_PER_SEC;
-  ts.tv_nsec = ns % MS_NSEC_PER_SEC;
+  struct timespec ts = ms_time_mono_after(ms);
   pthread_mutex_lock(&k->mu);
   while (!k->stop) {
     if (pthread_cond_timedwait(&k->cv, &k->mu, &ts) == ETIMEDOUT)
@@ -151,11 +147,7 @@ ms_etcd_lease_keeper *ms_etcd_lease_keeper_start(ms_etcd *e, int64_t id, int64_t
   ms_etcd_lease_keeper *k = ms_xcalloc(1, sizeof(*k));
   *k = (ms_etcd_lease_keeper){.e = e, .id = id, .ttl_ms = ttl_s * 1000, .on_lost = on_lost, .arg = arg};
   pthread_mutex_init(&k->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&k->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  ms_cond_init_mono(&k->cv);
   int rc = pthread_create(&k->thread, NULL, keeper_main, k);
   if (rc != 0) {
     ms_error_set_errno(err, rc, "lease `%lld` keeper: start thread", (long long)id);

@@ -208,11 +208,7 @@ static size_t stream_write(char *p, size_t size, size_t n, void *arg) {
 /* ---- the thread ------------------------------------------------------------------- */
 
 static bool stream_wait(ms_etcd_stream *s, int64_t ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t ns = ts.tv_nsec + (ms % 1000) * MS_NSEC_PER_MSEC;
-  ts.tv_sec += ms / 1000 + ns / MS_NSEC_PER_SEC;
-  ts.tv_nsec = ns % MS_NSEC_PER_SEC;
+  struct timespec ts = ms_time_mono_after(ms);
   pthread_mutex_lock(&s->mu);
   while (!atomic_load(&s->stop))
     if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
@@ -355,11 +351,7 @@ static ms_etcd_stream *stream_start(ms_etcd *e, stream_kind kind, const void *ke
   s->key[key_len] = '\0';
   s->key_len = key_len;
   pthread_mutex_init(&s->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  ms_cond_init_mono(&s->cv);
   ms_buf_init(&s->body, 64 * 1024 + key_len * 4);
   ms_buf_init(&s->line, e->max_response_bytes);
   s->h = ms_etcd__easy_new(e);

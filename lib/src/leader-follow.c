@@ -7,6 +7,7 @@
 
 #include "meseta/alloc.h"
 #include "meseta/log.h"
+#include "meseta/time.h"
 
 #define FIRST_BACKOFF_MS 100
 
@@ -25,11 +26,7 @@ struct ms_leader_follow {
 
 /* Sleeps ms unless stopped; false when stopped. */
 static bool nap(ms_leader_follow *f, int64_t ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  int64_t ns = ts.tv_nsec + ms % 1000 * 1000000;
-  ts.tv_sec += ms / 1000 + ns / 1000000000;
-  ts.tv_nsec = ns % 1000000000;
+  struct timespec ts = ms_time_mono_after(ms);
   pthread_mutex_lock(&f->mu);
   while (!f->stop)
     if (pthread_cond_timedwait(&f->cv, &f->mu, &ts) != 0)
@@ -101,11 +98,7 @@ ms_leader_follow *ms_leader_follow_start(ms_rpc_channel *registry, const char *w
                           .fn = on_leader,
                           .arg = arg};
   pthread_mutex_init(&f->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&f->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  ms_cond_init_mono(&f->cv);
   int e = pthread_create(&f->th, NULL, follow_main, f);
   if (e) {
     ms_error_set_errno(err, e, "starting the thread following %s", who);

@@ -192,3 +192,22 @@ char *ms_duration_format(int64_t ns, char *buf, size_t size) {
     ms_strlcpy(buf, out, size);
   return buf;
 }
+
+void ms_cond_init_mono(pthread_cond_t *c) {
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(c, &ca);
+  pthread_condattr_destroy(&ca);
+}
+
+struct timespec ms_time_mono_after(int64_t ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  if (ms < 0)
+    ms = 0;
+  int64_t ns = ts.tv_nsec + ms % 1000 * MS_NSEC_PER_MSEC;
+  ts.tv_sec += ms / 1000 + ns / MS_NSEC_PER_SEC;
+  ts.tv_nsec = ns % MS_NSEC_PER_SEC;
+  return ts;
+}

@@ -95,11 +95,7 @@ static void nap_locked(agent_link *l, int64_t ms, uint64_t leader_gen) {
     int64_t left = until - ms_time_mono_ms();
     if (left <= 0)
       break;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + left % 1000 * 1000000;
-    ts.tv_sec += left / 1000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    struct timespec ts = ms_time_mono_after(left);
     pthread_cond_timedwait(&l->cv, &l->mu, &ts);
   }
 }
@@ -340,11 +336,7 @@ agent_link *agent_link_new(const agent_link_options *o, ms_loop *loop, agent *a,
   atomic_init(&l->silence_ms, l->silence_cfg);
   atomic_init(&l->last_recv_ms, ms_time_mono_ms());
   pthread_mutex_init(&l->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&l->cv, &ca);
-  pthread_condattr_destroy(&ca);
+  ms_cond_init_mono(&l->cv);
   return l;
 }
 

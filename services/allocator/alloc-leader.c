@@ -72,11 +72,7 @@ static void wait_locked(alloc_leader *l, int64_t ms) {
       pthread_cond_wait(&l->cond, &l->mu);
       continue;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = ts.tv_nsec + (wake - now) % 1000 * 1000000;
-    ts.tv_sec += (wake - now) / 1000 + ns / 1000000000;
-    ts.tv_nsec = ns % 1000000000;
+    struct timespec ts = ms_time_mono_after(wake - now);
     pthread_cond_timedwait(&l->cond, &l->mu, &ts);
   }
 }
@@ -183,11 +179,7 @@ alloc_leader *alloc_leader_start(ms_etcd *etcd, const char *election, const char
   l->on_change = on_change;
   l->arg = arg;
   pthread_mutex_init(&l->mu, NULL);
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&l->cond, &ca);
-  pthread_condattr_destroy(&ca);
+  ms_cond_init_mono(&l->cond);
   int e = pthread_create(&l->thread, NULL, leader_main, l);
   if (e != 0) {
     ms_error_set_errno(err, e, "election `%s`: start its thread", election);

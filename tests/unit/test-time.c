@@ -21,6 +21,31 @@ static void test_clocks(void) {
   CU_ASSERT_TRUE(ms_time_real_ns() / MS_NSEC_PER_MSEC >= real_ms);
 }
 
+/* A deadline on the monotonic clock, and a monotonic condition waits until it. */
+static void test_mono_deadline(void) {
+  int64_t before = ms_time_mono_ns();
+  struct timespec ts = ms_time_mono_after(1500);
+  int64_t at = (int64_t)ts.tv_sec * MS_NSEC_PER_SEC + ts.tv_nsec;
+  CU_ASSERT(ts.tv_nsec >= 0 && ts.tv_nsec < MS_NSEC_PER_SEC);
+  CU_ASSERT(at >= before + 1500 * MS_NSEC_PER_MSEC);
+  CU_ASSERT(at <= ms_time_mono_ns() + 1500 * MS_NSEC_PER_MSEC);
+  ts = ms_time_mono_after(-5); /* the past is now */
+  CU_ASSERT((int64_t)ts.tv_sec * MS_NSEC_PER_SEC + ts.tv_nsec <= ms_time_mono_ns());
+  pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+  pthread_cond_t cv;
+  ms_cond_init_mono(&cv);
+  pthread_mutex_lock(&mu);
+  int64_t t0 = ms_time_mono_ms();
+  ts = ms_time_mono_after(20);
+  int rc;
+  while ((rc = pthread_cond_timedwait(&cv, &mu, &ts)) == 0)
+    ;
+  CU_ASSERT_EQUAL(rc, ETIMEDOUT);
+  CU_ASSERT(ms_time_mono_ms() - t0 >= 20); /* it waited on the clock the deadline is on */
+  pthread_mutex_unlock(&mu);
+  pthread_cond_destroy(&cv);
+}
+
 static void test_sleep_at_least(void) {
   int64_t start = ms_time_mono_ns();
   ms_time_sleep_ms(5);
@@ -207,6 +232,7 @@ static void test_round_trip(void) {
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"clocks", test_clocks},
+      {"mono_deadline", test_mono_deadline},
       {"sleep_at_least", test_sleep_at_least},
       {"sleep_survives_signals", test_sleep_survives_signals},
       {"parse", test_parse},

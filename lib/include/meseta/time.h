@@ -12,6 +12,7 @@
  * buffer. All functions are thread-safe. */
 #pragma once
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,12 @@ int64_t ms_time_mono_ms(void);
 /* Wall clock since the Unix epoch. */
 int64_t ms_time_real_ns(void);
 int64_t ms_time_real_ms(void);
+
+/* Condition variables that wait on the monotonic clock: ms_cond_init_mono makes one,
+ * ms_time_mono_after gives the absolute deadline `ms` from now to pass to
+ * pthread_cond_timedwait on it (ms <= 0: now). */
+void ms_cond_init_mono(pthread_cond_t *c);
+struct timespec ms_time_mono_after(int64_t ms);
 
 /* Sleeps at least ms milliseconds, resuming after signal handlers (EINTR) until the
  * full time has passed. ms <= 0 returns at once. */
