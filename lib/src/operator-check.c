@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "meseta/alloc.h"
+#include "meseta/pb.h"
 #include "meseta/roles.h"
 #include "meseta/v1/allocator.pb-c.h"
 
@@ -133,14 +134,7 @@ static const struct {
 };
 
 const ProtobufCFieldDescriptor *ms_operator_call_member(const ProtobufCMessageDescriptor *req_desc) {
-  const ProtobufCMessageDescriptor *w = &meseta__v1__operator_call_request__descriptor;
-  for (unsigned i = 0; i < w->n_fields; i++) {
-    const ProtobufCFieldDescriptor *f = &w->fields[i];
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == req_desc &&
-        (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
-      return f;
-  }
-  return NULL;
+  return ms_pb_oneof_member(&meseta__v1__operator_call_request__descriptor, req_desc);
 }
 
 int ms_operator_check(const ProtobufCMessage *req, ms_error **err) {

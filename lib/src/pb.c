@@ -27,3 +27,14 @@ void *ms_pb_new(const ProtobufCMessageDescriptor *d) {
   protobuf_c_message_init(d, m);
   return m;
 }
+
+const ProtobufCFieldDescriptor *ms_pb_oneof_member(const ProtobufCMessageDescriptor *wrapper,
+                                                   const ProtobufCMessageDescriptor *payload) {
+  for (unsigned i = 0; i < wrapper->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &wrapper->fields[i];
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == payload &&
+        (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+      return f;
+  }
+  return NULL;
+}

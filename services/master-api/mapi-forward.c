@@ -27,18 +27,6 @@ int mapi_principal(mapi_service *s, ms_rpc_call *call, Meseta__V1__Principal **r
   return 0;
 }
 
-/* The member of a wrapper's oneof whose type is `payload`. */
-static const ProtobufCFieldDescriptor *oneof_member(const ProtobufCMessageDescriptor *wrapper,
-                                                    const ProtobufCMessageDescriptor *payload) {
-  for (unsigned i = 0; i < wrapper->n_fields; i++) {
-    const ProtobufCFieldDescriptor *f = &wrapper->fields[i];
-    if (f->type == PROTOBUF_C_TYPE_MESSAGE && f->descriptor == payload &&
-        (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
-      return f;
-  }
-  return NULL;
-}
-
 #define MEMBER(msg, off, type) (*(type *)((char *)(msg) + (off)))
 
 typedef struct fwd_job {
@@ -100,7 +88,7 @@ static void fwd_run(void *arg) {
     ms_rpc_call_finish_error(j->call, err);
   } else {
     offers_used(j->s, j->wrapped);
-    const ProtobufCFieldDescriptor *f = oneof_member(j->resp_wrapper, j->resp_payload);
+    const ProtobufCFieldDescriptor *f = ms_pb_oneof_member(j->resp_wrapper, j->resp_payload);
     ProtobufCMessage *payload = NULL;
     if (f && MEMBER(resp, f->quantifier_offset, uint32_t) == f->id)
       payload = MEMBER(resp, f->offset, ProtobufCMessage *);
@@ -130,7 +118,7 @@ static int forward(ms_rpc_call *call, const ProtobufCMessage *req, const Protobu
                    const ProtobufCMessageDescriptor *resp_wrapper, const char *path, ms_error **err) {
   mapi_service *s = ms_rpc_call_userdata(call);
   const ProtobufCMessageDescriptor *in = req->descriptor;
-  const ProtobufCFieldDescriptor *f = oneof_member(wrapper, in);
+  const ProtobufCFieldDescriptor *f = ms_pb_oneof_member(wrapper, in);
   /* The method's output type: the Response beside the Request. */
   const ProtobufCServiceDescriptor *svc = wrapper == &meseta__v1__operator_call_request__descriptor
                                               ? &meseta__v1__operator__descriptor

@@ -16,3 +16,8 @@ void *ms_pb_new(const ProtobufCMessageDescriptor *d);
 
 /* Packs a message into a new buffer (the caller frees it) and its size. */
 uint8_t *ms_pb_pack(const ProtobufCMessage *m, size_t *ret_len);
+
+/* The member of one of `wrapper`'s oneofs whose type is `payload` (the first if
+ * several); NULL if none. The descriptor is static. */
+const ProtobufCFieldDescriptor *ms_pb_oneof_member(const ProtobufCMessageDescriptor *wrapper,
+                                                   const ProtobufCMessageDescriptor *payload);
