@@ -762,21 +762,7 @@ static int update_framework(alloc_service *s, const call_req *c, bool apply, ms_
           err, MS_INVALID_ARGUMENT,
           "`update_framework.suppressed_roles[%zu]`: `%s` is not one of the framework's roles", i,
           r->suppressed_roles[i]);
-  uint32_t caps = 0;
-  for (size_t i = 0; i < info->n_capabilities; i++)
-    switch (info->capabilities[i]->type) {
-    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__REGION_AWARE:
-      caps |= ALLOC_CAP_REGION_AWARE;
-      break;
-    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__RESERVATION_REFINEMENT:
-      caps |= ALLOC_CAP_RESERVATION_REFINEMENT;
-      break;
-    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__MULTI_ROLE:
-      caps |= ALLOC_CAP_MULTI_ROLE;
-      break;
-    default:
-      break;
-    }
+  uint32_t caps = svc_framework_caps(info);
   alloc_min_override *mins = ms_xcalloc(info->n_offer_filters + 1, sizeof(*mins));
   uint32_t nmins = 0;
   int rc = 0;

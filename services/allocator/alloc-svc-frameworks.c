@@ -121,6 +121,26 @@ static void failover_tick(ms_loop *loop, uint64_t id, void *arg) {
     svc_framework_remove(fw->svc, fw, "its failover timeout passed");
 }
 
+uint32_t svc_framework_caps(const Meseta__V1__FrameworkInfo *info) {
+  uint32_t caps = 0;
+  for (size_t i = 0; i < info->n_capabilities; i++) {
+    switch (info->capabilities[i]->type) {
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__REGION_AWARE:
+      caps |= ALLOC_CAP_REGION_AWARE;
+      break;
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__RESERVATION_REFINEMENT:
+      caps |= ALLOC_CAP_RESERVATION_REFINEMENT;
+      break;
+    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__MULTI_ROLE:
+      caps |= ALLOC_CAP_MULTI_ROLE;
+      break;
+    default: /* the others change nothing here */
+      break;
+    }
+  }
+  return caps;
+}
+
 static int64_t duration_ms(const Google__Protobuf__Duration *d) {
   return d ? d->seconds * 1000 + d->nanos / 1000000 : 0;
 }
@@ -146,22 +166,7 @@ static int framework_spec(const Meseta__V1__SubscribeRequest *req, const char *i
                           "`request.suppressed_roles[%zu]`: `%s` is not one of the framework's roles", i,
                           req->suppressed_roles[i]);
   }
-  uint32_t caps = 0;
-  for (size_t i = 0; i < info->n_capabilities; i++) {
-    switch (info->capabilities[i]->type) {
-    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__REGION_AWARE:
-      caps |= ALLOC_CAP_REGION_AWARE;
-      break;
-    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__RESERVATION_REFINEMENT:
-      caps |= ALLOC_CAP_RESERVATION_REFINEMENT;
-      break;
-    case MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__MULTI_ROLE:
-      caps |= ALLOC_CAP_MULTI_ROLE;
-      break;
-    default:
-      break;
-    }
-  }
+  uint32_t caps = svc_framework_caps(info);
   *ncaps = caps;
   *spec = (alloc_framework_spec){.id = id,
                                  .roles = roles,

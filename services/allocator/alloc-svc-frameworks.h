@@ -24,3 +24,5 @@ void svc_frameworks_close(alloc_service *s);
 svc_framework *svc_framework_check(alloc_service *s, const char *what, const Meseta__V1__FrameworkID *id,
                                    const char *stream_id, ms_error **err);
 void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
+/* The engine's capability bits (ALLOC_CAP_*) of a FrameworkInfo. */
+uint32_t svc_framework_caps(const Meseta__V1__FrameworkInfo *info);
