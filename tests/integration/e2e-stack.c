@@ -54,33 +54,6 @@ static int start(const ms_e2e_options *o, ms_test_proc **ret, const char *name, 
   return *ret ? 0 : MS_ERR;
 }
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
-typedef struct agents_wait {
-  const char *mapi;
-  size_t want;
-} agents_wait;
-
-static bool agents_listed(void *ctx) {
-  agents_wait *w = ctx;
-  ms_rpc_channel *ch = ms_rpc_channel_new(w->mapi, NULL, NULL);
-  if (!ch)
-    return false;
-  Meseta__V1__GetAgentsRequest req = MESETA__V1__GET_AGENTS_REQUEST__INIT;
-  ProtobufCMessage *resp = NULL;
-  ms_rpc_call_options co = {.timeout_ms = 5000};
-  bool ok = false;
-  if (ms_rpc_unary(ch, "/meseta.v1.Operator/GetAgents", &req.base,
-                   &meseta__v1__get_agents_response__descriptor, &co, &resp, NULL) == 0) {
-    ok = ((Meseta__V1__GetAgentsResponse *)resp)->n_agents == w->want;
-    protobuf_c_message_free_unpacked(resp, NULL);
-  }
-  ms_rpc_channel_free(ch);
-  return ok;
-}
-
 int ms_e2e_start(ms_e2e_stack *s, const ms_e2e_options *o, ms_error **err) {
   *s = (ms_e2e_stack){.tag = ms_xstrdup(o->tag)};
   const char *level = o->log_level ? o->log_level : "info";
@@ -119,7 +92,7 @@ int ms_e2e_start(ms_e2e_stack *s, const ms_e2e_options *o, ms_error **err) {
   if (start(o, &s->allocator, "allocator", NULL, aargv, err) < 0)
     return MS_ERR;
   const char *alloc_addr = ms_test_proc_address(s->allocator);
-  if (!ms_sim_wait(serving, (void *)alloc_addr, START_WAIT_MS))
+  if (!ms_sim_wait(ms_test_serving, (void *)alloc_addr, START_WAIT_MS))
     return ms_error_set(err, MS_UNAVAILABLE, "the allocator at %s did not become leader; see %s", alloc_addr,
                         ms_test_proc_log(s->allocator));
 
@@ -172,11 +145,11 @@ int ms_e2e_start(ms_e2e_stack *s, const ms_e2e_options *o, ms_error **err) {
   }
 
   const char *mapi_addr = ms_test_proc_address(s->mapi);
-  if (!ms_sim_wait(serving, (void *)mapi_addr, START_WAIT_MS))
+  if (!ms_sim_wait(ms_test_serving, (void *)mapi_addr, START_WAIT_MS))
     return ms_error_set(err, MS_UNAVAILABLE, "master-api at %s is not serving; see %s", mapi_addr,
                         ms_test_proc_log(s->mapi));
-  agents_wait aw = {mapi_addr, (size_t)s->n_agents};
-  if (!ms_sim_wait(agents_listed, &aw, START_WAIT_MS))
+  ms_test_agents_wait aw = {mapi_addr, (size_t)s->n_agents};
+  if (!ms_sim_wait(ms_test_agents_listed, &aw, START_WAIT_MS))
     return ms_error_set(err, MS_UNAVAILABLE, "master-api at %s does not list the %d agents; see %s",
                         mapi_addr, s->n_agents, ms_test_proc_log(s->mapi));
   return 0;

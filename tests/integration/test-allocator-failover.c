@@ -35,10 +35,6 @@
 static ms_test_etcd *etcd;
 static char *dir;
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
 /* ---- a standby refuses; admission is durable ---- */
 
 static void test_standby_and_admission(void) {
@@ -213,7 +209,7 @@ static void test_failover_under_load(void) {
   CU_ASSERT_EQUAL(ms_test_proc_stop(c.alloc[leader], SIGKILL), 128 + SIGKILL);
   ms_test_proc_free(c.alloc[leader]);
   c.alloc[leader] = NULL;
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)c.addr[1 - leader], WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)c.addr[1 - leader], WAIT_MS));
   CU_ASSERT_FATAL(ms_sim_wait(all_back, &w, WAIT_MS));
   for (int i = 0; i < NAGENTS; i++)
     CU_ASSERT_STRING_EQUAL(ms_sim_agent_id(w.agents[i]), ids[i]);
@@ -385,7 +381,7 @@ static void test_trust_4_completed_tasks_survive_failover(void) {
   ms_test_proc_free(c.alloc[leader]);
   c.alloc[leader] = NULL;
   const char *next = c.addr[1 - leader];
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)next, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)next, WAIT_MS));
   int after = snapshot_finished(next, fid);
   fprintf(stderr, "completed tasks of `%s`: %d before the failover, %d after; registry: %u\n", fid, before,
           after, registry_completed(&c, fid));
@@ -697,7 +693,7 @@ static void t4_failover(int sig, const char *tag) {
   while ((t_leader < 0 || t_following < 0 || t_agents < 0 || t_offer < 0) &&
          ms_time_mono_ms() - t0 < WAIT_MS) {
     int64_t now = ms_time_mono_ms() - t0;
-    if (t_leader < 0 && serving((void *)w.c.addr[new]))
+    if (t_leader < 0 && ms_test_serving((void *)w.c.addr[new]))
       t_leader = now;
     if (t_following < 0 && t4_agents_back(&following))
       t_following = now;
@@ -820,7 +816,7 @@ static void test_trust_4_recovery_keeps_late_agents(void) {
   ms_test_proc_free(w.c.alloc[old]);
   w.c.alloc[old] = NULL;
   uint64_t before = MS_SIM_FW_STAT(fw, offer_events);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)w.c.addr[1 - old], WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)w.c.addr[1 - old], WAIT_MS));
   /* 4 of 5 back is the default 0.8: offers resume. */
   CU_ASSERT(ms_sim_wait(t4_offered, &(t4_offers){&(t4){.fw = fw}, before}, WAIT_MS));
   /* For a second after that (well inside the 6 s recovery timeout), the late agent's
@@ -903,7 +899,7 @@ static void test_trust_4_registry_writes_fenced(void) {
   usleep(300000);
   CU_ASSERT_EQUAL_FATAL(kill(lpid, SIGSTOP), 0);
   CU_ASSERT_EQUAL(kill(rpid, SIGCONT), 0);
-  CU_ASSERT(ms_sim_wait(serving, (void *)c.addr[1 - old], WAIT_MS)); /* a new leader */
+  CU_ASSERT(ms_sim_wait(ms_test_serving, (void *)c.addr[1 - old], WAIT_MS)); /* a new leader */
   /* The old one wakes long past its deadline: its worker must not send the second write. */
   CU_ASSERT_EQUAL(kill(lpid, SIGCONT), 0);
   CU_ASSERT(ms_sim_wait(t4_weight_done, &first, WAIT_MS));

@@ -30,41 +30,26 @@ static ms_test_etcd *etcd;
 
 /* Tasks run until killed. */
 static ms_sim_agent *agent(const char *addr) {
-  ms_error *err = NULL;
-  ms_sim_agent_options o = {.resources = "cpus:4;mem:4096", .task_ms = -1};
-  ms_sim_agent *a = ms_sim_agent_start(addr, &o, &err);
-  if (!a)
-    fprintf(stderr, "agent: %s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-  return a;
+  return ms_test_sim_agent(addr, &(ms_sim_agent_options){.resources = "cpus:4;mem:4096", .task_ms = -1});
 }
 
 /* HOLD mode: offers are the test's. A framework_id given: a failover of that one. */
 static ms_sim_framework *framework(const char *addr, const char *framework_id, bool acks) {
-  ms_error *err = NULL;
   ms_sim_framework_options o = {.name = "launcher",
                                 .mode = MS_SIM_HOLD,
                                 .framework_id = framework_id,
                                 .no_operation_acks = !acks,
                                 .failover_timeout_ms = 3600 * 1000};
-  ms_sim_framework *f = ms_sim_framework_start(addr, &o, &err);
-  if (!f)
-    fprintf(stderr, "framework: %s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-  return f;
+  return ms_test_sim_framework(addr, &o);
 }
 
 /* ---- waiting ---- */
 
-#define WAIT_FW(fw, fieldname, count)                                                                        \
-  CU_ASSERT_FATAL(                                                                                           \
-      ms_sim_framework_wait_stat((fw), offsetof(ms_sim_framework_stats, fieldname), (count), WAIT_MS))
+#define WAIT_FW(fw, fieldname, count) MS_TEST_WAIT_FW(fw, fieldname, count, WAIT_MS)
 #define FW_STAT(fw, fieldname) MS_SIM_FW_STAT(fw, fieldname)
 
 static Meseta__V1__Offer *wait_offer(ms_sim_framework *f) {
-  Meseta__V1__Offer *o = ms_sim_framework_wait_offer(f, WAIT_MS);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-  return o;
+  return ms_test_wait_offer(f, WAIT_MS);
 }
 
 static void free_msg(void *m) {

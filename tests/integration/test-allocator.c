@@ -20,35 +20,18 @@
 static char *dir;
 
 static ms_sim_agent *agent(const ms_test_allocator *al, const char *res, int64_t task_ms) {
-  ms_error *err = NULL;
-  ms_sim_agent_options o = {.resources = res, .task_ms = task_ms};
-  ms_sim_agent *a = ms_sim_agent_start(al->addr, &o, &err);
-  if (!a)
-    fprintf(stderr, "agent: %s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
-  return a;
+  return ms_test_sim_agent(al->addr, &(ms_sim_agent_options){.resources = res, .task_ms = task_ms});
 }
 
 static ms_sim_framework *framework(const ms_test_allocator *al, const ms_sim_framework_options *o) {
-  ms_error *err = NULL;
-  ms_sim_framework *f = ms_sim_framework_start(al->addr, o, &err);
-  if (!f)
-    fprintf(stderr, "framework: %s\n", err->msg);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-  return f;
+  return ms_test_sim_framework(al->addr, o);
 }
 
-/* ---- predicates for ms_sim_wait ---- */
-
-#define WAIT_FW(fw, fieldname, count)                                                                        \
-  CU_ASSERT_FATAL(                                                                                           \
-      ms_sim_framework_wait_stat((fw), offsetof(ms_sim_framework_stats, fieldname), (count), WAIT_MS))
+#define WAIT_FW(fw, fieldname, count) MS_TEST_WAIT_FW(fw, fieldname, count, WAIT_MS)
 #define FW_STAT(fw, fieldname) MS_SIM_FW_STAT(fw, fieldname)
 
 static Meseta__V1__Offer *wait_offer(ms_sim_framework *f) {
-  Meseta__V1__Offer *o = ms_sim_framework_wait_offer(f, WAIT_MS);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(o);
-  return o;
+  return ms_test_wait_offer(f, WAIT_MS);
 }
 
 static double offer_scalar(const Meseta__V1__Offer *o, const char *name) {

@@ -161,10 +161,6 @@ static char *free_port(void) {
   return ms_xasprintf("%d", ntohs(a.sin_port));
 }
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
 static bool agent_listed(void *ctx) {
   (void)ctx;
   const char *args[] = {"agents", "-o", "json", NULL};
@@ -193,7 +189,7 @@ static void up(void) {
                          "200ms", NULL};
   mapi_proc = ms_test_start("master-api", dir, margv);
   mapi_addr = ms_xstrdup(ms_test_proc_address(mapi_proc));
-  CU_ASSERT_FATAL(ms_sim_wait(serving, mapi_addr, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, mapi_addr, WAIT_MS));
 
   /* Port 0: no race for a free port; the agent advertises the one it got. */
   const char *listen = "127.0.0.1:0";

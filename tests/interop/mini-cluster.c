@@ -118,36 +118,6 @@ static int start_service(mini *m, ms_test_proc **ret, const char *name, const ch
   return 0;
 }
 
-/* grpc.health.v1 says SERVING (the allocator: it is the leader; master-api: its view
- * is complete). */
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
-typedef struct agents_wait {
-  const char *mapi;
-  size_t want;
-} agents_wait;
-
-/* master-api's view lists every agent: frameworks that subscribe now get offers. */
-static bool agents_listed(void *ctx) {
-  agents_wait *w = ctx;
-  ms_rpc_channel *ch = ms_rpc_channel_new(w->mapi, NULL, NULL);
-  if (!ch)
-    return false;
-  Meseta__V1__GetAgentsRequest req = MESETA__V1__GET_AGENTS_REQUEST__INIT;
-  ProtobufCMessage *resp = NULL;
-  ms_rpc_call_options co = {.timeout_ms = 5000};
-  bool ok = false;
-  if (ms_rpc_unary(ch, "/meseta.v1.Operator/GetAgents", &req.base,
-                   &meseta__v1__get_agents_response__descriptor, &co, &resp, NULL) == 0) {
-    ok = ((Meseta__V1__GetAgentsResponse *)resp)->n_agents == w->want;
-    protobuf_c_message_free_unpacked(resp, NULL);
-  }
-  ms_rpc_channel_free(ch);
-  return ok;
-}
-
 static int write_address(const char *path, const char *addr, ms_error **err) {
   _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
   FILE *f = fopen(tmp, "we");
@@ -196,7 +166,7 @@ static int mini_start(mini *m, ms_error **err) {
   if (start_service(m, &m->allocator, "allocator", aargv, err) < 0)
     return MS_ERR;
   const char *alloc_addr = ms_test_proc_address(m->allocator);
-  if (!ms_sim_wait(serving, (void *)alloc_addr, START_WAIT_MS))
+  if (!ms_sim_wait(ms_test_serving, (void *)alloc_addr, START_WAIT_MS))
     return ms_error_set(err, MS_UNAVAILABLE, "the allocator at %s did not become leader; see %s", alloc_addr,
                         ms_test_proc_log(m->allocator));
 
@@ -217,11 +187,11 @@ static int mini_start(mini *m, ms_error **err) {
     m->n_agents = i + 1;
   }
 
-  if (!ms_sim_wait(serving, (void *)mapi_addr, START_WAIT_MS))
+  if (!ms_sim_wait(ms_test_serving, (void *)mapi_addr, START_WAIT_MS))
     return ms_error_set(err, MS_UNAVAILABLE, "master-api at %s is not serving; see %s", mapi_addr,
                         ms_test_proc_log(m->mapi));
-  agents_wait aw = {mapi_addr, (size_t)n_agents};
-  if (!ms_sim_wait(agents_listed, &aw, START_WAIT_MS))
+  ms_test_agents_wait aw = {mapi_addr, (size_t)n_agents};
+  if (!ms_sim_wait(ms_test_agents_listed, &aw, START_WAIT_MS))
     return ms_error_set(err, MS_UNAVAILABLE, "master-api at %s does not list the %d agents; see %s",
                         mapi_addr, m->n_agents, ms_test_proc_log(m->mapi));
   return 0;

@@ -232,3 +232,51 @@ void ms_test_allocator_stop(ms_test_allocator *a) {
   ms_test_proc_free(a->proc);
   a->proc = NULL;
 }
+
+ms_sim_agent *ms_test_sim_agent(const char *addr, const ms_sim_agent_options *o) {
+  ms_error *err = NULL;
+  ms_sim_agent *a = ms_sim_agent_start(addr, o, &err);
+  if (!a)
+    fprintf(stderr, "agent on %s: %s\n", addr, err->msg);
+  ms_error_free(err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+  return a;
+}
+
+ms_sim_framework *ms_test_sim_framework(const char *addr, const ms_sim_framework_options *o) {
+  ms_error *err = NULL;
+  ms_sim_framework *f = ms_sim_framework_start(addr, o, &err);
+  if (!f)
+    fprintf(stderr, "framework on %s: %s\n", addr, err->msg);
+  ms_error_free(err);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  return f;
+}
+
+Meseta__V1__Offer *ms_test_wait_offer(ms_sim_framework *f, int64_t timeout_ms) {
+  Meseta__V1__Offer *o = ms_sim_framework_wait_offer(f, timeout_ms);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+  return o;
+}
+
+bool ms_test_serving(void *ctx) {
+  return ms_test_health(ctx) == 1;
+}
+
+bool ms_test_agents_listed(void *ctx) {
+  ms_test_agents_wait *w = ctx;
+  ms_rpc_channel *ch = ms_rpc_channel_new(w->mapi, NULL, NULL);
+  if (!ch)
+    return false;
+  Meseta__V1__GetAgentsRequest req = MESETA__V1__GET_AGENTS_REQUEST__INIT;
+  ProtobufCMessage *resp = NULL;
+  ms_rpc_call_options co = {.timeout_ms = 5000};
+  bool ok = false;
+  if (ms_rpc_unary(ch, "/meseta.v1.Operator/GetAgents", &req.base,
+                   &meseta__v1__get_agents_response__descriptor, &co, &resp, NULL) == 0) {
+    ok = ((Meseta__V1__GetAgentsResponse *)resp)->n_agents == w->want;
+    protobuf_c_message_free_unpacked(resp, NULL);
+  }
+  ms_rpc_channel_free(ch);
+  return ok;
+}

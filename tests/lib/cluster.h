@@ -12,6 +12,7 @@
 
 #include "etcd-harness.h"
 #include "proc.h"
+#include "sim.h"
 #include "testlib.h"
 
 #define MS_TEST_MAX_ALLOCATORS 3
@@ -84,3 +85,23 @@ int ms_test_cluster_leader(ms_test_cluster *c);
 /* Polls ms_test_cluster_leader until there is one (a hang guard of timeout_ms):
  * its index, or -1. */
 int ms_test_cluster_wait_leader(ms_test_cluster *c, int64_t timeout_ms);
+
+/* Simulated agents and frameworks (sim.h) on `addr`, or a fatal failure naming why. */
+ms_sim_agent *ms_test_sim_agent(const char *addr, const ms_sim_agent_options *o);
+ms_sim_framework *ms_test_sim_framework(const char *addr, const ms_sim_framework_options *o);
+/* The next offer a HOLD framework got within timeout_ms (the caller frees it), or a
+ * fatal failure. */
+Meseta__V1__Offer *ms_test_wait_offer(ms_sim_framework *f, int64_t timeout_ms);
+/* Waits (a hang guard) for a framework's stat to reach n, or fails fatally. */
+#define MS_TEST_WAIT_FW(fw, field, n, timeout_ms)                                                            \
+  CU_ASSERT_FATAL(                                                                                           \
+      ms_sim_framework_wait_stat((fw), offsetof(ms_sim_framework_stats, field), (n), (timeout_ms)))
+
+/* ms_sim_wait predicates: grpc.health.v1 at `ctx` (an address) says SERVING; master-api
+ * at w->mapi lists exactly w->want agents (GetAgents; false on any error). */
+bool ms_test_serving(void *ctx);
+typedef struct ms_test_agents_wait {
+  const char *mapi;
+  size_t want;
+} ms_test_agents_wait;
+bool ms_test_agents_listed(void *ctx);
