@@ -646,13 +646,17 @@ static int on_link_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_erro
   alloc_service *s = ms_rpc_call_userdata(call);
   svc_link *l = ms_xcalloc(1, sizeof(*l));
   ms_rpc_call_set_data(call, l);
-  svc_post(s, link_opened, call, l, NULL);
+  if (svc_try_post(s, link_opened, call, l, NULL, err) < 0) {
+    ms_rpc_call_set_data(call, NULL); /* never posted: on_link_done has nothing to close */
+    free(l);
+    return MS_ERR;
+  }
   return 0;
 }
 
 static int on_link_message(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   (void)err;
-  svc_post(ms_rpc_call_userdata(call), link_msg, call, ms_rpc_call_data(call), ms_pb_dup(msg));
+  svc_post_held(ms_rpc_call_userdata(call), link_msg, call, ms_rpc_call_data(call), ms_pb_dup(msg));
   return 0;
 }
 

@@ -484,9 +484,7 @@ void svc_frameworks_close(alloc_service *s) {
 /* ---- the server thread: copy, reference, post ---- */
 
 static int on_subscribe(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), subscribe_job, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), subscribe_job, call, NULL, ms_pb_dup(req), err);
 }
 
 static void on_subscribe_done(ms_rpc_call *call, bool cancelled) {
@@ -495,21 +493,15 @@ static void on_subscribe_done(ms_rpc_call *call, bool cancelled) {
 }
 
 static int on_scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_scheduler_call, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), svc_scheduler_call, call, NULL, ms_pb_dup(req), err);
 }
 
 static int on_operator_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_operator_call, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), svc_operator_call, call, NULL, ms_pb_dup(req), err);
 }
 
 static int on_watch_state(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_state_watch, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), svc_state_watch, call, NULL, ms_pb_dup(req), err);
 }
 
 static void on_watch_done(ms_rpc_call *call, bool cancelled) {

@@ -17,6 +17,7 @@ struct reg_committer {
   pthread_mutex_t mu;
   pthread_cond_t cond;
   reg_op *head, *tail;
+  size_t queued; /* ops between head and tail */
   bool stopping;
   pthread_t *threads;
   size_t n_threads;
@@ -30,9 +31,15 @@ void reg_plan_release(reg_plan *p) {
 
 /* ---- the queue ----------------------------------------------------------------------- */
 
-void reg_committer_submit(reg_committer *c, reg_op *op) {
+int reg_committer_submit(reg_committer *c, reg_op *op, ms_error **err) {
   op->next = NULL;
   pthread_mutex_lock(&c->mu);
+  if (c->queued >= REG_MAX_QUEUED) {
+    size_t n = c->queued;
+    pthread_mutex_unlock(&c->mu);
+    return ms_error_set(err, MS_RESOURCE_EXHAUSTED, "registry busy: %zu requests already queued", n);
+  }
+  c->queued++;
   if (c->tail)
     c->tail->next = op;
   else
@@ -40,6 +47,7 @@ void reg_committer_submit(reg_committer *c, reg_op *op) {
   c->tail = op;
   pthread_cond_signal(&c->cond);
   pthread_mutex_unlock(&c->mu);
+  return 0;
 }
 
 /* Puts writes whose expectations held back at the front, in order. */
@@ -47,6 +55,7 @@ static void requeue_front(reg_committer *c, reg_op **ops, size_t n) {
   if (n == 0)
     return;
   pthread_mutex_lock(&c->mu);
+  c->queued += n; /* back where they were: not counted against the bound */
   for (size_t i = n; i-- > 0;) {
     ops[i]->next = c->head;
     c->head = ops[i];
@@ -87,6 +96,7 @@ static size_t take_group(reg_committer *c, reg_op **group) {
     c->head = op->next;
     if (!c->head)
       c->tail = NULL;
+    c->queued--;
     group[n++] = op;
     ops += op->n_plans;
     bytes += op_bytes;

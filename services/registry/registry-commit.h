@@ -61,7 +61,12 @@ struct reg_op {
 typedef struct reg_committer reg_committer;
 
 reg_committer *reg_committer_new(ms_etcd *etcd, size_t threads, ms_error **err);
-/* Queues an op; done is called later on a committer thread. Any thread. */
-void reg_committer_submit(reg_committer *c, reg_op *op);
+/* Requests waiting for a committer at most: past it a submit is refused, so a client
+ * that sends faster than etcd commits meets RESOURCE_EXHAUSTED, not a growing queue. */
+#define REG_MAX_QUEUED 4096
+/* Queues an op; done is called later on a committer thread. Any thread. With
+ * REG_MAX_QUEUED ops waiting, queues nothing and fails with RESOURCE_EXHAUSTED
+ * ("registry busy: N requests already queued"); done is then never called. */
+int reg_committer_submit(reg_committer *c, reg_op *op, ms_error **err);
 /* Finishes what is queued, stops the threads, frees. NULL is fine. */
 void reg_committer_free(reg_committer *c);
