@@ -450,13 +450,17 @@ static void test_backpressure_allocator_rss(void) {
   req.message = &msg;
   flood_result r;
   int64_t t0 = ms_time_mono_ms();
-  flood(al.addr, "/meseta.v1.Allocator/SchedulerCall", &req.base, 60000, 500, 200, &r);
+  int calls = env_int("MESETA_BP_CALLS", 40000), window = env_int("MESETA_BP_WINDOW", 100);
+  int deadline = env_int("MESETA_BP_ALLOC_DEADLINE_MS", 2000);
+  flood(al.addr, "/meseta.v1.Allocator/SchedulerCall", &req.base, calls, window, deadline, &r);
   int64_t ms = ms_time_mono_ms() - t0;
   pthread_join(th, NULL);
   long after = rss_kib(pid);
-  print_flood("allocator SchedulerCall flood (60000 calls, 500 in flight, 200 ms deadline)", &r);
+  printf("\n  allocator SchedulerCall flood, %d calls, %d in flight, %d ms deadline\n", calls, window,
+         deadline);
+  print_flood("answers", &r);
   printf("  %lld ms, %.0f calls/s; agent-link stream: %d of %d messages sent%s%s\n", (long long)ms,
-         60000.0 * 1000 / (double)(ms ? ms : 1), lf.sent, lf.messages, lf.why ? ": " : "",
+         calls * 1000.0 / (double)(ms ? ms : 1), lf.sent, lf.messages, lf.why ? ": " : "",
          lf.why ? lf.why : "");
   free(lf.why);
   check_rss("allocator", before, after);
@@ -488,17 +492,22 @@ static void test_backpressure_bogus_resource_names(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(offer);
 
   /* Built by hand: parsing text here would intern the names in this process. */
-  Meseta__V1__Value__Scalar one = MESETA__V1__VALUE__SCALAR__INIT;
+  Meseta__V1__Value__Scalar one = MESETA__V1__VALUE__SCALAR__INIT, mem = MESETA__V1__VALUE__SCALAR__INIT;
   one.value = 1;
-  Meseta__V1__Resource rs[2] = {MESETA__V1__RESOURCE__INIT, MESETA__V1__RESOURCE__INIT};
+  mem.value = 64;
+  Meseta__V1__Resource rs[3] = {MESETA__V1__RESOURCE__INIT, MESETA__V1__RESOURCE__INIT,
+                                MESETA__V1__RESOURCE__INIT};
   rs[0].name = "cpus";
   rs[0].type = MESETA__V1__VALUE__TYPE__SCALAR;
   rs[0].scalar = &one;
-  char name[64];
-  rs[1].name = name;
+  rs[1].name = "mem";
   rs[1].type = MESETA__V1__VALUE__TYPE__SCALAR;
-  rs[1].scalar = &one;
-  Meseta__V1__Resource *rp[] = {&rs[0], &rs[1]};
+  rs[1].scalar = &mem;
+  char name[64];
+  rs[2].name = name;
+  rs[2].type = MESETA__V1__VALUE__TYPE__SCALAR;
+  rs[2].scalar = &one;
+  Meseta__V1__Resource *rp[] = {&rs[0], &rs[1], &rs[2]};
   char task[64];
   Meseta__V1__TaskID tid = MESETA__V1__TASK_ID__INIT;
   tid.value = task;
@@ -507,7 +516,7 @@ static void test_backpressure_bogus_resource_names(void) {
   ti.task_id = &tid;
   ti.agent_id = offer->agent_id;
   ti.resources = rp;
-  ti.n_resources = 2;
+  ti.n_resources = 3;
   Meseta__V1__TaskInfo *tis[] = {&ti};
   Meseta__V1__Offer__Operation__Launch l = MESETA__V1__OFFER__OPERATION__LAUNCH__INIT;
   l.task_infos = tis;
