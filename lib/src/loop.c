@@ -47,6 +47,7 @@ typedef struct timer_slot {
 typedef struct post {
   ms_loop_post_fn fn;
   void *arg;
+  bool bounded; /* came through ms_loop_try_post: counted in `bounded` until it starts */
 } post;
 
 struct ms_loop {
@@ -78,7 +79,9 @@ struct ms_loop {
   pthread_mutex_t lock;
   post *queue;
   size_t q_len, q_cap;
-  bool wake_pending; /* an eventfd write is on its way; spares a syscall per post */
+  bool wake_pending;     /* an eventfd write is on its way; spares a syscall per post */
+  size_t post_limit;     /* ms_loop_try_post's bound; 0: none */
+  atomic_size_t bounded; /* bounded posts queued and not started yet */
   post *running;
   size_t r_cap;
   atomic_bool stop;
@@ -121,6 +124,7 @@ ms_loop *ms_loop_new(ms_error **err) {
   sigemptyset(&loop->sigmask);
   pthread_mutex_init(&loop->lock, NULL);
   atomic_init(&loop->stop, false);
+  atomic_init(&loop->bounded, 0);
   loop->timer_w.kind = WATCH_TIMERFD;
   loop->signal_w.kind = WATCH_SIGNALFD;
   loop->wake_w.kind = WATCH_WAKE;
@@ -479,21 +483,56 @@ static void wake(ms_loop *loop) {
   (void)w;
 }
 
-int ms_loop_post(ms_loop *loop, ms_loop_post_fn fn, void *arg) {
-  if (!fn)
-    return MS_ERR;
+/* Appends under the lock. Returns false (nothing queued) when `bounded` and the limit
+ * is reached. */
+static bool enqueue(ms_loop *loop, ms_loop_post_fn fn, void *arg, bool bounded, size_t *ret_queued) {
   pthread_mutex_lock(&loop->lock);
+  size_t queued = atomic_load(&loop->bounded);
+  if (bounded && loop->post_limit && queued >= loop->post_limit) {
+    pthread_mutex_unlock(&loop->lock);
+    *ret_queued = queued;
+    return false;
+  }
+  if (bounded)
+    atomic_fetch_add(&loop->bounded, 1);
   if (loop->q_len == loop->q_cap) {
     loop->q_cap = loop->q_cap ? loop->q_cap * 2 : 64;
     loop->queue = ms_xrealloc(loop->queue, loop->q_cap * sizeof(*loop->queue));
   }
-  loop->queue[loop->q_len++] = (post){fn, arg};
+  loop->queue[loop->q_len++] = (post){fn, arg, bounded};
   bool need_wake = !loop->wake_pending;
   loop->wake_pending = true;
   pthread_mutex_unlock(&loop->lock);
   if (need_wake)
     wake(loop);
+  return true;
+}
+
+int ms_loop_post(ms_loop *loop, ms_loop_post_fn fn, void *arg) {
+  size_t queued;
+  if (!fn)
+    return MS_ERR;
+  enqueue(loop, fn, arg, false, &queued);
   return 0;
+}
+
+int ms_loop_try_post(ms_loop *loop, ms_loop_post_fn fn, void *arg, ms_error **err) {
+  size_t queued = 0;
+  if (!fn)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "post: no function");
+  if (!enqueue(loop, fn, arg, true, &queued))
+    return ms_error_set(err, MS_RESOURCE_EXHAUSTED, "%zu calls already queued", queued);
+  return 0;
+}
+
+void ms_loop_set_post_limit(ms_loop *loop, size_t max) {
+  pthread_mutex_lock(&loop->lock);
+  loop->post_limit = max;
+  pthread_mutex_unlock(&loop->lock);
+}
+
+size_t ms_loop_queued(ms_loop *loop) {
+  return atomic_load(&loop->bounded);
 }
 
 void ms_loop_stop(ms_loop *loop) {
@@ -517,6 +556,8 @@ static int run_posts(ms_loop *loop) {
   loop->r_cap = cap;
   /* Posts made by these callbacks land in the other array and run next iteration. */
   for (size_t i = 0; i < n; i++) {
+    if (batch[i].bounded)
+      atomic_fetch_sub(&loop->bounded, 1);
     guard(loop);
     batch[i].fn(batch[i].arg);
   }

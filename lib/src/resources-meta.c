@@ -20,6 +20,8 @@ static const char **name_chunks[MS_NAME_MAX_COUNT / NAME_CHUNK];
 static uint32_t name_count;
 static uint32_t name_slots[NAME_SLOTS]; /* id + 1; 0 is empty */
 static pthread_mutex_t name_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Set while this thread parses a client's input (ms_names_untrusted): find, never add. */
+static _Thread_local bool names_untrusted;
 
 static uint32_t fnv(uint32_t h, const void *p, size_t n) {
   const unsigned char *s = p;
@@ -94,7 +96,11 @@ int ms_name_intern(const char *name, size_t len, ms_name *ret, ms_error **err) {
   names_init_locked();
   int rc = 0;
   if (!name_find_locked(name, len, ret)) {
-    if (name_count >= MS_NAME_MAX_COUNT)
+    if (names_untrusted)
+      rc = ms_error_set(err, MS_INVALID_ARGUMENT,
+                        "resource name `%s` is not known to the cluster (no agent advertises it)",
+                        ms_value_quote(strndupa(name, len), q, sizeof(q)));
+    else if (name_count >= MS_NAME_MAX_COUNT)
       rc = ms_error_set(err, MS_RESOURCE_EXHAUSTED, "resource name `%s`: already %u distinct names",
                         ms_value_quote(strndupa(name, len), q, sizeof(q)), MS_NAME_MAX_COUNT);
     else
@@ -102,6 +108,12 @@ int ms_name_intern(const char *name, size_t len, ms_name *ret, ms_error **err) {
   }
   pthread_mutex_unlock(&name_lock);
   return rc;
+}
+
+bool ms_names_untrusted(bool on) {
+  bool was = names_untrusted;
+  names_untrusted = on;
+  return was;
 }
 
 bool ms_name_lookup(const char *name, ms_name *ret) {

@@ -3,6 +3,8 @@
  * One thread drives the completion queue. Every registered method keeps one
  * request armed; a catch-all request answers unknown methods with UNIMPLEMENTED
  * at once. A call's sends go through a bounded queue, one SEND batch in flight.
+ * A client stream has one RECV in flight at most, and none while the handler holds
+ * max_held of its messages: gRPC's HTTP/2 window then stops the client.
  * When a unary handler answers inside on_start, its reply, status and the
  * close-on-server wait go out as one batch: the common case costs what a
  * hand-written gRPC core loop costs. */
@@ -78,6 +80,10 @@ struct ms_rpc_call {
   int refs;    /* the layer's (until close) + ms_rpc_call_ref's */
   int batches; /* in flight */
   bool in_start, done, cancelled, done_notified, close_started, recv_stopped;
+  /* Flow control on the client's stream: messages handed on (ms_rpc_call_hold) and not
+   * consumed yet; at max_held the next RECV waits (recv_paused) for a consume. */
+  size_t held, max_held;
+  bool recv_paused;
   int close_cancelled;
 
   grpc_byte_buffer **q; /* pending sends, a ring; starts in q_inline */
@@ -110,6 +116,7 @@ struct ms_rpc_server {
   size_t n_methods;
   slot *slots; /* n_methods + 1 (the catch-all last) */
   size_t max_queued;
+  size_t max_held;
   int64_t max_msg;
   struct ms_rpc_health *health;
 
@@ -323,6 +330,10 @@ static void start_close_locked(ms_rpc_call *c) {
 static void start_recv_locked(ms_rpc_call *c) {
   if (c->recv_stopped || c->done || !c->call)
     return;
+  if (c->held >= c->max_held) {
+    c->recv_paused = true; /* ms_rpc_call_consumed arms it */
+    return;
+  }
   grpc_op op;
   memset(&op, 0, sizeof(op));
   op.op = GRPC_OP_RECV_MESSAGE;
@@ -421,6 +432,23 @@ int ms_rpc_call_reply(ms_rpc_call *c, const ProtobufCMessage *resp, ms_error **e
     return MS_ERR;
   ms_rpc_call_finish(c, MS_OK, NULL);
   return 0;
+}
+
+void ms_rpc_call_hold(ms_rpc_call *c) {
+  pthread_mutex_lock(&c->mu);
+  c->held++;
+  pthread_mutex_unlock(&c->mu);
+}
+
+void ms_rpc_call_consumed(ms_rpc_call *c) {
+  pthread_mutex_lock(&c->mu);
+  if (c->held)
+    c->held--;
+  if (c->recv_paused && c->held < c->max_held) {
+    c->recv_paused = false;
+    start_recv_locked(c);
+  }
+  pthread_mutex_unlock(&c->mu);
 }
 
 void ms_rpc_call_ref(ms_rpc_call *c) {
@@ -536,6 +564,7 @@ static void call_arrived(ms_rpc_server *srv, slot *s) {
   c->q = c->q_inline;
   c->qcap = MS_ARRAY_SIZE(c->q_inline);
   c->max_queued = srv->max_queued;
+  c->max_held = srv->max_held;
   c->max_msg = srv->max_msg;
   c->t_recv = (tag){TAG_RECV, c};
   c->t_send = (tag){TAG_SEND, c};
@@ -774,6 +803,7 @@ ms_rpc_server *ms_rpc_server_new(const ms_rpc_server_options *opts, ms_error **e
   pthread_cond_init(&srv->cond, NULL);
   srv->t_shutdown = (tag){TAG_SHUTDOWN, srv};
   srv->max_queued = opts->max_queued_sends ? opts->max_queued_sends : 1024;
+  srv->max_held = opts->max_held_messages ? opts->max_held_messages : MS_RPC_DEFAULT_MAX_HELD;
   srv->max_msg = opts->max_message_bytes > 0 ? opts->max_message_bytes : MS_RPC_DEFAULT_MAX_MESSAGE;
   srv->db = ms_descdb_new();
   if (ms_descdb_add_set(srv->db, ms_descriptor_set, ms_descriptor_set_len, err) < 0)

@@ -241,6 +241,7 @@ alloc_service *alloc_service_new(const alloc_service_config *cfg, ms_loop *loop,
   s->cfg.hostname = dup_or_null(cfg->hostname);
   s->cfg.registry = dup_or_null(cfg->registry);
   s->loop = loop;
+  ms_loop_set_post_limit(loop, SVC_MAX_QUEUED_CALLS);
   svc_uuid(s->id);
   setup_hooks(s);
   if (new_model(s, err) < 0 || svc_reg_open(s, err) < 0) {

@@ -939,8 +939,11 @@ void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, Protobu
   int rc = check_principal(s, c, &err);
   if (rc == 0) /* fields the cluster does not implement (lib/src/pb-refused.c) */
     rc = ms_pb_check_refused(msg, NULL, &err);
-  if (rc == 0)
+  if (rc == 0) { /* a framework's resource names only find what agents brought */
+    bool was = ms_names_untrusted(true);
     rc = row->start ? row->start(s, call, c, &err) : row->fn(s, c, &err);
+    ms_names_untrusted(was);
+  }
   if (rc < 0) {
     ms_log_debug(NULL, "scheduler call refused: %s", err->msg);
     ms_rpc_call_finish_error(call, err);

@@ -86,6 +86,7 @@ typedef struct svc_job {
   ms_rpc_call *call;
   void *data;
   ProtobufCMessage *msg;
+  bool held; /* a client-stream message the rpc layer waits on (ms_rpc_call_hold) */
 } svc_job;
 
 static void run_job(void *arg) {
@@ -93,16 +94,42 @@ static void run_job(void *arg) {
   j->fn(j->s, j->call, j->data, j->msg);
   if (j->msg)
     protobuf_c_message_free_unpacked(j->msg, NULL);
+  if (j->held)
+    ms_rpc_call_consumed(j->call);
   if (j->call)
     ms_rpc_call_unref(j->call);
   free(j);
 }
 
-void svc_post(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+static svc_job *job_new(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   svc_job *j = ms_xmalloc(sizeof(*j));
-  *j = (svc_job){s, fn, call, data, msg};
+  *j = (svc_job){s, fn, call, data, msg, false};
   if (call)
     ms_rpc_call_ref(call);
+  return j;
+}
+
+void svc_post(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+  ms_loop_post(s->loop, run_job, job_new(s, fn, call, data, msg));
+}
+
+int svc_try_post(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg,
+                 ms_error **err) {
+  svc_job *j = job_new(s, fn, call, data, msg);
+  if (ms_loop_try_post(s->loop, run_job, j, err) == 0)
+    return 0;
+  if (msg)
+    protobuf_c_message_free_unpacked(msg, NULL);
+  if (call)
+    ms_rpc_call_unref(call);
+  free(j);
+  return ms_error_prefix(err, "allocator busy");
+}
+
+void svc_post_held(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
+  svc_job *j = job_new(s, fn, call, data, msg);
+  j->held = true;
+  ms_rpc_call_hold(call);
   ms_loop_post(s->loop, run_job, j);
 }
 

@@ -292,6 +292,16 @@ typedef void (*svc_fn)(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
 /* Takes a reference on call (may be NULL) and runs fn(s, call, data, msg) on the owner
  * thread; then frees msg (a copy the closure owns) and drops the reference. */
 void svc_post(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
+/* Calls an untrusted client starts share a bound: past SVC_MAX_QUEUED_CALLS waiting for
+ * the owner thread, svc_try_post posts nothing, frees msg and fails with
+ * RESOURCE_EXHAUSTED ("allocator busy: 4096 calls already queued"). svc_post is for
+ * what must not be dropped (call ends, completions). */
+#define SVC_MAX_QUEUED_CALLS 4096
+int svc_try_post(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg,
+                 ms_error **err);
+/* A client-stream message (call not NULL): held (ms_rpc_call_hold) until fn has run,
+ * so the rpc layer stops reading a stream whose messages pile up. */
+void svc_post_held(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
 
 /* ---- shared helpers (owner thread) ---- */
 

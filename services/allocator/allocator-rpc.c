@@ -20,17 +20,20 @@
 
 static int on_link_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   (void)req;
-  (void)err;
   alloc_service *s = ms_rpc_call_userdata(call);
   svc_link *l = ms_xcalloc(1, sizeof(*l));
   ms_rpc_call_set_data(call, l);
-  svc_post(s, svc_agent_link_opened, call, l, NULL);
+  if (svc_try_post(s, svc_agent_link_opened, call, l, NULL, err) < 0) {
+    ms_rpc_call_set_data(call, NULL); /* never posted: on_link_done has nothing to close */
+    free(l);
+    return MS_ERR;
+  }
   return 0;
 }
 
 static int on_link_message(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_agent_link_msg, call, ms_rpc_call_data(call), ms_pb_dup(msg));
+  svc_post_held(ms_rpc_call_userdata(call), svc_agent_link_msg, call, ms_rpc_call_data(call), ms_pb_dup(msg));
   return 0;
 }
 
@@ -61,9 +64,7 @@ static int add_agent_link(alloc_service *s, ms_rpc_server *srv, ms_error **err) 
 /* ---- Allocator: frameworks (relayed by master-api), operators, WatchState ---- */
 
 static int on_subscribe(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_framework_subscribe, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), svc_framework_subscribe, call, NULL, ms_pb_dup(req), err);
 }
 
 static void on_subscribe_done(ms_rpc_call *call, bool cancelled) {
@@ -72,21 +73,15 @@ static void on_subscribe_done(ms_rpc_call *call, bool cancelled) {
 }
 
 static int on_scheduler_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_scheduler_call, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), svc_scheduler_call, call, NULL, ms_pb_dup(req), err);
 }
 
 static int on_operator_call(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_operator_call, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), svc_operator_call, call, NULL, ms_pb_dup(req), err);
 }
 
 static int on_watch_state(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
-  (void)err;
-  svc_post(ms_rpc_call_userdata(call), svc_state_watch, call, NULL, ms_pb_dup(req));
-  return 0;
+  return svc_try_post(ms_rpc_call_userdata(call), svc_state_watch, call, NULL, ms_pb_dup(req), err);
 }
 
 static void on_watch_done(ms_rpc_call *call, bool cancelled) {

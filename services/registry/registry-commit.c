@@ -17,6 +17,7 @@ struct reg_committer {
   pthread_mutex_t mu;
   pthread_cond_t cond;
   reg_op *head, *tail;
+  size_t queued, queued_bytes; /* ops between head and tail, their keys and values */
   bool stopping;
   pthread_t *threads;
   size_t n_threads;
@@ -30,9 +31,25 @@ void reg_plan_release(reg_plan *p) {
 
 /* ---- the queue ----------------------------------------------------------------------- */
 
-void reg_committer_submit(reg_committer *c, reg_op *op) {
+static size_t op_bytes(const reg_op *op) {
+  size_t n = 0;
+  for (size_t j = 0; j < op->n_plans; j++)
+    n += op->plans[j].value_len + strlen(op->plans[j].key);
+  return n;
+}
+
+int reg_committer_submit(reg_committer *c, reg_op *op, ms_error **err) {
   op->next = NULL;
+  size_t bytes = op_bytes(op);
   pthread_mutex_lock(&c->mu);
+  if (c->queued >= REG_MAX_QUEUED || c->queued_bytes + bytes > REG_MAX_QUEUED_BYTES) {
+    size_t n = c->queued, b = c->queued_bytes;
+    pthread_mutex_unlock(&c->mu);
+    return ms_error_set(err, MS_RESOURCE_EXHAUSTED, "registry busy: %zu requests (%zu KiB) already queued", n,
+                        b / 1024);
+  }
+  c->queued++;
+  c->queued_bytes += bytes;
   if (c->tail)
     c->tail->next = op;
   else
@@ -40,6 +57,7 @@ void reg_committer_submit(reg_committer *c, reg_op *op) {
   c->tail = op;
   pthread_cond_signal(&c->cond);
   pthread_mutex_unlock(&c->mu);
+  return 0;
 }
 
 /* Puts writes whose expectations held back at the front, in order. */
@@ -47,7 +65,9 @@ static void requeue_front(reg_committer *c, reg_op **ops, size_t n) {
   if (n == 0)
     return;
   pthread_mutex_lock(&c->mu);
+  c->queued += n; /* back where they were: not refused for the bound */
   for (size_t i = n; i-- > 0;) {
+    c->queued_bytes += op_bytes(ops[i]);
     ops[i]->next = c->head;
     c->head = ops[i];
     if (!c->tail)
@@ -76,20 +96,20 @@ static size_t take_group(reg_committer *c, reg_op **group) {
     reg_op *op = c->head;
     if (n && op->read != group[0]->read)
       break;
-    size_t op_bytes = 0;
+    size_t ob = op_bytes(op);
     bool clash = false;
-    for (size_t j = 0; j < op->n_plans; j++) {
-      op_bytes += op->plans[j].value_len + strlen(op->plans[j].key);
+    for (size_t j = 0; j < op->n_plans; j++)
       clash |= !op->read && key_taken(group, n, &op->plans[j]);
-    }
-    if (n && (clash || ops + op->n_plans > GROUP_OPS || bytes + op_bytes > GROUP_BYTES))
+    if (n && (clash || ops + op->n_plans > GROUP_OPS || bytes + ob > GROUP_BYTES))
       break;
     c->head = op->next;
     if (!c->head)
       c->tail = NULL;
+    c->queued--;
+    c->queued_bytes -= ob;
     group[n++] = op;
     ops += op->n_plans;
-    bytes += op_bytes;
+    bytes += ob;
   }
   pthread_mutex_unlock(&c->mu);
   return n;

@@ -61,7 +61,14 @@ struct reg_op {
 typedef struct reg_committer reg_committer;
 
 reg_committer *reg_committer_new(ms_etcd *etcd, size_t threads, ms_error **err);
-/* Queues an op; done is called later on a committer thread. Any thread. */
-void reg_committer_submit(reg_committer *c, reg_op *op);
+/* What may wait for a committer: requests, and the bytes of their keys and values.
+ * Past either a submit is refused, so clients that send faster than etcd commits meet
+ * RESOURCE_EXHAUSTED instead of a growing queue. */
+#define REG_MAX_QUEUED 4096
+#define REG_MAX_QUEUED_BYTES (16u * 1024 * 1024)
+/* Queues an op; done is called later on a committer thread. Any thread. Past the
+ * bounds above, queues nothing and fails with RESOURCE_EXHAUSTED ("registry busy: N
+ * requests (K KiB) already queued"); done is then never called. */
+int reg_committer_submit(reg_committer *c, reg_op *op, ms_error **err);
 /* Finishes what is queued, stops the threads, frees. NULL is fine. */
 void reg_committer_free(reg_committer *c);

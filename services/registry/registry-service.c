@@ -221,12 +221,11 @@ static call_op *call_op_new(ms_rpc_call *call, call_kind kind, size_t n_plans) {
   return co;
 }
 
-static int submit_or_free(call_op *co, int rc) {
-  if (rc < 0) {
+static int submit_or_free(call_op *co, int rc, ms_error **err) {
+  if (rc < 0 || reg_committer_submit(co->svc->committer, &co->op, err) < 0) {
     call_op_free(co);
     return MS_ERR;
   }
-  reg_committer_submit(co->svc->committer, &co->op);
   return 0;
 }
 
@@ -236,14 +235,14 @@ static int on_get(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err
   const Meseta__V1__GetRequest *req = (const void *)msg;
   call_op *co = call_op_new(call, CALL_GET, 1);
   return submit_or_free(
-      co, plan_ref(co->svc, req->kind, req->id, NULL, false, "request", NULL, &co->op.plans[0], err));
+      co, plan_ref(co->svc, req->kind, req->id, NULL, false, "request", NULL, &co->op.plans[0], err), err);
 }
 
 static int on_put(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
   const Meseta__V1__PutRequest *req = (const void *)msg;
   call_op *co = call_op_new(call, CALL_PUT, 1);
   return submit_or_free(
-      co, plan_put(co->svc, req->record, req->expect, "record", "expect", &co->op.plans[0], err));
+      co, plan_put(co->svc, req->record, req->expect, "record", "expect", &co->op.plans[0], err), err);
 }
 
 static int on_delete(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
@@ -251,8 +250,10 @@ static int on_delete(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **
   if (!req->ref)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "field `ref` is required");
   call_op *co = call_op_new(call, CALL_DELETE, 1);
-  return submit_or_free(co, plan_ref(co->svc, req->ref->kind, req->ref->id, req->expect, true, "ref",
-                                     "expect", &co->op.plans[0], err));
+  return submit_or_free(co,
+                        plan_ref(co->svc, req->ref->kind, req->ref->id, req->expect, true, "ref", "expect",
+                                 &co->op.plans[0], err),
+                        err);
 }
 
 static int on_batch(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {
@@ -281,7 +282,7 @@ static int on_batch(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **e
             ms_error_set(err, MS_INVALID_ARGUMENT, "field `%s`: %s record `%s` is written twice in one batch",
                          f, reg_kind_name(co->op.plans[i].kind), co->op.plans[i].id);
   }
-  return submit_or_free(co, rc);
+  return submit_or_free(co, rc, err);
 }
 
 static int do_list(reg_service *svc, ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err) {

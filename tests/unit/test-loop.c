@@ -501,6 +501,42 @@ static void test_guard_before_every_callback(void) {
   ms_loop_free(loop);
 }
 
+/* ---- bounded posts (issue 14) ---- */
+
+static void count_post(void *arg) {
+  (*(int *)arg)++;
+}
+
+/* Past the limit a try-post queues nothing and says how many wait; plain posts (the
+ * path for completions) still go through; once the queue drains, try-posts pass again. */
+static void test_backpressure_post_limit(void) {
+  ms_loop *loop = new_loop();
+  ms_loop_set_post_limit(loop, 100);
+  int ran = 0, done = 0;
+  ms_error *err = NULL;
+  for (int i = 0; i < 100; i++)
+    MS_ASSERT_OK(ms_loop_try_post(loop, count_post, &ran, &err), &err);
+  CU_ASSERT_EQUAL(ms_loop_queued(loop), 100);
+  for (int i = 0; i < 1000; i++) {
+    CU_ASSERT_EQUAL(ms_loop_try_post(loop, count_post, &ran, &err), MS_ERR);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_EQUAL(err->code, MS_RESOURCE_EXHAUSTED);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err->msg, "100 calls already queued"));
+    ms_error_free(TAKE_PTR(err));
+  }
+  CU_ASSERT_EQUAL(ms_loop_post(loop, count_post, &done), 0); /* exempt */
+  run_until(loop, &done, 1);
+  CU_ASSERT_EQUAL(ran, 100); /* none of the refused ran */
+  CU_ASSERT_EQUAL(ms_loop_queued(loop), 0);
+  MS_ASSERT_OK(ms_loop_try_post(loop, count_post, &ran, &err), &err);
+  run_until(loop, &ran, 101);
+  ms_loop_set_post_limit(loop, 0); /* none */
+  for (int i = 0; i < 1000; i++)
+    MS_ASSERT_OK(ms_loop_try_post(loop, count_post, &ran, &err), &err);
+  run_until(loop, &ran, 1101);
+  ms_loop_free(loop);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"fd_readiness", test_fd_readiness},
@@ -516,6 +552,7 @@ int main(int argc, char **argv) {
       {"stop_from_another_thread", test_stop_from_another_thread},
       {"free_runs_nothing", test_free_runs_nothing},
       {"trust_4_guard_before_every_callback", test_guard_before_every_callback},
+      {"backpressure_post_limit", test_backpressure_post_limit},
       {NULL, NULL},
   };
   return ms_test_main(argc, argv, "loop", cases);

@@ -515,6 +515,36 @@ static void test_properties(void) {
   }
 }
 
+/* Issue 14: a client's input cannot fill the global name table. 70,000 distinct
+ * unknown names parsed as untrusted are each refused naming the name, and afterwards
+ * trusted input still interns and untrusted input still finds what was interned. */
+static void test_backpressure_untrusted_names(void) {
+  ms_error *err = NULL;
+  ms_resources *r = T("known-gadgets:2"); /* trusted: interned */
+  ms_resources_free(r);
+  bool was = ms_names_untrusted(true);
+  CU_ASSERT_FALSE(was);
+  for (int i = 0; i < 70000; i++) {
+    char text[64], name[32];
+    snprintf(name, sizeof(name), "bogus-%d", i);
+    snprintf(text, sizeof(text), "%s:1", name);
+    r = NULL;
+    CU_ASSERT_EQUAL_FATAL(ms_resources_parse_text(text, NULL, &r, &err), MS_ERR);
+    CU_ASSERT_EQUAL(err->code, MS_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err->msg, name));
+    if (i == 0)
+      printf("  untrusted unknown name: %s\n", err->msg);
+    ms_error_free(TAKE_PTR(err));
+    ms_name id;
+    CU_ASSERT_FALSE(ms_name_lookup(name, &id));
+  }
+  MS_ASSERT_OK(ms_resources_parse_text("cpus:1;known-gadgets:1", NULL, &r, &err), &err);
+  ms_resources_free(r);
+  ms_names_untrusted(false);
+  r = T("another-gadget:1"); /* the table is not full */
+  ms_resources_free(r);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"parse_and_query", test_parse_and_query},
@@ -530,6 +560,7 @@ int main(int argc, char **argv) {
       {"push_pop", test_push_pop},
       {"quantities", test_quantities},
       {"properties", test_properties},
+      {"backpressure_untrusted_names", test_backpressure_untrusted_names},
       {NULL, NULL},
   };
   return ms_test_main(argc, argv, "resources", cases);

@@ -7,9 +7,10 @@
  * the owning thread runs them.
  *
  * Threads: everything here must be called from the thread that runs the loop (usually
- * from inside a callback), except ms_loop_post() and ms_loop_stop(), which any thread
- * may call at any time while the loop exists. Callbacks must not call ms_loop_run*()
- * or ms_loop_free() on their own loop.
+ * from inside a callback), except ms_loop_post(), ms_loop_try_post(), ms_loop_queued(),
+ * ms_loop_set_post_limit() and ms_loop_stop(), which any thread may call at any time
+ * while the loop exists. Callbacks must not call ms_loop_run*() or ms_loop_free() on
+ * their own loop.
  *
  * Removing inside callbacks is safe: ms_loop_del_fd() and ms_loop_cancel_timer() may be
  * called from any callback, for any fd or timer, including the one being dispatched;
@@ -85,8 +86,26 @@ int ms_signals_block(const int *signos, size_t n, ms_error **err);
 
 /* Thread-safe: queues fn(arg) to run on the loop's thread and wakes the loop. Posts run
  * in FIFO order (per posting thread, and in lock order across threads). Returns 0, or
- * MS_ERR if fn is NULL. Memory for the queue comes from ms_x* (aborts when exhausted). */
+ * MS_ERR if fn is NULL. Memory for the queue comes from ms_x* (aborts when exhausted).
+ *
+ * This path is unbounded and never refuses: it is for work that must not be dropped
+ * (completions of work the loop started, call ends, answers from other threads), whose
+ * number the loop's own side already bounds. Work an untrusted client starts goes
+ * through ms_loop_try_post instead. */
 int ms_loop_post(ms_loop *loop, ms_loop_post_fn fn, void *arg);
+
+/* Thread-safe: as ms_loop_post, but counted against the loop's post limit (see
+ * ms_loop_set_post_limit): when that many try-posts are queued and not started yet,
+ * queues nothing and fails with MS_RESOURCE_EXHAUSTED ("N calls already queued"), so
+ * the caller answers its client at once instead of growing the queue. Both kinds share
+ * one FIFO. A post counts until its fn starts. */
+int ms_loop_try_post(ms_loop *loop, ms_loop_post_fn fn, void *arg, ms_error **err);
+
+/* Sets the bound on queued ms_loop_try_post work (0, the default: none). Thread-safe. */
+void ms_loop_set_post_limit(ms_loop *loop, size_t max);
+
+/* How many ms_loop_try_post posts wait right now (a snapshot). Thread-safe. */
+size_t ms_loop_queued(ms_loop *loop);
 
 /* Calls fn(arg) on the loop's thread before every callback the loop dispatches (fd,
  * timer, signal, post): one place for a check that must come before any work, e.g. a

@@ -49,8 +49,22 @@ enum {
 
 /* Validates (letters, digits, `_ . - / +`, at most MS_NAME_MAX_LEN bytes) and interns
  * name[0..len). The table is global, thread-safe and never shrinks; past
- * MS_NAME_MAX_COUNT distinct names it refuses with MS_RESOURCE_EXHAUSTED. */
+ * MS_NAME_MAX_COUNT distinct names it refuses with MS_RESOURCE_EXHAUSTED.
+ *
+ * It does not reclaim names: an ms_name is a plain integer copied into resources,
+ * sorters, quotas and filters without a reference, so no one knows when the last use
+ * of a name is gone (counting would put an atomic on every resource copy). It is kept
+ * from filling instead: only trusted input adds names (agents' registrations, operator
+ * calls, flags); a service parses a client's input (scheduler calls) inside
+ * ms_names_untrusted(true), where a name not interned yet is refused. Such a name
+ * cannot match any agent's resources anyway. */
 int ms_name_intern(const char *name, size_t len, ms_name *ret, ms_error **err);
+/* For the calling thread: while on, ms_name_intern (and every parse that interns:
+ * ms_resources_from_proto, operations, text, JSON) adds no name and fails an unknown
+ * one with MS_INVALID_ARGUMENT "resource name `x` is not known to the cluster (no agent
+ * advertises it)", which callers prefix with the field. Returns the previous setting,
+ * to restore after the parse. */
+bool ms_names_untrusted(bool on);
 /* Finds an interned name without adding it. */
 bool ms_name_lookup(const char *name, ms_name *ret);
 /* The string for an id (static storage); "?" for an unknown id. */

@@ -43,6 +43,9 @@ typedef struct ms_rpc_stream ms_rpc_stream;
 
 /* Default cap on a received message (gRPC's own default is 4 MiB). */
 #define MS_RPC_DEFAULT_MAX_MESSAGE (4 * 1024 * 1024)
+/* Default cap on a call's client-stream messages held and not consumed (see
+ * ms_rpc_call_hold). */
+#define MS_RPC_DEFAULT_MAX_HELD 64
 
 /* TLS from PEM files. On a server: cert+key are its identity; with ca_file, clients
  * must present a certificate signed by that CA (mutual TLS). On a client: ca_file
@@ -63,7 +66,10 @@ typedef struct ms_rpc_method {
   /* The call started. Unary and server streaming: `req` is the request. Client and
    * bidi streaming: `req` is NULL and messages arrive through on_message. */
   int (*on_start)(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err);
-  /* Client and bidi streaming: one message from the client. */
+  /* Client and bidi streaming: one message from the client. The next one is read
+   * when this returns, unless the handler holds max_held_messages messages (see
+   * ms_rpc_call_hold): a handler that hands messages to another thread holds each
+   * one, so a client that sends faster than the owner consumes meets flow control. */
   int (*on_message)(ms_rpc_call *call, const ProtobufCMessage *msg, ms_error **err);
   /* Client and bidi streaming: the client will send no more. */
   int (*on_half_close)(ms_rpc_call *call, ms_error **err);
@@ -84,6 +90,8 @@ typedef struct ms_rpc_server_options {
   const ms_rpc_tls *tls;     /* NULL: plaintext */
   int64_t max_message_bytes; /* received and sent; 0: MS_RPC_DEFAULT_MAX_MESSAGE */
   size_t max_queued_sends;   /* per call; past it ms_rpc_call_send fails; 0: 1024 */
+  size_t max_held_messages;  /* per call; client-stream messages held (ms_rpc_call_hold)
+                                before the layer stops reading; 0: MS_RPC_DEFAULT_MAX_HELD */
   /* Share the listen ports with other sockets that ask for it (SO_REUSEPORT; and a
    * unix socket's file is replaced even if a server answers there). Off: a port in
    * use fails ms_rpc_server_new, naming the address. */
@@ -148,6 +156,15 @@ void ms_rpc_call_finish(ms_rpc_call *call, ms_status code, const char *message);
 void ms_rpc_call_finish_error(ms_rpc_call *call, const ms_error *err);
 /* Unary convenience: send `resp` and finish OK. */
 int ms_rpc_call_reply(ms_rpc_call *call, const ProtobufCMessage *resp, ms_error **err);
+
+/* Flow control for client and bidi streams. Called in on_message: this message was
+ * handed on (e.g. copied and posted to the owner thread) and is not consumed when
+ * on_message returns. While max_held_messages of a call's messages are held, the
+ * layer reads no more of its stream (the client's sends then block on HTTP/2 flow
+ * control); ms_rpc_call_consumed, once per hold, from any thread and also after the
+ * call is over, says one was consumed and resumes reading. Thread-safe. */
+void ms_rpc_call_hold(ms_rpc_call *call);
+void ms_rpc_call_consumed(ms_rpc_call *call);
 
 void ms_rpc_call_ref(ms_rpc_call *call);
 void ms_rpc_call_unref(ms_rpc_call *call);
