@@ -81,7 +81,7 @@ mapi_service *mapi_service_new(const mapi_config *cfg, ms_error **err) {
   s->view = mapi_view_new();
   s->events = mapi_events_new(s->view, &(mapi_events_config){.queue_bytes = cfg->subscriber_queue_bytes,
                                                              .chunk_bytes = cfg->max_chunk_bytes});
-  if (mapi_relays_init(s, err) < 0) {
+  if (mapi_reads_init(s, err) < 0 || mapi_relays_init(s, err) < 0) {
     mapi_service_free(s);
     return NULL;
   }
@@ -142,9 +142,8 @@ int mapi_service_start(mapi_service *s, ms_error **err) {
   if ((e = pthread_create(&s->watch_thread, NULL, mapi_watch_main, s)) != 0)
     return ms_error_set_errno(err, e, "starting the watch thread");
   s->watch_started = true;
-  if ((e = pthread_create(&s->park_thread, NULL, mapi_park_main, s)) != 0)
-    return ms_error_set_errno(err, e, "starting the reads thread");
-  s->park_started = true;
+  if (mapi_reads_start(s, err) < 0)
+    return MS_ERR;
   return mapi_relays_start(s, err);
 }
 
@@ -161,9 +160,7 @@ void mapi_service_close(mapi_service *s) {
   if (s->watch_started)
     pthread_join(s->watch_thread, NULL);
   s->watch_started = false;
-  if (s->park_started)
-    pthread_join(s->park_thread, NULL); /* answers what is parked */
-  s->park_started = false;
+  mapi_reads_close(s); /* answers what was handed over and what is parked */
   mapi_relays_close(s);
   mapi_events_close(s->events);    /* every Operator.Subscribe ends: UNAVAILABLE */
   ms_workq_free(TAKE_PTR(s->fwd)); /* runs the forwards queued: each answers its call */
@@ -174,6 +171,7 @@ void mapi_service_free(mapi_service *s) {
     return;
   mapi_service_close(s);
   mapi_relays_free(s);
+  mapi_reads_free(s);
   mapi_alloc_put(s->alloc);
   ms_rpc_channel_free(s->reg);
   mapi_events_free(s->events);
