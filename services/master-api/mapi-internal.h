@@ -36,10 +36,11 @@ struct mapi_service {
   ms_rpc_server *srv; /* set up */
   /* The allocator to talk to: the fixed --allocator, or the leader the registry
    * reports (NULL while none is known). Under mu: the leader thread writes them
-   * (set_leader), every thread reads; `leader_gen` grows at each change. */
+   * (set_leader), every thread reads; `leader_gen` grows at each change (written
+   * under mu, for `cond`; read without it). */
   mapi_chan *alloc;
   bool leader_absent; /* the registry says no leader: calls answer UNAVAILABLE */
-  uint64_t leader_gen;
+  _Atomic uint64_t leader_gen;
   /* --registry: the channel (set up), and the thread following WatchLeader. */
   ms_rpc_channel *reg;
   ms_leader_follow *leader;
@@ -71,9 +72,10 @@ struct mapi_service {
   pthread_mutex_t reads_mu;
   bool reads_closed;
 
-  /* Subscribe relays (mapi-subscribe.c): the loop thread that owns them, the queue
-   * their upstream streams complete on, and the list of live ones (under mu: the
-   * forwarders read each relay's offers, the close and the leader thread walk it). */
+  /* Subscribe relays (mapi-subscribe.c): the loop thread that owns them (each relay's
+   * state and offers too: forwarders post the offers used), the queue their upstream
+   * streams complete on, and the list of live ones (under mu: the CQ thread inserts
+   * and counts per principal, the loop walks and unlinks). */
   ms_loop *relay_loop;
   pthread_t relay_thread;
   bool relay_started;
@@ -81,8 +83,8 @@ struct mapi_service {
   mapi_relay *relays;
   size_t n_relays;
 
-  /* Guards alloc, leader_absent, leader_gen, watch, watch_chan, relays, n_relays
-   * (and each relay's offers); no longer the parked reads. */
+  /* Guards alloc, leader_absent, leader_gen's changes, watch, watch_chan, relays, n_relays;
+   * no longer the parked reads nor the relays' offers (their loops own them). */
   pthread_mutex_t mu;
   pthread_cond_t cond; /* the leader changed, a relay ended, or stopping */
 };
@@ -141,7 +143,8 @@ void mapi_relays_free(mapi_service *s);
  * current one re-open it there, waiting ones try at once (posted; mu may be held). */
 void mapi_relays_move(mapi_service *s, const mapi_chan *now);
 /* Offers a scheduler used or declined through this replica: its relays stop
- * tracking them (they will not be rescinded after a failover). */
+ * tracking them (they will not be rescinded after a failover). Any thread: posted
+ * to the relays' loop, which owns the offers. */
 void mapi_relays_offers_gone(mapi_service *s, const char *framework_id, Meseta__V1__OfferID *const *ids,
                              size_t n);
 /* Health of the whole server and its two services. */

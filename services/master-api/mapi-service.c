@@ -202,7 +202,7 @@ bool mapi_nap(mapi_service *s, int64_t ms, uint64_t gen) {
     ts.tv_nsec -= 1000000000;
   }
   pthread_mutex_lock(&s->mu);
-  while (!atomic_load(&s->stopping) && s->leader_gen == gen)
+  while (!atomic_load(&s->stopping) && atomic_load(&s->leader_gen) == gen)
     if (pthread_cond_timedwait(&s->cond, &s->mu, &ts) != 0)
       break;
   bool go_on = !atomic_load(&s->stopping);
@@ -224,7 +224,7 @@ static void set_leader(mapi_service *s, const Meseta__V1__LeaderInfo *li) {
     bool changed = s->leader_absent != !addr;
     s->leader_absent = !addr;
     if (changed) {
-      s->leader_gen++;
+      atomic_fetch_add(&s->leader_gen, 1);
       pthread_cond_broadcast(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
@@ -245,7 +245,7 @@ static void set_leader(mapi_service *s, const Meseta__V1__LeaderInfo *li) {
   mapi_chan *old = s->alloc;
   s->alloc = c;
   s->leader_absent = !c;
-  s->leader_gen++;
+  atomic_fetch_add(&s->leader_gen, 1);
   if (c) {
     if (s->watch && s->watch_chan != c)
       ms_rpc_stream_cancel(s->watch);
@@ -319,9 +319,7 @@ void *mapi_watch_main(void *arg) {
   uint64_t seen = 0;    /* the leader generation the backoff was grown against */
   while (!atomic_load(&s->stopping)) {
     ms_error *err = NULL;
-    pthread_mutex_lock(&s->mu);
-    uint64_t gen = s->leader_gen;
-    pthread_mutex_unlock(&s->mu);
+    uint64_t gen = atomic_load(&s->leader_gen);
     if (gen != seen) /* a new leader (perhaps while napping): its backoff starts over */
       backoff = 100;
     seen = gen;
@@ -332,9 +330,7 @@ void *mapi_watch_main(void *arg) {
       ms_error_free(err);
       break;
     }
-    pthread_mutex_lock(&s->mu);
-    bool moved = s->leader_gen != gen;
-    pthread_mutex_unlock(&s->mu);
+    bool moved = atomic_load(&s->leader_gen) != gen;
     if (had || moved)
       backoff = moved ? 0 : 100; /* a new leader: at once */
     ms_log(failing && !had ? MS_LOG_DEBUG : MS_LOG_WARN, NULL,
