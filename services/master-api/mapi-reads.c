@@ -562,6 +562,13 @@ static int read_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error *
   int64_t wait = ms_rpc_call_deadline_ms(call);
   if (s->cfg.max_revision_wait_ms > 0 && wait > s->cfg.max_revision_wait_ms)
     wait = s->cfg.max_revision_wait_ms;
+  mapi_parked *pk = ms_xmalloc(sizeof(*pk)); /* made outside the lock */
+  *pk = (mapi_parked){.s = s,
+                      .call = call,
+                      .req = ms_pb_dup(req),
+                      .kind = ms_rpc_call_method_arg(call),
+                      .need = p.min_revision > p.token_revision ? p.min_revision : p.token_revision,
+                      .until_ms = wait == INT64_MAX ? INT64_MAX : ms_time_mono_ms() + wait};
   int rc = 0;
   pthread_mutex_lock(&s->reads_mu);
   size_t held = atomic_load(&s->reads_held);
@@ -571,18 +578,15 @@ static int read_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error *
     rc = ms_error_set(err, MS_RESOURCE_EXHAUSTED,
                       "master-api busy: %zu reads queued (flag `--max-queued-reads`); retry later", held);
   } else {
-    mapi_parked *pk = ms_xmalloc(sizeof(*pk));
-    *pk = (mapi_parked){.s = s,
-                        .call = call,
-                        .req = ms_pb_dup(req),
-                        .kind = ms_rpc_call_method_arg(call),
-                        .need = p.min_revision > p.token_revision ? p.min_revision : p.token_revision,
-                        .until_ms = wait == INT64_MAX ? INT64_MAX : ms_time_mono_ms() + wait};
     atomic_fetch_add(&s->reads_held, 1);
     ms_rpc_call_ref(call);
-    ms_loop_post(s->reads_loop, read_run, pk);
+    ms_loop_post(s->reads_loop, read_run, TAKE_PTR(pk));
   }
   pthread_mutex_unlock(&s->reads_mu);
+  if (pk) { /* refused */
+    protobuf_c_message_free_unpacked(pk->req, NULL);
+    free(pk);
+  }
   return rc;
 }
 
