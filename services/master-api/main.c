@@ -22,6 +22,7 @@ static int64_t forwarders, call_timeout_ns, revision_wait_ns, backoff_ns, chunk_
 static int64_t subscriber_queue; /* Operator.Subscribe */
 static int64_t stream_queue;     /* any stream's send queue, in messages */
 static int64_t max_subs;         /* Scheduler.Subscribe streams per principal */
+static int64_t max_reads;        /* reads queued or parked */
 
 static char *tokens_file; /* Identity (mapi-auth.h) */
 static bool require_auth;
@@ -61,6 +62,10 @@ static const ms_flag flags[] = {
      "Scheduler.Subscribe streams one principal may hold on this replica (anonymous callers: per "
      "peer host); past it RESOURCE_EXHAUSTED; 0: no limit",
      "N"},
+    {"max-queued-reads", MS_FLAG_INT, &max_reads, "1024",
+     "Operator reads waiting to be served or parked on min_revision; past it a read gets "
+     "RESOURCE_EXHAUSTED",
+     "N"},
 };
 
 static const ms_flag_spec spec = {"meseta-master-api",
@@ -99,6 +104,9 @@ static int run(ms_error **err) {
   if (max_subs < 0)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--max-subscriptions-per-principal`: %lld is below 0",
                         (long long)max_subs);
+  if (max_reads < 1)
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--max-queued-reads`: %lld is below 1",
+                        (long long)max_reads);
   if (chunk_bytes < 0 || chunk_bytes > UINT32_MAX)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--state-chunk-bytes`: out of range");
   char host[256] = "";
@@ -115,6 +123,7 @@ static int run(ms_error **err) {
                      .max_message_bytes = sf.max_message,
                      .subscriber_queue_bytes = (size_t)subscriber_queue,
                      .max_subscriptions_per_principal = (size_t)max_subs,
+                     .max_queued_reads = (size_t)max_reads,
                      .allocator_tls = alloc_ca ? &atls : NULL};
   so.max_queued_sends = stream_queue > 0 ? (size_t)stream_queue : 0;
   mapi_auth *auth = mapi_auth_new(tokens_file, require_auth, err);

@@ -1,11 +1,13 @@
 /* Operator reads, answered from the view: revisions, min_revision, pagination.
  *
- * A read whose min_revision (or page token's revision) is above the view's waits,
- * parked, for the view to get there: the park thread answers it when the watch
- * thread kicks it, or fails it with DEADLINE_EXCEEDED at the call's deadline or after
- * --max-revision-wait. Answers are assembled from the items' bytes the view keeps
- * (mapi-encode.h), not packed again: pages under the view's read lock, GetState from
- * its State encoded once per revision, shared, and sent outside the lock. */
+ * The CQ thread only checks a read, authenticates it and hands it to the reads loop
+ * (one ms_loop thread), which serves it; past --max-queued-reads held there (queued
+ * or parked) a read is refused with RESOURCE_EXHAUSTED. A read whose min_revision (or
+ * page token's revision) is above the view's waits, parked on that loop, for the view
+ * to get there: served when the watch thread kicks the loop, or failed with
+ * DEADLINE_EXCEEDED at the call's deadline or after --max-revision-wait. Answers are assembled from the
+ * items' bytes the view keeps (mapi-encode.h), not packed again: pages under the view's read lock, GetState
+ * from its State encoded once per revision, shared, and sent outside the lock. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,8 +38,10 @@ struct read_kind { /* a row's ms_rpc_method.arg */
   serve_fn serve;
 };
 
+/* A read handed over to the reads loop: queued, then parked if the view is behind. */
 struct mapi_parked {
   mapi_parked *next;
+  mapi_service *s;
   ms_rpc_call *call; /* referenced */
   ProtobufCMessage *req;
   const read_kind *kind;
@@ -424,25 +428,19 @@ static int get_master(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage
   return ms_rpc_call_reply(call, &resp.base, err);
 }
 
-/* ---- serving, parking ---- */
+/* ---- serving, parking (the reads loop's thread) ---- */
 
-/* 1: answered (or failed: the error set, MS_ERR); 0: the view is not there yet, with
- * *need the revision to wait for. */
+/* 1: answered (or failed: the error set, MS_ERR); 0: the view is not at `need` yet. */
 static int try_serve(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage *req, const read_kind *k,
-                     int64_t *need, ms_error **err) {
-  page_req p;
-  if (page_parse(req, &p, err) < 0)
-    return MS_ERR;
-  free(p.after);
-  *need = p.min_revision > p.token_revision ? p.min_revision : p.token_revision;
+                     int64_t need, ms_error **err) {
   const mapi_state *st = mapi_view_rdlock(s->view);
   if (!st) {
-    if (*need > 0)
+    if (need > 0)
       return 0;
     return ms_error_set(err, MS_UNAVAILABLE, "no view of the cluster yet: allocator %s not reached; retry",
                         s->cfg.allocator ? s->cfg.allocator : "leader");
   }
-  if (st->revision < *need) {
+  if (st->revision < need) {
     mapi_view_unlock(s->view);
     return 0;
   }
@@ -453,40 +451,143 @@ static int try_serve(mapi_service *s, ms_rpc_call *call, const ProtobufCMessage 
   return rc < 0 ? MS_ERR : 1;
 }
 
+static void parked_free(mapi_service *s, mapi_parked *pk) {
+  protobuf_c_message_free_unpacked(pk->req, NULL);
+  ms_rpc_call_unref(pk->call);
+  free(pk);
+  atomic_fetch_sub(&s->reads_held, 1);
+}
+
+/* Serves or fails pk (then frees it and returns true), or leaves it waiting. */
+static bool settle(mapi_service *s, mapi_parked *pk, bool closing, int64_t now) {
+  ms_error *err = NULL;
+  int r = 0;
+  if (ms_rpc_call_is_done(pk->call))
+    r = 1; /* the caller left: its deadline passed, or it cancelled */
+  else if ((r = try_serve(s, pk->call, pk->req, pk->kind, pk->need, &err)) == 0 &&
+           (closing || now >= pk->until_ms))
+    r = closing ? ms_error_set(&err, MS_UNAVAILABLE, "master-api is shutting down")
+                : ms_error_set(&err, MS_DEADLINE_EXCEEDED,
+                               "min_revision %lld not reached in time: the view is at revision %lld",
+                               (long long)pk->need, (long long)mapi_view_revision(s->view));
+  if (r < 0)
+    ms_rpc_call_finish_error(pk->call, err);
+  ms_error_free(err);
+  if (r == 0)
+    return false;
+  parked_free(s, pk);
+  return true;
+}
+
+static void park_tick(ms_loop *loop, uint64_t id, void *arg);
+
+/* Tries every parked read again; the deadline timer runs while some wait. */
+static void park_pass(mapi_service *s, bool closing) {
+  mapi_parked *list = TAKE_PTR(s->parked), *keep = NULL;
+  size_t n = 0;
+  int64_t now = ms_time_mono_ms();
+  while (list) {
+    mapi_parked *pk = list;
+    list = pk->next;
+    if (!settle(s, pk, closing, now)) {
+      pk->next = keep;
+      keep = pk;
+      n++;
+    }
+  }
+  s->parked = keep;
+  atomic_store(&s->n_parked, n);
+  if (!n && s->park_timer) {
+    ms_loop_cancel_timer(s->reads_loop, s->park_timer);
+    s->park_timer = 0;
+  } else if (n && !s->park_timer) {
+    s->park_timer = ms_loop_add_timer(s->reads_loop, 100, 100, park_tick, s);
+  }
+}
+
+static void park_tick(ms_loop *loop, uint64_t id, void *arg) {
+  (void)loop, (void)id;
+  park_pass(arg, false);
+}
+
+/* A read handed over by read_start: served now, or parked until the view gets there. */
+static void read_run(void *arg) {
+  mapi_parked *pk = arg;
+  mapi_service *s = pk->s;
+  if (settle(s, pk, false, ms_time_mono_ms()))
+    return;
+  pk->next = s->parked;
+  s->parked = pk;
+  atomic_fetch_add(&s->n_parked, 1);
+  /* The watch thread kicks only while reads are parked: the view may have moved on
+   * before this one was counted. */
+  if (mapi_view_revision(s->view) >= pk->need)
+    park_pass(s, false);
+  else if (!s->park_timer) /* deadlines are looked at ten times a second */
+    s->park_timer = ms_loop_add_timer(s->reads_loop, 100, 100, park_tick, s);
+}
+
+static void kick_run(void *arg) {
+  mapi_service *s = arg;
+  atomic_store(&s->kick_pending, false);
+  park_pass(s, false);
+}
+
+void mapi_reads_kick(mapi_service *s) {
+  atomic_thread_fence(memory_order_seq_cst); /* the view's new revision before the count */
+  if (atomic_load(&s->n_parked) && !atomic_exchange(&s->kick_pending, true))
+    ms_loop_post(s->reads_loop, kick_run, s);
+}
+
+/* The last post: every read handed over before has run; the parked ones fail. */
+static void close_run(void *arg) {
+  mapi_service *s = arg;
+  park_pass(s, true);
+  ms_loop_stop(s->reads_loop);
+}
+
+/* On the CQ thread: only checks, authenticates and hands the read to the reads loop,
+ * which serves it (heavy reads never hold up the thread that makes HTTP/2 progress).
+ * Reads held (queued or parked) are bounded by --max-queued-reads. */
 static int read_start(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
   mapi_service *s = ms_rpc_call_userdata(call);
   if (mapi_check_request(req, err) < 0) /* enum values the proto does not define */
     return MS_ERR;
   if (mapi_read_auth(s, call, err) < 0) /* a bad token, or anonymous with --require-auth */
     return MS_ERR;
-  const read_kind *k = ms_rpc_call_method_arg(call);
-  int64_t need = 0;
-  int r = try_serve(s, call, req, k, &need, err);
-  if (r != 0)
-    return r < 0 ? MS_ERR : 0;
-  /* Park until the view reaches `need`. */
+  page_req p;
+  if (page_parse(req, &p, err) < 0)
+    return MS_ERR;
+  free(p.after);
   int64_t wait = ms_rpc_call_deadline_ms(call);
   if (s->cfg.max_revision_wait_ms > 0 && wait > s->cfg.max_revision_wait_ms)
     wait = s->cfg.max_revision_wait_ms;
-  mapi_parked *pk = ms_xmalloc(sizeof(*pk));
-  *pk = (mapi_parked){.call = call,
+  mapi_parked *pk = ms_xmalloc(sizeof(*pk)); /* made outside the lock */
+  *pk = (mapi_parked){.s = s,
+                      .call = call,
                       .req = ms_pb_dup(req),
-                      .kind = k,
-                      .need = need,
+                      .kind = ms_rpc_call_method_arg(call),
+                      .need = p.min_revision > p.token_revision ? p.min_revision : p.token_revision,
                       .until_ms = wait == INT64_MAX ? INT64_MAX : ms_time_mono_ms() + wait};
-  pthread_mutex_lock(&s->mu);
-  if (atomic_load(&s->stopping)) {
-    pthread_mutex_unlock(&s->mu);
+  int rc = 0;
+  pthread_mutex_lock(&s->reads_mu);
+  size_t held = atomic_load(&s->reads_held);
+  if (s->reads_closed) {
+    rc = ms_error_set(err, MS_UNAVAILABLE, "master-api is shutting down");
+  } else if (held >= s->cfg.max_queued_reads) {
+    rc = ms_error_set(err, MS_RESOURCE_EXHAUSTED,
+                      "master-api busy: %zu reads queued (flag `--max-queued-reads`); retry later", held);
+  } else {
+    atomic_fetch_add(&s->reads_held, 1);
+    ms_rpc_call_ref(call);
+    ms_loop_post(s->reads_loop, read_run, TAKE_PTR(pk));
+  }
+  pthread_mutex_unlock(&s->reads_mu);
+  if (pk) { /* refused */
     protobuf_c_message_free_unpacked(pk->req, NULL);
     free(pk);
-    return ms_error_set(err, MS_UNAVAILABLE, "master-api is shutting down");
   }
-  ms_rpc_call_ref(call);
-  pk->next = s->parked;
-  s->parked = pk;
-  pthread_cond_broadcast(&s->cond);
-  pthread_mutex_unlock(&s->mu);
-  return 0;
+  return rc;
 }
 
 static int get_health(ms_rpc_call *call, const ProtobufCMessage *req, ms_error **err) {
@@ -525,77 +626,52 @@ const ms_rpc_method mapi_operator_reads[] = {
 #undef READ
 const size_t mapi_n_operator_reads = MS_ARRAY_SIZE(mapi_operator_reads);
 
-void mapi_reads_kick(mapi_service *s) {
-  pthread_mutex_lock(&s->mu);
-  if (s->parked)
-    pthread_cond_broadcast(&s->cond);
-  pthread_mutex_unlock(&s->mu);
-}
-
-static void parked_free(mapi_parked *pk) {
-  protobuf_c_message_free_unpacked(pk->req, NULL);
-  ms_rpc_call_unref(pk->call);
-  free(pk);
-}
-
-/* Serves, fails or keeps each parked read; returns those kept. */
-static mapi_parked *park_pass(mapi_service *s, mapi_parked *list, bool stopping) {
-  mapi_parked *keep = NULL;
-  int64_t now = ms_time_mono_ms();
-  while (list) {
-    mapi_parked *pk = list;
-    list = pk->next;
-    ms_error *err = NULL;
-    int64_t need = pk->need;
-    int r = 0;
-    if (ms_rpc_call_is_done(pk->call))
-      r = 1; /* the caller left: its deadline passed, or it cancelled */
-    else if ((r = try_serve(s, pk->call, pk->req, pk->kind, &need, &err)) == 0 &&
-             (stopping || now >= pk->until_ms))
-      r = stopping ? ms_error_set(&err, MS_UNAVAILABLE, "master-api is shutting down")
-                   : ms_error_set(&err, MS_DEADLINE_EXCEEDED,
-                                  "min_revision %lld not reached in time: the view is at revision %lld",
-                                  (long long)need, (long long)mapi_view_revision(s->view));
-    if (r < 0)
-      ms_rpc_call_finish_error(pk->call, err);
-    ms_error_free(err);
-    if (r != 0) {
-      parked_free(pk);
-    } else {
-      pk->next = keep;
-      keep = pk;
-    }
-  }
-  return keep;
-}
-
-void *mapi_park_main(void *arg) {
+static void *reads_main(void *arg) {
   mapi_service *s = arg;
-  pthread_mutex_lock(&s->mu);
-  for (;;) {
-    bool stopping = atomic_load(&s->stopping);
-    mapi_parked *list = TAKE_PTR(s->parked);
-    pthread_mutex_unlock(&s->mu);
-    list = park_pass(s, list, stopping);
-    pthread_mutex_lock(&s->mu);
-    while (list) { /* back in front of what came meanwhile */
-      mapi_parked *pk = list;
-      list = pk->next;
-      pk->next = s->parked;
-      s->parked = pk;
-    }
-    if (stopping && !s->parked)
-      break;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += 100 * 1000000; /* deadlines are looked at ten times a second */
-    if (ts.tv_nsec >= 1000000000) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000;
-    }
-    if (!atomic_load(&s->stopping))
-      pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+  ms_error *err = NULL;
+  if (ms_loop_run(s->reads_loop, &err) < 0) {
+    ms_log_error(NULL, "reads loop: %s", err->msg);
+    ms_error_free(err);
   }
-  pthread_mutex_unlock(&s->mu);
   return NULL;
+}
+
+int mapi_reads_init(mapi_service *s, ms_error **err) {
+  pthread_mutex_init(&s->reads_mu, NULL);
+  if (!s->cfg.max_queued_reads)
+    s->cfg.max_queued_reads = 1024;
+  s->reads_loop = ms_loop_new(err);
+  return s->reads_loop ? 0 : MS_ERR;
+}
+
+int mapi_reads_start(mapi_service *s, ms_error **err) {
+  int e = pthread_create(&s->reads_thread, NULL, reads_main, s);
+  if (e != 0)
+    return ms_error_set_errno(err, e, "starting the reads thread");
+  s->reads_started = true;
+  return 0;
+}
+
+void mapi_reads_close(mapi_service *s) {
+  if (!s->reads_loop)
+    return;
+  pthread_mutex_lock(&s->reads_mu);
+  bool was = s->reads_closed;
+  s->reads_closed = true;
+  if (!was)
+    ms_loop_post(s->reads_loop, close_run, s);
+  pthread_mutex_unlock(&s->reads_mu);
+  if (was)
+    return;
+  if (s->reads_started) {
+    pthread_join(s->reads_thread, NULL);
+    s->reads_started = false;
+  } else { /* never started: what was handed over is answered here */
+    ms_loop_run(s->reads_loop, NULL);
+  }
+}
+
+void mapi_reads_free(mapi_service *s) {
+  ms_loop_free(TAKE_PTR(s->reads_loop));
+  pthread_mutex_destroy(&s->reads_mu);
 }

@@ -81,7 +81,7 @@ mapi_service *mapi_service_new(const mapi_config *cfg, ms_error **err) {
   s->view = mapi_view_new();
   s->events = mapi_events_new(s->view, &(mapi_events_config){.queue_bytes = cfg->subscriber_queue_bytes,
                                                              .chunk_bytes = cfg->max_chunk_bytes});
-  if (mapi_relays_init(s, err) < 0) {
+  if (mapi_reads_init(s, err) < 0 || mapi_relays_init(s, err) < 0) {
     mapi_service_free(s);
     return NULL;
   }
@@ -142,9 +142,8 @@ int mapi_service_start(mapi_service *s, ms_error **err) {
   if ((e = pthread_create(&s->watch_thread, NULL, mapi_watch_main, s)) != 0)
     return ms_error_set_errno(err, e, "starting the watch thread");
   s->watch_started = true;
-  if ((e = pthread_create(&s->park_thread, NULL, mapi_park_main, s)) != 0)
-    return ms_error_set_errno(err, e, "starting the reads thread");
-  s->park_started = true;
+  if (mapi_reads_start(s, err) < 0)
+    return MS_ERR;
   return mapi_relays_start(s, err);
 }
 
@@ -161,9 +160,7 @@ void mapi_service_close(mapi_service *s) {
   if (s->watch_started)
     pthread_join(s->watch_thread, NULL);
   s->watch_started = false;
-  if (s->park_started)
-    pthread_join(s->park_thread, NULL); /* answers what is parked */
-  s->park_started = false;
+  mapi_reads_close(s); /* answers what was handed over and what is parked */
   mapi_relays_close(s);
   mapi_events_close(s->events);    /* every Operator.Subscribe ends: UNAVAILABLE */
   ms_workq_free(TAKE_PTR(s->fwd)); /* runs the forwards queued: each answers its call */
@@ -174,6 +171,7 @@ void mapi_service_free(mapi_service *s) {
     return;
   mapi_service_close(s);
   mapi_relays_free(s);
+  mapi_reads_free(s);
   mapi_alloc_put(s->alloc);
   ms_rpc_channel_free(s->reg);
   mapi_events_free(s->events);
@@ -204,7 +202,7 @@ bool mapi_nap(mapi_service *s, int64_t ms, uint64_t gen) {
     ts.tv_nsec -= 1000000000;
   }
   pthread_mutex_lock(&s->mu);
-  while (!atomic_load(&s->stopping) && s->leader_gen == gen)
+  while (!atomic_load(&s->stopping) && atomic_load(&s->leader_gen) == gen)
     if (pthread_cond_timedwait(&s->cond, &s->mu, &ts) != 0)
       break;
   bool go_on = !atomic_load(&s->stopping);
@@ -226,7 +224,7 @@ static void set_leader(mapi_service *s, const Meseta__V1__LeaderInfo *li) {
     bool changed = s->leader_absent != !addr;
     s->leader_absent = !addr;
     if (changed) {
-      s->leader_gen++;
+      atomic_fetch_add(&s->leader_gen, 1);
       pthread_cond_broadcast(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
@@ -247,7 +245,7 @@ static void set_leader(mapi_service *s, const Meseta__V1__LeaderInfo *li) {
   mapi_chan *old = s->alloc;
   s->alloc = c;
   s->leader_absent = !c;
-  s->leader_gen++;
+  atomic_fetch_add(&s->leader_gen, 1);
   if (c) {
     if (s->watch && s->watch_chan != c)
       ms_rpc_stream_cancel(s->watch);
@@ -321,9 +319,7 @@ void *mapi_watch_main(void *arg) {
   uint64_t seen = 0;    /* the leader generation the backoff was grown against */
   while (!atomic_load(&s->stopping)) {
     ms_error *err = NULL;
-    pthread_mutex_lock(&s->mu);
-    uint64_t gen = s->leader_gen;
-    pthread_mutex_unlock(&s->mu);
+    uint64_t gen = atomic_load(&s->leader_gen);
     if (gen != seen) /* a new leader (perhaps while napping): its backoff starts over */
       backoff = 100;
     seen = gen;
@@ -334,9 +330,7 @@ void *mapi_watch_main(void *arg) {
       ms_error_free(err);
       break;
     }
-    pthread_mutex_lock(&s->mu);
-    bool moved = s->leader_gen != gen;
-    pthread_mutex_unlock(&s->mu);
+    bool moved = atomic_load(&s->leader_gen) != gen;
     if (had || moved)
       backoff = moved ? 0 : 100; /* a new leader: at once */
     ms_log(failing && !had ? MS_LOG_DEBUG : MS_LOG_WARN, NULL,

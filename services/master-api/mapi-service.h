@@ -2,8 +2,9 @@
  * allocator leader (Allocator.*) and answered from a read view it keeps with
  * Allocator.WatchState.
  *
- * Threads: the gRPC server's thread runs the handlers (never blocking); one watch
- * thread keeps the view; one thread serves reads parked on `min_revision`; a pool
+ * Threads: the gRPC server's thread runs the handlers (never blocking, never serving
+ * a read); one watch thread keeps the view; one loop thread serves every read and
+ * holds those parked on `min_revision`; a pool
  * forwards unary calls; one loop thread relays every Scheduler.Subscribe (their
  * upstream streams complete on one more thread); with a
  * registry, one thread follows Registry.WatchLeader and moves every stream to the
@@ -35,6 +36,8 @@ typedef struct mapi_config {
   size_t subscriber_queue_bytes;   /* Operator.Subscribe: events waiting per subscriber (0: 8 MiB) */
   struct mapi_auth *auth;          /* who calls (mapi-auth.h); borrowed; NULL: mTLS or anonymous */
   size_t max_subscriptions_per_principal; /* Scheduler.Subscribe streams per principal (0: no limit) */
+  size_t
+      max_queued_reads; /* reads queued or parked on the reads loop; past it RESOURCE_EXHAUSTED (0: 1024) */
 } mapi_config;
 
 typedef struct mapi_service mapi_service;

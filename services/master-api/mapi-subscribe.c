@@ -58,11 +58,10 @@ struct mapi_relay {
   int64_t last_sent; /* monotonic ms of the last event sent to the scheduler */
   int64_t backoff;
   uint64_t retry_timer, hb_timer;
-  /* Under s->mu (the forwarders read them). */
   char *framework_id; /* once SUBSCRIBED */
   char **offers;      /* relayed and outstanding */
   size_t noffers, capoffers;
-  mapi_relay *prev, *next; /* s->relays */
+  mapi_relay *prev, *next; /* s->relays, under s->mu */
 };
 
 static void relay_unref(mapi_relay *r) {
@@ -80,7 +79,7 @@ static void relay_unref(mapi_relay *r) {
   }
 }
 
-/* ---- offers relayed (s->mu held) ---- */
+/* ---- offers relayed (the loop thread) ---- */
 
 static void offer_add(mapi_relay *r, const char *id) {
   if (r->noffers == MAX_TRACKED_OFFERS) {
@@ -105,17 +104,42 @@ static void offer_del(mapi_relay *r, const char *id) {
     }
 }
 
+/* Offers a forwarder saw used or declined, handed to the loop (the offers' owner). */
+typedef struct offers_gone {
+  mapi_service *s;
+  char *framework_id;
+  char **ids;
+  size_t n;
+} offers_gone;
+
+static void offers_gone_run(void *arg) {
+  offers_gone *g = arg;
+  mapi_service *s = g->s;
+  pthread_mutex_lock(&s->mu); /* the list; the loop alone changes a relay's offers */
+  for (mapi_relay *r = s->relays; r; r = r->next)
+    if (r->framework_id && strcmp(r->framework_id, g->framework_id) == 0)
+      for (size_t i = 0; i < g->n; i++)
+        offer_del(r, g->ids[i]);
+  pthread_mutex_unlock(&s->mu);
+  for (size_t i = 0; i < g->n; i++)
+    free(g->ids[i]);
+  free(g->ids);
+  free(g->framework_id);
+  free(g);
+}
+
 void mapi_relays_offers_gone(mapi_service *s, const char *framework_id, Meseta__V1__OfferID *const *ids,
                              size_t n) {
-  if (!framework_id)
+  if (!framework_id || !n)
     return;
-  pthread_mutex_lock(&s->mu);
-  for (mapi_relay *r = s->relays; r; r = r->next)
-    if (r->framework_id && strcmp(r->framework_id, framework_id) == 0)
-      for (size_t i = 0; i < n; i++)
-        if (ids[i] && ids[i]->value)
-          offer_del(r, ids[i]->value);
-  pthread_mutex_unlock(&s->mu);
+  offers_gone *g = ms_xcalloc(1, sizeof(*g));
+  g->s = s;
+  g->framework_id = ms_xstrdup(framework_id);
+  g->ids = ms_xcalloc(n, sizeof(*g->ids));
+  for (size_t i = 0; i < n; i++)
+    if (ids[i] && ids[i]->value)
+      g->ids[g->n++] = ms_xstrdup(ids[i]->value);
+  ms_loop_post(s->relay_loop, offers_gone_run, g);
 }
 
 /* ---- to the scheduler ---- */
@@ -138,12 +162,9 @@ static int send_heartbeat(mapi_relay *r, ms_error **err) {
 /* RESCIND for every offer relayed and still outstanding: the leader they came from
  * is gone, or the stream they were on is. */
 static int rescind_all(mapi_relay *r, ms_error **err) {
-  mapi_service *s = r->s;
-  pthread_mutex_lock(&s->mu);
   char **offers = TAKE_PTR(r->offers);
   size_t n = r->noffers;
   r->noffers = r->capoffers = 0;
-  pthread_mutex_unlock(&s->mu);
   int rc = 0;
   for (size_t i = 0; i < n; i++) {
     Meseta__V1__OfferID oid = MESETA__V1__OFFER_ID__INIT;
@@ -282,23 +303,17 @@ static int relay_event(mapi_relay *r, Meseta__V1__Event *ev, ms_error **err) {
     const Google__Protobuf__Duration *hb = ev->subscribed->heartbeat_interval;
     int64_t hb_ms = hb ? hb->seconds * 1000 + hb->nanos / 1000000 : 0;
     r->heartbeat_ms = hb_ms > 0 ? hb_ms : DEFAULT_HEARTBEAT_MS;
-    pthread_mutex_lock(&s->mu);
     free(r->framework_id);
     r->framework_id = ev->subscribed->framework_id && ev->subscribed->framework_id->value
                           ? ms_xstrdup(ev->subscribed->framework_id->value)
                           : NULL;
-    pthread_mutex_unlock(&s->mu);
   } else if (ev->event_case == MESETA__V1__EVENT__EVENT_OFFERS && ev->offers) {
-    pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < ev->offers->n_offers; i++)
       if (ev->offers->offers[i]->id && ev->offers->offers[i]->id->value)
         offer_add(r, ev->offers->offers[i]->id->value);
-    pthread_mutex_unlock(&s->mu);
   } else if (ev->event_case == MESETA__V1__EVENT__EVENT_RESCIND && ev->rescind && ev->rescind->offer_id &&
              ev->rescind->offer_id->value) {
-    pthread_mutex_lock(&s->mu);
     offer_del(r, ev->rescind->offer_id->value);
-    pthread_mutex_unlock(&s->mu);
   }
   return send_event(r, &ev->base, err);
 }
@@ -338,9 +353,7 @@ static void up_event_run(void *arg) {
   ms_rpc_astream_free(TAKE_PTR(r->up));
   mapi_alloc_put(TAKE_PTR(r->up_chan));
   mapi_service *s = r->s;
-  pthread_mutex_lock(&s->mu);
-  bool leader_moved = s->leader_gen != r->up_gen;
-  pthread_mutex_unlock(&s->mu);
+  bool leader_moved = atomic_load(&s->leader_gen) != r->up_gen;
   bool moved = r->moved;
   r->moved = false;
   if (r->gone) {
@@ -381,9 +394,7 @@ static void relay_open(mapi_relay *r) {
     return;
   }
   r->subscribed = false;
-  pthread_mutex_lock(&s->mu);
-  uint64_t gen = s->leader_gen;
-  pthread_mutex_unlock(&s->mu);
+  uint64_t gen = atomic_load(&s->leader_gen);
   mapi_chan *c = mapi_alloc_get(s, &err);
   if (!c) {
     relay_failed(r, err);
@@ -394,13 +405,11 @@ static void relay_open(mapi_relay *r) {
   Meseta__V1__SubscribeRequest req;
   Meseta__V1__FrameworkInfo info;
   Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-  pthread_mutex_lock(&s->mu);
-  _cleanup_free_ char *id = r->framework_id ? ms_xstrdup(r->framework_id) : NULL;
-  pthread_mutex_unlock(&s->mu);
+  const char *id = r->framework_id;
   if (r->stream_id && id && r->sub->request && r->sub->request->framework_info) {
     req = *r->sub->request;
     info = *req.framework_info;
-    fid.value = id;
+    fid.value = (char *)id;
     info.id = &fid;
     req.framework_info = &info;
     sub.request = &req;
