@@ -317,9 +317,13 @@ int agent_recover(agent *a, ms_error **err) {
   struct dirent *e;
   while ((e = readdir(d))) {
     size_t len = strlen(e->d_name);
-    if (len < 4 || strcmp(e->d_name + len - 3, ".pb") != 0)
-      continue; /* .tmp of an interrupted write, .corrupt */
     _cleanup_free_ char *path = ms_xasprintf("%s/%s", a->tasks_dir, e->d_name);
+    if (len > 4 && strcmp(e->d_name + len - 4, ".tmp") == 0) {
+      unlink(path); /* an interrupted write: the .pb it would have replaced is still whole */
+      continue;
+    }
+    if (len < 4 || strcmp(e->d_name + len - 3, ".pb") != 0)
+      continue; /* .corrupt, kept for a human */
     ms_error *e2 = NULL;
     agent_task *t = load_task(a, path, &e2);
     if (!t) {

@@ -4,6 +4,7 @@
  * runtime's message, a kill kills, nothing of a container stays behind, and a restarted
  * agent comes back with its id. Waits are bounded hang guards. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -554,6 +555,11 @@ static int remove_checkpoint_of(const char *task_id) {
   int n = 0;
   struct dirent *e;
   while (d && (e = readdir(d))) {
+    /* Only the checkpoint itself: a kill in the middle of a rewrite leaves a `.pb.tmp`
+     * with the same task, which the agent ignores. */
+    size_t nl = strlen(e->d_name);
+    if (nl < 4 || strcmp(e->d_name + nl - 3, ".pb") != 0)
+      continue;
     _cleanup_free_ char *p = ms_xasprintf("%s/%s", tdir, e->d_name);
     FILE *f = fopen(p, "re");
     if (!f)
@@ -579,11 +585,18 @@ static void test_lost_checkpoint(void) {
   CU_ASSERT_EQUAL(ms_test_proc_stop(agent_proc, SIGKILL), 128 + SIGKILL);
   ms_test_proc_free(agent_proc);
   CU_ASSERT_EQUAL(remove_checkpoint_of("orphan"), 1);
+  /* What a kill in the middle of a checkpoint write leaves: the restart removes it. */
+  _cleanup_free_ char *stale = ms_xasprintf("%s/meta/tasks/c-00000000000000ff.pb.tmp", work);
+  FILE *sf = fopen(stale, "we");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(sf);
+  fputs("half a checkpoint", sf);
+  fclose(sf);
   agent_proc = start_agent("agent-lost-checkpoint");
   Meseta__V1__TaskStatus *st = wait_state("orphan", MESETA__V1__TASK_STATE__TASK_LOST);
   CU_ASSERT_EQUAL(st->reason, MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_REREGISTERED);
   free_status(st);
   CU_ASSERT(ms_sim_wait(nothing_left, NULL, WAIT_MS));
+  CU_ASSERT(access(stale, F_OK) < 0 && errno == ENOENT);
 }
 
 /* cpus in the next offer. */
