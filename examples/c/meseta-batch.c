@@ -26,6 +26,12 @@
  * waited for (its agent resends its updates). --framework-id resumes a framework another
  * run left (every task uncertain at first). The failover timeout defaults to 1 hour.
  *
+ * A stream master-api moved to a new leader stays the same stream: no SUBSCRIBED comes,
+ * yet an Accept refused meanwhile (UNAVAILABLE: the allocator was losing or taking the
+ * lead) leaves its tasks uncertain, and a Revive may have failed. So on every event,
+ * heartbeats included, tasks uncertain for RECONCILE_AFTER_MS are reconciled again and a
+ * Revive still owed is sent again.
+ *
  * Failed, lost or dropped tasks are reported, not retried. When every task has ended it
  * tears the framework down (unless --no-teardown) and prints one line:
  *
@@ -63,6 +69,10 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
 #define RECONCILE_CHUNK 1000
+/* Uncertain tasks are reconciled again once this long has passed since the last became
+ * uncertain and since the last reconcile: by then their Accept is answered or dropped
+ * everywhere, so TASK_UNKNOWN cannot overtake it. */
+#define RECONCILE_AFTER_MS 5000
 #define MAX_MASTERS 16
 
 static char *f_cmd, *f_role, *f_name, *f_framework_id;
@@ -126,6 +136,7 @@ typedef struct batch {
   Meseta__V1__TaskState *end;
   int64_t pending, uncertain, cursor; /* cursor: where to look for pending tasks */
   int64_t launched, ended, finished, failed, errors, failovers;
+  int64_t uncertain_ms, reconciled_ms; /* when a task last became uncertain; the last reconcile */
   bool suppressed, revive;
 
   /* Shared with the ack and signal threads, under mu. */
@@ -289,6 +300,8 @@ static void set_state(batch *b, int64_t i, task_st to) {
     return;
   b->pending += (to == T_PENDING) - (b->st[i] == T_PENDING);
   b->uncertain += (to == T_UNCERTAIN) - (b->st[i] == T_UNCERTAIN);
+  if (to == T_UNCERTAIN)
+    b->uncertain_ms = ms_time_mono_ms();
   if (to == T_PENDING && b->cursor > i)
     b->cursor = i;
   b->st[i] = to;
@@ -560,8 +573,10 @@ static int subscribe(batch *b, ms_error **err) {
 }
 
 /* Reconciles after a (re)subscription: explicitly every task launched or uncertain and
- * not ended (in chunks), then implicitly (empty list). Answers come as UPDATE events. */
-static int reconcile(batch *b, ms_error **err) {
+ * not ended (in chunks), then implicitly (empty list). `uncertain_only`: explicitly the
+ * uncertain tasks, nothing implicit. Answers come as UPDATE events. */
+static int reconcile(batch *b, bool uncertain_only, ms_error **err) {
+  b->reconciled_ms = ms_time_mono_ms();
   Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
   fid.value = b->framework_id;
   _cleanup_free_ Meseta__V1__ReconcileRequest__Task *tasks = ms_xcalloc(RECONCILE_CHUNK, sizeof(*tasks));
@@ -574,7 +589,7 @@ static int reconcile(batch *b, ms_error **err) {
   for (bool implicit = false; rc == 0 && !implicit;) {
     size_t n = 0;
     for (; i < f_tasks && n < RECONCILE_CHUNK; i++) {
-      if (b->st[i] != T_LAUNCHED && b->st[i] != T_UNCERTAIN)
+      if (b->st[i] != T_UNCERTAIN && (uncertain_only || b->st[i] != T_LAUNCHED))
         continue;
       names[n] = ms_xasprintf("%s-%" PRId64, f_name, i);
       meseta__v1__task_id__init(&tids[n]);
@@ -588,6 +603,8 @@ static int reconcile(batch *b, ms_error **err) {
       n++;
     }
     implicit = n == 0;
+    if (implicit && uncertain_only)
+      break;
     Meseta__V1__ReconcileRequest req = MESETA__V1__RECONCILE_REQUEST__INIT;
     req.framework_id = &fid;
     req.stream_id = b->stream_id;
@@ -725,7 +742,7 @@ static int run(batch *b, ms_error **err) {
         n_ackers++;
       if (again || f_framework_id) {
         ms_error *e = NULL;
-        if (reconcile(b, &e) < 0) { /* the stream breaking next says more */
+        if (reconcile(b, false, &e) < 0) { /* the stream breaking next says more */
           fprintf(stderr, "warning: %s\n", e->msg);
           ms_error_free(e);
         }
@@ -738,15 +755,23 @@ static int run(batch *b, ms_error **err) {
     case MESETA__V1__EVENT__EVENT_UPDATE:
       if (ev->update->status)
         on_update(b, ev->update->status);
-      if (b->revive)
-        rc = suppress_or_revive(b, err);
-      break;
+      break; /* a Revive it calls for is sent below */
     case MESETA__V1__EVENT__EVENT_ERROR:
       rc = ms_error_set(err, MS_ABORTED, "the control plane ended the stream: %s", ev->error->message);
       break;
     default: /* heartbeat, rescind (offers are used at once), failure: their tasks get updates */
       break;
     }
+    /* The stream may have moved to a new leader unseen (see the top of this file). */
+    int64_t now = ms_time_mono_ms();
+    if (rc == 0 && b->uncertain > 0 && now - b->uncertain_ms >= RECONCILE_AFTER_MS &&
+        now - b->reconciled_ms >= RECONCILE_AFTER_MS) {
+      if (f_verbose)
+        printf("reconcile: %" PRId64 " uncertain tasks again\n", b->uncertain);
+      rc = reconcile(b, true, err);
+    }
+    if (rc == 0 && b->revive)
+      rc = suppress_or_revive(b, err);
     if (rc < 0 && transient((*err)->code)) {
       /* A call failed as its replica went away: the stream breaks next, and failover
        * follows. Nothing was lost: tasks stayed pending or uncertain. */

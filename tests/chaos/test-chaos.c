@@ -23,6 +23,7 @@
 #include "meseta/alloc.h"
 #include "meseta/time.h"
 
+#include "batch-run.h"
 #include "chaos.h"
 #include "cluster.h"
 #include "sim.h"
@@ -332,6 +333,78 @@ static void test_stop_leader_60s(void) {
   freeze_leader(60);
 }
 
+/* The lead lost again and again, as a leader starved of CPU loses it (seen: six lease
+ * losses in two minutes, then a framework offered nothing for 11 minutes). Whichever
+ * allocator leads is frozen for 1.5 to 3.5 s (the lease is 2 s), FLAPS times, so that
+ * sometimes the other takes over, sometimes the same one leads again, and sometimes the
+ * lease survives. In turn: the leader frozen; the leader and the standby frozen, the
+ * standby thawed last (the leader that lost its lease leads again); etcd frozen (the
+ * leader runs on, unable to renew). The batch must still end, every task once. */
+#define FLAPS 9
+#define FLAP_TASKS 160
+#define BATCH_TASKS 400
+
+static void test_lease_flaps(void) {
+  cluster_up();
+  chaos_fw *f = batch_start("lease-flaps", FLAP_TASKS);
+  wait_finished(f, FAULT_AFTER);
+  /* The example framework too, on its own: its stream moves to each new leader unseen. */
+  _cleanup_free_ char *masters = ms_xasprintf("%s,%s", cl.mapi[0].addr, cl.mapi[1].addr);
+  _cleanup_free_ char *blog = ms_xasprintf("%s/meseta-batch.log", dir);
+  const char *extra[] = {"--name", "flaps-batch", NULL};
+  ms_error *err = NULL;
+  pid_t batch = ms_test_batch_spawn(masters, BATCH_TASKS, 0.1, 32, extra, blog, &err);
+  MS_ASSERT_OK(batch > 0 ? 0 : MS_ERR, &err);
+  fault_ms = ms_time_mono_ms();
+  unsigned seed = (unsigned)getpid();
+  for (int i = 0; i < FLAPS; i++) {
+    int l = chaos_wait_leader(&cl, -1, RECOVERY_WAIT_MS);
+    CU_ASSERT_FATAL(l >= 0);
+    int frozen_ms = 1500 + (int)(rand_r(&seed) % 2001);
+    int how = i % 3;
+    int64_t t0 = ms_time_mono_ms();
+    if (how == 2) { /* etcd frozen: the leader runs on, its keepalives unanswered */
+      kill(ms_test_etcd_pid(cl.etcd), SIGSTOP);
+      ms_time_sleep_ms(frozen_ms);
+      kill(ms_test_etcd_pid(cl.etcd), SIGCONT);
+    } else {
+      chaos_freeze(&cl.alloc[l]);
+      if (how == 1) /* the standby frozen too, and thawed last: the same one leads again */
+        chaos_freeze(&cl.alloc[1 - l]);
+      ms_time_sleep_ms(frozen_ms);
+      chaos_thaw(&cl.alloc[l]);
+      if (how == 1) {
+        ms_time_sleep_ms(1500);
+        chaos_thaw(&cl.alloc[1 - l]);
+      }
+    }
+    int now = chaos_wait_leader(&cl, -1, RECOVERY_WAIT_MS);
+    static const char *const hows[] = {"the leader", "the leader and the standby (1.5 s longer)", "etcd"};
+    printf("  flap %d: allocator-%d leading; %s frozen %d ms; leader after %.2f s: allocator-%d; %d of %d "
+           "finished\n",
+           i + 1, l, hows[how], frozen_ms, (double)(ms_time_mono_ms() - t0) / 1000, now, chaos_fw_finished(f),
+           FLAP_TASKS);
+    ms_time_sleep_ms(500 + (int)(rand_r(&seed) % 3001));
+  }
+  fault_ms = ms_time_mono_ms(); /* the batch's deadline counts from the last flap */
+  recovery r;
+  before_fault(&r, -1);
+  watch_recovery(f, fault_ms, &r);
+  print_recovery("after the last flap", &r);
+  finish(f);
+  if (batch > 0) {
+    ms_test_batch b;
+    int rc = ms_test_batch_wait(batch, blog, BATCH_WAIT_MS, &b, &err);
+    MS_ASSERT_OK(rc, &err);
+    printf("  meseta-batch: exit %d, %" PRId64 " of %d finished, %" PRId64 " failed, %" PRId64 " errors\n",
+           b.exit_code, b.finished, BATCH_TASKS, b.failed, b.errors);
+    if (rc == 0 && (b.exit_code != 0 || b.finished != BATCH_TASKS))
+      fprintf(stderr, "  chaos: meseta-batch did not finish its batch; see %s\n", blog);
+    CU_ASSERT(rc == 0 && b.exit_code == 0 && b.finished == BATCH_TASKS);
+  }
+  cluster_down();
+}
+
 /* What RSS may hold beyond the service's own use: under AddressSanitizer, freed memory
  * waits in its quarantine (256 MiB by default, ASAN_OPTIONS quarantine_size_mb) before
  * reuse, so a flood of calls grows RSS by up to that much without a leak. Real leaks are
@@ -433,6 +506,7 @@ static const ms_test_case cases[] = {
     {"stop_leader_60s", test_stop_leader_60s},
     {"flood", test_flood},
     {"idle_subscribers", test_idle_subscribers},
+    {"lease_flaps", test_lease_flaps},
     {NULL, NULL},
 };
 

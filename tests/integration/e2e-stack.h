@@ -19,6 +19,7 @@
 
 #include "meseta/error.h"
 
+#include "batch-run.h"
 #include "etcd-harness.h"
 #include "proc.h"
 
@@ -59,13 +60,7 @@ char *ms_e2e_cgroup_parent(const ms_e2e_stack *s, int i);
  * a partly started stack, and twice. */
 bool ms_e2e_stop(ms_e2e_stack *s);
 
-/* What meseta-batch printed. */
-typedef struct ms_e2e_batch {
-  int exit_code; /* 128 + signal when killed */
-  char framework_id[256];
-  int64_t launched, finished, failed, errors;
-  double seconds, rate;
-} ms_e2e_batch;
+typedef ms_test_batch ms_e2e_batch; /* what meseta-batch printed */
 
 /* Runs `meseta-batch --master <mapi> --tasks N --cmd true --cpus C --mem M` plus
  * `extra` (NULL-terminated, may be NULL) with its output in `log`, and waits at most
