@@ -612,6 +612,14 @@ static int do_shutdown(alloc_service *s, const call_req *c, ms_error **err) {
 
 #define MESSAGE_MAX (1u << 20)
 
+/* Whether the agent said it can hand framework messages to its executors. */
+static bool agent_delivers_messages(const svc_agent *a) {
+  for (size_t i = 0; a->info && i < a->info->n_capabilities; i++)
+    if (a->info->capabilities[i]->type == MESETA__V1__AGENT_INFO__CAPABILITY__TYPE__EXECUTOR_MESSAGES)
+      return true;
+  return false;
+}
+
 static int do_message(alloc_service *s, const call_req *c, ms_error **err) {
   const Meseta__V1__MessageRequest *r = c->message;
   svc_framework *fw = svc_framework_check(s, "message", r->framework_id, r->stream_id, err);
@@ -623,6 +631,12 @@ static int do_message(alloc_service *s, const call_req *c, ms_error **err) {
   svc_agent *a = executor_agent(s, fw, "message", r->agent_id, r->executor_id, err);
   if (!a)
     return MS_ERR;
+  if (!agent_delivers_messages(a))
+    return ms_error_set(
+        err, MS_FAILED_PRECONDITION,
+        "`message.executor_id`: agent `%s` cannot deliver framework messages to executor `%s` "
+        "(a command task takes none, and the agent does not declare EXECUTOR_MESSAGES)",
+        a->e.key, r->executor_id->value);
   Meseta__V1__AllocatorMessage__FrameworkToExecutor fe =
       MESETA__V1__ALLOCATOR_MESSAGE__FRAMEWORK_TO_EXECUTOR__INIT;
   fe.framework_id = r->framework_id;

@@ -425,6 +425,41 @@ static void test_shutdown_executor(void) {
   free_status(wait_state("shut-me", MESETA__V1__TASK_STATE__TASK_KILLED));
 }
 
+/* A framework message for a command task's executor: the real agent has nowhere to put it,
+ * so the allocator refuses the call, naming the field, instead of sending it to be dropped. */
+static void test_trust_6_framework_message_refused(void) {
+  up();
+  launch("no-mailbox", "sleep 600", true);
+  free_status(wait_state("no-mailbox", MESETA__V1__TASK_STATE__TASK_RUNNING));
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = (char *)ms_sim_framework_id(fw);
+  Meseta__V1__ExecutorID eid = MESETA__V1__EXECUTOR_ID__INIT;
+  eid.value = "no-mailbox";
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = agent_id_first;
+  Meseta__V1__MessageRequest r = MESETA__V1__MESSAGE_REQUEST__INIT;
+  r.framework_id = &fid;
+  r.stream_id = (char *)ms_sim_framework_stream_id(fw);
+  r.executor_id = &eid;
+  r.agent_id = &aid;
+  r.data.data = (uint8_t *)"hello";
+  r.data.len = 5;
+  Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_MESSAGE;
+  c.message = &r;
+  ms_error *err = NULL;
+  int rc = ms_sim_framework_call(fw, &c, &err);
+  CU_ASSERT_EQUAL(rc, MS_ERR);
+  if (rc < 0) {
+    fprintf(stderr, "message refused: %s\n", err->msg);
+    CU_ASSERT_EQUAL(err->code, MS_FAILED_PRECONDITION);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err->msg, "`message.executor_id`"));
+    ms_error_free(err);
+  }
+  kill_task("no-mailbox");
+  free_status(wait_state("no-mailbox", MESETA__V1__TASK_STATE__TASK_KILLED));
+}
+
 /* The optional isolators the fixture's agent has: network/none (only loopback inside) and
  * cgroups/pids (the limit reaches the runtime's spec); --isolation refuses unknown names. */
 static void test_isolators(void) {
@@ -869,6 +904,7 @@ int main(int argc, char **argv) {
       {"kill_policy_override", test_kill_policy_override},
       {"isolators", test_isolators},
       {"shutdown_executor", test_shutdown_executor},
+      {"trust_6_framework_message_refused", test_trust_6_framework_message_refused},
       {"nothing_left_and_restart_keeps_id", test_nothing_left_and_restart_keeps_id},
       {"kill9_restart_reattaches", test_kill9_restart_reattaches},
       {"lost_checkpoint", test_lost_checkpoint},

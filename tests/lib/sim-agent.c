@@ -249,6 +249,12 @@ static void agent_hello(ms_sim_agent *a) {
   info.hostname = a->hostname;
   info.n_resources = a->rp->n_resources;
   info.resources = a->rp->resources;
+  /* It records framework messages (stats.last_message): it may declare that it takes them. */
+  Meseta__V1__AgentInfo__Capability cap = MESETA__V1__AGENT_INFO__CAPABILITY__INIT;
+  cap.type = MESETA__V1__AGENT_INFO__CAPABILITY__TYPE__EXECUTOR_MESSAGES;
+  Meseta__V1__AgentInfo__Capability *caps[] = {&cap};
+  info.n_capabilities = 1;
+  info.capabilities = caps;
   Meseta__V1__AgentMessage m = MESETA__V1__AGENT_MESSAGE__INIT;
   Meseta__V1__AgentMessage__Register reg = MESETA__V1__AGENT_MESSAGE__REGISTER__INIT;
   Meseta__V1__AgentMessage__Reregister rr = MESETA__V1__AGENT_MESSAGE__REREGISTER__INIT;
