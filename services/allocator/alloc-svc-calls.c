@@ -404,11 +404,32 @@ static int each_role(alloc_service *s, svc_framework *fw, char **roles, size_t n
   return 0;
 }
 
+/* The framework's suppressed roles into its record, without waiting: a new leader
+ * restores them (master-api resumes the scheduler's stream with the request it first
+ * subscribed with). Lost with the leader if it dies first: the framework then gets
+ * offers it declines, as after any Mesos failover. */
+static void persist_suppression(alloc_service *s, svc_framework *fw) {
+  if (!svc_durable(s))
+    return;
+  const Meseta__V1__FrameworkInfo *info = fw->info;
+  const char *star = "*";
+  char *const *roles = info->n_roles ? info->roles : (char *const *)&star;
+  size_t nroles = info->n_roles ? info->n_roles : 1;
+  _cleanup_free_ const char **sup = ms_xcalloc(nroles + 1, sizeof(*sup));
+  size_t n = 0;
+  for (size_t i = 0; i < nroles; i++)
+    if (alloc_model_suppressed(s->model, fw->e.key, roles[i]))
+      sup[n++] = roles[i];
+  svc_reg_update_framework(s, info, sup, n, NULL, NULL);
+}
+
 static int do_revive(alloc_service *s, const call_req *c, ms_error **err) {
   const Meseta__V1__ReviveRequest *r = c->revive;
   svc_framework *fw = svc_framework_check(s, "revive", r->framework_id, r->stream_id, err);
   if (!fw || each_role(s, fw, r->roles, r->n_roles, "revive", alloc_model_revive, err) < 0)
     return MS_ERR;
+  persist_suppression(s, fw);
+  svc_state_emit_framework(s, fw->e.key, SVC_UPDATED);
   svc_want_cycle(s);
   return 0;
 }
@@ -416,7 +437,11 @@ static int do_revive(alloc_service *s, const call_req *c, ms_error **err) {
 static int do_suppress(alloc_service *s, const call_req *c, ms_error **err) {
   const Meseta__V1__SuppressRequest *r = c->suppress;
   svc_framework *fw = svc_framework_check(s, "suppress", r->framework_id, r->stream_id, err);
-  return fw ? each_role(s, fw, r->roles, r->n_roles, "suppress", alloc_model_suppress, err) : MS_ERR;
+  if (!fw || each_role(s, fw, r->roles, r->n_roles, "suppress", alloc_model_suppress, err) < 0)
+    return MS_ERR;
+  persist_suppression(s, fw);
+  svc_state_emit_framework(s, fw->e.key, SVC_UPDATED);
+  return 0;
 }
 
 static void send_status(alloc_service *s, svc_framework *fw, const char *task_id, const char *agent_id,
@@ -871,7 +896,9 @@ static int do_update_framework(alloc_service *s, ms_rpc_call *call, const call_r
   w->call = call;
   ms_rpc_call_ref(call);
   w->req = (call_req *)ms_pb_dup(&c->base);
-  svc_reg_update_framework(s, ni, update_persisted, w); /* copies */
+  const Meseta__V1__UpdateFrameworkRequest *u = c->update_framework;
+  svc_reg_update_framework(s, ni, (const char *const *)u->suppressed_roles, u->n_suppressed_roles,
+                           update_persisted, w); /* copies */
   protobuf_c_message_free_unpacked(&ni->base, NULL);
   return 0;
 }

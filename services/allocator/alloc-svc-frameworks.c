@@ -233,19 +233,26 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
                      const char *id, ms_error **err) {
   const Meseta__V1__SubscribeRequest *req = sub->request;
   Meseta__V1__FrameworkInfo *info = req->framework_info;
+  svc_framework *fw = svc_table_get(&s->frameworks, id);
+  /* A resumed stream is master-api re-attaching the scheduler's stream (to a new leader,
+   * or after its allocator stream broke), not the scheduler subscribing again: the
+   * request is the one it subscribed with long ago. The framework's info stays the
+   * current one (UpdateFramework's) and its suppression what it last asked. */
+  bool resume = fw && fw->info && sub->resume_stream_id && *sub->resume_stream_id;
   if (subscribe_principal(s, sub->principal, info, id, err) < 0) /* again: the record was being written */
     return MS_ERR;
-  const char **roles = ms_xcalloc(info->n_roles + 1, sizeof(*roles));
-  uint32_t caps;
-  alloc_framework_spec spec;
-  svc_framework *fw = svc_table_get(&s->frameworks, id);
-  int rc = framework_spec(req, id, &spec, roles, &caps, err);
-  if (rc == 0)
-    rc = fw ? alloc_model_update_framework(s->model, &spec, err)
-            : alloc_model_add_framework(s->model, &spec, err);
-  free(roles);
-  if (rc < 0)
-    return ms_error_prefix(err, "subscribing framework `%s`", id);
+  if (!resume) {
+    const char **roles = ms_xcalloc(info->n_roles + 1, sizeof(*roles));
+    uint32_t caps;
+    alloc_framework_spec spec;
+    int rc = framework_spec(req, id, &spec, roles, &caps, err);
+    if (rc == 0)
+      rc = fw ? alloc_model_update_framework(s->model, &spec, err)
+              : alloc_model_add_framework(s->model, &spec, err);
+    free(roles);
+    if (rc < 0)
+      return ms_error_prefix(err, "subscribing framework `%s`", id);
+  }
   if (fw) {
     /* Failover: the new stream takes over; the old one gets ERROR and ends. */
     if (fw->stream) {
@@ -256,7 +263,6 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
       ms_loop_cancel_timer(s->loop, fw->failover_timer);
     fw->failover_timer = 0;
     rescind_framework_offers(s, id);
-    protobuf_c_message_free_unpacked(&fw->info->base, NULL);
   } else {
     fw = ms_xcalloc(1, sizeof(*fw));
     fw->e.key = ms_xstrdup(id);
@@ -264,13 +270,17 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
     svc_table_put(&s->frameworks, &fw->e);
   }
   svc_change change = fw->info ? SVC_UPDATED : SVC_ADDED;
-  fw->info = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
-  if (!fw->info->id) {
-    fw->info->id = ms_xmalloc(sizeof(*fw->info->id));
-    meseta__v1__framework_id__init(fw->info->id);
+  if (!resume) {
+    if (fw->info)
+      protobuf_c_message_free_unpacked(&fw->info->base, NULL);
+    fw->info = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
+    if (!fw->info->id) {
+      fw->info->id = ms_xmalloc(sizeof(*fw->info->id));
+      meseta__v1__framework_id__init(fw->info->id);
+    }
+    free(fw->info->id->value == protobuf_c_empty_string ? NULL : fw->info->id->value);
+    fw->info->id->value = ms_xstrdup(id);
   }
-  free(fw->info->id->value == protobuf_c_empty_string ? NULL : fw->info->id->value);
-  fw->info->id->value = ms_xstrdup(id);
   alloc_model_set_framework_active(s->model, id, true, NULL);
   fw->recovered = false;
   fw->stream = call;
@@ -281,7 +291,8 @@ static int subscribe(alloc_service *s, ms_rpc_call *call, const Meseta__V1__Fram
     fw->stream_id = ms_xmalloc(40);
     svc_uuid(fw->stream_id);
   }
-  ms_log_info(id, "framework subscribed (`%s`), stream `%s`", info->name ? info->name : "", fw->stream_id);
+  ms_log_info(id, "framework %s (`%s`), stream `%s`", resume ? "stream resumed" : "subscribed",
+              fw->info->name ? fw->info->name : "", fw->stream_id);
   send_subscribed(s, fw);
   svc_ops_resend(s, fw);
   svc_state_emit_framework(s, id, change);
@@ -375,7 +386,8 @@ void svc_framework_subscribe(alloc_service *s, ms_rpc_call *call, void *data, Pr
   info->id = saved;
 }
 
-int svc_framework_restore(alloc_service *s, const Meseta__V1__FrameworkInfo *info, ms_error **err) {
+int svc_framework_restore(alloc_service *s, const Meseta__V1__FrameworkInfo *info, char *const *suppressed,
+                          size_t nsuppressed, ms_error **err) {
   const char *id = info->id ? info->id->value : NULL;
   if (!id || !*id)
     return ms_error_set(err, MS_INVALID_ARGUMENT, "`framework.info.id` is missing");
@@ -383,6 +395,15 @@ int svc_framework_restore(alloc_service *s, const Meseta__V1__FrameworkInfo *inf
     return 0;
   Meseta__V1__SubscribeRequest req = MESETA__V1__SUBSCRIBE_REQUEST__INIT;
   req.framework_info = (Meseta__V1__FrameworkInfo *)info;
+  /* Only roles it still has: a record is never a reason to lose the framework. */
+  _cleanup_free_ char **sup = ms_xcalloc(nsuppressed + 1, sizeof(*sup));
+  for (size_t i = 0; i < nsuppressed; i++)
+    for (size_t k = 0; k < (info->n_roles ? info->n_roles : 1); k++)
+      if (strcmp(suppressed[i], info->n_roles ? info->roles[k] : "*") == 0) {
+        sup[req.n_suppressed_roles++] = suppressed[i];
+        break;
+      }
+  req.suppressed_roles = sup;
   const char **roles = ms_xcalloc(info->n_roles + 1, sizeof(*roles));
   uint32_t caps;
   alloc_framework_spec spec;

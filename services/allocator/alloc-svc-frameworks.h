@@ -11,8 +11,10 @@ void svc_framework_subscribe(alloc_service *s, ms_rpc_call *call, void *data, Pr
 void svc_framework_stream_closed(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg);
 void svc_framework_free(svc_framework *fw);
 /* A framework known from its registry record: in the engine, inactive, no stream, so
- * its tasks re-registering agents report are accounted to it. */
-int svc_framework_restore(alloc_service *s, const Meseta__V1__FrameworkInfo *info, ms_error **err);
+ * its tasks re-registering agents report are accounted to it; with the roles it had
+ * suppressed (those it no longer has are ignored). Copies what it is given. */
+int svc_framework_restore(alloc_service *s, const Meseta__V1__FrameworkInfo *info, char *const *suppressed,
+                          size_t nsuppressed, ms_error **err);
 /* Recovery ended: frameworks that did not re-subscribe get their failover timeout
  * (at least the recovery timeout, so a relay replaying subscriptions has time). */
 void svc_frameworks_recovered(alloc_service *s);

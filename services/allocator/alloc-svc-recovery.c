@@ -139,7 +139,8 @@ static void load_record(alloc_service *s, const Meseta__V1__Record *r, uint32_t 
     if (r->framework->completed_time) {
       const Google__Protobuf__Timestamp *t = r->framework->completed_time;
       svc_ended_fw_add(s, r->framework->info, t->seconds * 1000 + t->nanos / 1000000);
-    } else if ((rc = svc_framework_restore(s, r->framework->info, &err)) == 0) {
+    } else if ((rc = svc_framework_restore(s, r->framework->info, r->framework->suppressed_roles,
+                                           r->framework->n_suppressed_roles, &err)) == 0) {
       (*nfw)++;
     }
     break;

@@ -185,6 +185,12 @@ static int fw_complete(alloc_service *s, reg_job *j, ms_error **err) {
     if (cur->framework->info)
       protobuf_c_message_free_unpacked(&cur->framework->info->base, NULL);
     cur->framework->info = TAKE_PTR(j->rec->framework->info);
+    for (size_t i = 0; i < cur->framework->n_suppressed_roles; i++)
+      free(cur->framework->suppressed_roles[i]);
+    free(cur->framework->suppressed_roles);
+    cur->framework->suppressed_roles = TAKE_PTR(j->rec->framework->suppressed_roles);
+    cur->framework->n_suppressed_roles = j->rec->framework->n_suppressed_roles;
+    j->rec->framework->n_suppressed_roles = 0;
   } else if (j->kind == J_FW_COMPLETE) {
     set_ts(&w->framework->completed_time);
   }
@@ -414,7 +420,8 @@ void svc_reg_agent_state(alloc_service *s, const char *id, const Meseta__V1__Age
   push(s, j);
 }
 
-static Meseta__V1__Record *fw_record(const Meseta__V1__FrameworkInfo *info) {
+static Meseta__V1__Record *fw_record(const Meseta__V1__FrameworkInfo *info, const char *const *suppressed,
+                                     size_t nsuppressed) {
   Meseta__V1__Record *rec = ms_xmalloc(sizeof(*rec));
   meseta__v1__record__init(rec);
   rec->id = ms_xstrdup(info->id->value);
@@ -423,6 +430,10 @@ static Meseta__V1__Record *fw_record(const Meseta__V1__FrameworkInfo *info) {
   meseta__v1__framework_record__init(rec->framework);
   rec->framework->info = (Meseta__V1__FrameworkInfo *)ms_pb_dup(&info->base);
   rec->framework->registered_time = now_ts();
+  rec->framework->suppressed_roles = ms_xcalloc(nsuppressed + 1, sizeof(char *));
+  for (size_t i = 0; i < nsuppressed; i++)
+    rec->framework->suppressed_roles[i] = ms_xstrdup(suppressed[i]);
+  rec->framework->n_suppressed_roles = nsuppressed;
   return rec;
 }
 
@@ -430,7 +441,7 @@ void svc_reg_add_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *in
                            void *ctx) {
   reg_job *j = ms_xcalloc(1, sizeof(*j));
   j->kind = J_FW_ADD;
-  j->rec = fw_record(info);
+  j->rec = fw_record(info, NULL, 0);
   j->done = done;
   j->ctx = ctx;
   push(s, j);
@@ -440,17 +451,18 @@ void svc_reg_complete_framework(alloc_service *s, const Meseta__V1__FrameworkInf
                                 void *ctx) {
   reg_job *j = ms_xcalloc(1, sizeof(*j));
   j->kind = J_FW_COMPLETE;
-  j->rec = fw_record(info);
+  j->rec = fw_record(info, NULL, 0);
   j->done = done;
   j->ctx = ctx;
   push(s, j);
 }
 
-void svc_reg_update_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
+void svc_reg_update_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info,
+                              const char *const *suppressed, size_t nsuppressed, svc_reg_done done,
                               void *ctx) {
   reg_job *j = ms_xcalloc(1, sizeof(*j));
   j->kind = J_FW_UPDATE;
-  j->rec = fw_record(info);
+  j->rec = fw_record(info, suppressed, nsuppressed);
   j->done = done;
   j->ctx = ctx;
   push(s, j);

@@ -34,9 +34,10 @@ void svc_reg_add_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *in
 /* Marks a framework's record completed (completed_time). done may be NULL. */
 void svc_reg_complete_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
                                 void *ctx);
-/* Replaces the info in a framework's record (read, then write at the read revision;
- * created when missing). done may be NULL. */
-void svc_reg_update_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info, svc_reg_done done,
+/* Replaces the info and the suppressed roles in a framework's record (read, then write
+ * at the read revision; created when missing). Copies what it is given. done may be NULL. */
+void svc_reg_update_framework(alloc_service *s, const Meseta__V1__FrameworkInfo *info,
+                              const char *const *suppressed, size_t nsuppressed, svc_reg_done done,
                               void *ctx);
 /* The owner's view of an agent's record: STATE_UNKNOWN when there is none. */
 Meseta__V1__AgentRecord__State svc_agent_rec_state(alloc_service *s, const char *id);

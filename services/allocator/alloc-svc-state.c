@@ -150,12 +150,18 @@ static Meseta__V1__Agent *build_agent(alloc_service *s, const svc_agent *a) {
 }
 
 static Meseta__V1__Framework *build_framework(alloc_service *s, const svc_framework *fw) {
-  (void)s;
   Meseta__V1__Framework *m = NEW(Meseta__V1__Framework, meseta__v1__framework);
   m->framework_info = dup_msg(fw->info);
   m->active = true;
   m->connected = fw->stream != NULL;
   m->recovered = fw->recovered;
+  size_t nroles = fw->info->n_roles ? fw->info->n_roles : 1;
+  m->suppressed_roles = ms_xcalloc(nroles, sizeof(*m->suppressed_roles));
+  for (size_t i = 0; i < nroles; i++) {
+    const char *role = fw->info->n_roles ? fw->info->roles[i] : "*";
+    if (alloc_model_suppressed(s->model, fw->e.key, role))
+      m->suppressed_roles[m->n_suppressed_roles++] = xstr(role);
+  }
   return m;
 }
 

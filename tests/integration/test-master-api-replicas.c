@@ -258,12 +258,84 @@ static bool f3_rescinded(void *ctx) {
   return fw_stats(2).rescinds > *(uint64_t *)ctx;
 }
 
+/* A scheduler call of framework i, through its sim handle; OK expected. */
+static void fw_call_ok(int i, Meseta__V1__SchedulerCallRequest *req) {
+  ms_error *err = NULL;
+  MS_ASSERT_OK(ms_sim_framework_call(fws[i], req, &err), &err);
+}
+
+/* What master-api at maddr[0] shows of framework i: live on a stream of the current
+ * leader (connected, not merely recovered from the registry), named `name`, and with
+ * `suppressed` roles ("*" or ""). */
+typedef struct fw_shown {
+  int i;
+  const char *name, *suppressed;
+} fw_shown;
+
+static bool fw_view_is(void *ctx) {
+  fw_shown *w = ctx;
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = fids[w->i];
+  Meseta__V1__FrameworkID *ids[] = {&fid};
+  Meseta__V1__GetFrameworksRequest req = MESETA__V1__GET_FRAMEWORKS_REQUEST__INIT;
+  req.n_framework_ids = 1;
+  req.framework_ids = ids;
+  ProtobufCMessage *resp = NULL;
+  if (ms_test_call(maddr[0], NULL, NULL, "/meseta.v1.Operator/GetFrameworks", &req.base,
+                   &meseta__v1__get_frameworks_response__descriptor, 5000, &resp, NULL) != MS_OK)
+    return false;
+  Meseta__V1__GetFrameworksResponse *r = (Meseta__V1__GetFrameworksResponse *)resp;
+  bool ok = false;
+  if (r->n_frameworks == 1) {
+    Meseta__V1__Framework *f = r->frameworks[0];
+    const char *sup = f->n_suppressed_roles == 1 ? f->suppressed_roles[0] : "";
+    ok = f->connected && !f->recovered && f->framework_info && f->framework_info->name &&
+         strcmp(f->framework_info->name, w->name) == 0 && f->n_suppressed_roles <= 1 &&
+         strcmp(sup, w->suppressed) == 0;
+  }
+  protobuf_c_message_free_unpacked(resp, NULL);
+  return ok;
+}
+
 static void test_allocator_failover(void) {
   CU_ASSERT_PTR_NOT_NULL_FATAL(mapi[0]);
   /* F3, on A's successor, holds the offers it gets: the new leader will not know them. */
   fws[2] = start_framework("f3", maddr[0], maddr[1], MS_SIM_HOLD);
   fids[2] = ms_xstrdup(ms_sim_framework_id(fws[2]));
   CU_ASSERT_FATAL(ms_sim_wait(f3_holds, NULL, WAIT_MS));
+  /* F3 suppresses its offers and F1 renames itself (UpdateFramework): master-api resumes
+   * their streams on the new leader with the requests they first subscribed with, which
+   * must change neither. F1's update is answered once recorded; the registry client
+   * writes in order, so F3's suppression, recorded without waiting, is written by then. */
+  Meseta__V1__FrameworkID f3id = MESETA__V1__FRAMEWORK_ID__INIT;
+  f3id.value = fids[2];
+  Meseta__V1__SuppressRequest sup = MESETA__V1__SUPPRESS_REQUEST__INIT;
+  sup.framework_id = &f3id;
+  sup.stream_id = (char *)ms_sim_framework_stream_id(fws[2]);
+  Meseta__V1__SchedulerCallRequest c3 = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c3.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_SUPPRESS;
+  c3.suppress = &sup;
+  fw_call_ok(2, &c3);
+  Meseta__V1__FrameworkID f1id = MESETA__V1__FRAMEWORK_ID__INIT;
+  f1id.value = fids[0];
+  char *star[] = {"*"};
+  Google__Protobuf__Duration fot = GOOGLE__PROTOBUF__DURATION__INIT;
+  fot.seconds = 60;
+  Meseta__V1__FrameworkInfo ni = MESETA__V1__FRAMEWORK_INFO__INIT;
+  ni.id = &f1id;
+  ni.name = "f1-renamed";
+  ni.user = "sim";
+  ni.n_roles = 1;
+  ni.roles = star;
+  ni.failover_timeout = &fot;
+  Meseta__V1__UpdateFrameworkRequest up = MESETA__V1__UPDATE_FRAMEWORK_REQUEST__INIT;
+  up.framework_id = &f1id;
+  up.stream_id = (char *)ms_sim_framework_stream_id(fws[0]);
+  up.framework_info = &ni;
+  Meseta__V1__SchedulerCallRequest c1 = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
+  c1.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_UPDATE_FRAMEWORK;
+  c1.update_framework = &up;
+  fw_call_ok(0, &c1);
   /* F1 and F2 have tasks running when the leader dies. */
   int two = 2, n = NFW;
   CU_ASSERT_FATAL(ms_sim_wait(all_have_open, &two, WAIT_MS));
@@ -291,6 +363,13 @@ static void test_allocator_failover(void) {
   /* Both replicas follow the new leader: their views come back. */
   CU_ASSERT(ms_sim_wait(serving, (void *)maddr[0], WAIT_MS));
   CU_ASSERT(ms_sim_wait(serving, (void *)maddr[1], WAIT_MS));
+  /* On their resumed streams F1 keeps its new name and F3 its suppression; then F3
+   * revives, and must make progress below like the others. */
+  fw_shown f1_shown = {0, "f1-renamed", ""}, f3_shown = {2, "f3", "*"};
+  CU_ASSERT(ms_sim_wait(fw_view_is, &f1_shown, WAIT_MS));
+  CU_ASSERT(ms_sim_wait(fw_view_is, &f3_shown, WAIT_MS));
+  ms_error *rerr = NULL;
+  MS_ASSERT_OK(ms_sim_framework_revive(fws[2], &rerr), &rerr);
 
   /* The new leader's offers reach every framework on its old stream, and its calls
    * (accept, acknowledge) with the old stream id work. */

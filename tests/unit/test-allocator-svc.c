@@ -83,7 +83,7 @@ static void add_framework(alloc_service *s, const char *id, const char *role) {
   info.n_roles = 1;
   info.roles = roles;
   ms_error *err = NULL;
-  MS_ASSERT_OK(svc_framework_restore(s, &info, &err), &err);
+  MS_ASSERT_OK(svc_framework_restore(s, &info, NULL, 0, &err), &err);
   MS_ASSERT_OK(alloc_model_set_framework_active(s->model, id, true, &err), &err);
 }
 
@@ -191,12 +191,44 @@ static void test_structure_agent_removed_fires_hook_and_drops_offers(void) {
   stop(&f);
 }
 
+/* A new leader restores a framework's suppressed roles from its record (master-api
+ * resumes the scheduler's stream without it saying them again); a role the framework no
+ * longer has is ignored rather than losing the framework; the cycle offers nothing to a
+ * suppressed role. */
+static void test_trust_4_restore_keeps_suppression(void) {
+  fixture f = start();
+  add_agent(f.s, "a1", "cpus:4;mem:1024");
+  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
+  fid.value = "f1";
+  char *roles[] = {"r", "q"};
+  Meseta__V1__FrameworkInfo info = MESETA__V1__FRAMEWORK_INFO__INIT;
+  info.id = &fid;
+  info.name = "f1";
+  info.n_roles = 2;
+  info.roles = roles;
+  char *suppressed[] = {"r", "q", "gone"};
+  ms_error *err = NULL;
+  MS_ASSERT_OK(svc_framework_restore(f.s, &info, suppressed, 3, &err), &err);
+  CU_ASSERT(alloc_model_suppressed(f.s->model, "f1", "r"));
+  CU_ASSERT(alloc_model_suppressed(f.s->model, "f1", "q"));
+  CU_ASSERT_FALSE(alloc_model_suppressed(f.s->model, "f1", "gone"));
+  MS_ASSERT_OK(alloc_model_set_framework_active(f.s->model, "f1", true, &err), &err);
+  f.s->hooks.run_cycle(f.s);
+  CU_ASSERT_EQUAL(alloc_model_offer_count(f.s->model), 0);
+  MS_ASSERT_OK(alloc_model_revive(f.s->model, "f1", "q", &err), &err);
+  CU_ASSERT_FALSE(alloc_model_suppressed(f.s->model, "f1", "q"));
+  f.s->hooks.run_cycle(f.s);
+  CU_ASSERT_EQUAL(alloc_model_offer_count(f.s->model), 1);
+  stop(&f);
+}
+
 int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"structure_task_update_recovers_and_fires_task_ended",
        test_structure_task_update_recovers_and_fires_task_ended},
       {"structure_agent_removed_fires_hook_and_drops_offers",
        test_structure_agent_removed_fires_hook_and_drops_offers},
+      {"trust_4_restore_keeps_suppression", test_trust_4_restore_keeps_suppression},
       {NULL, NULL},
   };
   return ms_test_main(argc, argv, "allocator-svc", cases);

@@ -355,6 +355,15 @@ int alloc_model_revive(alloc_model *m, const char *framework_id, const char *rol
 
 /* ---- reading ---- */
 
+bool alloc_model_suppressed(const alloc_model *m, const char *framework_id, const char *role) {
+  uint32_t fi = alloc_map_get(&m->fw_ids, framework_id);
+  uint32_t ri = alloc_map_get(&m->role_ids, role);
+  if (fi == ALLOC_NONE || ri == ALLOC_NONE)
+    return false;
+  const alloc_fwrole *fr = alloc_fwrole_find((alloc_framework *)&m->fws[fi], ri);
+  return fr && fr->subscribed && fr->suppressed;
+}
+
 int alloc_model_role_consumption(const alloc_model *m, const char *role, ms_quantities *ret, ms_error **err) {
   uint32_t i = role_known(m, role, err);
   if (i == ALLOC_NONE)

@@ -170,6 +170,8 @@ int alloc_model_recover(alloc_model *m, const char *framework_id, const char *ag
  * hold for expired offers (see alloc_model_expire_offers). */
 int alloc_model_suppress(alloc_model *m, const char *framework_id, const char *role, ms_error **err);
 int alloc_model_revive(alloc_model *m, const char *framework_id, const char *role, ms_error **err);
+/* Whether the framework has suppressed offers for `role` (false for an unknown pair). */
+bool alloc_model_suppressed(const alloc_model *m, const char *framework_id, const char *role);
 
 /* The framework refuses the offer: its resources return, and the agent's resources are
  * filtered for that framework and role for refuse_ms (negative: the default 5 s;
