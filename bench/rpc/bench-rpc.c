@@ -411,13 +411,7 @@ static double run_stream(const char *target, bool layer, uint32_t messages) {
     grpc_status_code st;
     grpc_slice details;
     grpc_op ops[4];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
+    ms_raw_request_ops(ops, bb, &md);
     grpc_call_start_batch(call, ops, 4, &ops, NULL);
     grpc_completion_queue_pluck(cq, &ops, inf(), NULL);
     for (;;) {

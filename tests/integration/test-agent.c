@@ -401,22 +401,35 @@ static void test_nothing_left_and_restart_keeps_id(void) {
   CU_ASSERT(ms_sim_wait(nothing_left, NULL, WAIT_MS));
 }
 
+/* The ids a call about a command task's executor names: the framework, the executor
+ * (the task's id) and the agent. Borrowed strings. */
+typedef struct executor_ids {
+  Meseta__V1__FrameworkID fid;
+  Meseta__V1__ExecutorID eid;
+  Meseta__V1__AgentID aid;
+} executor_ids;
+
+static void executor_ids_of(executor_ids *x, const char *task_id) {
+  meseta__v1__framework_id__init(&x->fid);
+  x->fid.value = (char *)ms_sim_framework_id(fw);
+  meseta__v1__executor_id__init(&x->eid);
+  x->eid.value = (char *)task_id;
+  meseta__v1__agent_id__init(&x->aid);
+  x->aid.value = agent_id_first;
+}
+
 /* Shutdown of a command task's executor (its id is the task id) kills the task. */
 static void test_shutdown_executor(void) {
   up();
   launch("shut-me", "sleep 600", true);
   free_status(wait_state("shut-me", MESETA__V1__TASK_STATE__TASK_RUNNING));
-  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-  fid.value = (char *)ms_sim_framework_id(fw);
-  Meseta__V1__ExecutorID eid = MESETA__V1__EXECUTOR_ID__INIT;
-  eid.value = "shut-me";
-  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
-  aid.value = agent_id_first;
+  executor_ids x;
+  executor_ids_of(&x, "shut-me");
   Meseta__V1__ShutdownRequest r = MESETA__V1__SHUTDOWN_REQUEST__INIT;
-  r.framework_id = &fid;
+  r.framework_id = &x.fid;
   r.stream_id = (char *)ms_sim_framework_stream_id(fw);
-  r.executor_id = &eid;
-  r.agent_id = &aid;
+  r.executor_id = &x.eid;
+  r.agent_id = &x.aid;
   Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;
   c.call_case = MESETA__V1__SCHEDULER_CALL_REQUEST__CALL_SHUTDOWN;
   c.shutdown = &r;
@@ -431,17 +444,13 @@ static void test_trust_6_framework_message_refused(void) {
   up();
   launch("no-mailbox", "sleep 600", true);
   free_status(wait_state("no-mailbox", MESETA__V1__TASK_STATE__TASK_RUNNING));
-  Meseta__V1__FrameworkID fid = MESETA__V1__FRAMEWORK_ID__INIT;
-  fid.value = (char *)ms_sim_framework_id(fw);
-  Meseta__V1__ExecutorID eid = MESETA__V1__EXECUTOR_ID__INIT;
-  eid.value = "no-mailbox";
-  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
-  aid.value = agent_id_first;
+  executor_ids x;
+  executor_ids_of(&x, "no-mailbox");
   Meseta__V1__MessageRequest r = MESETA__V1__MESSAGE_REQUEST__INIT;
-  r.framework_id = &fid;
+  r.framework_id = &x.fid;
   r.stream_id = (char *)ms_sim_framework_stream_id(fw);
-  r.executor_id = &eid;
-  r.agent_id = &aid;
+  r.executor_id = &x.eid;
+  r.agent_id = &x.aid;
   r.data.data = (uint8_t *)"hello";
   r.data.len = 5;
   Meseta__V1__SchedulerCallRequest c = MESETA__V1__SCHEDULER_CALL_REQUEST__INIT;

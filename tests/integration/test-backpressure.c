@@ -24,6 +24,7 @@
 #include "meseta/v1/registry.pb-c.h"
 
 #include "cluster.h"
+#include "raw-grpc.h"
 #include "sim.h"
 #include "testlib.h"
 
@@ -103,12 +104,7 @@ static void flood(const char *target, const char *method, const ProtobufCMessage
       grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&payload, 1);
       grpc_op ops[5];
       memset(ops, 0, sizeof(ops));
-      ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-      ops[1].op = GRPC_OP_SEND_MESSAGE;
-      ops[1].data.send_message.send_message = bb;
-      ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-      ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-      ops[3].data.recv_initial_metadata.recv_initial_metadata = &fc->md;
+      ms_raw_request_ops(ops, bb, &fc->md);
       ops[4].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
       ops[4].data.recv_status_on_client.status = &fc->st;
       ops[4].data.recv_status_on_client.status_details = &fc->details;

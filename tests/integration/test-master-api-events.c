@@ -346,13 +346,7 @@ static void slow_open(slow *s, const char *mapi) {
   grpc_metadata_array_init(&s->md);
   grpc_metadata_array_init(&s->trailers);
   grpc_op ops[4];
-  memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = bb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->md;
+  ms_raw_request_ops(ops, bb, &s->md);
   CU_ASSERT_EQUAL_FATAL(grpc_call_start_batch(s->call, ops, 4, (void *)1, NULL), GRPC_CALL_OK);
   grpc_event e = grpc_completion_queue_pluck(s->cq, (void *)1, deadline, NULL);
   CU_ASSERT_FATAL(e.type == GRPC_OP_COMPLETE && e.success);

@@ -31,6 +31,7 @@
 #include "cluster.h"
 #include "etcd-harness.h"
 #include "proc.h"
+#include "raw-grpc.h"
 #include "sim.h"
 #include "testlib.h"
 
@@ -300,12 +301,7 @@ static void test_relay_slow_scheduler_cut(void) {
   grpc_slice details = grpc_empty_slice();
   grpc_op ops[5];
   memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = bb;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
+  ms_raw_request_ops(ops, bb, &md);
   CU_ASSERT_EQUAL_FATAL(grpc_call_start_batch(call, ops, 4, (void *)1, NULL), GRPC_CALL_OK);
   CU_ASSERT_FATAL(grpc_completion_queue_pluck(cq, (void *)1, deadline, NULL).success);
   grpc_byte_buffer_destroy(bb);

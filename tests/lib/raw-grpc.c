@@ -5,6 +5,17 @@
 
 #include "meseta/alloc.h"
 
+size_t ms_raw_request_ops(grpc_op *ops, grpc_byte_buffer *req, grpc_metadata_array *md) {
+  memset(ops, 0, 4 * sizeof(*ops));
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_SEND_MESSAGE;
+  ops[1].data.send_message.send_message = req;
+  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+  ops[3].data.recv_initial_metadata.recv_initial_metadata = md;
+  return 4;
+}
+
 grpc_status_code ms_raw_unary(grpc_channel *ch, grpc_completion_queue *cq, void *registered,
                               const char *method, grpc_byte_buffer *req, int64_t timeout_ms,
                               grpc_byte_buffer **ret_resp, char **ret_details) {
@@ -28,12 +39,7 @@ grpc_status_code ms_raw_unary(grpc_channel *ch, grpc_completion_queue *cq, void 
   grpc_slice details = grpc_empty_slice();
   grpc_op ops[6];
   memset(ops, 0, sizeof(ops));
-  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-  ops[1].op = GRPC_OP_SEND_MESSAGE;
-  ops[1].data.send_message.send_message = req;
-  ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-  ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-  ops[3].data.recv_initial_metadata.recv_initial_metadata = &md;
+  ms_raw_request_ops(ops, req, &md);
   ops[4].op = GRPC_OP_RECV_MESSAGE;
   ops[4].data.recv_message.recv_message = &in;
   ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
