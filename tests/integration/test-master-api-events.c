@@ -37,10 +37,6 @@ static ms_status call(const char *addr, const char *method, const ProtobufCMessa
   return ms_test_call(addr, NULL, NULL, method, req, rd, 10000, resp, msg);
 }
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
 static bool state_has_one_agent(void *ctx) {
   Meseta__V1__GetStateRequest sreq = MESETA__V1__GET_STATE_REQUEST__INIT;
   ProtobufCMessage *m = NULL;
@@ -498,7 +494,7 @@ static void test_events(void) {
                         "16KiB",       NULL};
   ms_test_proc *mp = ms_test_start("master-api", dir, argv);
   const char *mapi = ms_test_proc_address(mp);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)mapi, WAIT_MS));
 
   ms_sim_agent_options ao = {.hostname = "ev-a", .resources = "cpus:2;mem:1024", .task_ms = 300};
   ms_sim_agent *a1 = ms_sim_agent_start(alloc, &ao, &err);

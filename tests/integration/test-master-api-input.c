@@ -368,10 +368,6 @@ static bool reload_refused(void *ctx) {
   return found;
 }
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
 /* ---- processes ---- */
 
 static void write_file(const char *path, const char *text) {
@@ -435,8 +431,8 @@ static void test_identity_and_bad_input(void) {
     fprintf(stderr, "%s\n", err->msg);
   CU_ASSERT_PTR_NOT_NULL_FATAL(mr);
   const char *mapi = ms_test_proc_address(mp), *strict = ms_test_proc_address(mr);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)strict, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)mapi, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)strict, WAIT_MS));
   ms_sim_agent_options ao = {.hostname = "node-a", .resources = "cpus:4;mem:4096"};
   ms_sim_agent *agent = ms_sim_agent_start(alloc, &ao, &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(agent);
@@ -929,7 +925,7 @@ static void test_trust_6_refused_at_entry(void) {
   ms_test_proc *mp = mapi_start("mapi-trust6", c.addr[0], tokens, false, &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(mp);
   const char *mapi = ms_test_proc_address(mp);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)mapi, WAIT_MS));
   ms_sim_agent_options ao = {.hostname = "node-6", .resources = "cpus:4;mem:4096"};
   ms_sim_agent *agent = ms_sim_agent_start(c.addr[0], &ao, &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(agent);

@@ -614,10 +614,6 @@ static bool agents_seen(void *ctx) {
   return ok;
 }
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
 static void test_mutations(void) {
   ms_test_cluster c;
   ms_test_cluster_start(&c, etcd, dir, "mut", 1, "5s");
@@ -629,7 +625,7 @@ static void test_mutations(void) {
                         "mapi-mut", "--max-backoff", "200ms",       "--log-level", "debug",    NULL};
   ms_test_proc *mp = ms_test_start("master-api", dir, argv);
   mapi = ms_test_proc_address(mp);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)mapi, WAIT_MS));
 
   ms_sim_agent_options ao = {.hostname = "node-a", .resources = "cpus:4;mem:2048;disk:1000"};
   ms_sim_agent *a = ms_sim_agent_start(alloc_addr, &ao, &err);
@@ -796,7 +792,7 @@ static void test_scheduler_calls(void) {
                         "mapi-sched", "--max-backoff", "200ms",       "--log-level", "debug",    NULL};
   ms_test_proc *mp = ms_test_start("master-api-sched", dir, argv);
   mapi = ms_test_proc_address(mp);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)mapi, WAIT_MS));
   ms_sim_agent_options ao = {.hostname = "node-s", .resources = "cpus:4;mem:4096", .task_ms = -1};
   ms_sim_agent *a = ms_sim_agent_start(alloc_addr, &ao, &err);
   CU_ASSERT_PTR_NOT_NULL_FATAL(a);

@@ -51,17 +51,13 @@ static ms_sim_agent *agents[NAGENTS];
 static ms_sim_framework *fws[NFW];
 static char *fids[NFW];
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
-
 static ms_test_proc *start_replica(const char *name) {
   _cleanup_free_ char *bin = ms_test_binary("services/master-api/meseta-master-api");
   const char *argv[] = {bin,      "--listen", "127.0.0.1:0",   "--registry", ms_test_proc_address(c.registry),
                         "--name", name,       "--max-backoff", "200ms",      "--log-level",
                         "debug",  NULL};
   ms_test_proc *p = ms_test_start(name, dir, argv);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)ms_test_proc_address(p), WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)ms_test_proc_address(p), WAIT_MS));
   return p;
 }
 
@@ -358,11 +354,11 @@ static void test_allocator_failover(void) {
   /* F3's held offers are rescinded by its replica. */
   CU_ASSERT(ms_sim_wait(f3_rescinded, &before[2].rescinds, WAIT_MS));
   ms_sim_framework_set_mode(fws[2], MS_SIM_ACCEPT);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)c.addr[1 - leader], WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)c.addr[1 - leader], WAIT_MS));
   CU_ASSERT_FATAL(ms_sim_wait(agents_back, NULL, WAIT_MS));
   /* Both replicas follow the new leader: their views come back. */
-  CU_ASSERT(ms_sim_wait(serving, (void *)maddr[0], WAIT_MS));
-  CU_ASSERT(ms_sim_wait(serving, (void *)maddr[1], WAIT_MS));
+  CU_ASSERT(ms_sim_wait(ms_test_serving, (void *)maddr[0], WAIT_MS));
+  CU_ASSERT(ms_sim_wait(ms_test_serving, (void *)maddr[1], WAIT_MS));
   /* On their resumed streams F1 keeps its new name and F3 its suppression; then F3
    * revives, and must make progress below like the others. */
   fw_shown f1_shown = {0, "f1-renamed", ""}, f3_shown = {2, "f3", "*"};

@@ -64,9 +64,6 @@ static bool agents_seen(void *ctx) {
   return ok;
 }
 
-static bool serving(void *ctx) {
-  return ms_test_health(ctx) == 1;
-}
 static bool not_serving(void *ctx) {
   return ms_test_health(ctx) == 0;
 }
@@ -111,7 +108,7 @@ static void test_master_api(void) {
                         "mapi-test", "--max-backoff", "200ms",       "--log-level", "debug", NULL};
   ms_test_proc *mp = ms_test_start("master-api", dir, argv);
   const char *mapi = ms_test_proc_address(mp);
-  CU_ASSERT_FATAL(ms_sim_wait(serving, (void *)mapi, WAIT_MS));
+  CU_ASSERT_FATAL(ms_sim_wait(ms_test_serving, (void *)mapi, WAIT_MS));
 
   /* Two agents appear in the view, with a revision. */
   ms_sim_agent_options ao = {.hostname = "node-a", .resources = "cpus:2;mem:1024"};
