@@ -231,42 +231,17 @@ static bool kept(const ms_resource *r, void *ctx) {
   return ms_resource_is_dynamically_reserved(r) || ms_resource_is_persistent_volume(r);
 }
 
-/* What the checkpointed resources were made from, as the configured total has them:
- * no dynamic reservation, no persistence, not shared. */
-static int base_form(const ms_resources *set, ms_resources *ret, ms_error **err) {
-  for (size_t i = 0; i < ms_resources_size(set); i++) {
-    const ms_resource *r = ms_resources_at(set, i);
-    ms_resource_spec spec;
-    ms_resource_spec_of(r, &spec);
-    spec.nreservations = spec.nreservations && spec.reservations[0].type == MS_RESERVATION_STATIC ? 1 : 0;
-    ms_disk_info d;
-    if (spec.disk) {
-      d = *spec.disk;
-      d.persistence_id = d.persistence_principal = d.container_path = NULL;
-      d.mode = MS_VOLUME_MODE_UNSET;
-      spec.disk = d.source == MS_DISK_SOURCE_NONE ? NULL : &d;
-    }
-    spec.shared = false;
-    for (uint32_t k = 0; k < (r->count ? r->count : 1); k++)
-      if (ms_resources_add_spec(ret, &spec, err) < 0)
-        return MS_ERR;
-  }
-  return 0;
-}
-
 /* Everything the agent has: its configured total with the checkpointed resources in place
  * of what they were made from. */
 static ms_resources *whole(agent *a) {
   ms_resources *w = ms_resources_clone(a->total);
-  ms_resources *base = ms_resources_new();
   ms_error *err = NULL;
-  if (base_form(a->ckpt_res, base, &err) < 0 || ms_resources_subtract(w, base, &err) < 0) {
+  if (ms_resources_put_checkpointed(w, a->ckpt_res, &err) < 0) {
     /* The total shrank under the checkpoint: keep both (the checkpoint is the truth). */
     ms_log_warn(NULL, "checkpointed resources do not fit in `%s`: %s", a->resources_text, err->msg);
     ms_error_free(err);
+    ms_resources_add(w, a->ckpt_res, NULL);
   }
-  ms_resources_free(base);
-  ms_resources_add(w, a->ckpt_res, NULL);
   return w;
 }
 

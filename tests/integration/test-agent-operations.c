@@ -65,7 +65,9 @@ static ms_test_proc *start_agent(const char *name) {
 static void up(void) {
   if (fw)
     return;
-  alloc_proc = ms_test_allocator_start(dir, "allocator", NULL);
+  /* An agent down this long is removed: its return then rebuilds it from REREGISTER. */
+  static const char *const extra[] = {"--agent-reconnect-timeout", "8s", NULL};
+  alloc_proc = ms_test_allocator_start(dir, "allocator", extra);
   agent_proc = start_agent("agent");
   ms_error *err = NULL;
   ms_sim_framework_options fo = {.name = "ops-test", .role = ROLE, .mode = MS_SIM_HOLD};
@@ -383,6 +385,31 @@ static void test_ops_kill9_before_ack(void) {
   free_offer(o);
 }
 
+static bool agent_removed(void *ctx) {
+  (void)ctx;
+  return log_count(ms_test_proc_log(alloc_proc), "agent removed:") > 0;
+}
+
+/* The allocator forgets the agent (down past --agent-reconnect-timeout); when it comes
+ * back, REREGISTER's checkpointed resources give the reservation and both volumes back to
+ * the role. */
+static void test_ops_checkpointed_resources_rebuild(void) {
+  up();
+  CU_ASSERT_EQUAL(ms_test_proc_stop(agent_proc, SIGKILL), 128 + SIGKILL);
+  ms_test_proc_free(agent_proc);
+  agent_proc = NULL;
+  CU_ASSERT_FATAL(ms_sim_wait(agent_removed, NULL, WAIT_MS));
+  agent_proc = start_agent("agent-after-removal");
+  Meseta__V1__Offer *o = next_offer(has_volume, "vol2");
+  CU_ASSERT_DOUBLE_EQUAL(amount(o, "disk", true, "vol1"), 64, 0.001);
+  CU_ASSERT_DOUBLE_EQUAL(amount(o, "disk", true, "vol2"), 64, 0.001);
+  CU_ASSERT_DOUBLE_EQUAL(amount(o, "disk", true, NULL), 172, 0.001);
+  CU_ASSERT_DOUBLE_EQUAL(amount(o, "cpus", true, NULL), 1, 0.001);
+  CU_ASSERT_DOUBLE_EQUAL(amount(o, "cpus", false, NULL), 1, 0.001);
+  ms_sim_framework_decline(fw, o->id->value, 0, NULL);
+  free_offer(o);
+}
+
 /* DESTROY removes the directories (and data); UNRESERVE gives the resources back. */
 static void test_ops_destroy_unreserve(void) {
   up();
@@ -499,6 +526,7 @@ int main(int argc, char **argv) {
   static const ms_test_case cases[] = {
       {"ops_reserve_create_finishes", test_ops_reserve_create_finishes},
       {"ops_kill9_before_ack", test_ops_kill9_before_ack},
+      {"ops_checkpointed_resources_rebuild", test_ops_checkpointed_resources_rebuild},
       {"ops_destroy_unreserve", test_ops_destroy_unreserve},
       {"ops_persistence_id_escape", test_ops_persistence_id_escape},
       {"ops_grow_volume_fails", test_ops_grow_volume_fails},
