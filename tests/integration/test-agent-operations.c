@@ -84,16 +84,22 @@ static void up(void) {
   "{\"name\":\"disk\",\"type\":\"SCALAR\",\"scalar\":{\"value\":" mb "},\"reservations\":[" DYN "]" extra "}"
 #define VOLUME(id) ",\"disk\":{\"persistence\":{\"id\":\"" id "\"},\"volume\":{\"container_path\":\"data\"}}"
 
-static Meseta__V1__Resources *res(const char *json) {
+/* allocated: to ROLE (a framework's operation) or not (an operator's). */
+static Meseta__V1__Resources *res_as(const char *json, bool allocated) {
   ms_resources *set = NULL;
   ms_error *err = NULL;
   if (ms_resources_from_json(json, strlen(json), &set, &err) < 0)
     fprintf(stderr, "%s: %s\n", json, err->msg);
   CU_ASSERT_PTR_NOT_NULL_FATAL(set);
-  ms_resources_allocate(set, ROLE, NULL);
+  if (allocated)
+    ms_resources_allocate(set, ROLE, NULL);
   Meseta__V1__Resources *m = ms_resources_to_proto(set);
   ms_resources_free(set);
   return m;
+}
+
+static Meseta__V1__Resources *res(const char *json) {
+  return res_as(json, true);
 }
 
 /* ---- offers ---- */
@@ -410,6 +416,75 @@ static void test_ops_checkpointed_resources_rebuild(void) {
   free_offer(o);
 }
 
+/* Operator ReserveResources with `source`: the volume's reservation moves from role `from`
+ * to role `to`; OK once the agent applied it. */
+static void move_volume(const char *from_json, const char *to_json) {
+  Meseta__V1__Resources *src = res_as(from_json, false), *dst = res_as(to_json, false);
+  Meseta__V1__AgentID aid = MESETA__V1__AGENT_ID__INIT;
+  aid.value = (char *)ms_test_proc_address(agent_proc); /* the ready file holds the id */
+  Meseta__V1__ReserveResourcesRequest rr = MESETA__V1__RESERVE_RESOURCES_REQUEST__INIT;
+  rr.agent_id = &aid;
+  rr.source = src->resources;
+  rr.n_source = src->n_resources;
+  rr.resources = dst->resources;
+  rr.n_resources = dst->n_resources;
+  Meseta__V1__OperatorCallRequest req = MESETA__V1__OPERATOR_CALL_REQUEST__INIT;
+  req.call_case = MESETA__V1__OPERATOR_CALL_REQUEST__CALL_RESERVE_RESOURCES;
+  req.reserve_resources = &rr;
+  char *msg = NULL;
+  ms_status code = ms_test_operator_call(ms_test_proc_address(alloc_proc), &req, &msg);
+  if (code != MS_OK)
+    fprintf(stderr, "reserve with source: %s\n", msg);
+  CU_ASSERT_EQUAL(code, MS_OK);
+  free(msg);
+  ms_resources_proto_free(src);
+  ms_resources_proto_free(dst);
+}
+
+static bool file_at(void *path) {
+  return exists(path);
+}
+
+static bool in_role_ops2(void *ctx) {
+  (void)ctx;
+  ckpt c = read_ckpt();
+  ms_resources *in_ops2 = ms_resources_reserved(c.res, "ops2");
+  bool yes = ms_resources_size(in_ops2) == 1;
+  ms_resources_free(in_ops2);
+  free_ckpt(&c);
+  return yes;
+}
+
+/* Reservation update (Mesos 1.10): vol2 moves to role `ops2` and back; its directory
+ * follows, the data in it intact. */
+static void test_ops_reservation_update_moves_volume(void) {
+  up();
+#define VOL2(role)                                                                                           \
+  "[{\"name\":\"disk\",\"type\":\"SCALAR\",\"scalar\":{\"value\":64},\"reservations\":[{\"type\":"           \
+  "\"DYNAMIC\",\"role\":\"" role "\"}]" VOLUME("vol2") "}]"
+  move_volume(VOL2(ROLE), VOL2("ops2"));
+  _cleanup_free_ char *moved = ms_xasprintf("%s/ops2/vol2/data.txt", volumes);
+  _cleanup_free_ char *home = ms_xasprintf("%s/%s/vol2/data.txt", volumes, ROLE);
+  CU_ASSERT_FATAL(ms_sim_wait(file_at, moved, WAIT_MS));
+  CU_ASSERT(!exists(home));
+  CU_ASSERT(ms_sim_wait(in_role_ops2, NULL, WAIT_MS)); /* checkpointed right after the move */
+
+  move_volume(VOL2("ops2"), VOL2(ROLE));
+  CU_ASSERT_FATAL(ms_sim_wait(file_at, home, WAIT_MS));
+  CU_ASSERT(!exists(moved));
+  char line[16] = "";
+  FILE *f = fopen(home, "re");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  CU_ASSERT_PTR_NOT_NULL(fgets(line, sizeof(line), f));
+  fclose(f);
+  CU_ASSERT_STRING_EQUAL(line, "kept\n");
+  Meseta__V1__Offer *o = next_offer(has_volume, "vol2");
+  CU_ASSERT_DOUBLE_EQUAL(amount(o, "disk", true, "vol2"), 64, 0.001);
+  ms_sim_framework_decline(fw, o->id->value, 0, NULL);
+  free_offer(o);
+#undef VOL2
+}
+
 /* DESTROY removes the directories (and data); UNRESERVE gives the resources back. */
 static void test_ops_destroy_unreserve(void) {
   up();
@@ -527,6 +602,7 @@ int main(int argc, char **argv) {
       {"ops_reserve_create_finishes", test_ops_reserve_create_finishes},
       {"ops_kill9_before_ack", test_ops_kill9_before_ack},
       {"ops_checkpointed_resources_rebuild", test_ops_checkpointed_resources_rebuild},
+      {"ops_reservation_update_moves_volume", test_ops_reservation_update_moves_volume},
       {"ops_destroy_unreserve", test_ops_destroy_unreserve},
       {"ops_persistence_id_escape", test_ops_persistence_id_escape},
       {"ops_grow_volume_fails", test_ops_grow_volume_fails},
