@@ -398,3 +398,28 @@ int ms_resources_apply(ms_resources *set, const ms_operation *op, ms_error **err
   set_release(&work);
   return rc;
 }
+
+/* What a checkpointed resource was made from: no dynamic reservation, no volume. */
+static int e_base(const ms_resource *r, ms_resource_spec *spec, void *ctx, ms_error **err) {
+  e_static_only(r, spec, ctx, err);
+  return spec->disk ? e_strip_volume(r, spec, ctx, err) : 0;
+}
+
+int ms_resources_put_checkpointed(ms_resources *total, const ms_resources *checkpointed, ms_error **err) {
+  ms_resources base = {0};
+  edit_ctx ctx = {0};
+  if (ms_resources_map(checkpointed, e_base, &ctx, false, &base, err) < 0)
+    return MS_ERR;
+  ms_resources work = {0};
+  ms_resources *copy = ms_resources_clone(total);
+  ms_resources_swap(&work, copy);
+  free(copy);
+  int rc = replace(&work, &base, checkpointed, err);
+  if (rc == 0)
+    ms_resources_swap(total, &work);
+  else
+    ms_error_prefix(err, "checkpointed resources");
+  set_release(&work);
+  set_release(&base);
+  return rc;
+}

@@ -120,7 +120,17 @@ static void on_open(agent *a, uint64_t gen) {
   Meseta__V1__Task **tasks = NULL;
   Meseta__V1__FrameworkInfo **fws = NULL;
   size_t nt = 0, nf = 0;
+  /* The node's reservations and volumes, and their version, in both hellos. */
+  Meseta__V1__Resources *ckpt = agent_ops_checkpointed(a);
+  Meseta__V1__ResourceVersion rv = MESETA__V1__RESOURCE_VERSION__INIT;
+  rv.uuid.data = a->res_version;
+  rv.uuid.len = sizeof(a->res_version);
+  size_t nops = 0;
+  Meseta__V1__TrackedOperation **ops = agent_ops_unacked(a, &nops);
   if (!a->id) {
+    reg.checkpointed_resources = ckpt->resources;
+    reg.n_checkpointed_resources = ckpt->n_resources;
+    reg.resource_version = &rv;
     reg.agent_info = info;
     reg.version = AGENT_VERSION;
     reg.boot_id = a->boot_id;
@@ -148,6 +158,11 @@ static void on_open(agent *a, uint64_t gen) {
     rr.tasks = tasks;
     rr.n_frameworks = nf;
     rr.frameworks = fws;
+    rr.checkpointed_resources = ckpt->resources;
+    rr.n_checkpointed_resources = ckpt->n_resources;
+    rr.resource_version = &rv;
+    rr.operations = ops;
+    rr.n_operations = nops;
     m.message_case = MESETA__V1__AGENT_MESSAGE__MESSAGE_REREGISTER;
     m.reregister = &rr;
     ms_log_info(NULL, "agent %s: re-registering with `%s` (%zu tasks)", a->id, a->allocator, nt);
@@ -160,6 +175,8 @@ static void on_open(agent *a, uint64_t gen) {
     protobuf_c_message_free_unpacked(&tasks[i]->base, NULL);
   free(tasks);
   free(fws);
+  free(ops);
+  ms_resources_proto_free(ckpt);
   protobuf_c_message_free_unpacked(&info->base, NULL);
 }
 
@@ -187,6 +204,7 @@ static void registered(agent *a, uint64_t gen, const char *id, bool re,
     }
   }
   agent_status_resend_all(a);
+  agent_ops_resend_all(a);
 }
 
 static void on_message(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *m) {
@@ -247,6 +265,15 @@ static void on_message(agent *a, uint64_t gen, Meseta__V1__AllocatorMessage *m) 
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_SHUTDOWN_AGENT:
     ms_log_warn(NULL, "the allocator shuts this agent down: %s", m->shutdown_agent->reason);
     agent_begin_shutdown(a, true);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_APPLY_OPERATION:
+    agent_ops_apply(a, m->apply_operation);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_ACKNOWLEDGE_OPERATION_STATUS:
+    agent_ops_ack(a, m->acknowledge_operation_status);
+    break;
+  case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_RECONCILE_OPERATIONS:
+    agent_ops_reconcile(a, m->reconcile_operations);
     break;
   case MESETA__V1__ALLOCATOR_MESSAGE__MESSAGE_PING: {
     Meseta__V1__AgentMessage__Heartbeat hb = MESETA__V1__AGENT_MESSAGE__HEARTBEAT__INIT;
@@ -336,7 +363,7 @@ agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
   protobuf_c_message_free_unpacked(&probe->base, NULL);
   if (access(a->runtime, X_OK) < 0)
     ms_log_warn(NULL, "runtime `%s`: %s (every launch will fail)", a->runtime, strerror(errno));
-  if (load_identity(a, err) < 0 || agent_recover(a, err) < 0)
+  if (load_identity(a, err) < 0 || agent_recover(a, err) < 0 || agent_ops_recover(a, err) < 0)
     goto fail;
   agent_link_events ev = {on_open, on_message, on_closed};
   ms_rpc_tls tls = {.ca_file = cfg->tls_ca,
@@ -419,6 +446,7 @@ void agent_free(agent *a) {
   agent_link_free(a->link); /* first: it runs what its thread posted */
   while (a->tasks)
     agent_task_forget(a, a->tasks);
+  agent_ops_free(a);
   if (a->shutdown_timer)
     ms_loop_cancel_timer(a->loop, a->shutdown_timer);
   if (a->gc_timer)

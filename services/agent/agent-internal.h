@@ -9,6 +9,15 @@ typedef struct agent_update {
   Meseta__V1__AgentMessage__StatusUpdate *msg; /* heap (protobuf_c_message_free_unpacked) */
 } agent_update;
 
+/* One resource operation the agent answered (agent-operations.c): its record and whether
+ * its status was acknowledged. */
+typedef struct agent_op {
+  struct agent_op *next;
+  uint8_t uuid[16];                  /* ApplyOperation.operation_uuid */
+  Meseta__V1__TrackedOperation *rec; /* heap: framework_id, info.id, latest_status */
+  bool acked;                        /* latest_status acknowledged: not resent */
+} agent_op;
+
 struct agent_task {
   agent_task *next;
   agent *owner;
@@ -51,6 +60,13 @@ struct agent {
   int operator_port;                        /* AgentInfo.port; 0: none */
   char *operator_address;                   /* AgentInfo.address, owned; NULL: none */
   uint64_t gc_timer;                        /* the sweep's (agent-gc.c) */
+  /* agent-operations.c: dynamic reservations and persistent volumes of this node, their
+   * version, and the operations answered (newest first), all in meta/resources.pb. */
+  char *volume_dir;
+  ms_resources *ckpt_res;
+  uint8_t res_version[16];
+  agent_op *ops;
+  uint64_t ops_timer; /* resends unacknowledged operation statuses */
 };
 
 /* agent-core.c: sends on the registered stream (dropped, with a debug line, when there is
@@ -118,3 +134,36 @@ int agent_recover(agent *a, ms_error **err);
  * current one under the reconfiguration policy; FAILED_PRECONDITION naming what changed. */
 int agent_check_reconfiguration(agent *a, const char *old_resources, const char *old_attributes,
                                 const char *old_hostname, ms_error **err);
+
+/* ---- agent-operations.c: resource operations (APPLY_OPERATION and its feedback) ---- */
+
+/* Reads meta/resources.pb (absent: nothing checkpointed yet, a fresh version) and makes
+ * the volume root. */
+int agent_ops_recover(agent *a, ms_error **err);
+/* APPLY_OPERATION: applied once per operation uuid, checkpointed, answered with an
+ * OPERATION_STATUS_UPDATE resent until acknowledged. */
+void agent_ops_apply(agent *a, const Meseta__V1__AllocatorMessage__ApplyOperation *ap);
+void agent_ops_ack(agent *a, const Meseta__V1__AllocatorMessage__AcknowledgeOperationStatus *k);
+void agent_ops_reconcile(agent *a, const Meseta__V1__AllocatorMessage__ReconcileOperations *r);
+/* After (re)registration: every unacknowledged status again, and the resend timer. */
+void agent_ops_resend_all(agent *a);
+/* For REGISTER / REREGISTER: the checkpointed resources (heap, ms_resources_proto_free)
+ * and the unacknowledged operations (a heap array of borrowed records; free() it). */
+Meseta__V1__Resources *agent_ops_checkpointed(const agent *a);
+Meseta__V1__TrackedOperation **agent_ops_unacked(const agent *a, size_t *ret_n);
+void agent_ops_free(agent *a);
+
+/* The checkpoint's format (a ResourceProviderState without info: total_resources are the
+ * checkpointed resources, operations keep `statuses` = [latest_status] while it waits for
+ * its acknowledgement, empty once acknowledged). encode returns a heap buffer; decode
+ * fills *ret_res (caller frees), ret_version and *ret_ops (free with agent_ops_list_free). */
+uint8_t *agent_ops_encode(const ms_resources *res, const uint8_t version[16], const agent_op *ops,
+                          size_t *ret_len);
+int agent_ops_decode(const uint8_t *buf, size_t len, ms_resources **ret_res, uint8_t ret_version[16],
+                     agent_op **ret_ops, ms_error **err);
+void agent_ops_list_free(agent_op *ops);
+/* The directory of a persistent volume: <root>/<role, `/` as ` `>/<persistence id>; NULL
+ * with INVALID_ARGUMENT naming `field` when the id could escape (empty, `.`, `..`, `/`,
+ * control characters, too long). Caller frees. */
+char *agent_volume_path(const char *root, const char *role, const char *persistence_id, const char *field,
+                        ms_error **err);

@@ -31,8 +31,9 @@ typedef struct agent agent;
 typedef struct agent_link agent_link;
 
 typedef struct agent_config {
-  const char *work_dir;  /* absolute */
-  const char *allocator; /* for logs: the configured address(es) or the registry */
+  const char *work_dir;   /* absolute */
+  const char *volume_dir; /* persistent volumes' root; NULL: <work_dir>/volumes */
+  const char *allocator;  /* for logs: the configured address(es) or the registry */
   /* Where the leader is: allocator addresses tried in turn (a standby refuses), and/or
    * a registry whose WatchLeader names the leader (preferred when it knows one). */
   const char *const *allocators;

@@ -23,7 +23,7 @@ static int64_t link_timeout_ns;
 static char *work_dir, *resources, *attributes, *hostname, *runtime, *seccomp_dir, *seccomp_default,
     *cgroup_parent, *log_level, *log_format, *ready_file, *reconfiguration_policy;
 static bool switch_user, kill_on_exit;
-static char *advertise;
+static char *advertise, *volume_dir;
 static char *region, *zone, *tls_ca, *tls_cert, *tls_key, *tls_server_name, *isolation;
 static char *op_tls_cert, *op_tls_key, *op_tls_ca;
 static ms_rpc_tls op_tls;
@@ -35,6 +35,9 @@ static int64_t max_grace_ns, retry_ns, retry_max_ns, backoff_ns, backoff_max_ns,
 static const ms_flag flags[] = {
     {"work-dir", MS_FLAG_STRING, &work_dir, "/var/lib/meseta",
      "Where sandboxes, containers and the agent's id live", "DIR"},
+    {"volume-dir", MS_FLAG_STRING, &volume_dir, NULL,
+     "Where persistent volumes live, one directory per role and persistence id (default: <work-dir>/volumes)",
+     "DIR"},
     {"allocator", MS_FLAG_LIST, &allocators, NULL,
      "Allocator addresses (comma-separated or repeated), tried in turn until the leader takes the link "
      "(default without --registry: 127.0.0.1:5053)",
@@ -175,6 +178,9 @@ static int run(ms_error **err) {
   if (work_dir[0] != '/')
     return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--work-dir`: `%s` is not an absolute path",
                         work_dir);
+  if (volume_dir && volume_dir[0] != '/')
+    return ms_error_set(err, MS_INVALID_ARGUMENT, "flag `--volume-dir`: `%s` is not an absolute path",
+                        volume_dir);
   if (strcmp(reconfiguration_policy, "equal") != 0 && strcmp(reconfiguration_policy, "additive") != 0)
     return ms_error_set(err, MS_INVALID_ARGUMENT,
                         "flag `--reconfiguration-policy`: `%s` is not `equal` or `additive`",
@@ -202,6 +208,7 @@ static int run(ms_error **err) {
   }
   _cleanup_free_ char *rt = runtime ? ms_xstrdup(runtime) : default_runtime();
   agent_config cfg = {.work_dir = work_dir,
+                      .volume_dir = volume_dir,
                       .allocator = shown ? shown : registry,
                       .allocators = targets,
                       .n_allocators = n_targets,

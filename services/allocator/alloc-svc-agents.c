@@ -12,6 +12,7 @@
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
+#include "meseta/resources-ops.h"
 
 #include "alloc-svc-config.h"
 #include "alloc-svc-core.h"
@@ -115,13 +116,28 @@ int svc_agent_respec(alloc_service *s, svc_agent *a, ms_error **err) {
   return rc;
 }
 
-static svc_agent *add_agent(alloc_service *s, const Meseta__V1__AgentInfo *info, const char *id,
+/* ckpt: the reservations and volumes the agent checkpointed (REREGISTER), put in place
+ * of what they were made from: the agent's disk is the truth after a failover. */
+static svc_agent *add_agent(alloc_service *s, const Meseta__V1__AgentInfo *info,
+                            Meseta__V1__Resource *const *ckpt, size_t n_ckpt, const char *id,
                             const char *what, ms_error **err) {
-  ms_resources *total = NULL;
+  ms_resources *total = NULL, *kept = NULL;
   if (ms_resources_from_proto(info->resources, info->n_resources, &total, err) < 0) {
     ms_error_prefix(err, "`%s.agent_info.resources`", what);
     return NULL;
   }
+  if (n_ckpt && (ms_resources_from_proto(ckpt, n_ckpt, &kept, err) < 0 ||
+                 ms_resources_put_checkpointed(total, kept, err) < 0)) {
+    ms_error_prefix(err, "`%s.checkpointed_resources`", what);
+    ms_resources_free(kept);
+    ms_resources_free(total);
+    return NULL;
+  }
+  if (kept) {
+    _cleanup_free_ char *d = ms_resources_describe(kept);
+    ms_log_info(id, "agent's checkpointed resources adopted: %s", d);
+  }
+  ms_resources_free(kept);
   alloc_agent_spec spec;
   alloc_attribute *attrs;
   char(*bufs)[32];
@@ -209,7 +225,7 @@ static void wait_free(link_wait *w) {
 
 static void registered_ok(alloc_service *s, svc_link *l, const Meseta__V1__AgentInfo *info, const char *id) {
   ms_error *err = NULL;
-  svc_agent *a = add_agent(s, info, id, "register", &err);
+  svc_agent *a = add_agent(s, info, NULL, 0, id, "register", &err);
   if (!a) {
     ms_log_warn(id, "agent stream: %s", err->msg);
     ms_rpc_call_finish_error(l->call, err);
@@ -436,7 +452,8 @@ static int reregistered_ok(alloc_service *s, svc_link *l, const Meseta__V1__Agen
     }
     attach(l, a);
   } else {
-    if (!(a = add_agent(s, r->agent_info, id, "reregister", err)))
+    if (!(a = add_agent(s, r->agent_info, r->checkpointed_resources, r->n_checkpointed_resources, id,
+                        "reregister", err)))
       return MS_ERR;
     attach(l, a);
     readopt_tasks(s, a, r);

@@ -50,3 +50,9 @@ const char *ms_operation_type_name(ms_operation_type t);
  * MS_INVALID_ARGUMENT for a malformed operation, MS_FAILED_PRECONDITION when set
  * lacks what it consumes, MS_ALREADY_EXISTS for a persistence id in use. */
 int ms_resources_apply(ms_resources *set, const ms_operation *op, ms_error **err);
+
+/* Puts an agent's checkpointed resources (its dynamic reservations and persistent
+ * volumes) in place of what they were made from (the same resources without dynamic
+ * reservations, persistence or sharing) in `total`, its configured resources. On failure
+ * (total lacks them: MS_FAILED_PRECONDITION) total is unchanged. */
+int ms_resources_put_checkpointed(ms_resources *total, const ms_resources *checkpointed, ms_error **err);
