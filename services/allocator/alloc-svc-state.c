@@ -38,6 +38,7 @@
 
 #include "alloc-svc-config.h"
 #include "alloc-svc-core.h"
+#include "alloc-svc-state-internal.h"
 
 /* What WatchState last showed of something: its encoding. */
 typedef struct svc_shown {
@@ -54,229 +55,6 @@ typedef struct svc_shown {
 /* A watcher whose queue has not drained for this long while it holds changes back for
  * everyone is cut off (it watches again for a snapshot). */
 #define WATCH_STALL_MS 5000
-
-#define NEW(type, prefix) ((type *)ms_pb_new(&prefix##__descriptor))
-
-static void *dup_msg(const void *m) {
-  return m ? ms_pb_dup((const ProtobufCMessage *)m) : NULL;
-}
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static Google__Protobuf__Timestamp *ts_new(int64_t ms) {
-  Google__Protobuf__Timestamp *t = NEW(Google__Protobuf__Timestamp, google__protobuf__timestamp);
-  t->seconds = ms / 1000;
-  t->nanos = (int32_t)(ms % 1000) * 1000000;
-  return t;
-}
-
-/* Moves the set's proto form into a repeated Resource field. */
-static void set_res(Meseta__V1__Resource ***v, size_t *n, const ms_resources *r) {
-  Meseta__V1__Resources *p = ms_resources_to_proto(r);
-  *v = p->resources;
-  *n = p->n_resources;
-  p->resources = NULL;
-  p->n_resources = 0;
-  ms_resources_proto_free(p);
-}
-
-static char *xstr(const char *p) {
-  return ms_xstrdup(p ? p : "");
-}
-
-/* ---- building the view's objects ---- */
-
-static Meseta__V1__Agent__State agent_state(alloc_agent_state st) {
-  switch (st) {
-  case ALLOC_AGENT_DEACTIVATED:
-    return MESETA__V1__AGENT__STATE__DEACTIVATED;
-  case ALLOC_AGENT_DRAINING:
-    return MESETA__V1__AGENT__STATE__DRAINING;
-  default:
-    return MESETA__V1__AGENT__STATE__ACTIVE;
-  }
-}
-
-static void add_reserved(Meseta__V1__Agent *m, const ms_resources *total) {
-  ms_resources *res = ms_resources_reserved(total, NULL);
-  for (uint32_t i = 0; i < ms_resources_size(res); i++) {
-    const char *role = ms_resource_role(ms_resources_at(res, i));
-    bool seen = false;
-    for (size_t k = 0; k < m->n_reserved_resources && !seen; k++)
-      seen = strcmp(m->reserved_resources[k]->key, role) == 0;
-    if (seen)
-      continue;
-    ms_resources *mine = ms_resources_reserved(total, role);
-    Meseta__V1__Agent__ReservedResourcesEntry *e =
-        NEW(Meseta__V1__Agent__ReservedResourcesEntry, meseta__v1__agent__reserved_resources_entry);
-    e->key = xstr(role);
-    e->value = ms_resources_to_proto(mine);
-    ms_resources_free(mine);
-    m->reserved_resources =
-        ms_xrealloc(m->reserved_resources, (m->n_reserved_resources + 1) * sizeof(*m->reserved_resources));
-    m->reserved_resources[m->n_reserved_resources++] = e;
-  }
-  ms_resources_free(res);
-}
-
-static Meseta__V1__Agent *build_agent(alloc_service *s, const svc_agent *a) {
-  Meseta__V1__Agent *m = NEW(Meseta__V1__Agent, meseta__v1__agent);
-  m->agent_info = dup_msg(a->info);
-  alloc_agent_view v;
-  if (alloc_model_agent(s->model, a->e.key, &v, NULL) == 0) {
-    m->state = agent_state(v.state);
-    set_res(&m->total_resources, &m->n_total_resources, v.total);
-    set_res(&m->offered_resources, &m->n_offered_resources, v.offered);
-    set_res(&m->available_resources, &m->n_available_resources, v.available);
-    ms_resources *used = ms_resources_clone(v.total);
-    (void)ms_resources_subtract(used, v.available, NULL);
-    (void)ms_resources_subtract(used, v.offered, NULL);
-    set_res(&m->allocated_resources, &m->n_allocated_resources, used);
-    ms_resources_free(used);
-    add_reserved(m, v.total);
-  }
-  svc_agent_rec *r = svc_table_get(&s->agent_recs, a->e.key);
-  if (r)
-    m->drain_state = r->drain_state;
-  const Meseta__V1__Unavailability *u = NULL;
-  int64_t st, du;
-  if (svc_agent_window(s, a->info, &st, &du, &u) && u)
-    m->unavailability = dup_msg(u);
-  return m;
-}
-
-static Meseta__V1__Framework *build_framework(alloc_service *s, const svc_framework *fw) {
-  Meseta__V1__Framework *m = NEW(Meseta__V1__Framework, meseta__v1__framework);
-  m->framework_info = dup_msg(fw->info);
-  m->active = true;
-  m->connected = fw->stream != NULL;
-  m->recovered = fw->recovered;
-  size_t nroles = fw->info->n_roles ? fw->info->n_roles : 1;
-  m->suppressed_roles = ms_xcalloc(nroles, sizeof(*m->suppressed_roles));
-  for (size_t i = 0; i < nroles; i++) {
-    const char *role = fw->info->n_roles ? fw->info->roles[i] : "*";
-    if (alloc_model_suppressed(s->model, fw->e.key, role))
-      m->suppressed_roles[m->n_suppressed_roles++] = xstr(role);
-  }
-  return m;
-}
-
-static Meseta__V1__Task *build_task(const svc_task *t) {
-  Meseta__V1__Task *m = NEW(Meseta__V1__Task, meseta__v1__task);
-  m->name = xstr(t->task_id);
-  m->task_id = NEW(Meseta__V1__TaskID, meseta__v1__task_id);
-  m->task_id->value = xstr(t->task_id);
-  m->framework_id = NEW(Meseta__V1__FrameworkID, meseta__v1__framework_id);
-  m->framework_id->value = xstr(t->framework_id);
-  m->agent_id = NEW(Meseta__V1__AgentID, meseta__v1__agent_id);
-  m->agent_id->value = xstr(t->agent_id);
-  if (t->executor) {
-    const char *x = strrchr(t->executor->e.key, '\x1f');
-    m->executor_id = NEW(Meseta__V1__ExecutorID, meseta__v1__executor_id);
-    m->executor_id->value = xstr(x ? x + 1 : t->executor->e.key);
-  }
-  m->state = t->state;
-  ms_resources *r = ms_resources_clone(t->res);
-  (void)ms_resources_allocate(r, t->role, NULL);
-  set_res(&m->resources, &m->n_resources, r);
-  ms_resources_free(r);
-  return m;
-}
-
-Meseta__V1__Task *svc_state_build_task(const svc_task *t) {
-  return build_task(t);
-}
-
-static Meseta__V1__Role *build_role(alloc_service *s, const char *name) {
-  Meseta__V1__Role *m = NEW(Meseta__V1__Role, meseta__v1__role);
-  m->name = xstr(name);
-  svc_weight *w = svc_table_get(&s->weights, name);
-  m->weight = w ? w->weight : 1.0;
-  svc_quota *q = svc_table_get(&s->quotas, name);
-  if (q)
-    m->quota = dup_msg(q->config);
-  ms_quantities c = {0};
-  if (alloc_model_role_consumption(s->model, name, &c, NULL) == 0) {
-    m->quota_consumed = ms_xcalloc(c.n ? c.n : 1, sizeof(*m->quota_consumed));
-    for (uint32_t i = 0; i < c.n; i++) {
-      Meseta__V1__Role__QuotaConsumedEntry *e =
-          NEW(Meseta__V1__Role__QuotaConsumedEntry, meseta__v1__role__quota_consumed_entry);
-      e->key = xstr(ms_name_str(c.v[i].name));
-      e->value = NEW(Meseta__V1__Value__Scalar, meseta__v1__value__scalar);
-      e->value->value = ms_scalar_to_double(c.v[i].value);
-      m->quota_consumed[m->n_quota_consumed++] = e;
-    }
-  }
-  ms_quantities_release(&c);
-  for (uint32_t i = 0; i < s->frameworks.n; i++) {
-    const svc_framework *fw = (const svc_framework *)s->frameworks.v[i];
-    bool in = fw->info->n_roles == 0 && strcmp(name, "*") == 0;
-    for (size_t k = 0; k < fw->info->n_roles && !in; k++)
-      in = strcmp(fw->info->roles[k], name) == 0;
-    if (!in)
-      continue;
-    m->frameworks = ms_xrealloc(m->frameworks, (m->n_frameworks + 1) * sizeof(*m->frameworks));
-    Meseta__V1__FrameworkID *id = NEW(Meseta__V1__FrameworkID, meseta__v1__framework_id);
-    id->value = xstr(fw->e.key);
-    m->frameworks[m->n_frameworks++] = id;
-  }
-  return m;
-}
-
-/* Every role the view shows: with a weight, quota, or a framework. The caller frees
- * the array (the names are borrowed). */
-static const char **role_names(alloc_service *s, uint32_t *n) {
-  uint32_t cap = s->weights.n + s->quotas.n + 1;
-  for (uint32_t i = 0; i < s->frameworks.n; i++)
-    cap += (uint32_t)((svc_framework *)s->frameworks.v[i])->info->n_roles + 1;
-  const char **v = ms_xcalloc(cap, sizeof(*v));
-  *n = 0;
-#define ADD(name)                                                                                            \
-  do {                                                                                                       \
-    bool seen_ = false;                                                                                      \
-    for (uint32_t k_ = 0; k_ < *n && !seen_; k_++)                                                           \
-      seen_ = strcmp(v[k_], (name)) == 0;                                                                    \
-    if (!seen_)                                                                                              \
-      v[(*n)++] = (name);                                                                                    \
-  } while (0)
-  for (uint32_t i = 0; i < s->weights.n; i++)
-    ADD(s->weights.v[i]->key);
-  for (uint32_t i = 0; i < s->quotas.n; i++)
-    ADD(s->quotas.v[i]->key);
-  for (uint32_t i = 0; i < s->frameworks.n; i++) {
-    const Meseta__V1__FrameworkInfo *info = ((svc_framework *)s->frameworks.v[i])->info;
-    if (info->n_roles == 0)
-      ADD("*");
-    for (size_t k = 0; k < info->n_roles; k++)
-      ADD(info->roles[k]);
-  }
-#undef ADD
-  return v;
-}
-
-static Meseta__V1__QuotaConfig **quota_list(alloc_service *s, size_t *n) {
-  Meseta__V1__QuotaConfig **v = ms_xcalloc(s->quotas.n + 1, sizeof(*v));
-  for (uint32_t i = 0; i < s->quotas.n; i++)
-    v[i] = dup_msg(((svc_quota *)s->quotas.v[i])->config);
-  *n = s->quotas.n;
-  return v;
-}
-
-static Meseta__V1__WeightInfo **weight_list(alloc_service *s, size_t *n) {
-  Meseta__V1__WeightInfo **v = ms_xcalloc(s->weights.n + 1, sizeof(*v));
-  for (uint32_t i = 0; i < s->weights.n; i++) {
-    const svc_weight *w = (const svc_weight *)s->weights.v[i];
-    v[i] = NEW(Meseta__V1__WeightInfo, meseta__v1__weight_info);
-    v[i]->role = xstr(w->e.key);
-    v[i]->weight = w->weight;
-  }
-  *n = s->weights.n;
-  return v;
-}
 
 /* ---- sending ---- */
 
@@ -388,14 +166,14 @@ int64_t svc_state_emit_agent(alloc_service *s, const char *agent_id, svc_change 
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_AGENT_REMOVED;
     c->agent_removed = NEW(Meseta__V1__StateChange__AgentRemoved, meseta__v1__state_change__agent_removed);
     c->agent_removed->agent_id = NEW(Meseta__V1__AgentID, meseta__v1__agent_id);
-    c->agent_removed->agent_id->value = xstr(agent_id);
+    c->agent_removed->agent_id->value = svc_st_str(agent_id);
   } else if (what == SVC_ADDED) {
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_AGENT_ADDED;
-    c->agent_added = build_agent(s, a);
+    c->agent_added = svc_st_agent(s, a);
     shown_update(&s->shown_agents, agent_id, &c->agent_added->base);
   } else {
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_AGENT_UPDATED;
-    c->agent_updated = build_agent(s, a);
+    c->agent_updated = svc_st_agent(s, a);
     shown_update(&s->shown_agents, agent_id, &c->agent_updated->base);
   }
   return broadcast(s, c);
@@ -426,19 +204,19 @@ static int64_t emit_framework(alloc_service *s, const char *framework_id, svc_ch
   svc_framework *fw = ended ? NULL : svc_table_get(&s->frameworks, framework_id);
   if (ended) {
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_UPDATED;
-    c->framework_updated = dup_msg(ended);
+    c->framework_updated = svc_st_dup(ended);
   } else if (what == SVC_REMOVED || !fw) {
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_REMOVED;
     c->framework_removed =
         NEW(Meseta__V1__StateChange__FrameworkRemoved, meseta__v1__state_change__framework_removed);
     c->framework_removed->framework_id = NEW(Meseta__V1__FrameworkID, meseta__v1__framework_id);
-    c->framework_removed->framework_id->value = xstr(framework_id);
+    c->framework_removed->framework_id->value = svc_st_str(framework_id);
   } else if (what == SVC_ADDED) {
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_ADDED;
-    c->framework_added = build_framework(s, fw);
+    c->framework_added = svc_st_framework(s, fw);
   } else {
     c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_FRAMEWORK_UPDATED;
-    c->framework_updated = build_framework(s, fw);
+    c->framework_updated = svc_st_framework(s, fw);
   }
   return broadcast(s, c);
 }
@@ -449,7 +227,7 @@ int64_t svc_state_emit_task(alloc_service *s, const svc_task *t, svc_change what
   bool terminal = what != SVC_ADDED && ms_task_state_terminal(t->state);
   if (!s->watchers && !terminal)
     return ++s->revision;
-  Meseta__V1__Task *m = build_task(t);
+  Meseta__V1__Task *m = svc_st_task(t);
   if (terminal) /* kept as completed just as shown */
     s->hooks.task_shown(s, t, (Meseta__V1__Task *)ms_pb_dup(&m->base));
   if (!s->watchers) {
@@ -474,9 +252,9 @@ int64_t svc_state_emit_task_removed(alloc_service *s, const char *framework_id, 
   c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_TASK_REMOVED;
   c->task_removed = NEW(Meseta__V1__StateChange__TaskRemoved, meseta__v1__state_change__task_removed);
   c->task_removed->framework_id = NEW(Meseta__V1__FrameworkID, meseta__v1__framework_id);
-  c->task_removed->framework_id->value = xstr(framework_id);
+  c->task_removed->framework_id->value = svc_st_str(framework_id);
   c->task_removed->task_id = NEW(Meseta__V1__TaskID, meseta__v1__task_id);
-  c->task_removed->task_id->value = xstr(task_id);
+  c->task_removed->task_id->value = svc_st_str(task_id);
   return broadcast(s, c);
 }
 
@@ -503,17 +281,17 @@ int64_t svc_state_emit_operation(alloc_service *s, const svc_operation *op, svc_
 static Meseta__V1__TrackedOperation *build_operation(const svc_operation *op) {
   Meseta__V1__TrackedOperation *t = NEW(Meseta__V1__TrackedOperation, meseta__v1__tracked_operation);
   t->framework_id = NEW(Meseta__V1__FrameworkID, meseta__v1__framework_id);
-  t->framework_id->value = xstr(op->framework_id);
+  t->framework_id->value = svc_st_str(op->framework_id);
   t->agent_id = NEW(Meseta__V1__AgentID, meseta__v1__agent_id);
-  t->agent_id->value = xstr(op->agent_id);
-  t->info = dup_msg(op->info);
+  t->agent_id->value = svc_st_str(op->agent_id);
+  t->info = svc_st_dup(op->info);
   if (op->latest) {
-    t->latest_status = dup_msg(op->latest);
+    t->latest_status = svc_st_dup(op->latest);
   } else {
     t->latest_status = NEW(Meseta__V1__OperationStatus, meseta__v1__operation_status);
     t->latest_status->state = op->state;
     t->latest_status->operation_id = NEW(Meseta__V1__OperationID, meseta__v1__operation_id);
-    t->latest_status->operation_id->value = xstr(op->op_id);
+    t->latest_status->operation_id->value = svc_st_str(op->op_id);
   }
   t->uuid.data = ms_xmalloc(sizeof(op->uuid));
   memcpy(t->uuid.data, op->uuid, sizeof(op->uuid));
@@ -526,7 +304,7 @@ int64_t svc_state_emit_role(alloc_service *s, const char *role) {
     return ++s->revision;
   Meseta__V1__StateChange *c = change_new();
   c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_ROLE_UPDATED;
-  c->role_updated = build_role(s, role);
+  c->role_updated = svc_st_role(s, role);
   shown_update(&s->shown_roles, role, &c->role_updated->base);
   return broadcast(s, c);
 }
@@ -535,7 +313,7 @@ static int64_t emit_role_removed(alloc_service *s, const char *role) {
   Meseta__V1__StateChange *c = change_new();
   c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_ROLE_REMOVED;
   c->role_removed = NEW(Meseta__V1__StateChange__RoleRemoved, meseta__v1__state_change__role_removed);
-  c->role_removed->name = xstr(role);
+  c->role_removed->name = svc_st_str(role);
   return broadcast(s, c);
 }
 
@@ -547,7 +325,7 @@ int64_t svc_state_emit_quota(alloc_service *s) {
   Meseta__V1__StateChange *c = change_new();
   c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_QUOTA_CHANGED;
   c->quota_changed = NEW(Meseta__V1__StateChange__QuotaChanged, meseta__v1__state_change__quota_changed);
-  c->quota_changed->configs = quota_list(s, &c->quota_changed->n_configs);
+  c->quota_changed->configs = svc_st_quotas(s, &c->quota_changed->n_configs);
   return broadcast(s, c);
 }
 
@@ -560,7 +338,7 @@ int64_t svc_state_emit_weights(alloc_service *s) {
   c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_WEIGHTS_CHANGED;
   c->weights_changed =
       NEW(Meseta__V1__StateChange__WeightsChanged, meseta__v1__state_change__weights_changed);
-  c->weights_changed->weights = weight_list(s, &c->weights_changed->n_weights);
+  c->weights_changed->weights = svc_st_weights(s, &c->weights_changed->n_weights);
   return broadcast(s, c);
 }
 
@@ -570,7 +348,7 @@ int64_t svc_state_emit_maintenance(alloc_service *s) {
   Meseta__V1__StateChange *c = change_new();
   c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_MAINTENANCE_SCHEDULE_CHANGED;
   c->maintenance_schedule_changed =
-      s->schedule ? dup_msg(s->schedule)
+      s->schedule ? svc_st_dup(s->schedule)
                   : NEW(Meseta__V1__MaintenanceSchedule, meseta__v1__maintenance_schedule);
   return broadcast(s, c);
 }
@@ -581,7 +359,7 @@ int64_t svc_state_emit_down(alloc_service *s) {
   Meseta__V1__StateChange *c = change_new();
   c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_DOWN_MACHINES_CHANGED;
   c->down_machines_changed =
-      s->down ? dup_msg(s->down) : NEW(Meseta__V1__DownMachines, meseta__v1__down_machines);
+      s->down ? svc_st_dup(s->down) : NEW(Meseta__V1__DownMachines, meseta__v1__down_machines);
   return broadcast(s, c);
 }
 
@@ -686,7 +464,7 @@ static void send_pending(alloc_service *s) {
     svc_table_del(&s->pending_agents, e);
     svc_agent *a = svc_table_get(&s->agents, e->key);
     if (a) { /* else removed, or not registered here yet: its agent_added is to come */
-      Meseta__V1__Agent *m = build_agent(s, a);
+      Meseta__V1__Agent *m = svc_st_agent(s, a);
       if (shown_update(&s->shown_agents, a->e.key, &m->base)) {
         Meseta__V1__StateChange *c = change_new();
         c->change_case = MESETA__V1__STATE_CHANGE__CHANGE_AGENT_UPDATED;
@@ -718,7 +496,7 @@ static void role_changed(void *ctx, const char *name) {
 
 /* Sends the role if it differs from what was shown (absent: never shown). */
 static void role_refresh(alloc_service *s, const char *name) {
-  Meseta__V1__Role *m = build_role(s, name);
+  Meseta__V1__Role *m = svc_st_role(s, name);
   if (!shown_update(&s->shown_roles, name, &m->base)) {
     protobuf_c_message_free_unpacked(&m->base, NULL);
     return;
@@ -746,7 +524,7 @@ void svc_state_flush(alloc_service *s) {
     /* Every role shown now, and roles no longer shown removed. */
     s->roles_stale = false;
     uint32_t n = 0;
-    const char **names = role_names(s, &n);
+    const char **names = svc_st_role_names(s, &n);
     name_set now = {0};
     for (uint32_t i = 0; i < n; i++) {
       name_add(&now, names[i]);
@@ -832,7 +610,7 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
     shown_clear(&s->shown_agents);
   }
   uint32_t nroles = 0;
-  const char **roles = role_names(s, &nroles);
+  const char **roles = svc_st_role_names(s, &nroles);
   Meseta__V1__StateEvent ev = MESETA__V1__STATE_EVENT__INIT;
   ev.revision = s->revision;
   Meseta__V1__SnapshotBegin b = MESETA__V1__SNAPSHOT_BEGIN__INIT;
@@ -842,7 +620,7 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
   mi.hostname = (char *)(s->cfg.hostname ? s->cfg.hostname : "");
   b.leader_id = s->id;
   b.master_info = &mi;
-  Google__Protobuf__Timestamp *el = ts_new(s->elected_ms);
+  Google__Protobuf__Timestamp *el = svc_st_ts(s->elected_ms);
   b.leader_elected_time = el;
   b.agents = s->agents.n;
   b.frameworks = s->frameworks.n + s->ended_fws.n;
@@ -855,12 +633,12 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
   protobuf_c_message_free_unpacked(&el->base, NULL);
   /* The configuration goes into the first chunk. */
   chunk_for(&k, 0);
-  k.chunk->quota_configs = quota_list(s, &k.chunk->n_quota_configs);
-  k.chunk->weights = weight_list(s, &k.chunk->n_weights);
+  k.chunk->quota_configs = svc_st_quotas(s, &k.chunk->n_quota_configs);
+  k.chunk->weights = svc_st_weights(s, &k.chunk->n_weights);
   if (s->schedule)
-    k.chunk->maintenance_schedule = dup_msg(s->schedule);
+    k.chunk->maintenance_schedule = svc_st_dup(s->schedule);
   if (s->down)
-    k.chunk->down_machines = dup_msg(s->down);
+    k.chunk->down_machines = svc_st_dup(s->down);
   k.bytes = protobuf_c_message_get_packed_size(&k.chunk->base);
   for (uint32_t i = 0; i < s->agents.n && k.ok; i++) {
     /* As the other watchers hold it (its change may be held back for them). */
@@ -868,24 +646,24 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
     svc_shown *sh = first ? NULL : svc_table_get(&s->shown_agents, sa->e.key);
     Meseta__V1__Agent *a = sh ? meseta__v1__agent__unpack(NULL, sh->len, sh->bytes) : NULL;
     if (!a) {
-      a = build_agent(s, sa);
+      a = svc_st_agent(s, sa);
       shown_update(&s->shown_agents, sa->e.key, &a->base);
     }
     Meseta__V1__State *st = chunk_for(&k, protobuf_c_message_get_packed_size(&a->base));
     APPEND(st->agents, st->n_agents, a);
   }
   for (uint32_t i = 0; i < s->frameworks.n && k.ok; i++) {
-    Meseta__V1__Framework *f = build_framework(s, (svc_framework *)s->frameworks.v[i]);
+    Meseta__V1__Framework *f = svc_st_framework(s, (svc_framework *)s->frameworks.v[i]);
     Meseta__V1__State *st = chunk_for(&k, protobuf_c_message_get_packed_size(&f->base));
     APPEND(st->frameworks, st->n_frameworks, f);
   }
   for (const svc_ended_fw *e = s->ended_head; e && k.ok; e = e->next) {
-    Meseta__V1__Framework *f = dup_msg(e->msg);
+    Meseta__V1__Framework *f = svc_st_dup(e->msg);
     Meseta__V1__State *st = chunk_for(&k, protobuf_c_message_get_packed_size(&f->base));
     APPEND(st->frameworks, st->n_frameworks, f);
   }
   for (uint32_t i = 0; i < s->tasks.n && k.ok; i++) {
-    Meseta__V1__Task *t = build_task((svc_task *)s->tasks.v[i]);
+    Meseta__V1__Task *t = svc_st_task((svc_task *)s->tasks.v[i]);
     Meseta__V1__State *st = chunk_for(&k, protobuf_c_message_get_packed_size(&t->base));
     APPEND(st->tasks, st->n_tasks, t);
   }
@@ -900,7 +678,7 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
     APPEND(st->operations, st->n_operations, o);
   }
   for (uint32_t i = 0; i < nroles && k.ok; i++) {
-    Meseta__V1__Role *r = build_role(s, roles[i]);
+    Meseta__V1__Role *r = svc_st_role(s, roles[i]);
     if (first)
       shown_update(&s->shown_roles, roles[i], &r->base);
     Meseta__V1__State *st = chunk_for(&k, protobuf_c_message_get_packed_size(&r->base));
@@ -979,7 +757,7 @@ void svc_state_watch_drained(ms_rpc_call *call) {
 }
 
 void svc_state_begin_term(alloc_service *s) {
-  s->elected_ms = wall_ms();
+  s->elected_ms = svc_st_wall_ms();
   /* Microseconds of the wall clock: above any predecessor's revision unless it made
    * more than a million changes a second of its term. */
   int64_t base = s->elected_ms * 1000;
