@@ -16,6 +16,7 @@
 
 #include "alloc-svc-config.h"
 #include "alloc-svc-core.h"
+#include "alloc-svc-maintenance.h"
 #include "alloc-svc-operations.h"
 #include "alloc-svc-operator.h"
 #include "alloc-svc-recovery.h"

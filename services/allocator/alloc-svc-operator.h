@@ -11,6 +11,3 @@ void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, Protobuf
 /* Ends the quota updates waiting their turn (UNAVAILABLE): the lead is lost or closing. */
 void svc_operator_quota_drop(alloc_service *s);
 
-/* An agent registering from a DOWN machine: SHUTDOWN_AGENT, the link ends
- * FAILED_PRECONDITION; true when refused. */
-bool svc_maint_refuse(alloc_service *s, ms_rpc_call *link, const Meseta__V1__AgentInfo *info);
