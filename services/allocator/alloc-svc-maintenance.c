@@ -19,7 +19,6 @@
 
 typedef Meseta__V1__OperatorCallRequest op_req;
 
-
 static const char *str0(const char *x) {
   return x ? x : "";
 }
