@@ -213,42 +213,6 @@ void svc_operator_reset(alloc_service *s) {
   s->down = NULL;
 }
 
-/* ---- maintenance windows ---- */
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-bool svc_agent_window(alloc_service *s, const Meseta__V1__AgentInfo *info, int64_t *start_ms,
-                      int64_t *duration_ms, const Meseta__V1__Unavailability **ret) {
-  *start_ms = *duration_ms = 0;
-  if (!s->schedule || !info || !info->hostname || !*info->hostname)
-    return false;
-  for (size_t i = 0; i < s->schedule->n_windows; i++) {
-    const Meseta__V1__MaintenanceWindow *w = s->schedule->windows[i];
-    for (size_t k = 0; k < w->n_machine_ids; k++) {
-      const Meseta__V1__MachineID *m = w->machine_ids[k];
-      bool match = (m->hostname && strcmp(m->hostname, info->hostname) == 0) ||
-                   (m->ip && *m->ip && strcmp(m->ip, info->hostname) == 0);
-      if (!match || !w->unavailability || !w->unavailability->start)
-        continue;
-      const Google__Protobuf__Timestamp *t = w->unavailability->start;
-      int64_t start_wall = t->seconds * 1000 + t->nanos / 1000000;
-      *start_ms = start_wall - wall_ms() + svc_now_ms();
-      const Google__Protobuf__Duration *d = w->unavailability->duration;
-      *duration_ms = d ? d->seconds * 1000 + d->nanos / 1000000 : -1;
-      if (*duration_ms == 0)
-        *duration_ms = 1;
-      if (ret)
-        *ret = w->unavailability;
-      return true;
-    }
-  }
-  return false;
-}
-
 /* ---- quota: capacity and hierarchy (alloc-svc-config.c) ----
  *
  * The quota every role would have after the request (what the leader keeps, with the

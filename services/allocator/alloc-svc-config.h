@@ -20,7 +20,3 @@ Meseta__V1__BatchRequest *svc_config_maint_batch(Meseta__V1__MaintenanceRecord *
 void svc_operator_load(alloc_service *s, const Meseta__V1__Record *r);
 /* Forgets weights, quota and the schedule (lost lead, shutdown). */
 void svc_operator_reset(alloc_service *s);
-/* The maintenance window covering the agent's machine (start in svc_now_ms's clock);
- * false when none. */
-bool svc_agent_window(alloc_service *s, const Meseta__V1__AgentInfo *info, int64_t *start_ms,
-                      int64_t *duration_ms, const Meseta__V1__Unavailability **ret);

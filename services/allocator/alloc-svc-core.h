@@ -20,8 +20,9 @@
  * A module that must react to another's event (an agent or framework removed, a task
  * ended, the registry loaded, the lead lost) registers a hook below; the module where
  * the event happens runs the list and names no one. Lower layers reach up only through
- * hooks (the cycle, the timers, a task shown terminal). One exception left: the state
- * emission reads an agent's maintenance window through alloc-svc-config.h.
+ * hooks (the cycle, the timers, a task shown terminal). An agent's maintenance window
+ * is computed here (svc_agent_window), from the schedule this struct holds, so the state
+ * emission needs nothing above it.
  *
  * Threads: everything here runs on the owner thread except svc_post (any thread) and
  * the gRPC shims, which only copy, reference and post.
@@ -312,6 +313,11 @@ void svc_set_health(alloc_service *s, bool serving);
 void svc_start_timers(alloc_service *s);
 
 int64_t svc_now_ms(void);
+/* The maintenance window of s->schedule covering the agent's machine (its hostname, or
+ * an ip equal to it; start in svc_now_ms's clock, duration -1 for none); false when
+ * none. *ret (may be NULL) borrows the window's Unavailability. */
+bool svc_agent_window(alloc_service *s, const Meseta__V1__AgentInfo *info, int64_t *start_ms,
+                      int64_t *duration_ms, const Meseta__V1__Unavailability **ret);
 /* A random 128-bit id formatted as a UUID into buf (>= 37 bytes). */
 void svc_uuid(char *buf);
 void svc_uuid_bytes(uint8_t out[16]);

@@ -12,7 +12,6 @@
 #include "meseta/task-state.h"
 #include "meseta/values.h"
 
-#include "alloc-svc-config.h"
 #include "alloc-svc-core.h"
 #include "alloc-svc-state-internal.h"
 #include "alloc-svc-state.h"
