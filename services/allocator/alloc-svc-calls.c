@@ -731,11 +731,8 @@ static int check_principal(alloc_service *s, const call_req *c, ms_error **err) 
 void svc_scheduler_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
   const call_req *c = (const call_req *)msg;
-  const char *why;
-  if (!svc_serving(s, &why)) {
-    ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
+  if (svc_refuse_unless_serving(s, call))
     return;
-  }
   const call_row *row = NULL;
   for (size_t i = 0; i < MS_ARRAY_SIZE(rows) && !row; i++)
     if (rows[i].call == c->call_case)

@@ -231,6 +231,14 @@ bool svc_serving(const alloc_service *s, const char **why) {
   return false;
 }
 
+bool svc_refuse_unless_serving(const alloc_service *s, ms_rpc_call *call) {
+  const char *why;
+  if (svc_serving(s, &why))
+    return false;
+  ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
+  return true;
+}
+
 void svc_set_health(alloc_service *s, bool serving) {
   if (!s->srv)
     return;

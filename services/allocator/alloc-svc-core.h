@@ -308,6 +308,9 @@ void svc_post_held(alloc_service *s, svc_fn fn, ms_rpc_call *call, void *data, P
 
 /* Whether calls are served now (leading and the registry loaded); else *why says why. */
 bool svc_serving(const alloc_service *s, const char **why);
+/* A call's first step: finishes it UNAVAILABLE, saying why, unless calls are served;
+ * true when it did. */
+bool svc_refuse_unless_serving(const alloc_service *s, ms_rpc_call *call);
 void svc_set_health(alloc_service *s, bool serving);
 /* Starts the periodic timers of a leader whose registry is loaded (hooks.start_timers). */
 void svc_start_timers(alloc_service *s);

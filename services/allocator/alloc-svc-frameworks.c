@@ -333,11 +333,8 @@ static void recorded(alloc_service *s, void *ctx, const ms_error *err, bool curr
 
 void svc_framework_subscribe(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
-  const char *why;
-  if (!svc_serving(s, &why)) {
-    ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
+  if (svc_refuse_unless_serving(s, call))
     return;
-  }
   if (ms_rpc_call_is_done(call))
     return;
   const Meseta__V1__FrameworkSubscription *sub = (const Meseta__V1__FrameworkSubscription *)msg;

@@ -622,11 +622,8 @@ static void refuse(ms_rpc_call *call, ms_error *err) {
 
 void svc_operator_call(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
-  const char *why;
-  if (!svc_serving(s, &why)) {
-    ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
+  if (svc_refuse_unless_serving(s, call))
     return;
-  }
   if (s->recovering) {
     ms_rpc_call_finish(call, MS_UNAVAILABLE, "this allocator is recovering: agents are re-registering");
     return;

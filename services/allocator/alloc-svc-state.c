@@ -705,11 +705,8 @@ static void send_snapshot(alloc_service *s, svc_watcher *w, uint32_t max_chunk) 
 
 void svc_state_watch(alloc_service *s, ms_rpc_call *call, void *data, ProtobufCMessage *msg) {
   (void)data;
-  const char *why;
-  if (!svc_serving(s, &why)) {
-    ms_rpc_call_finish(call, MS_UNAVAILABLE, why);
+  if (svc_refuse_unless_serving(s, call))
     return;
-  }
   if (ms_rpc_call_is_done(call))
     return;
   const Meseta__V1__WatchStateRequest *r = (const Meseta__V1__WatchStateRequest *)msg;
