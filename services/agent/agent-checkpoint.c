@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
@@ -298,7 +299,7 @@ static void drop_checkpoints(agent *a, DIR *d) {
 }
 
 int agent_recover(agent *a, ms_error **err) {
-  if (agent_mkdirs(a->tasks_dir, err) < 0)
+  if (ms_mkdirs(a->tasks_dir, err) < 0)
     return MS_ERR;
   DIR *d = opendir(a->tasks_dir);
   if (!d)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
@@ -345,7 +346,7 @@ agent *agent_new(const agent_config *cfg, ms_loop *loop, ms_error **err) {
   _cleanup_free_ char *sb = ms_xasprintf("%s/sandboxes", a->work_dir);
   _cleanup_free_ char *cs = ms_xasprintf("%s/containers", a->work_dir);
   a->tasks_dir = ms_xasprintf("%s/meta/tasks", a->work_dir);
-  if (agent_mkdirs(meta, err) < 0 || agent_mkdirs(sb, err) < 0 || agent_mkdirs(cs, err) < 0)
+  if (ms_mkdirs(meta, err) < 0 || ms_mkdirs(sb, err) < 0 || ms_mkdirs(cs, err) < 0)
     goto fail;
   if (parse_isolation(a, cfg->isolation, err) < 0)
     goto fail;

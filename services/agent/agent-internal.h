@@ -83,9 +83,8 @@ void agent_maybe_done(agent *a);
  * heap message, protobuf_c_message_free_unpacked). */
 Meseta__V1__AgentInfo *agent_info_new(const agent *a, ms_error **err);
 
-/* agent-resources.c: mkdir -p; atomic write (tmp + rename; fsync'ed when `sync`);
+/* agent-resources.c: atomic write (tmp + rename; fsync'ed when `sync`);
  * whole-file read. */
-int agent_mkdirs(const char *path, ms_error **err);
 int agent_write_bytes(const char *path, const void *data, size_t len, bool sync, ms_error **err);
 int agent_write_file(const char *path, const char *text, ms_error **err); /* synced */
 /* NULL with *err (NOT_FOUND when absent); the caller frees. */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 #include "meseta/log.h"
 #include "meseta/pb.h"
 #include "meseta/resources-io.h"
@@ -285,7 +286,7 @@ static int apply_files(agent *a, const ms_operation *op, ms_error **err) {
     for (size_t i = 0; i < n && rc == 0; i++) {
       if (!paths[i])
         continue;
-      rc = agent_mkdirs(paths[i], err);
+      rc = ms_mkdirs(paths[i], err);
       if (rc < 0)
         for (size_t k = 0; k < i; k++)
           if (paths[k])
@@ -320,7 +321,7 @@ static int apply_files(agent *a, const ms_operation *op, ms_error **err) {
           continue;
         _cleanup_free_ char *parent = ms_xstrdup(paths[k]);
         *strrchr(parent, '/') = '\0';
-        if (agent_mkdirs(parent, err) < 0)
+        if (ms_mkdirs(parent, err) < 0)
           rc = MS_ERR;
         else if (rename(from[i], paths[k]) < 0 && errno != ENOENT)
           rc = ms_error_set(err, MS_INTERNAL, "move volume `%s` to `%s`: %s", from[i], paths[k],
@@ -610,7 +611,7 @@ Meseta__V1__TrackedOperation **agent_ops_unacked(const agent *a, size_t *ret_n) 
 int agent_ops_recover(agent *a, ms_error **err) {
   a->volume_dir = a->cfg.volume_dir && *a->cfg.volume_dir ? ms_xstrdup(a->cfg.volume_dir)
                                                           : ms_xasprintf("%s/volumes", a->work_dir);
-  if (agent_mkdirs(a->volume_dir, err) < 0)
+  if (ms_mkdirs(a->volume_dir, err) < 0)
     return ms_error_prefix(err, "flag `--volume-dir`");
   _cleanup_free_ char *path = ops_path(a);
   ms_error *e = NULL;

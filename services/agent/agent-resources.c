@@ -17,21 +17,6 @@
 
 /* ---- files ---- */
 
-int agent_mkdirs(const char *path, ms_error **err) {
-  _cleanup_free_ char *p = ms_xstrdup(path);
-  for (char *s = p + 1; *s; s++) {
-    if (*s != '/')
-      continue;
-    *s = '\0';
-    if (mkdir(p, 0755) < 0 && errno != EEXIST)
-      return ms_error_set_errno(err, errno, "directory `%s`", p);
-    *s = '/';
-  }
-  if (mkdir(p, 0755) < 0 && errno != EEXIST)
-    return ms_error_set_errno(err, errno, "directory `%s`", p);
-  return 0;
-}
-
 int agent_write_bytes(const char *path, const void *data, size_t len, bool sync, ms_error **err) {
   _cleanup_free_ char *tmp = ms_xasprintf("%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

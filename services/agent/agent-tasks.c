@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 #include "meseta/log.h"
 #include "meseta/pb-check.h"
 #include "meseta/pb.h"
@@ -447,7 +448,7 @@ void agent_task_run(agent *a, const Meseta__V1__AllocatorMessage__RunTask *rt) {
   _cleanup_free_ char *spec_path = ms_xasprintf("%s/spec.json", t->cdir);
   _cleanup_free_ char *spec = NULL;
   pid_t pid = 0;
-  if (agent_mkdirs(t->sandbox, &err) < 0 || agent_mkdirs(t->cdir, &err) < 0) {
+  if (ms_mkdirs(t->sandbox, &err) < 0 || ms_mkdirs(t->cdir, &err) < 0) {
     fail(a, t, MESETA__V1__TASK_STATUS__REASON__REASON_CONTAINER_LAUNCH_FAILED, err->msg);
   } else if (!(spec = build_spec(a, t, &err))) {
     report(a, t, MESETA__V1__TASK_STATE__TASK_ERROR, MESETA__V1__TASK_STATUS__REASON__REASON_TASK_INVALID,

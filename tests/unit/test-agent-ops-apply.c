@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 #include "meseta/resources-io.h"
 
 #include "agent-internal.h"
@@ -24,7 +25,7 @@ static agent *bare_agent(void) {
   ms_error *err = NULL;
   MS_ASSERT_OK(ms_resources_parse_text(a->resources_text, NULL, &a->total, &err), &err);
   _cleanup_free_ char *meta = ms_xasprintf("%s/meta", work);
-  MS_ASSERT_OK(agent_mkdirs(meta, &err), &err);
+  MS_ASSERT_OK(ms_mkdirs(meta, &err), &err);
   MS_ASSERT_OK(agent_ops_recover(a, &err), &err);
   return a;
 }

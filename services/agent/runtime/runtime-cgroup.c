@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 
 #include "runtime.h"
 
@@ -82,23 +83,6 @@ static int writef(const char *dir, const char *file, ms_error **err, const char 
 static bool exists(const char *dir, const char *file) {
   _cleanup_free_ char *path = ms_xasprintf("%s/%s", dir, file);
   return access(path, F_OK) == 0;
-}
-
-/* mkdir -p of the parent (kept: shared by every container) */
-static int mkdir_parents(const char *base, const char *rel, ms_error **err) {
-  _cleanup_free_ char *path = ms_xasprintf("%s/%s", base, rel);
-  for (char *p = path + strlen(base) + 1;; p++) {
-    if (*p != '/' && *p != '\0')
-      continue;
-    char c = *p;
-    *p = '\0';
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-      return ms_error_set_errno(err, errno, "mkdir `%s`", path);
-    if (!c)
-      break;
-    *p = c;
-  }
-  return 0;
 }
 
 static int configure_v1(rt_cgroup *cg, const rt_spec *s, ms_error **err) {
@@ -233,7 +217,8 @@ int rt_cgroup_create(const rt_spec *s, rt_cgroup **ret_cg, ms_error **err) {
     ms_strlcpy(seen[i], real, sizeof(seen[i]));
     if (dup)
       continue;
-    if (mkdir_parents(real, s->cgroup_parent, err) < 0)
+    _cleanup_free_ char *parent = ms_xasprintf("%s/%s", real, s->cgroup_parent);
+    if (ms_mkdirs(parent, err) < 0) /* kept: shared by every container */
       goto fail;
     if (cg->v2 && enable_v2_controllers(s->cgroup_parent, err) < 0)
       goto fail;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 
 #include "runtime-internal.h"
 
@@ -162,21 +163,6 @@ static _Noreturn void init_main(const launch *l) {
   }
 }
 
-static int mkdir_p(const char *path, ms_error **err) {
-  _cleanup_free_ char *p = ms_xstrdup(path);
-  for (char *c = p + 1;; c++) {
-    if (*c != '/' && *c != '\0')
-      continue;
-    char saved = *c;
-    *c = '\0';
-    if (mkdir(p, 0755) != 0 && errno != EEXIST)
-      return ms_error_set_errno(err, errno, "mkdir `%s`", p);
-    if (!saved)
-      return 0;
-    *c = saved;
-  }
-}
-
 static int open_stdio(const rt_spec *s, int stdio[3], ms_error **err) {
   stdio[0] = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (stdio[0] < 0)
@@ -296,7 +282,7 @@ void rt_container_run(const rt_spec *s, const rt_options *o, rt_result *r) {
     ms_error_set_errno(&err, errno ? errno : ENOTDIR, "rootfs `%s`", s->rootfs);
     goto fail;
   }
-  if (!s->rootfs && mkdir_p(mountpoint, &err) < 0)
+  if (!s->rootfs && ms_mkdirs(mountpoint, &err) < 0)
     goto fail;
   if (open_stdio(s, stdio, &err) < 0 || rt_cgroup_create(s, &cg, &err) < 0)
     goto fail;

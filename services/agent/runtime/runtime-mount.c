@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "meseta/alloc.h"
+#include "meseta/fs.h"
 
 #include "runtime-internal.h"
 
@@ -126,21 +127,6 @@ static int proc_tree(const char *root, ms_error **err) {
   return 0;
 }
 
-static int mkdir_p(const char *path, ms_error **err) {
-  _cleanup_free_ char *p = ms_xstrdup(path);
-  for (char *c = p + 1;; c++) {
-    if (*c != '/' && *c != '\0')
-      continue;
-    char saved = *c;
-    *c = '\0';
-    if (mkdir(p, 0755) != 0 && errno != EEXIST)
-      return ms_error_set_errno(err, errno, "mkdir `%s`", p);
-    if (!saved)
-      return 0;
-    *c = saved;
-  }
-}
-
 int rt_mount_rootfs(const rt_spec *s, const char *mountpoint, ms_error **err) {
   if (do_mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL, err) < 0)
     return MS_ERR;
@@ -155,7 +141,7 @@ int rt_mount_rootfs(const rt_spec *s, const char *mountpoint, ms_error **err) {
   if (proc_tree(root, err) < 0 || dev_tree(root, err) < 0)
     return MS_ERR;
   _cleanup_free_ char *sandbox = ms_xasprintf("%s/mnt/sandbox", root);
-  if (mkdir_p(sandbox, err) < 0 || bind_path(s->sandbox, sandbox, true, false, err) < 0)
+  if (ms_mkdirs(sandbox, err) < 0 || bind_path(s->sandbox, sandbox, true, false, err) < 0)
     return ms_error_prefix(err, "sandbox `%s`", s->sandbox);
   /* pivot_root(".", ".") stacks the old root under the new one; detaching it drops the host. */
   if (chdir(root) != 0)
