@@ -248,6 +248,19 @@ static Meseta__V1__FileEntry *entry_new(const char *name, const struct stat *st)
   return e;
 }
 
+/* The request's path in the task's sandbox, opened O_PATH (the caller's), its stat in
+ * *st and its quoted form in q for messages; -1 and *err otherwise. */
+static int open_target(const char *work_dir, const Meseta__V1__FrameworkID *fw,
+                       const Meseta__V1__TaskID *task, const char *path, char q[QUOTE_MAX], struct stat *st,
+                       ms_error **err) {
+  _cleanup_close_ int sandbox = open_sandbox(work_dir, fw, task, err);
+  if (sandbox < 0)
+    return MS_ERR;
+  path = path ? path : "";
+  ms_value_quote(path, q, QUOTE_MAX);
+  return open_path(sandbox, path, st, err);
+}
+
 int agent_files_list(const char *work_dir, const Meseta__V1__ListFilesRequest *req,
                      Meseta__V1__ListFilesResponse **ret_resp, ms_error **err) {
   size_t page = req->page_size ? req->page_size : AGENT_FILES_DEFAULT_PAGE;
@@ -256,14 +269,9 @@ int agent_files_list(const char *work_dir, const Meseta__V1__ListFilesRequest *r
   _cleanup_free_ char *after = NULL;
   if (req->page_token && *req->page_token && decode_token(req->page_token, &after, err) < 0)
     return MS_ERR;
-  _cleanup_close_ int sandbox = open_sandbox(work_dir, req->framework_id, req->task_id, err);
-  if (sandbox < 0)
-    return MS_ERR;
-  const char *path = req->path ? req->path : "";
   char q[QUOTE_MAX];
-  ms_value_quote(path, q, sizeof(q));
   struct stat st;
-  _cleanup_close_ int opath = open_path(sandbox, path, &st, err);
+  _cleanup_close_ int opath = open_target(work_dir, req->framework_id, req->task_id, req->path, q, &st, err);
   if (opath < 0)
     return MS_ERR;
   if (!S_ISDIR(st.st_mode))
@@ -334,14 +342,9 @@ int agent_files_read(const char *work_dir, const Meseta__V1__ReadFileRequest *re
     return ms_error_set(err, MS_INVALID_ARGUMENT, "`length` %lld is over %d (1 MiB)", (long long)req->length,
                         AGENT_FILES_MAX_READ);
   size_t length = req->length ? (size_t)req->length : AGENT_FILES_DEFAULT_READ;
-  _cleanup_close_ int sandbox = open_sandbox(work_dir, req->framework_id, req->task_id, err);
-  if (sandbox < 0)
-    return MS_ERR;
-  const char *path = req->path ? req->path : "";
   char q[QUOTE_MAX];
-  ms_value_quote(path, q, sizeof(q));
   struct stat st;
-  _cleanup_close_ int opath = open_path(sandbox, path, &st, err);
+  _cleanup_close_ int opath = open_target(work_dir, req->framework_id, req->task_id, req->path, q, &st, err);
   if (opath < 0)
     return MS_ERR;
   if (S_ISDIR(st.st_mode))
