@@ -232,8 +232,7 @@ static void resume(agent *a, agent_task *t, size_t *running, size_t *ended) {
   if (t->terminal)
     return;
   if (!t->launched) {
-    agent_task_fail(a, t, MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_RESTARTED,
-                    "the agent restarted before the container was started");
+    agent_task_lost(a, t, "the agent restarted before the container was started");
     (*ended)++;
     return;
   }

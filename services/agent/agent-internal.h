@@ -102,8 +102,10 @@ void agent_task_ended(agent *a, agent_task *t, int ws);
  * the message): no field the cluster refuses (meseta/pb-check.h) and at least the
  * minimum cpus and mem (meseta/task-check.h), paths from `task`. */
 int agent_task_check(const Meseta__V1__TaskInfo *ti, ms_error **err);
-/* agent-tasks.c: queues TASK_FAILED with the reason and message. */
-void agent_task_fail(agent *a, agent_task *t, Meseta__V1__TaskStatus__Reason reason, const char *msg);
+/* agent-tasks.c: a task the agent's restart interrupted before it is known to have run
+ * or ended: TASK_LOST (TASK_GONE to a PARTITION_AWARE framework), REASON_AGENT_RESTARTED,
+ * so the framework may launch it again. */
+void agent_task_lost(agent *a, agent_task *t, const char *msg);
 /* agent-tasks.c: start time (/proc/<pid>/stat field 22) of a process; 0 if it is gone. */
 uint64_t agent_proc_start_time(pid_t pid);
 

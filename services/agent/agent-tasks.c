@@ -52,10 +52,6 @@ static void fail(agent *a, agent_task *t, reason_t reason, const char *msg) {
   report(a, t, MESETA__V1__TASK_STATE__TASK_FAILED, reason, msg, NULL, NULL);
 }
 
-void agent_task_fail(agent *a, agent_task *t, reason_t reason, const char *msg) {
-  fail(a, t, reason, msg);
-}
-
 /* ---- tasks ---- */
 
 agent_task *agent_task_find(agent *a, const char *framework_id, const char *task_id) {
@@ -577,6 +573,20 @@ static char *last_line(const char *path) {
   return r;
 }
 
+/* Mesos' rule for a task whose end is not known: GONE to a PARTITION_AWARE framework,
+ * LOST to the others; either way the framework may launch it again. */
+static bool partition_aware(const agent_task *t) {
+  for (size_t i = 0; t->framework && i < t->framework->n_capabilities; i++)
+    if (t->framework->capabilities[i]->type == MESETA__V1__FRAMEWORK_INFO__CAPABILITY__TYPE__PARTITION_AWARE)
+      return true;
+  return false;
+}
+
+void agent_task_lost(agent *a, agent_task *t, const char *msg) {
+  report(a, t, partition_aware(t) ? MESETA__V1__TASK_STATE__TASK_GONE : MESETA__V1__TASK_STATE__TASK_LOST,
+         MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_RESTARTED, msg, NULL, NULL);
+}
+
 void agent_task_ended(agent *a, agent_task *t, int ws) {
   t->pid = 0;
   t->start_time = 0;
@@ -597,6 +607,8 @@ void agent_task_ended(agent *a, agent_task *t, int ws) {
             : ms_xasprintf("meseta-runtime exited with %d without a status: %s", WEXITSTATUS(ws), line);
     if (t->kill_requested)
       report(a, t, MESETA__V1__TASK_STATE__TASK_KILLED, none, msg, NULL, NULL);
+    else if (ws < 0) /* the agent was killed mid-launch: nothing says the task ran or failed */
+      agent_task_lost(a, t, msg);
     else
       fail(a, t, MESETA__V1__TASK_STATUS__REASON__REASON_EXECUTOR_TERMINATED, msg);
     return;

@@ -229,8 +229,9 @@ static void free_status(Meseta__V1__TaskStatus *st) {
   protobuf_c_message_free_unpacked(&st->base, NULL);
 }
 
-/* How many processes still mention the work dir (runtimes: their spec path is under it). */
-static int processes_in_work(void) {
+/* How many processes still mention the work dir (runtimes: their spec path is under it);
+ * sig > 0: each is sent sig too. */
+static int signal_processes_in_work(int sig) {
   DIR *d = opendir("/proc");
   int n = 0;
   struct dirent *e;
@@ -248,12 +249,19 @@ static int processes_in_work(void) {
       if (!buf[i])
         buf[i] = ' ';
     buf[len] = '\0';
-    if (strstr(buf, "/containers/c-") && strstr(buf, work) && !strstr(buf, "meseta-agent"))
+    if (strstr(buf, "/containers/c-") && strstr(buf, work) && !strstr(buf, "meseta-agent")) {
       n++;
+      if (sig > 0)
+        kill((pid_t)strtol(e->d_name, NULL, 10), sig);
+    }
   }
   if (d)
     closedir(d);
   return n;
+}
+
+static int processes_in_work(void) {
+  return signal_processes_in_work(0);
 }
 
 /* Containers' cgroups left under meseta/ in any v1 hierarchy or on v2. */
@@ -280,6 +288,11 @@ static int mounts_in_work(void) {
   for (char *p = text; (p = strstr(p, work)); p++)
     n++;
   return n;
+}
+
+static bool no_processes(void *ctx) {
+  (void)ctx;
+  return processes_in_work() == 0;
 }
 
 static bool nothing_left(void *ctx) {
@@ -643,6 +656,28 @@ static void test_lost_checkpoint(void) {
   CU_ASSERT(access(stale, F_OK) < 0 && errno == ENOENT);
 }
 
+/* The agent is killed, then its task's runtime too, before the runtime could write a
+ * status (as when the agent dies mid-launch): the restarted agent cannot tell whether the
+ * task ran, so it reports TASK_LOST with REASON_AGENT_RESTARTED (GONE to a
+ * PARTITION_AWARE framework), which a framework launches again, not TASK_FAILED, which
+ * says the task itself failed. */
+static void test_runtime_gone_without_status_is_lost(void) {
+  up();
+  launch("no-status", "sleep 600", true);
+  free_status(wait_state("no-status", MESETA__V1__TASK_STATE__TASK_RUNNING));
+  int statuses = status_files();
+  CU_ASSERT_EQUAL(ms_test_proc_stop(agent_proc, SIGKILL), 128 + SIGKILL);
+  ms_test_proc_free(agent_proc);
+  CU_ASSERT(signal_processes_in_work(SIGKILL) >= 1);
+  CU_ASSERT(ms_sim_wait(no_processes, NULL, WAIT_MS));
+  CU_ASSERT_EQUAL(status_files(), statuses); /* none written: it was killed */
+  agent_proc = start_agent("agent-no-status");
+  Meseta__V1__TaskStatus *st = wait_state("no-status", MESETA__V1__TASK_STATE__TASK_LOST);
+  CU_ASSERT_EQUAL(st->reason, MESETA__V1__TASK_STATUS__REASON__REASON_AGENT_RESTARTED);
+  CU_ASSERT_PTR_NOT_NULL(strstr(st->message ? st->message : "", "without a status"));
+  free_status(st);
+}
+
 /* cpus in the next offer. */
 static double offered_cpus(void) {
   take_ctx tc = {NULL};
@@ -914,6 +949,7 @@ int main(int argc, char **argv) {
       {"isolators", test_isolators},
       {"shutdown_executor", test_shutdown_executor},
       {"trust_6_framework_message_refused", test_trust_6_framework_message_refused},
+      {"runtime_gone_without_status_is_lost", test_runtime_gone_without_status_is_lost},
       {"nothing_left_and_restart_keeps_id", test_nothing_left_and_restart_keeps_id},
       {"kill9_restart_reattaches", test_kill9_restart_reattaches},
       {"lost_checkpoint", test_lost_checkpoint},
