@@ -256,7 +256,10 @@ static void relay_gap(mapi_relay *r, ms_error *err, bool moved) {
   mapi_service *s = r->s;
   int64_t max_backoff = s->cfg.max_backoff_ms > 0 ? s->cfg.max_backoff_ms : 10000;
   bool lost = r->subscribed; /* this stream had been up: a loss, not one more failed try */
-  if (lost)
+  /* A new leader starts a new series: tries against the dead one must not make the
+   * relay wait seconds while the new leader only finishes loading (it answers
+   * "recovering" for about a second). */
+  if (lost || moved)
     r->backoff = 100;
   r->subscribed = false;
   int64_t delay = moved ? 0 : r->backoff;
@@ -484,6 +487,7 @@ static void moved_run(void *arg) {
     } else if (!r->up && r->retry_timer && now) {
       ms_loop_cancel_timer(s->relay_loop, r->retry_timer);
       r->retry_timer = ms_loop_add_timer(s->relay_loop, 0, 0, retry_tick, r);
+      r->backoff = 100; /* a new series for the new leader (see relay_gap) */
     }
     relay_unref(r);
   }
